@@ -1,0 +1,1 @@
+"""The orchestrator: one spoken conversation per session."""

@@ -1,0 +1,1 @@
+"""The model services of the mesh, one package per modality."""

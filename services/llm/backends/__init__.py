@@ -1,0 +1,1 @@
+"""Backends of the llm service, one module per provider."""

@@ -1,0 +1,1 @@
+"""Backends of the realtime service, one module per provider."""

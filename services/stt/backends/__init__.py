@@ -1,0 +1,1 @@
+"""Backends of the stt service, one module per provider."""

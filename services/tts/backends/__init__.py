@@ -1,0 +1,1 @@
+"""Backends of the tts service, one module per provider."""

@@ -1,0 +1,1 @@
+"""The shared server runtime: every VoiceMesh service runs on it."""

@@ -1,0 +1,137 @@
+"""A server interceptor that gives every RPC the same treatment.
+
+It maps exceptions to status codes (through ``status.abort``), counts
+messages, errors and durations, and binds the session id (``x-session-id``
+metadata, or a fresh one) to the logs of the RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from voicemesh.runtime import logs, metrics, status
+
+log = logging.getLogger(__name__)
+
+
+def _session_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-session-id" and value:
+            return str(value)[:64]
+    return uuid.uuid4().hex[:12]
+
+
+class _Call:
+    """Book-keeping of one RPC."""
+
+    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext):
+        self.service, self.method, self.context = service, method, context
+        self.labels = (service, method)
+        self.start = time.monotonic()
+        self.first_sent = False
+        self.token = logs.session_id.set(_session_id(context))
+        metrics.STREAMS_OPEN.labels(*self.labels).inc()
+
+    def sent(self) -> None:
+        metrics.MESSAGES_OUT.labels(*self.labels).inc()
+        if not self.first_sent:
+            self.first_sent = True
+            metrics.FIRST_RESPONSE_SECONDS.labels(*self.labels).observe(time.monotonic() - self.start)
+
+    async def counted(self, requests: AsyncIterator) -> AsyncIterator:
+        counter = metrics.MESSAGES_IN.labels(*self.labels)
+        async for request in requests:
+            counter.inc()
+            yield request
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        metrics.STREAMS_OPEN.labels(*self.labels).dec()
+        metrics.RPC_SECONDS.labels(*self.labels).observe(time.monotonic() - self.start)
+        metrics.RPCS.labels(*self.labels, code.name).inc()
+        if code is not grpc.StatusCode.OK:
+            metrics.ERRORS.labels(*self.labels, code.name).inc()
+        logs.session_id.reset(self.token)
+
+
+def _final_code(context: grpc.aio.ServicerContext, fallback: grpc.StatusCode) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return fallback
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
+
+    def __init__(self, service: str):
+        self.service = service
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith("/voicemesh."):
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_stream(self, behavior: Callable, method: str) -> Callable:
+        async def wrapper(request_iterator, context):
+            call = _Call(self.service, method, context)
+            code = grpc.StatusCode.OK
+            try:
+                async for response in behavior(call.counted(request_iterator), context):
+                    call.sent()
+                    yield response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                log.info("%s cancelled by the client or by shutdown", method)
+                raise
+            except grpc.aio.AbortError:
+                code = _final_code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as exc:
+                code = status.to_status(exc)[0]
+                await status.abort(context, exc)
+            finally:
+                call.finish(code)
+
+        return wrapper
+
+    def _wrap_unary(self, behavior: Callable, method: str) -> Callable:
+        async def wrapper(request, context):
+            call = _Call(self.service, method, context)
+            code = grpc.StatusCode.OK
+            try:
+                response = await behavior(request, context)
+                call.sent()
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _final_code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as exc:
+                code = status.to_status(exc)[0]
+                await status.abort(context, exc)
+            finally:
+                call.finish(code)
+
+        return wrapper

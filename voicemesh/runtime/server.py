@@ -1,0 +1,132 @@
+"""Run a VoiceMesh service: one grpc.aio server with health, reflection,
+metrics, graceful shutdown and the shared interceptor.
+
+A service hands ``serve`` a ``ServiceDefinition``: its name, the full proto
+names it registers, a ``register`` that adds its servicer, and ``start`` /
+``stop`` hooks (``start`` loads the default model; health stays NOT_SERVING
+until it returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from voicemesh.runtime import logs
+from voicemesh.runtime.interceptor import ServiceInterceptor
+from voicemesh.runtime.metrics import serve_metrics
+from voicemesh.settings import setting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSettings:
+    """Settings every service has."""
+
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
+    port: int = setting(50051, "gRPC port (0 picks a free one and logs it)")
+    metrics_host: str = setting("127.0.0.1", "address of the Prometheus metrics HTTP server")
+    metrics_port: int = setting(0, "Prometheus metrics port (0 picks a free one and logs it, -1 disables)")
+    grace_s: float = setting(10.0, "on SIGTERM/SIGINT, seconds open streams may take to finish before they are cancelled")
+    max_message_bytes: int = setting(4 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes")
+    keepalive_time_s: float = setting(30.0, "seconds between keepalive pings on idle connections")
+    keepalive_timeout_s: float = setting(10.0, "seconds to wait for a keepalive ack before closing the connection")
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text", "log format", choices=("text", "json"))
+
+
+class ServiceDefinition(Protocol):
+    """What a service gives the runtime."""
+
+    name: str
+    full_names: tuple[str, ...]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the servicer(s) to ``server``."""
+
+    async def start(self) -> None:
+        """Load what must be loaded before the service reports SERVING."""
+
+    async def stop(self) -> None:
+        """Release backends after the server stopped."""
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC channel arguments of the server."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(service.name)], options=server_options(settings))
+    service.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*service.full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    for name in ("", *service.full_names):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        log.error("cannot listen on %s", address)
+        return 1
+    await server.start()
+    log.info("%s service listening on %s:%d", service.name, settings.host, port)
+    serve_metrics(settings.metrics_host, settings.metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    exit_code = 0
+    starting = asyncio.create_task(service.start(), name=f"{service.name}-start")
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting in done:
+        if starting.exception() is not None:
+            log.error("%s service failed to start: %s", service.name, starting.exception(), exc_info=starting.exception())
+            exit_code = 1
+            stop.set()
+        else:
+            for name in ("", *service.full_names):
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            log.info("%s service is SERVING", service.name)
+        await stopping
+    else:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+
+    log.info("shutting down: no new streams; open streams have %.1f s to finish", settings.grace_s)
+    await health.enter_graceful_shutdown()
+    await server.stop(settings.grace_s)
+    await service.stop()
+    log.info("%s service stopped", service.name)
+    return exit_code
+
+
+def run(service: ServiceDefinition, settings: ServerSettings) -> int:
+    """Set up logging and serve (the entry of ``voicemesh serve``)."""
+    logs.setup(settings.log_level, settings.log_format, service.name)
+    return asyncio.run(serve(service, settings))

@@ -1,0 +1,109 @@
+"""The service definition every model service (stt, llm, tts, realtime) uses.
+
+It owns the provider registry and the backend cache, preloads the models the
+operator names before the service reports SERVING, and builds the Describe
+answer from the providers' catalogs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from voicemesh import __version__
+from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from voicemesh.backend import Backend, BackendCache, ModelCard, RemoteOptions
+from voicemesh.descriptors import parse
+from voicemesh.registry import Registry
+from voicemesh.runtime.server import ServerSettings
+from voicemesh.settings import setting
+from voicemesh.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelServiceSettings(ServerSettings):
+    """Settings of every model service."""
+
+    preload: str = setting("", "comma-separated model descriptors to load before the service reports SERVING")
+
+
+def remote_options(options: common_pb2.BackendOptions | None) -> RemoteOptions:
+    """The backend options of a config message as plain values."""
+    if options is None:
+        return RemoteOptions()
+    return RemoteOptions(
+        base_url=options.base_url, api_key=options.api_key, timeout_s=options.timeout_s, extra=dict(options.extra)
+    )
+
+
+def model_info(card: ModelCard) -> common_pb2.ModelInfo:
+    """A ModelCard as its proto message."""
+    descriptor = parse(card.descriptor)
+    return common_pb2.ModelInfo(
+        descriptor=card.descriptor,
+        provider=descriptor.provider,
+        model=descriptor.model,
+        languages=card.languages,
+        sample_rates_hz=card.sample_rates_hz,
+        voices=card.voices,
+        context_tokens=card.context_tokens,
+        capabilities=common_pb2.Capabilities(**card.capabilities),
+        description=card.description,
+    )
+
+
+class ModelService:
+    """A ``ServiceDefinition`` for one modality.
+
+    ``servicer_factory`` builds the servicer from this object (it reads
+    ``backends`` and ``description()``); ``add_to_server`` is the generated
+    ``add_<Service>Servicer_to_server`` function.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        full_name: str,
+        settings: ModelServiceSettings,
+        servicer_factory: Callable[[ModelService], Any],
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+    ):
+        self.name = name
+        self.full_names = (full_name,)
+        self.settings = settings
+        self.registry = Registry(name)
+        self.backends = BackendCache(self.registry, settings)
+        self._add_to_server = add_to_server
+        self.servicer = servicer_factory(self)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        self._add_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        for text in filter(None, (part.strip() for part in self.settings.preload.split(","))):
+            await self.backends.get(parse(text))
+            log.info("preloaded %s", text)
+
+    async def stop(self) -> None:
+        await self.backends.close()
+
+    async def backend(self, descriptor: str, options: common_pb2.BackendOptions | None = None) -> Backend:
+        """Resolve a descriptor string to a loaded backend (NOT_FOUND / INVALID_ARGUMENT on bad ones)."""
+        return await self.backends.get(parse(descriptor), remote_options(options))
+
+    def description(self) -> common_pb2.ServiceDescription:
+        return common_pb2.ServiceDescription(
+            service=self.name,
+            version=__version__,
+            models=[model_info(card) for card in self.backends.catalog()],
+            min_sample_rate_hz=MIN_SAMPLE_RATE_HZ,
+            max_sample_rate_hz=MAX_SAMPLE_RATE_HZ,
+            providers=self.registry.providers(),
+        )
