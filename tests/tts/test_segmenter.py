@@ -1,0 +1,106 @@
+"""Unit tests of the sentence splitter (pure logic, no model)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from voicemesh.services.tts.segmenter import Segmenter
+from tests.speech import SENTENCES
+
+
+def feed(segmenter: Segmenter, text: str, sizes=(3, 8), seed: int = 0):
+    rng = random.Random(seed)
+    segments, i = [], 0
+    while i < len(text):
+        n = rng.randint(*sizes)
+        segments += segmenter.push(text[i : i + n])
+        i += n
+    return segments
+
+
+def check_spans(text: str, segments) -> None:
+    last_end = 0
+    for expected_index, segment in enumerate(segments):
+        assert segment.index == expected_index
+        assert segment.char_start >= last_end
+        assert text[segment.char_start : segment.char_end] == segment.text
+        last_end = segment.char_end
+    covered = " ".join(s.text for s in segments)
+    assert covered.split() == text.split()
+
+
+def test_sentences_streamed_in_small_pieces_come_out_one_per_segment():
+    text = " ".join(SENTENCES)
+    segmenter = Segmenter(first_clause_min_chars=1000)
+    segments = feed(segmenter, text)
+    # The last sentence has no following space yet: only a flush completes it.
+    assert [s.text for s in segments] == SENTENCES[:-1]
+    segments += segmenter.flush()
+    assert [s.text for s in segments] == SENTENCES
+    check_spans(text, segments)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spans_are_exact_whatever_the_piece_sizes(seed):
+    text = "  Hello there, my friend!  Dr. Smith paid $3.50 for it… Really?\nYes.\n\n(Quoted.) End"
+    segmenter = Segmenter()
+    segments = feed(segmenter, text, sizes=(1, 6), seed=seed) + segmenter.flush()
+    check_spans(text, segments)
+
+
+def test_decimals_and_abbreviations_do_not_cut():
+    segmenter = Segmenter(first_clause_min_chars=1000)
+    text = "It costs 3.5 dollars, e.g. at Mr. Brown's shop."
+    segments = segmenter.push(text + " And")
+    assert [(s.text, s.char_start, s.char_end) for s in segments] == [(text, 0, len(text))]
+
+
+def test_period_at_end_of_piece_waits_for_the_next_piece():
+    segmenter = Segmenter()
+    assert segmenter.push("It is 3.") == []
+    assert segmenter.push("5 now") == []
+    assert [s.text for s in segmenter.push(". Next")] == ["It is 3.5 now."]
+
+
+def test_first_clause_goes_early_only_at_the_start_of_a_reply():
+    segmenter = Segmenter(first_clause_min_chars=16)
+    segments = segmenter.push("Well, sure. Thinking about it carefully, I agree, and more. ")
+    assert [s.text for s in segments] == ["Well, sure.", "Thinking about it carefully, I agree, and more."]
+    segmenter = Segmenter(first_clause_min_chars=16)
+    segments = segmenter.push("Thinking about it carefully, I agree. Then, later, yes. ")
+    assert [s.text for s in segments] == ["Thinking about it carefully,", "I agree.", "Then, later, yes."]
+    # After a flush the next reply may start early again.
+    segments = segmenter.flush() + segmenter.push("Once more from the top, again. ")
+    assert [s.text for s in segments] == ["Once more from the top,", "again."]
+
+
+def test_long_run_on_text_is_capped_at_a_space():
+    words = " ".join(f"word{i}" for i in range(100))
+    segmenter = Segmenter(max_chars=60)
+    segments = segmenter.push(words) + segmenter.flush()
+    assert all(len(s.text) <= 60 for s in segments)
+    assert len(segments) > 5
+    check_spans(words, segments)
+    assert [s.index for s in segments] == list(range(len(segments)))
+
+
+def test_text_without_spaces_is_cut_hard():
+    segmenter = Segmenter(max_chars=20)
+    segments = segmenter.push("x" * 50) + segmenter.flush()
+    assert [len(s.text) for s in segments] == [20, 20, 10]
+    assert [s.char_start for s in segments] == [0, 20, 40]
+
+
+def test_punctuation_only_is_no_segment_and_clear_reports_dropped_text():
+    segmenter = Segmenter()
+    assert segmenter.push(" ... ") == []
+    assert segmenter.flush() == []
+    segmenter.push("Half a sent")
+    assert segmenter.clear() == len("Half a sent")
+    assert segmenter.buffered == 0
+    segments = segmenter.push("New one. ")
+    # Offsets keep counting all text received, dropped text included.
+    assert segments[0].char_start == len(" ... ") + len("Half a sent")
+    assert segments[0].index == 0
