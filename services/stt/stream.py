@@ -1,0 +1,229 @@
+"""One recognition stream: resampling, VAD, endpointing, interims and finals.
+
+Every backend that decodes whole utterances (local faster-whisper, remote
+``/audio/transcriptions``) shares this pipeline; it differs only in its
+``decode`` coroutine. All times are derived from the audio received (16 kHz
+sample positions), never from the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+
+from voicemesh.audio import StreamResampler, pcm_to_float
+from voicemesh.services.stt.backend import (
+    Hypothesis,
+    RecognitionOptions,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
+    SttEvent,
+    TranscriptEvent,
+    UsageEvent,
+)
+from voicemesh.services.stt.vad import RATE, Boundary, Endpointer, SileroVad
+
+log = logging.getLogger(__name__)
+
+#: decode(samples at 16 kHz, offset of the first sample in ms, final?) -> hypothesis with stream times
+Decode = Callable[[np.ndarray, int, bool], Awaitable[Hypothesis]]
+
+PREROLL_MS = 250  # audio kept before the detected start, so the first phoneme is not clipped
+POSTROLL_MS = 200  # audio kept after the detected end
+_DONE = object()
+
+
+def ms(position: int) -> int:
+    """A 16 kHz sample position as milliseconds."""
+    return position * 1000 // RATE
+
+
+class _Audio:
+    """The recent 16 kHz audio of a stream, addressed by absolute sample position."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self._parts: list[np.ndarray] = []
+        self._joined = np.zeros(0, dtype=np.float32)
+        self.end = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        self._parts.append(samples)
+        self.end += len(samples)
+
+    def _all(self) -> np.ndarray:
+        if self._parts:
+            self._joined = np.concatenate([self._joined, *self._parts])
+            self._parts = []
+        return self._joined
+
+    def slice(self, begin: int, end: int) -> np.ndarray:
+        begin, end = max(begin, self.start), min(end, self.end)
+        return self._all()[begin - self.start : end - self.start].copy()
+
+    def keep_from(self, position: int) -> None:
+        """Forget audio before ``position``."""
+        position = min(max(position, self.start), self.end)
+        self._joined = self._all()[position - self.start :]
+        self.start = position
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+class StablePrefix:
+    """Interim text whose stable prefix only grows (agreement of consecutive hypotheses)."""
+
+    def __init__(self) -> None:
+        self.stable: list[str] = []
+        self._previous: list[str] = []
+
+    def update(self, text: str) -> tuple[str, str]:
+        """(text, stable_text) for a new hypothesis; the text always starts with the stable prefix."""
+        words = text.split()
+        keep = len(self.stable)
+        words = self.stable + words[keep:]  # the stable prefix never changes, whatever the new decode says
+        agreed = keep
+        while (agreed < len(words) and agreed < len(self._previous)
+               and _norm(words[agreed]) == _norm(self._previous[agreed]) and _norm(words[agreed])):
+            agreed += 1
+        self.stable = self.stable + [w.rstrip(".,?!;:") for w in words[keep:agreed]]
+        words = self.stable + words[agreed:]
+        self._previous = words
+        return " ".join(words), " ".join(self.stable)
+
+
+class RecognizeStream:
+    """Runs one stream; ``events(audio)`` yields its events in order."""
+
+    def __init__(self, *, options: RecognitionOptions, vad: SileroVad, decode: Decode, model: str,
+                 interim_interval_ms: int = 0, max_utterance_ms: int = 25000):
+        self.options = options
+        self._decode = decode
+        self._model = model
+        self._interim_every = interim_interval_ms * RATE // 1000 if options.interim_results else 0
+        self._vad = vad.stream()
+        self._endpointer = Endpointer(threshold=options.speech_threshold, min_silence_ms=options.min_silence_ms,
+                                      max_utterance_ms=max_utterance_ms)
+        self._resampler = StreamResampler(options.sample_rate_hz, RATE)
+        self._audio = _Audio()
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._samples_in = 0
+        self._utterance = 0
+        self._interim_task: asyncio.Task | None = None
+        self._last_interim = 0
+        self._prefix = StablePrefix()
+
+    async def events(self, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
+        pump = asyncio.create_task(self._pump(audio), name="stt-pump")
+        try:
+            while True:
+                item = await self._events.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await pump
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    async def _pump(self, audio: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in audio:
+                samples = pcm_to_float(chunk)
+                self._samples_in += len(samples)
+                await self._advance(self._resampler.process(samples))
+            await self._advance(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), last=True)
+            if self._endpointer.in_speech:
+                await self._finish(self._endpointer.end())
+            self._events.put_nowait(UsageEvent(self._samples_in / self.options.sample_rate_hz, self._model))
+            self._events.put_nowait(_DONE)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._events.put_nowait(exc)
+        finally:
+            await self._cancel_interim()
+
+    async def _advance(self, samples: np.ndarray, last: bool = False) -> None:
+        self._audio.append(samples)
+        probs = await asyncio.to_thread(self._score, samples, last)
+        for boundary in self._endpointer.feed(probs):
+            if boundary.started:
+                self._utterance += 1
+                self._last_interim = boundary.position
+                self._prefix = StablePrefix()
+                self._events.put_nowait(SpeechStartedEvent(self._utterance, ms(boundary.position)))
+            else:
+                await self._finish(boundary)
+        if self._endpointer.in_speech:
+            self._audio.keep_from(self._endpointer.start - RATE * PREROLL_MS // 1000)
+            self._maybe_interim()
+        else:
+            self._audio.keep_from(self._endpointer.position - RATE * (PREROLL_MS + 200) // 1000)
+
+    def _score(self, samples: np.ndarray, last: bool) -> np.ndarray:
+        probs = self._vad.process(samples)
+        return np.concatenate([probs, self._vad.flush()]) if last else probs
+
+    def _maybe_interim(self) -> None:
+        if not self._interim_every or self._interim_task is not None:
+            return
+        if self._audio.end - self._last_interim < self._interim_every:
+            return
+        self._last_interim = self._audio.end
+        begin = self._endpointer.start - RATE * PREROLL_MS // 1000
+        clip = self._audio.slice(begin, self._audio.end)
+        self._interim_task = asyncio.create_task(
+            self._interim(self._utterance, clip, ms(max(begin, 0)), self._audio.end), name="stt-interim"
+        )
+
+    async def _interim(self, utterance: int, clip: np.ndarray, offset_ms: int, end: int) -> None:
+        try:
+            hypothesis = await self._decode(clip, offset_ms, False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed interim fails the stream: never swallow errors
+            self._events.put_nowait(exc)
+            return
+        finally:
+            if self._interim_task is asyncio.current_task():
+                self._interim_task = None
+        if utterance != self._utterance or not self._endpointer.in_speech or not hypothesis.text.strip():
+            return
+        text, stable = self._prefix.update(hypothesis.text.strip())
+        self._events.put_nowait(TranscriptEvent(
+            utterance_id=utterance, text=text, final=False, stable_text=stable,
+            start_ms=ms(self._endpointer.start), end_ms=ms(end), words=hypothesis.words,
+            confidence=hypothesis.confidence, language=hypothesis.language or self.options.language,
+        ))
+
+    async def _cancel_interim(self) -> None:
+        task, self._interim_task = self._interim_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _finish(self, boundary: Boundary) -> None:
+        """Decode the whole utterance and send FINAL, then SPEECH_ENDED."""
+        await self._cancel_interim()
+        start = boundary.start
+        begin = max(start - RATE * PREROLL_MS // 1000, 0)
+        clip = self._audio.slice(begin, boundary.position + RATE * POSTROLL_MS // 1000)
+        hypothesis = await self._decode(clip, ms(begin), True)
+        self._events.put_nowait(TranscriptEvent(
+            utterance_id=self._utterance, text=hypothesis.text.strip(), final=True, start_ms=ms(start),
+            end_ms=ms(boundary.position), words=hypothesis.words, confidence=hypothesis.confidence,
+            language=hypothesis.language or self.options.language,
+        ))
+        self._events.put_nowait(SpeechEndedEvent(self._utterance, ms(boundary.position)))
