@@ -1,0 +1,131 @@
+"""Remote synthesis through an OpenAI-compatible ``/audio/speech`` API (``openai/<model>:<voice>``).
+
+Each segment is one ``POST {base_url}/audio/speech`` with
+``response_format: "pcm"`` (raw s16le mono at 24 kHz, OpenAI's documented
+format), read as a stream so audio flows before the whole answer is made.
+``base_url`` and ``api_key`` come from the stream's backend options, then
+``VOICEMESH_OPENAI_BASE_URL``/``OPENAI_BASE_URL`` and the ``*_API_KEY``
+variables. Any model name is accepted: the remote decides what it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from voicemesh.backend import ModelCard
+from voicemesh.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VoiceMeshError,
+)
+from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PCM_RATE = 24000  # OpenAI's "pcm" response format: 24 kHz, 16-bit signed little-endian, mono
+DEFAULT_VOICE = "alloy"
+OPENAI_MODELS = ("gpt-4o-mini-tts", "tts-1", "tts-1-hd")
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
+
+
+class OpenAITtsBackend(TtsBackend):
+    """Speech from any server that implements OpenAI's ``POST /audio/speech``."""
+
+    provider = "openai"
+
+    @classmethod
+    def catalog(cls, settings: Any) -> list[ModelCard]:
+        return [
+            ModelCard(
+                descriptor=f"openai/{model}",
+                sample_rates_hz=(PCM_RATE,),
+                voices=OPENAI_VOICES,
+                capabilities=TTS_CAPABILITIES,
+                description="remote OpenAI-compatible /audio/speech (any model name the remote serves)",
+            )
+            for model in OPENAI_MODELS
+        ]
+
+    @classmethod
+    def check_model(cls, model: str, settings: Any) -> None:
+        """A remote serves what it serves; unknown models come back as its 404."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
+        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
+        self._client: httpx.AsyncClient | None = None
+
+    async def load(self) -> None:
+        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.options.timeout_s))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def native_rate(self, voice: str) -> int:
+        return PCM_RATE
+
+    def check_voice(self, voice: str) -> str:
+        return voice or self.options.extra.get("voice", "") or DEFAULT_VOICE
+
+    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
+        if self._client is None:
+            raise RuntimeError("openai backend used before load()")
+        url = f"{self.options.base_url}/audio/speech"
+        body = {
+            "model": self.model,
+            "input": text,
+            "voice": self.check_voice(options.voice),
+            "response_format": "pcm",
+            "speed": options.speed or 1.0,
+        }
+        if instructions := self.options.extra.get("instructions"):
+            body["instructions"] = instructions
+        carry = b""
+        try:
+            async with self._client.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    raise _status_error(response.status_code, detail, f"{self.provider}/{self.model}")
+                async for data in response.aiter_bytes():
+                    data = carry + data
+                    cut = len(data) - len(data) % 2
+                    carry = data[cut:]
+                    if cut:
+                        yield data[:cut]
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(
+                f"{url} did not answer within {self.options.timeout_s:g} s ({type(exc).__name__})"
+            ) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise Unavailable(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+
+
+def _status_error(status: int, detail: str, model: str) -> VoiceMeshError:
+    message = f"remote /audio/speech answered HTTP {status}: {detail or '(no body)'}"
+    if status == 401:
+        return Unauthenticated(message, model=model)
+    if status == 403:
+        return PermissionDenied(message, model=model)
+    if status == 404:
+        return ModelNotFound(message, model=model)
+    if status == 429:
+        return ResourceExhausted(message, model=model)
+    if status in (400, 413, 422):
+        return InvalidInput(message, model=model)
+    if status == 408 or status == 504:
+        return DeadlineExceeded(message, model=model)
+    return Unavailable(message, model=model)

