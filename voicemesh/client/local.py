@@ -1,0 +1,168 @@
+"""A whole mesh on this machine: STT, LLM, TTS and the orchestrator as child processes.
+
+Used by ``voicemesh up`` (in the foreground) and ``voicemesh talk`` (when no
+mesh answers, for the duration of the command). The state directory holds
+the mesh config the orchestrator reads (``mesh.json``), one log file per
+service (``logs/``) and ``up.json`` (addresses and process ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
+from voicemesh.mesh import DEFAULT_PORTS, MeshConfig
+from voicemesh.process import ServiceProcess
+
+log = logging.getLogger(__name__)
+
+MODEL_SERVICES = ("stt", "llm", "tts")
+# Orchestrator first: it is the client of the others, so it goes down first.
+STOP_ORDER = ("orchestrator", "tts", "llm", "stt")
+
+
+def default_state_dir() -> Path:
+    """``$VOICEMESH_STATE_DIR``, else ``~/.voicemesh``."""
+    return Path(os.environ.get("VOICEMESH_STATE_DIR") or Path.home() / ".voicemesh")
+
+
+def port_offsets() -> dict[str, int]:
+    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3)."""
+    base = DEFAULT_PORTS["orchestrator"]
+    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES)}
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_base(host: str = "127.0.0.1", start: int = 20000, stop: int = 60000) -> int:
+    """A port base whose four service ports are all free right now."""
+    span = max(port_offsets().values()) + 1
+    for base in range(start + os.getpid() % 997 * 4, stop, span):
+        if all(port_is_free(host, base + offset) for offset in range(span)):
+            return base
+    raise RuntimeError(f"no {span} consecutive free ports on {host}")
+
+
+@dataclass
+class LocalMeshOptions:
+    """What ``LocalMesh`` starts."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port_base: int = DEFAULT_PORTS["orchestrator"]
+    stt: str = DEFAULT_STT
+    llm: str = DEFAULT_LLM
+    tts: str = DEFAULT_TTS
+    preload: bool = True
+    grace_s: float = 5.0
+    log_level: str = "INFO"
+
+
+class LocalMesh:
+    """Starts, watches and stops the four services of a local mesh."""
+
+    def __init__(self, options: LocalMeshOptions):
+        self.options = options
+        self.state_dir = Path(options.state_dir).expanduser()
+        self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()}
+        self.mesh_path = self.state_dir / "mesh.json"
+        self.log_dir = self.state_dir / "logs"
+        self.processes: dict[str, ServiceProcess] = {}
+
+    def address(self, service: str) -> str:
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
+        return f"{host}:{self.ports[service]}"
+
+    @property
+    def orchestrator_address(self) -> str:
+        return self.address("orchestrator")
+
+    def busy_ports(self) -> list[int]:
+        return [port for port in self.ports.values() if not port_is_free(self.options.host, port)]
+
+    def start(self) -> LocalMesh:
+        """Write the mesh config and start the four processes (without waiting for them)."""
+        busy = self.busy_ports()
+        if busy:
+            raise RuntimeError(f"port(s) {', '.join(map(str, busy))} on {self.options.host} are in use; "
+                               "stop what holds them or pick another --port-base")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        client_host = self.address("stt").rpartition(":")[0]
+        MeshConfig.local(client_host, {m: self.ports[m] for m in MODEL_SERVICES}).write(self.mesh_path)
+        common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
+        models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts}
+        for name in (*MODEL_SERVICES, "orchestrator"):
+            args = list(common)
+            env = {}
+            if name in models and self.options.preload:
+                args += ["--preload", models[name]]
+            if name == "orchestrator":
+                env["VOICEMESH_MESH"] = str(self.mesh_path)
+            log_path = self.log_dir / f"{name}.log"
+            log_path.write_bytes(b"")  # a fresh log per run
+            self.processes[name] = ServiceProcess(
+                name, port=self.ports[name], host=self.options.host, args=args, env=env, log_path=log_path,
+            ).start()
+        self._write_state()
+        return self
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "mesh": str(self.mesh_path),
+            "services": {name: {"address": self.address(name), "pid": proc.proc.pid if proc.proc else None,
+                                "log": str(proc.log_path)} for name, proc in self.processes.items()},
+        }
+        (self.state_dir / "up.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    def wait_serving(self, timeout: float = 180.0, on_ready=None) -> None:
+        """Block until every service reports SERVING (``on_ready(name, seconds)`` as each one does)."""
+        started = time.monotonic()
+        for name in (*MODEL_SERVICES, "orchestrator"):
+            remaining = max(1.0, timeout - (time.monotonic() - started))
+            self.processes[name].wait_serving(remaining)
+            if on_ready is not None:
+                on_ready(name, time.monotonic() - started)
+
+    def dead(self) -> list[str]:
+        """Services whose process has exited."""
+        return [name for name, p in self.processes.items() if p.proc is not None and p.proc.poll() is not None]
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every service (orchestrator first), then wait for each; returns exit codes."""
+        for name in STOP_ORDER:
+            proc = self.processes.get(name)
+            if proc is not None and proc.proc is not None and proc.proc.poll() is None:
+                proc.proc.send_signal(signal.SIGTERM)
+        codes = {name: self.processes[name].stop(timeout=self.options.grace_s + 10)
+                 for name in STOP_ORDER if name in self.processes}
+        state = self.state_dir / "up.json"
+        if state.exists():
+            state.unlink()
+        return codes
+
+    def __enter__(self) -> LocalMesh:
+        self.start()
+        try:
+            self.wait_serving()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

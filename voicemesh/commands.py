@@ -1,0 +1,233 @@
+"""``voicemesh up`` (a whole local mesh) and ``voicemesh talk`` (one spoken conversation)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+from voicemesh.client.local import LocalMesh, LocalMeshOptions, default_state_dir, free_port_base, port_is_free
+from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
+from voicemesh.mesh import DEFAULT_PORTS
+
+DEFAULT_INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _on_signal_raise() -> dict:
+    """Turn the first SIGINT/SIGTERM into ``_Stop``; later ones only remind that stopping is under way."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):  # noqa: ARG001
+        for sig in previous:
+            signal.signal(sig, lambda *_: _say("voicemesh: still stopping the services…"))
+        raise _Stop(signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return previous
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stt", default=DEFAULT_STT, metavar="DESCRIPTOR",
+                        help=f"speech-to-text model, provider/model[:language] (default {DEFAULT_STT})")
+    parser.add_argument("--llm", default=DEFAULT_LLM, metavar="DESCRIPTOR",
+                        help=f"language model, provider/model (default {DEFAULT_LLM})")
+    parser.add_argument("--tts", default=DEFAULT_TTS, metavar="DESCRIPTOR",
+                        help=f"voice, provider/model[:voice] (default {DEFAULT_TTS})")
+
+
+def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, host: str) -> LocalMeshOptions:
+    return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
+                            tts=args.tts, preload=not getattr(args, "no_preload", False))
+
+
+# --- up --------------------------------------------------------------------------------------------
+
+def _add_up(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser(
+        "up", help="run the whole mesh (STT, LLM, TTS, orchestrator) on this machine",
+        description="Start the STT, LLM and TTS services and the orchestrator as local processes, with the "
+        "default local models loaded so the first turn is warm. Writes the mesh config and one log per "
+        "service to the state directory, waits until every service reports SERVING, prints the addresses, "
+        "and runs until Ctrl-C or SIGTERM, which stops every service cleanly. Ports: the orchestrator on "
+        "--port-base, stt +1, llm +2, tts +3.",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address the services listen on (default 127.0.0.1; "
+                    "0.0.0.0 for all interfaces)")
+    up.add_argument("--port-base", type=int, default=DEFAULT_PORTS["orchestrator"],
+                    help=f"orchestrator port; the model services take the next three (default "
+                    f"{DEFAULT_PORTS['orchestrator']})")
+    up.add_argument("--state-dir", type=Path, default=None,
+                    help="where the mesh config and logs go (default $VOICEMESH_STATE_DIR or ~/.voicemesh)")
+    _add_model_flags(up)
+    up.add_argument("--no-preload", action="store_true", help="do not load the models before reporting SERVING")
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
+    up.set_defaults(handler=_up)
+
+
+def _up(args: argparse.Namespace) -> int:
+    state_dir = (args.state_dir or default_state_dir()).expanduser()
+    mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=args.port_base, host=args.host))
+    previous = _on_signal_raise()
+    try:
+        _say(f"voicemesh up: starting stt, llm, tts and the orchestrator (logs in {mesh.log_dir})")
+        mesh.start()
+        mesh.wait_serving(args.timeout, on_ready=lambda name, s: _say(
+            f"  {name:<12} {mesh.address(name):<22} SERVING after {s:.1f} s"))
+        print(f"VoiceMesh is up: orchestrator at {mesh.orchestrator_address} "
+              f"(stt {mesh.address('stt')}, llm {mesh.address('llm')}, tts {mesh.address('tts')})", flush=True)
+        _say(f"mesh config: {mesh.mesh_path}\ntry: voicemesh talk --address {mesh.orchestrator_address}\n"
+             "Ctrl-C stops everything.")
+        while True:
+            dead = mesh.dead()
+            if dead:
+                for name in dead:
+                    proc = mesh.processes[name]
+                    _say(f"voicemesh up: {name} exited with code {proc.proc.returncode}; its log ends with:\n"
+                         f"{proc.log_tail(20)}")
+                return 1
+            time.sleep(0.5)
+    except _Stop as stop:
+        _say(f"voicemesh up: {stop}: stopping…")
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        _say(f"voicemesh up: {exc}")
+        return 1
+    finally:
+        codes = mesh.stop()
+        if codes:
+            _say("voicemesh up: stopped " + ", ".join(f"{n} (exit {c})" for n, c in codes.items()))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- talk ------------------------------------------------------------------------------------------
+
+def _add_talk(commands: argparse._SubParsersAction) -> None:
+    talk = commands.add_parser(
+        "talk", help="have one spoken conversation with the agent (from a WAV file or a text)",
+        description="Send a spoken question to the agent and save its spoken answer. The WAV is streamed in "
+        "real time in 20 ms chunks, followed by silence so the end of the turn is detected; the live "
+        "transcript, the agent's words and each turn's latency are printed. Without --in, the question "
+        "shipped with VoiceMesh is used (\"What is the capital of France?\"). If no mesh answers at "
+        "--address, a local one is started for the duration of the command (as `voicemesh up` would).",
+    )
+    source = talk.add_mutually_exclusive_group()
+    source.add_argument("--in", dest="input", type=Path, metavar="WAV",
+                        help="16-bit PCM WAV with the user's speech (default: the shipped sample question)")
+    source.add_argument("--text", help="ask by text instead of speech")
+    talk.add_argument("--out", type=Path, default=Path("answer.wav"), metavar="WAV",
+                      help="where to write the agent's audio (default answer.wav)")
+    talk.add_argument("--address", default=DEFAULT_ADDRESS, help=f"orchestrator address (default {DEFAULT_ADDRESS})")
+    _add_model_flags(talk)
+    talk.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS, help="the agent's system prompt")
+    talk.add_argument("--api-key", default=None, help="API key sent as a bearer token (default $VOICEMESH_API_KEY)")
+    talk.add_argument("--no-start", action="store_true", help="fail instead of starting a local mesh")
+    talk.add_argument("--state-dir", type=Path, default=None,
+                      help="state directory of a mesh this command starts (default ~/.voicemesh/talk)")
+    talk.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (default 120)")
+    talk.set_defaults(handler=_talk)
+
+
+def _start_mesh_for_talk(args: argparse.Namespace) -> LocalMesh:
+    host, _, port_text = args.address.rpartition(":")
+    if host not in LOCAL_HOSTS or args.no_start:
+        raise RuntimeError(f"no VoiceMesh orchestrator answers at {args.address}; start one with `voicemesh up`")
+    port = int(port_text)
+    if not all(port_is_free("127.0.0.1", port + k) for k in range(4)):
+        port = free_port_base()
+    state_dir = (args.state_dir or default_state_dir() / "talk").expanduser()
+    mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=port, host="127.0.0.1"))
+    _say(f"voicemesh talk: no mesh answers at {args.address}; starting a local one on ports {port}-{port + 3} "
+         f"(logs in {mesh.log_dir}); the first start loads the models")
+    mesh.start()
+    try:
+        mesh.wait_serving(300.0, on_ready=lambda name, s: _say(f"  {name:<12} SERVING after {s:.1f} s"))
+    except BaseException:
+        mesh.stop()
+        raise
+    return mesh
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from voicemesh.audio import check_sample_rate, convert, read_wav, write_wav
+    from voicemesh.client.session import AgentSessionError
+    from voicemesh.process import health
+    from voicemesh.samples import QUESTION_TEXT, question_path
+
+    pcm, rate = b"", 16000
+    if args.text is None:
+        path = args.input or question_path()
+        if args.input is None:
+            _say(f"voicemesh talk: asking the sample question ({QUESTION_TEXT!r}, {path})")
+        try:
+            pcm, rate = read_wav(path)
+            check_sample_rate(rate, "the WAV's sample rate")
+        except Exception as exc:  # shown to a person
+            if not isinstance(exc, OSError) and rate and pcm:
+                pcm, rate = convert(pcm, rate, 16000), 16000  # a rate outside 8–48 kHz: resample
+            else:
+                _say(f"voicemesh talk: cannot use {path}: {exc}")
+                return 2
+    mesh = None
+    previous = _on_signal_raise()
+    try:
+        address = args.address
+        if health(address, timeout=2.0) != "SERVING":
+            mesh = _start_mesh_for_talk(args)
+            address = mesh.orchestrator_address
+        result = asyncio.run(_converse(args, address, pcm, rate))
+    except _Stop as stop:
+        _say(f"voicemesh talk: {stop}: stopped")
+        return 130
+    except AgentSessionError as exc:
+        _say(f"voicemesh talk: the session failed: {exc}")
+        return 1
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        _say(f"voicemesh talk: {exc}")
+        return 1
+    finally:
+        if mesh is not None:
+            _say("voicemesh talk: stopping the local mesh")
+            mesh.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not result.audio:
+        _say("voicemesh talk: the agent sent no audio" +
+             (f" (errors: {'; '.join(f'{e.code}: {e.message}' for e in result.errors)})" if result.errors else ""))
+        return 1
+    write_wav(args.out, bytes(result.audio), result.sample_rate)
+    seconds = len(result.audio) / 2 / result.sample_rate
+    _say(f"voicemesh talk: wrote {args.out} ({seconds:.1f} s of agent audio at {result.sample_rate} Hz)")
+    return 0
+
+
+async def _converse(args: argparse.Namespace, address: str, pcm: bytes, rate: int):
+    from voicemesh.client.session import AgentSession
+    from voicemesh.client.talk import Conversation, Printer
+
+    session = AgentSession(stt=args.stt, llm=args.llm, tts=args.tts, instructions=args.instructions,
+                           address=address, api_key=args.api_key, input_sample_rate=rate)
+    async with session:
+        _say(f"voicemesh talk: session {session.session_id or '(no id)'} at {address}")
+        conversation = Conversation(session, printer=Printer(sys.stdout), timeout_s=args.timeout)
+        sender = conversation.send_text(args.text) if args.text is not None else conversation.send_audio(pcm, rate)
+        return await conversation.run(sender)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``up`` and ``talk`` to the ``voicemesh`` command line."""
+    _add_up(commands)
+    _add_talk(commands)
