@@ -182,8 +182,18 @@ class RealtimeError(_message.Message):
     detail: _common_pb2.ErrorDetail
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
 
+class ItemTruncated(_message.Message):
+    __slots__ = ("item_id", "audio_end_ms", "text")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_END_MS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    audio_end_ms: int
+    text: str
+    def __init__(self, item_id: _Optional[str] = ..., audio_end_ms: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
 class ConverseResponse(_message.Message):
-    __slots__ = ("session_updated", "speech_started", "speech_stopped", "input_transcription", "response_created", "text_delta", "audio_delta", "response_done", "error")
+    __slots__ = ("session_updated", "speech_started", "speech_stopped", "input_transcription", "response_created", "text_delta", "audio_delta", "response_done", "error", "item_truncated")
     SESSION_UPDATED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_STARTED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_STOPPED_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +203,7 @@ class ConverseResponse(_message.Message):
     AUDIO_DELTA_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     session_updated: SessionUpdated
     speech_started: InputSpeech
     speech_stopped: InputSpeech
@@ -202,4 +213,5 @@ class ConverseResponse(_message.Message):
     audio_delta: ResponseAudioDelta
     response_done: ResponseDone
     error: RealtimeError
-    def __init__(self, session_updated: _Optional[_Union[SessionUpdated, _Mapping]] = ..., speech_started: _Optional[_Union[InputSpeech, _Mapping]] = ..., speech_stopped: _Optional[_Union[InputSpeech, _Mapping]] = ..., input_transcription: _Optional[_Union[InputTranscription, _Mapping]] = ..., response_created: _Optional[_Union[ResponseCreated, _Mapping]] = ..., text_delta: _Optional[_Union[ResponseTextDelta, _Mapping]] = ..., audio_delta: _Optional[_Union[ResponseAudioDelta, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., error: _Optional[_Union[RealtimeError, _Mapping]] = ...) -> None: ...
+    item_truncated: ItemTruncated
+    def __init__(self, session_updated: _Optional[_Union[SessionUpdated, _Mapping]] = ..., speech_started: _Optional[_Union[InputSpeech, _Mapping]] = ..., speech_stopped: _Optional[_Union[InputSpeech, _Mapping]] = ..., input_transcription: _Optional[_Union[InputTranscription, _Mapping]] = ..., response_created: _Optional[_Union[ResponseCreated, _Mapping]] = ..., text_delta: _Optional[_Union[ResponseTextDelta, _Mapping]] = ..., audio_delta: _Optional[_Union[ResponseAudioDelta, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., error: _Optional[_Union[RealtimeError, _Mapping]] = ..., item_truncated: _Optional[_Union[ItemTruncated, _Mapping]] = ...) -> None: ...
