@@ -1,0 +1,110 @@
+"""Quotas: refuse a key whose limit for the current period is used up.
+
+A quota limits one unit (``audio_seconds_in``, ``output_tokens`` ...) or the
+cost (with the price table) per UTC day, UTC month or in total. ``check`` is
+called before each new stream (by the server runtime) and before each turn
+(by the orchestrator); work already under way is never cut, so a key can
+overrun its limit by at most the turn that was running when it was reached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from voicemesh.errors import FailedPrecondition, ResourceExhausted
+from voicemesh.metering.keys import iso
+from voicemesh.metering.ledger import LedgerStore
+from voicemesh.metering.prices import PriceTable
+from voicemesh.metering.records import COST, KeyRecord, Quota
+
+log = logging.getLogger(__name__)
+
+
+def period_start(period: str, now: float) -> float | None:
+    """Start of the period containing ``now`` (None for ``total``)."""
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day.timestamp()
+    if period == "month":
+        return day.replace(day=1).timestamp()
+    return None
+
+
+def next_reset(period: str, now: float) -> float | None:
+    """When the period containing ``now`` ends (None for ``total``)."""
+    start = period_start(period, now)
+    if start is None:
+        return None
+    begin = dt.datetime.fromtimestamp(start, dt.UTC)
+    if period == "day":
+        return (begin + dt.timedelta(days=1)).timestamp()
+    return begin.replace(year=begin.year + begin.month // 12, month=begin.month % 12 + 1).timestamp()
+
+
+@dataclass(frozen=True)
+class QuotaUse:
+    """How much of a quota is used now."""
+
+    quota: Quota
+    used: float
+    resets: float | None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.quota.limit
+
+
+def used(totals: Mapping[str, Mapping[str, float]], unit: str, prices: PriceTable | None) -> float:
+    """Sum of ``unit`` (or cost) over the per-model totals."""
+    if unit != COST:
+        return float(sum(per_model.get(unit, 0) or 0 for per_model in totals.values()))
+    if prices is None:
+        raise FailedPrecondition("this key has a cost quota but the server has no price table (set --prices)")
+    total = 0.0
+    for model, per_model in totals.items():
+        cost = prices.cost(model, per_model)
+        if cost is None:
+            log.warning("no price for model %s: its usage counts as cost 0 in cost quotas", model)
+        total += cost or 0.0
+    return total
+
+
+def status(store: LedgerStore, key: KeyRecord, prices: PriceTable | None, now: float | None = None) -> list[QuotaUse]:
+    """Use of every quota of ``key`` in its current period."""
+    now = time.time() if now is None else now
+    cache: dict[float | None, dict[str, dict[str, float]]] = {}
+    uses = []
+    for quota in key.quotas:
+        since = period_start(quota.period, now)
+        if since not in cache:
+            cache[since] = store.totals(key.id, since)
+        uses.append(QuotaUse(quota, used(cache[since], quota.unit, prices), next_reset(quota.period, now)))
+    return uses
+
+
+def check(
+    store: LedgerStore,
+    key: KeyRecord,
+    prices: PriceTable | None,
+    *,
+    pending: Mapping[str, float] | None = None,
+    now: float | None = None,
+) -> None:
+    """Raise ResourceExhausted if a quota of ``key`` is used up, or would be by ``pending`` units."""
+    pending = pending or {}
+    for use in status(store, key, prices, now):
+        extra = pending.get(use.quota.unit, 0.0)
+        if use.exhausted or (extra > 0 and use.used + extra > use.quota.limit):
+            when = f"it resets at {iso(use.resets)}" if use.resets else "it does not reset (a total quota)"
+            wanted = f" and {extra:g} more were asked for" if extra > 0 else ""
+            error = ResourceExhausted(
+                f"quota {use.quota} of API key {key.id} ({key.name}) is exhausted: "
+                f"{use.used:g} of {use.quota.limit:g} used{wanted}; {when}",
+                reason="QUOTA_EXCEEDED",
+            )
+            error.retryable = False  # another provider or a retry hits the same quota
+            raise error
