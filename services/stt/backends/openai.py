@@ -1,0 +1,180 @@
+"""Remote speech to text through an OpenAI-compatible ``/audio/transcriptions`` API.
+
+The stream is segmented locally with Silero VAD; each utterance is sent as a
+16 kHz WAV file (multipart form: ``file``, ``model``, ``language``,
+``response_format``) and its transcript becomes the FINAL. HTTP errors and
+timeouts become the VoiceMesh error taxonomy. No interims: the API
+transcribes whole files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+
+from voicemesh.audio import float_to_pcm, wav_bytes
+from voicemesh.backend import ModelCard
+from voicemesh.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VoiceMeshError,
+)
+from voicemesh.services.stt.backend import Hypothesis, RecognitionOptions, SttBackend, SttEvent, WordTiming
+from voicemesh.services.stt.stream import RecognizeStream
+from voicemesh.services.stt.vad import RATE, shared_vad
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+KNOWN_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message or response.reason_phrase)[:300]
+    except ValueError:
+        return (response.text or response.reason_phrase)[:300]
+
+
+def http_error(response: httpx.Response, model: str) -> VoiceMeshError:
+    """The VoiceMesh error of a failed transcription request."""
+    status, detail = response.status_code, _error_message(response)
+    text = f"transcription API answered {status}: {detail}"
+    if status == 401:
+        return Unauthenticated(text, model=model)
+    if status == 403:
+        return PermissionDenied(text, model=model)
+    if status == 404:
+        return ModelNotFound(text, model=model)
+    if status == 429:
+        return ResourceExhausted(text, model=model)
+    if status in (400, 413, 415, 422):
+        return InvalidInput(text, model=model)
+    if status == 408:
+        return DeadlineExceeded(text, model=model)
+    return Unavailable(text, model=model)
+
+
+class OpenAISttBackend(SttBackend):
+    """``openai/<model>:<language>``, or any server speaking OpenAI's transcription API."""
+
+    provider = "openai"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
+        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
+        self._client: httpx.AsyncClient | None = None
+        self._vad: Any = None
+
+    @classmethod
+    def catalog(cls, settings: Any) -> list[ModelCard]:
+        return [
+            ModelCard(
+                descriptor=f"{cls.provider}/{model}",
+                sample_rates_hz=(RATE,),
+                capabilities={"streaming": True, "interim_results": False, "word_times": model == "whisper-1"},
+                description="remote OpenAI-compatible /audio/transcriptions (any model name the server knows)",
+            )
+            for model in KNOWN_MODELS
+        ]
+
+    @classmethod
+    def check_model(cls, model: str, settings: Any) -> None:
+        """A remote server may serve any model name; it answers 404 for unknown ones."""
+
+    async def load(self) -> None:
+        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+        self._client = httpx.AsyncClient(base_url=self.options.base_url, headers=headers,
+                                         timeout=httpx.Timeout(self.options.timeout_s))
+        self._vad = await asyncio.to_thread(shared_vad)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def descriptor(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    async def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
+        stream = RecognizeStream(
+            options=options,
+            vad=self._vad,
+            decode=functools.partial(self._transcribe, language=options.language),
+            model=self.descriptor + (f":{options.language}" if options.language else ""),
+        )
+        events = stream.events(audio)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+    def _form(self, language: str) -> dict[str, str]:
+        response_format = self.options.extra.get(
+            "response_format", "verbose_json" if self.model.startswith("whisper") else "json")
+        form = {"model": self.model, "response_format": response_format}
+        if language:
+            form["language"] = language
+        if response_format == "verbose_json":
+            form["timestamp_granularities[]"] = "word"
+        return form
+
+    async def _transcribe(self, samples: np.ndarray, offset_ms: int, final: bool, *, language: str) -> Hypothesis:
+        if self._client is None:
+            raise Unavailable(f"the {self.descriptor} backend is closed", model=self.descriptor)
+        wav = await asyncio.to_thread(lambda: wav_bytes(float_to_pcm(samples), RATE))
+        files = {"file": ("utterance.wav", wav, "audio/wav")}
+        try:
+            response = await self._client.post("/audio/transcriptions", data=self._form(language), files=files)
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"transcription API at {self.options.base_url} did not answer within "
+                                   f"{self.options.timeout_s:g} s ({type(exc).__name__})", model=self.descriptor) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"transcription API at {self.options.base_url} cannot be reached: {exc}",
+                              model=self.descriptor) from exc
+        if response.status_code >= 400:
+            raise http_error(response, self.descriptor)
+        return self._hypothesis(response, offset_ms, language)
+
+    def _hypothesis(self, response: httpx.Response, offset_ms: int, language: str) -> Hypothesis:
+        if "json" not in response.headers.get("content-type", "json"):
+            return Hypothesis(text=response.text.strip(), language=language)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise Unavailable(f"transcription API sent a body that is not JSON: {response.text[:200]!r}",
+                              model=self.descriptor) from exc
+        words = tuple(
+            WordTiming(word=str(w.get("word", "")).strip(), start_ms=offset_ms + round(float(w.get("start", 0)) * 1000),
+                       end_ms=offset_ms + round(float(w.get("end", 0)) * 1000),
+                       confidence=float(w.get("probability", 0.0)))
+            for w in body.get("words") or ()
+        )
+        confidence = float(np.mean([w.confidence for w in words])) if words and any(w.confidence for w in words) else 0.0
+        return Hypothesis(text=str(body.get("text", "")).strip(), words=words, confidence=confidence,
+                          language=_language_code(body.get("language")) or language)
+
+
+def _language_code(name: Any) -> str:
+    """OpenAI's verbose_json names the language ("english"); keep codes, map the common names."""
+    if not name:
+        return ""
+    name = str(name).lower()
+    return {"english": "en", "french": "fr", "german": "de", "spanish": "es"}.get(name, name)
