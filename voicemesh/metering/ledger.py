@@ -174,8 +174,11 @@ def default_url() -> str:
 
 
 def sqlite_path(url: str) -> Path:
-    """The file of ``sqlite:///abs/path.db``, ``sqlite://rel/path.db`` or a plain path."""
-    return Path(url.split("://", 1)[1] if url.startswith("sqlite://") else url).expanduser()
+    """The file of ``sqlite:///abs/path.db`` (also ``sqlite:////abs/path.db``), ``sqlite://rel.db`` or a path."""
+    if not url.startswith("sqlite://"):
+        return Path(url).expanduser()
+    rest = url[len("sqlite://"):]
+    return Path("/" + rest.lstrip("/") if rest.startswith("/") else rest).expanduser()
 
 
 def open_store(url: str) -> LedgerStore:

@@ -102,7 +102,8 @@ def check(
             when = f"it resets at {iso(use.resets)}" if use.resets else "it does not reset (a total quota)"
             wanted = f" and {extra:g} more were asked for" if extra > 0 else ""
             error = ResourceExhausted(
-                f"quota {use.quota} of API key {key.id} ({key.name}) is exhausted: "
+                f"quota {use.quota} of API key {key.id} ({key.name}) "
+                f"{'is used up' if use.exhausted else 'would be exceeded'}: "
                 f"{use.used:g} of {use.quota.limit:g} used{wanted}; {when}",
                 reason="QUOTA_EXCEEDED",
             )
