@@ -106,7 +106,7 @@ class SynthesisStream:
 
     async def run(self, inputs: AsyncIterator[str | Control]) -> AsyncIterator[Event]:
         """Events for the client until the input ends and all is spoken (or an error)."""
-        sent_samples = 0
+        sent_samples, finished = 0, False
         reader = asyncio.create_task(self._read(inputs), name="tts-reader")
         self._worker = self._start_worker()
         try:
@@ -125,8 +125,12 @@ class SynthesisStream:
                     event = Finished(characters=self._characters, samples=sent_samples)
                 yield event
                 if isinstance(event, Finished):
+                    finished = True
                     return
         finally:
+            if not finished:
+                log.info("synthesis stream stopped early: %d segments unspoken, %d characters unsegmented",
+                         len(self._unconfirmed), self.segmenter.buffered)
             tasks = [task for task in (reader, self._worker) if task is not None]
             for task in tasks:
                 task.cancel()
@@ -196,6 +200,7 @@ class SynthesisStream:
 
     async def _speak(self, segment: Segment, epoch: int) -> None:
         self._characters += len(segment.text)
+        log.debug("synthesizing segment %d (%d characters)", segment.index, len(segment.text))
         size, done, carry = self._chunk_bytes, 0, b""
         audio = self.backend.synthesize(segment.text, self.options)
         try:
