@@ -1,0 +1,219 @@
+"""The interface every LLM backend implements, and the typed values it speaks.
+
+A backend gets a whole ``GenerationRequest`` (the conversation so far, tools,
+sampling) and yields ``TextDelta`` / ``ToolCallMade`` events, then exactly one
+``Done``. The servicer keeps the conversation of a Chat stream and passes the
+stream's ``session`` key so a local backend can keep that conversation's
+prompt cache warm. Backends never import grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import threading
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from voicemesh.backend import Backend, RemoteOptions
+from voicemesh.errors import ResourceExhausted
+
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_CHOICE_MODES = ("auto", "none", "required", "function")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call made by the model (OpenAI function-calling shape)."""
+
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message; ``tool_calls`` on assistant messages, ``tool_call_id`` on tool messages."""
+
+    role: str
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its (checked) JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """``auto``, ``none``, ``required``, or ``function`` with ``name``."""
+
+    mode: str = "auto"
+    name: str = ""
+
+    @property
+    def forced(self) -> bool:
+        return self.mode in ("required", "function")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings; ``None`` means "not set here"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def over(self, base: Sampling) -> Sampling:
+        """These settings, with unset ones taken from ``base``."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == ():
+                changes[f.name] = getattr(base, f.name)
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one generation needs: the whole conversation, tools and sampling."""
+
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    sampling: Sampling = Sampling()
+
+
+class FinishReason(enum.Enum):
+    """Why a generation ended (mirrors ``voicemesh.v1.FinishReason``)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one generation; ``input_tokens`` includes the ``cached_tokens``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the assistant's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallMade:
+    """A complete tool call."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of a generation."""
+
+    reason: FinishReason
+    usage: TokenUsage
+
+
+LlmEvent = TextDelta | ToolCallMade | Done
+
+
+class CancelToken:
+    """Cancellation of one generation: set on the event loop, read by worker threads
+    between tokens and awaited by async backends."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self._event = asyncio.Event()
+
+    def cancel(self) -> None:
+        """Ask the generation to stop (call it on the event loop)."""
+        self._flag.set()
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """Thread-safe: has cancel() been called?"""
+        return self._flag.is_set()
+
+    async def wait(self) -> None:
+        """Return once cancel() was called."""
+        await self._event.wait()
+
+
+class Admission:
+    """Counts running generations of one model and refuses beyond ``limit``."""
+
+    def __init__(self, limit: int, model: str):
+        self.limit = max(1, limit)
+        self.model = model
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def acquire(self) -> None:
+        """Take a slot or raise RESOURCE_EXHAUSTED."""
+        with self._lock:
+            if self._running >= self.limit:
+                raise ResourceExhausted(
+                    f"{self.model} is already running {self._running} generation(s), its limit "
+                    f"(--max-generations); retry when one finishes",
+                    model=self.model,
+                )
+            self._running += 1
+
+    def release(self) -> None:
+        """Give a slot back (thread-safe)."""
+        with self._lock:
+            self._running = max(0, self._running - 1)
+
+
+class LlmBackend(Backend):
+    """Base of the LLM backends.
+
+    ``generate`` yields events and ends with one ``Done``; it raises
+    ``voicemesh.errors`` exceptions for bad input or remote failures. When
+    ``cancel`` is set it stops within one token and yields
+    ``Done(FinishReason.CANCELLED, ...)``; the slot it took is free before that
+    ``Done`` is yielded.
+    """
+
+    context_tokens: int = 0
+
+    def __init__(self, *, model: str, options: RemoteOptions, settings: Any):
+        super().__init__(model=model, options=options, settings=settings)
+        limit = int(getattr(settings, "max_generations", 2))
+        self.admission = Admission(limit, f"{self.provider}/{model}")
+
+    @property
+    def descriptor(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest, *, session: object, cancel: CancelToken) -> AsyncIterator[LlmEvent]:
+        """Generate the assistant's next message for the conversation in ``request``.
+
+        ``session`` identifies the Chat stream (one conversation); backends with a
+        prompt cache use it to reuse the same context turn after turn.
+        """

