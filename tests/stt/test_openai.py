@@ -1,0 +1,95 @@
+"""The openai backend against a loopback server that speaks OpenAI's transcription API."""
+
+from __future__ import annotations
+
+import grpc
+import httpx
+import pytest
+
+from tests.speech import SENTENCES, wer
+from tests.stt.helpers import TranscriptionServer, backend_options, events, finals, layout, recognize, status_of, stub
+from tests.stt.helpers import requests as stream_requests
+from voicemesh import errors
+from voicemesh.process import free_port
+from voicemesh.services.stt.backends.openai import http_error
+
+KEY = "sk-test-0123"
+
+
+@pytest.fixture(scope="module")
+def api():
+    server = TranscriptionServer("--api-key", KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stt(service_process):
+    return service_process("stt", args=["--preload", ""])
+
+
+def _remote(stt, audio, model="openai/whisper-1:en", **options):
+    return stub(stt.address).Recognize(
+        stream_requests(audio, model=model, backend=backend_options(**options)), timeout=120)
+
+
+def test_remote_backend_transcribes_each_utterance_with_word_times(stt, api):
+    speech = layout(SENTENCES[5:7], gap_s=1.2)
+    responses = list(_remote(stt, speech.audio, base_url=api.base_url, api_key=KEY))
+    kinds = [kind for kind, _ in events(responses)]
+    assert kinds == ["speech_started", "final", "speech_ended"] * 2 + ["usage"]
+    transcripts = finals(responses)
+    for transcript, text, (start, end) in zip(transcripts, speech.texts, speech.truth):
+        print(f"  {transcript.start_ms}-{transcript.end_ms} ms (truth {start:.0f}-{end:.0f}): {transcript.text}")
+        assert wer([(text, transcript.text)]) <= 0.2
+        assert transcript.language == "en"
+        assert transcript.words and start - 300 <= transcript.words[0].start_ms <= transcript.words[-1].end_ms <= end + 300
+    assert responses[-1].usage.model == "openai/whisper-1:en"
+
+
+def test_plain_json_format_gives_text_without_words(stt, api):
+    speech = layout(SENTENCES[:1])
+    responses = list(_remote(stt, speech.audio, base_url=api.base_url, api_key=KEY,
+                             extra={"response_format": "json"}))
+    (transcript,) = finals(responses)
+    assert wer([(SENTENCES[0], transcript.text)]) <= 0.2
+    assert not transcript.words
+
+
+def test_wrong_key_and_unknown_remote_model_map_to_status_codes(stt, api):
+    speech = layout(SENTENCES[:1])
+    code, details = status_of(_remote(stt, speech.audio, base_url=api.base_url, api_key="sk-wrong"))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "Incorrect API key" in details
+    code, details = status_of(_remote(stt, speech.audio, model="openai/whisper-9:en", base_url=api.base_url,
+                                      api_key=KEY))
+    assert code == grpc.StatusCode.NOT_FOUND and "whisper-9" in details
+
+
+def test_remote_server_down_is_unavailable_and_slow_is_deadline_exceeded(stt):
+    speech = layout(SENTENCES[:1])
+    code, details = status_of(_remote(stt, speech.audio, base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=KEY))
+    print(f"  down: {code.name}: {details}")
+    assert code == grpc.StatusCode.UNAVAILABLE and "cannot be reached" in details
+
+    slow = TranscriptionServer("--delay", "5")
+    try:
+        code, details = status_of(_remote(stt, speech.audio, base_url=slow.base_url, timeout_s=0.5))
+    finally:
+        slow.stop()
+    print(f"  slow: {code.name}: {details}")
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "0.5 s" in details
+
+    # the server still serves the local backend after both failures
+    assert finals(recognize(stt.address, speech.audio))[0].text
+
+
+@pytest.mark.parametrize("status, error", [
+    (401, errors.Unauthenticated), (403, errors.PermissionDenied), (404, errors.ModelNotFound),
+    (429, errors.ResourceExhausted), (400, errors.InvalidInput), (500, errors.Unavailable),
+    (503, errors.Unavailable),
+])
+def test_http_status_maps_to_the_error_taxonomy(status, error):
+    response = httpx.Response(status, json={"error": {"message": f"boom {status}", "type": "x"}})
+    mapped = http_error(response, "openai/whisper-1")
+    assert type(mapped) is error
+    assert f"boom {status}" in mapped.message and str(status) in mapped.message
