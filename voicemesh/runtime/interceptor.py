@@ -12,10 +12,14 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from voicemesh.runtime import logs, metrics, status
+
+if TYPE_CHECKING:
+    from voicemesh.runtime.auth import Guard
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,10 @@ def _final_code(context: grpc.aio.ServicerContext, fallback: grpc.StatusCode) ->
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
-    def __init__(self, service: str):
+    def __init__(self, service: str, guard: Guard | None = None):
         self.service = service
+        # API keys, quotas and usage metering (voicemesh.runtime.auth); None when the server has no ledger.
+        self.guard = guard
 
     async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)
@@ -96,7 +102,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
             try:
+                caller = await self.guard.admit(context, new_stream=True) if self.guard else None
                 async for response in behavior(call.counted(request_iterator), context):
+                    if caller is not None:
+                        await caller.observe(response)
                     call.sent()
                     yield response
             except asyncio.CancelledError:
@@ -119,6 +128,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
             try:
+                if self.guard is not None:
+                    await self.guard.admit(context, new_stream=False)
                 response = await behavior(request, context)
                 call.sent()
                 return response

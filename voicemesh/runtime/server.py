@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from voicemesh.runtime import logs
+from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.metrics import serve_metrics
 from voicemesh.settings import setting
@@ -42,6 +42,10 @@ class ServerSettings:
     keepalive_timeout_s: float = setting(10.0, "seconds to wait for a keepalive ack before closing the connection")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log format", choices=("text", "json"))
+    ledger: str = setting("", "usage ledger URL (sqlite:///path/ledger.db); when set, RPCs need an API key "
+                          "(authorization: Bearer <key>) and every Usage is recorded; empty: no auth, no metering")
+    auth: bool = setting(True, "require API keys when a ledger is set (--no-auth: record usage without keys)")
+    prices: str = setting("", "price table file (JSON or TOML) for cost quotas; see voicemesh/metering/prices.py")
 
 
 class ServiceDefinition(Protocol):
@@ -75,7 +79,22 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(service.name)], options=server_options(settings))
+    try:
+        guard = auth.from_settings(settings, service.name)
+        if guard is not None:
+            await guard.open()
+    except Exception as exc:  # a bad ledger URL or price file: say so and exit
+        log.error("cannot open the ledger or price table: %s", exc)
+        return 1
+    try:
+        return await _serve(service, settings, guard)
+    finally:
+        if guard is not None:
+            await guard.close()
+
+
+async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: auth.Guard | None) -> int:
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(service.name, guard)], options=server_options(settings))
     service.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
