@@ -1,0 +1,75 @@
+"""Pure logic of the stt service: endpointing, stable interim prefixes, VAD frames, admission."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.speech import SENTENCES, noise, silence, speak
+from tests.stt.helpers import speech_bounds
+from voicemesh.audio import pcm_to_float
+from voicemesh.errors import ResourceExhausted
+from voicemesh.services.stt.backend import Admission
+from voicemesh.services.stt.stream import StablePrefix
+from voicemesh.services.stt.vad import FRAME, FRAME_MS, Endpointer, shared_vad
+
+
+def _feed(endpointer: Endpointer, probs: list[float]):
+    return [(b.started, b.position // FRAME) for b in endpointer.feed(np.array(probs, dtype=np.float32))]
+
+
+def test_endpointer_opens_after_min_speech_and_closes_after_min_silence():
+    endpointer = Endpointer(threshold=0.5, min_silence_ms=320, min_speech_ms=90)  # 10 frames of silence
+    assert _feed(endpointer, [0.1, 0.9, 0.8]) == []  # 64 ms of speech: not yet
+    assert _feed(endpointer, [0.9]) == [(True, 1)]  # confirmed, dated from its first frame
+    assert _feed(endpointer, [0.9] * 5 + [0.1] * 9) == []  # 288 ms of silence: still speaking
+    assert _feed(endpointer, [0.1]) == [(False, 9)]  # ends after the last voiced frame (frame 8)
+    assert not endpointer.in_speech
+
+
+def test_endpointer_ignores_a_click_and_keeps_speech_through_dips_above_release():
+    endpointer = Endpointer(threshold=0.5, min_silence_ms=200, min_speech_ms=90)
+    assert _feed(endpointer, [0.9, 0.1, 0.1, 0.1]) == []  # one loud frame is not speech
+    assert _feed(endpointer, [0.6, 0.6, 0.6]) == [(True, 4)]
+    assert _feed(endpointer, [0.4] * 10) == []  # 0.4 >= release (0.35): still voiced
+    assert _feed(endpointer, [0.0] * 7) == [(False, 17)]
+
+
+def test_endpointer_cuts_an_utterance_at_its_maximum_length():
+    endpointer = Endpointer(threshold=0.5, min_silence_ms=500, max_utterance_ms=20 * FRAME_MS)
+    found = _feed(endpointer, [0.9] * 25)
+    assert found[:2] == [(True, 0), (False, 20)]
+
+
+def test_stable_prefix_only_grows_and_keeps_its_words():
+    prefix = StablePrefix()
+    assert prefix.update("the whether") == ("the whether", "")
+    assert prefix.update("The weather is") == ("The weather is", "The")
+    assert prefix.update("the weather is nice") == ("The weather is nice", "The weather is")
+    # a later decode that rewrites stable words cannot change them
+    text, stable = prefix.update("a feather is nice today.")
+    assert stable.startswith("The weather is") and text.startswith("The weather is")
+
+
+def test_vad_scores_speech_high_and_silence_and_noise_low():
+    stream = shared_vad().stream()
+    pcm = speak(SENTENCES[0])
+    start, end = speech_bounds(pcm, 16000)
+    audio = pcm_to_float(silence(1.0) + noise(1.0) + pcm)
+    probs = np.concatenate([stream.process(audio[i:i + 700]) for i in range(0, len(audio), 700)] + [stream.flush()])
+    assert len(probs) == -(-len(audio) // FRAME)
+    times = np.arange(len(probs)) * FRAME / 16000
+    assert probs[times < 2.0].max() < 0.3
+    speaking = probs[(times > 2.0 + start + 0.1) & (times < 2.0 + end - 0.1)]
+    assert np.mean(speaking > 0.5) > 0.7
+
+
+def test_admission_refuses_beyond_capacity_without_waiting():
+    admission = Admission(2)
+    admission.acquire()
+    admission.acquire()
+    with pytest.raises(ResourceExhausted, match="2 of 2"):
+        admission.acquire()
+    admission.release()
+    admission.acquire()
+    assert admission.open == 2
