@@ -1,0 +1,110 @@
+"""docker-compose.yml, checked by a compose implementation's own config check
+(Debian's docker-compose; `scripts/dev setup` installs it when missing) and by
+reading the resolved configuration it prints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy import dockerfile
+from voicemesh.mesh import DEFAULT_PORTS
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_SERVICES = ("stt", "llm", "tts", "realtime")
+
+
+def compose(*args: str, compose_file: Path = ROOT / "docker-compose.yml",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``docker-compose -f FILE ARGS``, with none of the stack's variables leaking in from this shell."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed; `scripts/dev setup` installs Debian's package")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("VOICEMESH_", "STT_", "LLM_", "TTS_", "REALTIME_", "COMPOSE_"))}
+    return subprocess.run([binary, "--project-directory", str(compose_file.parent), "-f", str(compose_file), *args],
+                          capture_output=True, text=True, env={**clean, **(env or {})}, timeout=120)
+
+
+def resolved(*args: str, **kwargs) -> dict:
+    result = compose(*args, "config", **kwargs)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return resolved()
+
+
+def test_compose_config_check_passes():
+    result = compose("config", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_compose_config_check_rejects_a_broken_file(tmp_path):
+    broken = (ROOT / "docker-compose.yml").read_text().replace("condition: service_healthy", "condition: healthy")
+    (tmp_path / "docker-compose.yml").write_text(broken)
+    result = compose("config", "--quiet", compose_file=tmp_path / "docker-compose.yml")
+    assert result.returncode != 0
+    assert "condition" in result.stderr
+
+
+def test_the_five_services_each_build_their_own_target(config):
+    stages = dockerfile.load(ROOT / "Dockerfile")
+    assert set(config["services"]) == set(DEFAULT_PORTS)
+    for name, service in config["services"].items():
+        assert service["build"]["target"] == name
+        # depends_on ... service_healthy needs a health check; the image carries it.
+        assert stages[name].last("HEALTHCHECK"), name
+
+
+def test_only_the_orchestrator_publishes_a_port(config):
+    published = {name: s.get("ports") for name, s in config["services"].items() if s.get("ports")}
+    assert list(published) == ["orchestrator"]
+    (port,) = published["orchestrator"]
+    assert int(port["target"]) == DEFAULT_PORTS["orchestrator"]
+
+
+def test_model_services_can_scale(config):
+    # `docker-compose up --scale llm=2` fails on a fixed container name or a fixed host port.
+    for name in MODEL_SERVICES:
+        service = config["services"][name]
+        assert "container_name" not in service and "ports" not in service, name
+
+
+def test_orchestrator_starts_after_every_model_service_is_healthy(config):
+    depends = config["services"]["orchestrator"]["depends_on"]
+    assert depends == {name: {"condition": "service_healthy"} for name in MODEL_SERVICES}
+
+
+def test_orchestrator_mesh_points_at_the_services_by_name(config):
+    env = config["services"]["orchestrator"]["environment"]
+    for name in MODEL_SERVICES:
+        host, port = env[f"VOICEMESH_MESH_{name.upper()}"].split(":")
+        assert host == name and int(port) == DEFAULT_PORTS[name]
+
+
+def test_env_file_swaps_the_llm_backend_and_nothing_else(tmp_path, config):
+    env_file = tmp_path / "llm-remote.env"
+    env_file.write_text("LLM_PRELOAD=\nLLM_OPENAI_BASE_URL=https://llm.example.com/v1\nLLM_OPENAI_API_KEY=sk-test-123\n")
+    swapped = resolved("--env-file", str(env_file))
+    llm = swapped["services"]["llm"]["environment"]
+    assert llm["VOICEMESH_OPENAI_BASE_URL"] == "https://llm.example.com/v1"
+    assert llm["VOICEMESH_OPENAI_API_KEY"] == "sk-test-123"
+    assert not llm["VOICEMESH_PRELOAD"]
+    assert config["services"]["llm"]["environment"]["VOICEMESH_PRELOAD"] == "llama.cpp/smollm2-135m-instruct"
+    for name in ("stt", "tts", "realtime", "orchestrator"):
+        assert swapped["services"][name] == config["services"][name], name
+
+
+def test_default_preloads_are_the_local_models(config):
+    preload = {name: config["services"][name]["environment"]["VOICEMESH_PRELOAD"] for name in ("stt", "llm", "tts")}
+    assert preload == {"stt": "faster-whisper/tiny.en:en", "llm": "llama.cpp/smollm2-135m-instruct",
+                       "tts": "piper/en_US-joe-medium"}
