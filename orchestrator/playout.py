@@ -1,0 +1,102 @@
+"""What of the agent's reply the user has heard.
+
+Pure logic. A reply's text goes to a TTS stream; its audio comes back in
+chunks tagged with the character span of the segment they speak. The
+session sends that audio to the client paced at real time, so the audio
+the client has played is about the audio sent, bounded by the wall time
+since the first chunk went out. On an interruption the reply is cut to the
+text of that audio: whole segments played, plus the words of the segment in
+progress in proportion to the part of it played.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass
+class _Segment:
+    char_start: int
+    char_end: int
+    first_sample: int  # position of its first sample in the stream's audio
+    samples: int = 0  # received so far (or all, once done)
+    done: bool = False
+
+
+class Playout:
+    """Audio of one TTS stream as sent to the client, mapped back to text.
+
+    ``text`` is all text sent to the TTS stream (the chunks' character spans
+    index into it). Sample counts are at the stream's output rate.
+    """
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.text = ""
+        self._segments: dict[int, _Segment] = {}
+        self.received_samples = 0
+        self.sent_samples = 0
+        self.first_sent_at: float | None = None  # wall clock (monotonic seconds)
+
+    def add_text(self, text: str) -> None:
+        self.text += text
+
+    def chunk(self, *, segment_id: int, char_start: int, char_end: int, offset_samples: int, samples: int) -> None:
+        """Record an audio chunk received from TTS."""
+        segment = self._segments.get(segment_id)
+        if segment is None:
+            segment = self._segments[segment_id] = _Segment(char_start, char_end, offset_samples)
+        segment.samples += samples
+        self.received_samples = max(self.received_samples, offset_samples + samples)
+
+    def segment_done(self, *, segment_id: int, char_start: int, char_end: int, samples: int) -> None:
+        segment = self._segments.get(segment_id)
+        if segment is None:
+            segment = self._segments[segment_id] = _Segment(char_start, char_end, self.received_samples)
+        segment.samples = samples
+        segment.done = True
+
+    def sent(self, samples: int, now: float) -> None:
+        """Record audio handed to the client."""
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+        self.sent_samples += samples
+
+    def played_samples(self, now: float) -> int:
+        """Audio the client has played by ``now``: what was sent, at most the time since the first chunk."""
+        if self.first_sent_at is None:
+            return 0
+        elapsed = int((now - self.first_sent_at) * self.rate)
+        return max(0, min(self.sent_samples, elapsed))
+
+    def spoken_chars(self, played: int) -> int:
+        """Characters of ``text`` spoken by the first ``played`` samples (cut at a word boundary)."""
+        kept = 0
+        for segment in sorted(self._segments.values(), key=lambda s: s.first_sample):
+            if segment.samples <= 0 or played <= segment.first_sample:
+                break
+            heard = played - segment.first_sample
+            if heard >= segment.samples and segment.done:
+                kept = segment.char_end
+                continue
+            kept = max(kept, segment.char_start + _cut(self.text[segment.char_start : segment.char_end],
+                                                      heard / segment.samples))
+            break
+        return kept
+
+    def spoken_text(self, played: int) -> str:
+        return self.text[: self.spoken_chars(played)].strip()
+
+
+def _cut(text: str, fraction: float) -> int:
+    """Characters of ``text`` covering ``fraction`` of it, ending after a whole word."""
+    if fraction >= 1.0:
+        return len(text)
+    limit = fraction * len(text)
+    end = 0
+    for match in re.finditer(r"\S+", text):
+        if match.end() > limit:
+            break
+        end = match.end()
+    return end
