@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt", default=DEFAULT_STT)
     parser.add_argument("--llm", default=DEFAULT_LLM)
     parser.add_argument("--tts", default=DEFAULT_TTS)
-    parser.add_argument("--skip-in-process", action="store_true", help="only measure the mesh")
+    parser.add_argument("--phases", default="mesh,in-process", help="which phases to run (default both)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "conversation.json")
     args = parser.parse_args(argv)
 
@@ -372,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [len(p) / 2 / RATE for _, p in spoken]
     print(f"questions: {min(lengths):.1f}–{max(lengths):.1f} s of speech", flush=True)
 
-    print("phase 1: the mesh (four processes over gRPC)", flush=True)
-    mesh_turns = run_mesh(groups, args)
+    phases = {p.strip() for p in args.phases.split(",")}
+    mesh_turns: list[Turn] = []
     in_process_turns: list[Turn] = []
-    if not args.skip_in_process:
+    if "mesh" in phases:
+        print("phase 1: the mesh (four processes over gRPC)", flush=True)
+        mesh_turns = run_mesh(groups, args)
+    if "in-process" in phases:
         print("phase 2: the same backends in one process", flush=True)
         in_process_turns = asyncio.run(run_in_process_async(groups, args))
 
@@ -390,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_turn": [asdict(t) for t in mesh_turns + in_process_turns],
     }
     mesh_v2v, local_v2v = report["mesh"]["voice_to_voice_ms"], report["in_process"]["voice_to_voice_ms"]
-    if local_v2v["p50"]:
+    if local_v2v["p50"] and mesh_v2v["p50"]:
         report["ratio_mesh_to_in_process"] = {"p50": round(mesh_v2v["p50"] / local_v2v["p50"], 3),
                                               "p95": round(mesh_v2v["p95"] / local_v2v["p95"], 3)}
     print("\nsummary (ms)           " + "  ".join(f"{m.removesuffix('_ms'):>22}" for m in METRICS))

