@@ -209,6 +209,9 @@ class SynthesisStream:
                 while len(carry) >= size:
                     await self._out.put((epoch, Chunk(carry[:size], segment, done // 2)))
                     carry, done = carry[size:], done + size
+        except asyncio.CancelledError:
+            log.debug("segment %d cut off after %d samples", segment.index, done // 2)
+            raise
         finally:
             await audio.aclose()
         if carry:

@@ -149,6 +149,7 @@ async def test_a_client_that_disappears_stops_synthesis(service_process, tmp_pat
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the server did not end the stream of a client that left:\n" + server.log_tail())
+    assert "cut off after" in log_path.read_text(), "the segment being spoken was not stopped"
     started = log_path.read_text().count("synthesizing segment")
     await asyncio.sleep(1.0)
     assert log_path.read_text().count("synthesizing segment") == started, "synthesis went on after the client left"

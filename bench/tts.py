@@ -1,0 +1,198 @@
+"""TTS benchmark: time to first audio, real-time factor, concurrent real-time streams.
+
+Starts ``voicemesh serve tts`` (piper/en_US-joe-medium preloaded) in its own
+process, unless ``--address`` names a running one, and measures over gRPC:
+
+* time to first audio: from sending the first text piece of a two-sentence
+  reply (pieces of 3-8 characters, one every ``--pace-ms`` like an LLM) to
+  the first audio chunk, p50/p95 over ``--trials`` replies; also the part of
+  it after the piece that completed the first sentence (synthesis latency);
+* real-time factor: wall time to receive all audio of a 12-sentence text sent
+  at once, divided by that audio's duration (one stream);
+* concurrency: N streams at once (N = 1, 2, 4, ...), each playing its audio
+  from its first chunk on; a stream keeps real time when no chunk arrives
+  after the moment a player would need it. The figure is the largest N where
+  every stream kept real time.
+
+Prints the figures and saves them to bench/results/tts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.speech import SENTENCES  # noqa: E402
+from voicemesh.process import ServiceProcess  # noqa: E402
+from voicemesh.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
+
+VOICE = "piper/en_US-joe-medium"
+
+
+def _config(rate: int) -> tts_pb2.SynthesizeRequest:
+    return tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=VOICE, sample_rate_hz=rate))
+
+
+def _pieces(text: str, seed: int) -> list[str]:
+    rng, out, i = random.Random(seed), [], 0
+    while i < len(text):
+        n = rng.randint(3, 8)
+        out.append(text[i : i + n])
+        i += n
+    return out
+
+
+async def first_audio(stub, first: str, second: str, rate: int, pace_s: float, seed: int) -> tuple[float, float]:
+    """Seconds from the first text piece to the first audio chunk of a two-sentence reply, and
+    seconds from the piece that completed the first sentence to that chunk."""
+    call = stub.Synthesize()
+    await call.write(_config(rate))
+    started = time.perf_counter()
+    completed = None
+
+    async def feed() -> None:
+        nonlocal completed
+        sent = 0
+        for piece in _pieces(f"{first} {second}", seed):
+            await call.write(tts_pb2.SynthesizeRequest(text=piece))
+            sent += len(piece)
+            if completed is None and sent > len(first):  # the space after the first sentence is out
+                completed = time.perf_counter()
+            await asyncio.sleep(pace_s)
+        await call.done_writing()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        ttfa = None
+        while (response := await call.read()) is not grpc.aio.EOF:
+            if ttfa is None and response.WhichOneof("event") == "audio":
+                ttfa = time.perf_counter() - started
+        await feeder
+    finally:
+        feeder.cancel()
+    assert ttfa is not None and completed is not None, "no audio"
+    return ttfa, started + ttfa - completed
+
+
+async def whole_stream(stub, text: str, rate: int) -> dict:
+    """Send ``text`` at once; time every chunk; report wall time, audio seconds and underrun."""
+    requests = [_config(rate), tts_pb2.SynthesizeRequest(text=text)]
+    started = time.perf_counter()
+    first = None
+    late = 0.0  # worst lateness of a chunk against a player started at the first chunk
+    audio_s = 0.0
+    async for response in stub.Synthesize(iter(requests)):
+        if response.WhichOneof("event") != "audio":
+            continue
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        position = response.audio.offset_samples / rate
+        late = max(late, (now - first) - position)
+        audio_s += len(response.audio.audio) / 2 / rate
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "audio_s": audio_s, "ttfa_s": first - started, "worst_late_s": late}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(address: str, args: argparse.Namespace) -> dict:
+    text = " ".join(SENTENCES)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tts_pb2_grpc.TtsServiceStub(channel)
+        await whole_stream(stub, "Warming up the voice.", args.rate)
+        timings = [
+            await first_audio(stub, SENTENCES[i % len(SENTENCES)], SENTENCES[(i + 1) % len(SENTENCES)], args.rate,
+                              args.pace_ms / 1000, i)
+            for i in range(args.trials)
+        ]
+        ttfas = [t[0] for t in timings]
+        after_sentence = [t[1] for t in timings]
+        single = await whole_stream(stub, text, args.rate)
+        levels = []
+        n = 1
+        while n <= args.max_streams:
+            results = await asyncio.gather(*(whole_stream(stub, text, args.rate) for _ in range(n)))
+            worst = max(r["worst_late_s"] for r in results)
+            level = {
+                "streams": n,
+                "real_time": worst <= args.late_tolerance_ms / 1000,
+                "worst_late_s": round(worst, 3),
+                "ttfa_p50_s": round(statistics.median(r["ttfa_s"] for r in results), 3),
+                "aggregate_rtf": round(max(r["wall_s"] for r in results) / sum(r["audio_s"] for r in results), 4),
+            }
+            levels.append(level)
+            print(f"  {n:3d} streams: real time {'yes' if level['real_time'] else 'NO '}  worst lateness "
+                  f"{worst * 1000:7.0f} ms  first audio p50 {level['ttfa_p50_s'] * 1000:6.0f} ms  "
+                  f"aggregate RTF {level['aggregate_rtf']:.4f}", flush=True)
+            if not level["real_time"]:
+                break
+            n *= 2
+    sustained = max((lv["streams"] for lv in levels if lv["real_time"]), default=0)
+    return {
+        "ttfa_p50_ms": round(statistics.median(ttfas) * 1000, 1),
+        "ttfa_p95_ms": round(_pct(ttfas, 0.95) * 1000, 1),
+        "ttfa_all_ms": [round(t * 1000, 1) for t in ttfas],
+        "after_first_sentence_p50_ms": round(statistics.median(after_sentence) * 1000, 1),
+        "after_first_sentence_p95_ms": round(_pct(after_sentence, 0.95) * 1000, 1),
+        "rtf": round(single["wall_s"] / single["audio_s"], 4),
+        "rtf_audio_s": round(single["audio_s"], 2),
+        "concurrency": levels,
+        "streams_real_time": sustained,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", help="a running TTS service (default: start one)")
+    parser.add_argument("--trials", type=int, default=30, help="replies timed for first audio (default 30)")
+    parser.add_argument("--pace-ms", type=float, default=20.0, help="ms between text pieces (default 20)")
+    parser.add_argument("--rate", type=int, default=24000, help="output sample rate (default 24000)")
+    parser.add_argument("--max-streams", type=int, default=64, help="largest concurrency tried (default 64)")
+    parser.add_argument("--late-tolerance-ms", type=float, default=0.0,
+                        help="lateness a player may absorb before it counts as an underrun (default 0)")
+    parser.add_argument("--server-args", default="", help="extra flags for voicemesh serve tts, e.g. '--piper-threads 2'")
+    args = parser.parse_args()
+    print(f"TTS bench: {VOICE}, {args.rate} Hz, pieces of 3-8 characters every {args.pace_ms:g} ms, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    if args.address:
+        figures = asyncio.run(run(args.address, args))
+    else:
+        with ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", VOICE, "--log-level", "WARNING",
+                                         *args.server_args.split()]) as server:
+            figures = asyncio.run(run(server.address, args))
+    print(f"time to first audio from the first text piece: p50 {figures['ttfa_p50_ms']:.0f} ms, "
+          f"p95 {figures['ttfa_p95_ms']:.0f} ms ({args.trials} two-sentence replies)")
+    print(f"  of which after the first sentence was complete: p50 {figures['after_first_sentence_p50_ms']:.0f} ms, "
+          f"p95 {figures['after_first_sentence_p95_ms']:.0f} ms")
+    print(f"real-time factor (one stream, {figures['rtf_audio_s']:.1f} s of audio): {figures['rtf']:.4f}")
+    print(f"concurrent streams kept in real time on this machine: {figures['streams_real_time']}")
+    figures.update(
+        command=" ".join([Path(sys.executable).name, *sys.argv]), cpus=os.cpu_count(), machine=platform.machine(),
+        pace_ms=args.pace_ms, rate=args.rate, server_args=args.server_args, at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                               time.gmtime()),
+    )
+    out = Path(__file__).resolve().parent / "results" / "tts.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
