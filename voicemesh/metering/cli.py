@@ -125,18 +125,14 @@ def _keys_list(args: argparse.Namespace) -> int:
         prices = PriceTable.from_setting(args.prices)
         entries = []
         for record in store.list_keys():
-            try:
-                uses = quotas.status(store, record, prices)
-            except VoiceMeshError:  # cost quota without a price table: list it without its use
-                uses = None
-            entries.append(_key_json(record, uses))
+            entries.append(_key_json(record, quotas.status(store, record, prices)))
         if args.format == "json":
             print(json.dumps(entries, indent=2))
             return 0
         print(f"{'ID':<12}  {'NAME':<20}  {'STATE':<7}  {'CREATED':<20}  {'EXPIRES':<20}  QUOTAS (used/limit)")
         for e in entries:
-            limits = ", ".join(f"{q['unit']} {q['used']:g}/{q['limit']:g} per {q['period']}" if "used" in q
-                               else f"{q['unit']} ?/{q['limit']:g} per {q['period']}" for q in e["quotas"])
+            limits = ", ".join(f"{q['unit']} {'?' if q['used'] is None else format(q['used'], 'g')}/{q['limit']:g} "
+                               f"per {q['period']}" for q in e["quotas"])
             print(f"{e['id']:<12}  {e['name']:<20}  {e['state']:<7}  {e['created']:<20}  "
                   f"{e['expires'] or '-':<20}  {limits or '-'}")
         return 0

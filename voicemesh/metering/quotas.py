@@ -50,20 +50,20 @@ class QuotaUse:
     """How much of a quota is used now."""
 
     quota: Quota
-    used: float
+    used: float | None  # None: a cost quota without a price table
     resets: float | None
 
     @property
     def exhausted(self) -> bool:
-        return self.used >= self.quota.limit
+        return self.used is not None and self.used >= self.quota.limit
 
 
-def used(totals: Mapping[str, Mapping[str, float]], unit: str, prices: PriceTable | None) -> float:
-    """Sum of ``unit`` (or cost) over the per-model totals."""
+def used(totals: Mapping[str, Mapping[str, float]], unit: str, prices: PriceTable | None) -> float | None:
+    """Sum of ``unit`` (or cost) over the per-model totals; None for cost without a price table."""
     if unit != COST:
         return float(sum(per_model.get(unit, 0) or 0 for per_model in totals.values()))
     if prices is None:
-        raise FailedPrecondition("this key has a cost quota but the server has no price table (set --prices)")
+        return None
     total = 0.0
     for model, per_model in totals.items():
         cost = prices.cost(model, per_model)
@@ -97,6 +97,9 @@ def check(
     """Raise ResourceExhausted if a quota of ``key`` is used up, or would be by ``pending`` units."""
     pending = pending or {}
     for use in status(store, key, prices, now):
+        if use.used is None:
+            raise FailedPrecondition(f"API key {key.id} ({key.name}) has the cost quota {use.quota} but this server "
+                                     "has no price table (set --prices or VOICEMESH_PRICES)")
         extra = pending.get(use.quota.unit, 0.0)
         if use.exhausted or (extra > 0 and use.used + extra > use.quota.limit):
             when = f"it resets at {iso(use.resets)}" if use.resets else "it does not reset (a total quota)"

@@ -16,9 +16,10 @@ The orchestrator calls ``check_quota()`` before each turn and sends
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -137,6 +138,22 @@ class Guard:
             quotas.check(store, keys.require_active(fresh), self.prices, pending=pending)
 
         await self.ledger.call(_check)
+
+
+async def drain(requests: AsyncIterator, *, timeout_s: float = 1.0, max_messages: int = 256) -> None:
+    """Read and drop a refused stream's requests until the client half-closes, or for ``timeout_s``."""
+
+    async def _read() -> None:
+        count = 0
+        async for _request in requests:
+            count += 1
+            if count >= max_messages:
+                return
+
+    try:
+        await asyncio.wait_for(_read(), timeout_s)
+    except TimeoutError:
+        log.debug("refused stream still sending after %.1f s; ending it now", timeout_s)
 
 
 def from_settings(settings, service: str) -> Guard | None:

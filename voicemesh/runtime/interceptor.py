@@ -12,14 +12,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
 
 import grpc
 
-from voicemesh.runtime import logs, metrics, status
-
-if TYPE_CHECKING:
-    from voicemesh.runtime.auth import Guard
+from voicemesh.runtime import auth, logs, metrics, status
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +69,7 @@ def _final_code(context: grpc.aio.ServicerContext, fallback: grpc.StatusCode) ->
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
-    def __init__(self, service: str, guard: Guard | None = None):
+    def __init__(self, service: str, guard: auth.Guard | None = None):
         self.service = service
         # API keys, quotas and usage metering (voicemesh.runtime.auth); None when the server has no ledger.
         self.guard = guard
@@ -102,7 +98,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
             try:
-                caller = await self.guard.admit(context, new_stream=True) if self.guard else None
+                caller = await self._admit(request_iterator, context) if self.guard else None
                 async for response in behavior(call.counted(request_iterator), context):
                     if caller is not None:
                         await caller.observe(response)
@@ -122,6 +118,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 call.finish(code)
 
         return wrapper
+
+    async def _admit(self, requests: AsyncIterator, context: grpc.aio.ServicerContext):
+        try:
+            return await self.guard.admit(context, new_stream=True)
+        except Exception:
+            # A grpc-python client still writing when the status arrives may report INTERNAL in its
+            # place (grpc/grpc#36066): read what it sends until it half-closes (briefly), then refuse.
+            await auth.drain(requests)
+            raise
 
     def _wrap_unary(self, behavior: Callable, method: str) -> Callable:
         async def wrapper(request, context):
