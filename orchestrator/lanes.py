@@ -1,0 +1,176 @@
+"""Streams from a session to the model services: one wrapper per service call.
+
+Each wrapper owns its gRPC call. A read cancelled mid-way cancels a grpc.aio
+call, so a stream that must outlive one reader (the LLM Chat stream of a
+session) is read by its own task into a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voicemesh.errors import Unavailable
+from voicemesh.orchestrator.clients import MeshClients, backend_options
+from voicemesh.orchestrator.fallback import Target
+from voicemesh.v1 import common_pb2, llm_pb2, stt_pb2, tts_pb2
+
+log = logging.getLogger(__name__)
+
+
+class _Call:
+    """A bidirectional call written with ``write`` and read with ``responses``."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall, target: Target):
+        self.call = call
+        self.target = target
+        self.closed_for_writing = False
+
+    async def write(self, message) -> None:
+        await self.call.write(message)
+
+    async def done_writing(self) -> None:
+        if not self.closed_for_writing:
+            self.closed_for_writing = True
+            await self.call.done_writing()
+
+    async def responses(self) -> AsyncIterator:
+        while True:
+            response = await self.call.read()
+            if response is grpc.aio.EOF:
+                return
+            yield response
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+class SttLane(_Call):
+    """The session's Recognize stream."""
+
+    @classmethod
+    async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int, min_silence_ms: int) -> SttLane:
+        call = clients.stub("stt", target.address).Recognize(metadata=metadata)
+        lane = cls(call, target)
+        await lane.write(stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
+            model=target.descriptor, sample_rate_hz=rate, interim_results=True,
+            endpointing=stt_pb2.Endpointing(min_silence_ms=min_silence_ms),
+            backend=backend_options(target.candidate),
+        )))
+        return lane
+
+    async def audio(self, pcm: bytes) -> None:
+        await self.write(stt_pb2.RecognizeRequest(audio=pcm))
+
+
+class TtsLane(_Call):
+    """One reply's Synthesize stream."""
+
+    @classmethod
+    async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int) -> TtsLane:
+        call = clients.stub("tts", target.address).Synthesize(metadata=metadata)
+        lane = cls(call, target)
+        await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
+            voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
+            backend=backend_options(target.candidate),
+        )))
+        return lane
+
+    async def text(self, text: str) -> None:
+        if text and not self.closed_for_writing:
+            await self.write(tts_pb2.SynthesizeRequest(text=text))
+
+    async def stop(self) -> None:
+        """Drop buffered text and stop audio at once."""
+        if not self.closed_for_writing:
+            await self.write(tts_pb2.SynthesizeRequest(cancel=common_pb2.Cancel()))
+
+
+class LlmLane(_Call):
+    """The session's Chat stream, read by its own task.
+
+    ``synced`` is how many messages of the session's history the server
+    holds as the session does (None: unknown, send the whole history with
+    replace_history).
+    """
+
+    def __init__(self, call: grpc.aio.StreamStreamCall, target: Target):
+        super().__init__(call, target)
+        self.synced: int | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.unfinished: str | None = None  # a generation whose Done was not read yet
+        self.on_done = None  # callback(generation_id, ChatDone), for usage reports
+        self._reader = asyncio.create_task(self._read(), name=f"llm-reader-{target}")
+
+    @classmethod
+    async def open(cls, clients: MeshClients, target: Target, metadata, *, max_tokens: int) -> LlmLane:
+        call = clients.stub("llm", target.address).Chat(metadata=metadata)
+        lane = cls(call, target)
+        sampling = llm_pb2.Sampling(max_tokens=max_tokens) if max_tokens > 0 else llm_pb2.Sampling()
+        await lane.write(llm_pb2.ChatRequest(config=llm_pb2.ChatConfig(
+            model=target.descriptor, sampling=sampling, backend=backend_options(target.candidate),
+        )))
+        return lane
+
+    async def _read(self) -> None:
+        try:
+            async for response in self.responses():
+                self.queue.put_nowait(response)
+            self.queue.put_nowait(Unavailable(f"{self.target}: the LLM service ended the chat stream"))
+        except grpc.aio.AioRpcError as exc:
+            self.queue.put_nowait(exc)
+        except asyncio.CancelledError:
+            self.queue.put_nowait(Unavailable(f"{self.target}: chat stream closed"))
+            raise
+
+    async def generate(self, generation_id: str, messages: list[llm_pb2.ChatMessage], *, replace: bool,
+                       tools: list[llm_pb2.Tool]) -> None:
+        await self.settle()
+        self.unfinished = generation_id
+        await self.write(llm_pb2.ChatRequest(generate=llm_pb2.Generate(
+            id=generation_id, messages=messages, replace_history=replace, tools=tools,
+        )))
+
+    async def events(self, generation_id: str) -> AsyncIterator[llm_pb2.ChatResponse]:
+        """Responses of one generation, up to and including its Done."""
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                self.queue.put_nowait(item)  # the stream is dead for every later reader too
+                raise item
+            if item.generation_id != generation_id:
+                continue  # the tail of a cancelled generation
+            if item.WhichOneof("event") == "done":
+                self.unfinished = None
+                if self.on_done is not None:
+                    self.on_done(generation_id, item.done)
+            yield item
+            if item.WhichOneof("event") == "done":
+                return
+
+    async def cancel_generation(self) -> None:
+        """Ask the server to stop the running generation (its Done is read before the next one)."""
+        if self.unfinished is not None and not self.call.done():
+            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
+                await self.write(llm_pb2.ChatRequest(cancel=common_pb2.Cancel()))
+            self.synced = None
+
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait for the Done of a cancelled generation, so only one runs at a time."""
+        if self.unfinished is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for _ in self.events(self.unfinished):
+                    pass
+        except TimeoutError:
+            raise Unavailable(f"{self.target}: a cancelled generation did not end within {timeout_s:.0f} s") from None
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        self.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)

@@ -1,0 +1,315 @@
+"""One agent reply: LLM text (or given text) into a TTS stream, its audio to the client at real time.
+
+Two tasks share a reply. The writer streams the LLM's text deltas to the
+client (AgentText) and into the TTS stream as they come; the TTS service cuts
+them into segments, the first at a clause, so the first audio comes early.
+The speaker reads the TTS stream and sends the audio paced at real time plus
+a small lead, which makes "audio sent" a good measure of "audio played" for
+truncation on barge-in.
+
+Fallback: an LLM or voice that errors or gives no first result within the
+session's timeout is replaced by the next target while the turn has sent no
+audio; once audio went out, an error ends the reply with a SessionError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from voicemesh.errors import DeadlineExceeded, Unavailable, VoiceMeshError
+from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
+from voicemesh.orchestrator.lanes import LlmLane, TtsLane
+from voicemesh.orchestrator.playout import Playout
+from voicemesh.v1 import agent_pb2, llm_pb2
+
+log = logging.getLogger(__name__)
+
+LEAD_S = 0.12  # audio sent ahead of real time, so the client's playback never starves
+FAILURES = (grpc.aio.AioRpcError, VoiceMeshError)
+
+
+class AudioAlreadySent(Exception):
+    """A failure after the turn's audio started: no failover, the turn ends with an error."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class ReplyTimes:
+    """Wall-clock marks of a reply (monotonic seconds)."""
+
+    llm_request: float | None = None
+    llm_first: float | None = None
+    tts_first_text: float | None = None
+    first_audio: float | None = None
+
+
+@dataclass
+class Reply:
+    """An agent reply of turn ``turn_id``; ``say`` is given text to speak instead of generating."""
+
+    host: object  # the Session (duck-typed: outbox, spec, lanes, history, tool waits)
+    turn_id: int
+    say: str | None = None
+    text: str = ""  # all text produced (sent to TTS)
+    history_start: int = 0  # text before this offset is in the history already (with tool calls)
+    tool_calls: list = field(default_factory=list)
+    generation_done: bool = False  # the LLM finished normally (not cancelled)
+    error: BaseException | None = None
+    stopped: bool = False
+    times: ReplyTimes = field(default_factory=ReplyTimes)
+    llm_model: str = ""
+    tts_model: str = ""
+    fallbacks: FallbackLog = field(default_factory=FallbackLog)
+    add_to_history: bool = True
+    prefix: str = ""  # text of the reply already played before a resume
+
+    def __post_init__(self) -> None:
+        self.playout = Playout(self.host.spec.output_rate)
+        self.tts: TtsLane | None = None
+        self._tts_lock = asyncio.Lock()
+        self._first_text = asyncio.Event()
+        self._writer_done = False
+        self._writer: asyncio.Task | None = None
+        self._lane: LlmLane | None = None
+        self._generation: str | None = None
+
+    @property
+    def lane_target(self) -> Target | None:
+        """The LLM target that generated this reply, if any."""
+        return self._lane.target if self._lane is not None else None
+
+    @property
+    def audio_sent(self) -> bool:
+        return self.playout.first_sent_at is not None or self.playout.received_samples > 0
+
+    # -- the reply as a whole -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Produce the reply; records a failure in ``error`` rather than raising it."""
+        try:
+            await self._open_tts(order_from(self.host.tts_targets, None), first=True)
+            self._writer = asyncio.create_task(self._write(), name=f"reply-{self.turn_id}-writer")
+            await self._speak()
+            await self._writer
+        except asyncio.CancelledError:
+            raise
+        except AudioAlreadySent as exc:
+            self.error = exc.cause
+        except FAILURES as exc:
+            self.error = exc
+        finally:
+            await self._close()
+
+    async def stop(self) -> None:
+        """Stop at once (barge-in): no more audio, cancel generation and synthesis; the speaker drains."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.host.outbox.drop_audio(self.turn_id)
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        if self.tts is not None and not self.tts.closed_for_writing:
+            with contextlib.suppress(*FAILURES, grpc.aio.UsageError):
+                async with self._tts_lock:
+                    await self.tts.stop()
+                    await self.tts.done_writing()
+
+    async def _close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._lane is not None and self._generation is not None and self._lane.unfinished == self._generation:
+            await self._lane.cancel_generation()
+        if self.tts is not None:
+            self.tts.cancel()
+
+    # -- text: LLM (with fallback) or given text -----------------------------------------
+
+    async def _write(self) -> None:
+        try:
+            if self.say is not None:
+                await self._text(self.say)
+            else:
+                await self._generate()
+        finally:
+            self._writer_done = True
+            self._first_text.set()  # a reply without text wakes the speaker too
+            if not self.stopped and self.tts is not None:
+                with contextlib.suppress(*FAILURES, grpc.aio.UsageError):
+                    async with self._tts_lock:
+                        await self.tts.done_writing()
+
+    async def _text(self, delta: str) -> None:
+        if not delta:
+            return
+        if self.say is None:
+            self.host.outbox.put(agent_pb2.SessionResponse(
+                agent_text=agent_pb2.AgentText(turn_id=self.turn_id, delta=delta)))
+        async with self._tts_lock:  # a voice failover resends self.text under the same lock
+            self.text += delta
+            self.playout.add_text(delta)
+            if self.times.tts_first_text is None:
+                self.times.tts_first_text = time.monotonic()
+            with contextlib.suppress(*FAILURES):  # a dead voice is the speaker's to replace
+                await self.tts.text(delta)
+        self._first_text.set()
+
+    async def _generate(self) -> None:
+        host = self.host
+        while True:
+            events = await self._start_generation()
+            calls = []
+            async for response in events:
+                kind = response.WhichOneof("event")
+                if kind == "text_delta":
+                    await self._text(response.text_delta)
+                elif kind == "tool_call":
+                    calls.append(response.tool_call)
+                elif kind == "done":
+                    self.generation_done = response.done.finish_reason != llm_pb2.FINISH_REASON_CANCELLED
+            if not calls:
+                return
+            # The server appended the assistant's tool-call message; so does the session.
+            host.history.append(llm_pb2.ChatMessage(role="assistant", content=self.text, tool_calls=calls))
+            self._lane.synced = len(host.history)
+            self.tool_calls.extend(calls)
+            self.history_start = len(self.text)
+            waits = [host.expect_tool_result(call.id) for call in calls]
+            for call in calls:
+                host.outbox.put(agent_pb2.SessionResponse(tool_call=call))
+            outputs = await asyncio.gather(*waits)
+            host.history.extend(llm_pb2.ChatMessage(role="tool", content=out, tool_call_id=call.id)
+                                for call, out in zip(calls, outputs, strict=True))
+            self.generation_done = False
+
+    async def _start_generation(self):
+        """Send a Generate to the first LLM target that answers in time; returns its event stream."""
+        host = self.host
+        timeout = host.spec.first_result_ms / 1000
+        for target in order_from(host.llm_targets, host.llm_current):
+            lane = None
+            try:
+                lane = await host.llm_lane(target)
+                messages, replace = host.pending_messages(lane)
+                generation = host.next_generation_id(self.turn_id)
+                self.times.llm_request = time.monotonic()
+                await lane.generate(generation, messages, replace=replace, tools=host.llm_tools())
+                lane.synced = len(host.history)
+                self._lane, self._generation = lane, generation
+                stream = lane.events(generation)
+                first = await first_of(stream, timeout, f"LLM {target}")
+            except FAILURES as exc:
+                log.warning("turn %d: LLM %s failed: %s", self.turn_id, target, exc)
+                self.fallbacks.failed(target, exc)
+                await host.drop_llm_lane(target)
+                continue
+            except StopAsyncIteration:
+                exc = Unavailable(f"LLM {target} ended the generation without a result")
+                self.fallbacks.failed(target, exc)
+                await host.drop_llm_lane(target)
+                continue
+            self.times.llm_first = self.times.llm_first or time.monotonic()
+            host.llm_current = target
+            self.llm_model = target.descriptor
+            return _prepend(first, stream)
+        raise Unavailable(f"no LLM answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
+
+    # -- audio: TTS (with fallback) to the client ----------------------------------------
+
+    async def _open_tts(self, order: list[Target], *, first: bool = False) -> None:
+        """Open the first voice of ``order`` that accepts a stream; on failover, resend the text so far."""
+        host = self.host
+        for target in order:
+            try:
+                lane = await TtsLane.open(host.clients, target, host.metadata, rate=host.spec.output_rate)
+                if not first:
+                    await lane.text(self.text)
+                    if self._writer_done:
+                        await lane.done_writing()
+            except FAILURES as exc:
+                self.fallbacks.failed(target, exc)
+                continue
+            self.tts, self.tts_model = lane, target.descriptor
+            return
+        raise Unavailable(f"no voice answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
+
+    async def _speak(self) -> None:
+        timeout = self.host.spec.first_result_ms / 1000
+        tried = [self.tts.target]
+        while True:
+            await self._first_text.wait()
+            responses = self.tts.responses()
+            try:
+                if not self.text and self._writer_done:
+                    first = await anext(responses)
+                else:
+                    first = await first_of(responses, timeout, f"voice {self.tts.target}")
+            except StopAsyncIteration:
+                return
+            except FAILURES as exc:
+                if self.stopped:
+                    return
+                self.fallbacks.failed(self.tts.target, exc)
+                self.tts.cancel()
+                rest = [t for t in self.host.tts_targets if t not in tried]
+                async with self._tts_lock:
+                    await self._open_tts(rest)
+                tried.append(self.tts.target)
+                continue
+            try:
+                await self._play(_prepend(first, responses))
+            except FAILURES as exc:
+                if not self.audio_sent and not self.stopped:
+                    raise
+                raise AudioAlreadySent(exc) from exc
+            return
+
+    async def _play(self, responses) -> None:
+        host, rate = self.host, self.host.spec.output_rate
+        queued = 0  # samples handed to the outbox
+        async for response in responses:
+            kind = response.WhichOneof("event")
+            if kind == "usage":
+                host.report_usage(self.turn_id, "tts", response.usage)
+            elif kind == "segment_done":
+                done = response.segment_done
+                self.playout.segment_done(segment_id=done.segment_id, char_start=done.char_start,
+                                          char_end=done.char_end, samples=done.samples)
+            elif kind == "audio" and not self.stopped:
+                chunk = response.audio
+                samples = len(chunk.audio) // 2
+                self.playout.chunk(segment_id=chunk.segment_id, char_start=chunk.char_start,
+                                   char_end=chunk.char_end, offset_samples=chunk.offset_samples, samples=samples)
+                if self.times.first_audio is None:
+                    self.times.first_audio = time.monotonic()
+                    host.agent_speaking(self)
+                ahead = queued / rate - (time.monotonic() - self.times.first_audio) - LEAD_S
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                if self.stopped:
+                    continue
+                queued += samples
+                host.outbox.put(
+                    agent_pb2.SessionResponse(agent_audio=agent_pb2.AgentAudio(
+                        turn_id=self.turn_id, audio=chunk.audio, sample_rate_hz=rate)),
+                    on_sent=lambda n=samples: self.playout.sent(n, time.monotonic()),
+                )
+
+
+async def _prepend(first, rest):
+    yield first
+    async for item in rest:
+        yield item
+
+
+__all__ = ["Reply", "ReplyTimes", "AudioAlreadySent", "DeadlineExceeded"]

@@ -1,0 +1,63 @@
+"""Orchestrator: spoken conversations chained over the STT, LLM and TTS services of a mesh.
+
+Serves voicemesh.v1.AgentService. One Session stream is one conversation: one
+STT stream and one LLM chat stream per session, a TTS stream per reply,
+turn-taking, barge-in, fallback and per-turn metrics. Where the model services
+are comes from the mesh config (--mesh or VOICEMESH_MESH, and the
+VOICEMESH_MESH_<MODALITY> overrides).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from voicemesh.mesh import MeshConfig
+from voicemesh.orchestrator.clients import MeshClients
+from voicemesh.orchestrator.servicer import AgentServicer
+from voicemesh.runtime.server import ServerSettings
+from voicemesh.settings import setting
+from voicemesh.v1 import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings(ServerSettings):
+    """Settings of the orchestrator."""
+
+    port: int = setting(50060, "gRPC port (0 picks a free one and logs it)")
+    mesh: str = setting("", "path of the mesh config (JSON: modality -> provider -> addresses); "
+                            "empty: the local mesh of `voicemesh up` on the default ports")
+    max_tokens: int = setting(256, "most tokens the LLM may generate per reply (0: the LLM service's default)")
+
+
+class Orchestrator:
+    """The ServiceDefinition of ``voicemesh serve orchestrator``."""
+
+    name = "orchestrator"
+    full_names = ("voicemesh.v1.AgentService",)
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        mesh = MeshConfig.load(settings.mesh) if settings.mesh else MeshConfig.load()
+        if not mesh.routes:
+            mesh = MeshConfig.local()
+        self.clients = MeshClients(mesh, max_message_bytes=settings.max_message_bytes)
+        self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        log.info("mesh: %s", self.clients.mesh.to_json().replace("\n", " "))
+
+    async def stop(self) -> None:
+        await self.clients.close()
+
+
+def create(settings: Settings) -> Orchestrator:
+    """The orchestrator service definition."""
+    return Orchestrator(settings)

@@ -1,0 +1,68 @@
+"""The AgentService servicer: config in, one Session per stream, events out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voicemesh import __version__
+from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from voicemesh.orchestrator.clients import MeshClients
+from voicemesh.orchestrator.config import validate
+from voicemesh.orchestrator.session import Session
+from voicemesh.runtime import logs
+from voicemesh.runtime.streams import read_config
+from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2, stt_pb2, tts_pb2
+
+log = logging.getLogger(__name__)
+
+_DESCRIBE = {"stt": stt_pb2.SttServiceDescribeRequest, "llm": llm_pb2.LlmServiceDescribeRequest,
+             "tts": tts_pb2.TtsServiceDescribeRequest}
+
+
+class AgentServicer:
+    """voicemesh.v1.AgentService over the model services of a mesh."""
+
+    def __init__(self, clients: MeshClients, *, max_tokens: int = 0, describe_timeout_s: float = 2.0):
+        self.clients = clients
+        self.max_tokens = max_tokens
+        self.describe_timeout_s = describe_timeout_s
+
+    async def Session(self, requests: AsyncIterator[agent_pb2.SessionRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.SessionResponse]:
+        config = await read_config(requests)
+        spec = validate(config, self.clients.mesh)
+        metadata = dict(context.invocation_metadata() or ())
+        session = Session(spec, self.clients, session_id=logs.session_id.get(),
+                          authorization=metadata.get("authorization"), max_tokens=self.max_tokens)
+        log.info("session: stt=%s llm=%s tts=%s", spec.stt[0].descriptor, spec.llm[0].descriptor,
+                 spec.tts[0].descriptor)
+        async for event in session.run(requests):
+            yield event
+
+    async def Describe(self, request: agent_pb2.AgentServiceDescribeRequest,
+                       context: grpc.aio.ServicerContext) -> agent_pb2.AgentServiceDescribeResponse:
+        """The models of every model service the mesh names that answers within a short timeout."""
+        calls = []
+        for modality, table in self.clients.mesh.routes.items():
+            if modality in _DESCRIBE:
+                for address in {a for addresses in table.values() for a in addresses}:
+                    stub = self.clients.stub(modality, address)
+                    calls.append(stub.Describe(_DESCRIBE[modality](), timeout=self.describe_timeout_s))
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        models, seen = [], set()
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                log.info("describe: a mesh service did not answer: %s", answer)
+                continue
+            for model in answer.description.models:
+                if model.descriptor not in seen:
+                    seen.add(model.descriptor)
+                    models.append(model)
+        return agent_pb2.AgentServiceDescribeResponse(description=common_pb2.ServiceDescription(
+            service="orchestrator", version=__version__, models=models,
+            min_sample_rate_hz=MIN_SAMPLE_RATE_HZ, max_sample_rate_hz=MAX_SAMPLE_RATE_HZ,
+        ))
