@@ -14,6 +14,7 @@ executor owned by the backend, so closing the stream stops between sentences.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -73,8 +74,8 @@ def _voice_files(model: Path, config: Path, source: str) -> VoiceFiles | None:
     )
 
 
-def _package_modules(settings: Any) -> list[str]:
-    names = [n.strip() for n in getattr(settings, "piper_voice_packages", "").split(",") if n.strip()]
+def _package_modules(extra: str) -> list[str]:
+    names = [n.strip() for n in extra.split(",") if n.strip()]
     for dist in importlib.metadata.distributions():
         dist_name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower())
         if dist_name.endswith("-piper-voice"):
@@ -83,10 +84,11 @@ def _package_modules(settings: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
-    """Every voice in installed voice packages and in the voices folder, by name."""
-    voices: dict[str, VoiceFiles] = {}
-    for module_name in _package_modules(settings):
+@functools.lru_cache(maxsize=8)
+def _package_voices(extra: str) -> tuple[VoiceFiles, ...]:
+    """Voices of installed packages (scanned once per process: installing a package needs a restart)."""
+    voices = []
+    for module_name in _package_modules(extra):
         try:
             module = importlib.import_module(module_name)
             model, config = Path(module.model_path()), Path(module.config_path())
@@ -94,7 +96,14 @@ def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
             log.warning("package %s offers no piper voice: %s", module_name, exc)
             continue
         if (found := _voice_files(model, config, f"package {module_name}")) is not None:
-            voices.setdefault(found.name, found)
+            voices.append(found)
+    return tuple(voices)
+
+
+def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
+    """Every voice in installed voice packages and in the voices folder (read each time), by name."""
+    packaged = _package_voices(getattr(settings, "piper_voice_packages", ""))
+    voices = {voice.name: voice for voice in reversed(packaged)}  # the first package offering a name wins
     folder = getattr(settings, "piper_voices_dir", "")
     if folder:
         for model in sorted(Path(folder).expanduser().glob("*.onnx")):
@@ -132,6 +141,11 @@ class PiperBackend(TtsBackend):
             )
             for voice in discover_voices(settings).values()
         ]
+
+    @classmethod
+    def check_model(cls, model: str, settings: Any) -> None:
+        require_module("piper", "tts")  # a missing extra says so, rather than "unknown voice"
+        super().check_model(model, settings)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
