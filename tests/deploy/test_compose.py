@@ -105,6 +105,7 @@ def test_env_file_swaps_the_llm_backend_and_nothing_else(tmp_path, config):
 
 
 def test_default_preloads_are_the_local_models(config):
-    preload = {name: config["services"][name]["environment"]["VOICEMESH_PRELOAD"] for name in ("stt", "llm", "tts")}
+    preload = {name: config["services"][name]["environment"]["VOICEMESH_PRELOAD"]
+               for name in ("stt", "llm", "tts", "realtime")}
     assert preload == {"stt": "faster-whisper/tiny.en:en", "llm": "llama.cpp/smollm2-135m-instruct",
-                       "tts": "piper/en_US-joe-medium"}
+                       "tts": "piper/en_US-joe-medium", "realtime": "voicemesh/cascade"}
