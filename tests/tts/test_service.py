@@ -216,6 +216,9 @@ async def test_describe_lists_voices_from_packages_and_the_voices_folder(service
     assert "openai/tts-1" in models and "alloy" in models["openai/tts-1"].voices
     responses = await synthesize(server.address, [config("piper/en_GB-copy-low"), text("From the folder.")])
     assert check_tags("From the folder.", responses, 16000).samples > 0
+    # The voices Describe lists are names a client can use as the descriptor's variant.
+    named = f"{JOE}:{joe.voices[0]}"
+    assert check_tags("Named voice.", await synthesize(server.address, [config(named), text("Named voice.")]), 16000)
 
 
 def test_settings_reject_chunks_longer_than_the_protocol_allows():

@@ -181,6 +181,8 @@ class PiperBackend(TtsBackend):
     def check_voice(self, voice: str) -> str:
         assert self.voice_files is not None, "load() first"
         speakers = self.voice_files.speakers
+        if not speakers and voice == self.model:
+            return ""  # a single-speaker voice is its own (only) speaker, as Describe lists it
         if voice and voice not in speakers:
             known = [f"piper/{self.model}:{s}" for s in speakers]
             raise ModelNotFound(
