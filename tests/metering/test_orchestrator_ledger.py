@@ -1,0 +1,169 @@
+"""Metering through the orchestrator: real STT, LLM, TTS and orchestrator processes sharing one SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.orchestrator.client import LLM, RATE, TTS, AgentClient, session_config
+from tests.speech import speak
+from voicemesh.mesh import MeshConfig
+from voicemesh.metering import keys
+from voicemesh.metering.ledger import open_store
+from voicemesh.metering.records import Quota
+from voicemesh.process import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["What is the capital of France?", "What is the capital of Germany?"]
+
+
+def units(service: str, usage) -> tuple:
+    """What a Usage (or a ledger record) says, comparable exactly."""
+    return (service, usage.model, usage.audio_seconds_in, usage.audio_seconds_out, usage.input_tokens,
+            usage.output_tokens, usage.cached_tokens, usage.characters)
+
+
+class Mesh:
+    """Model services with a ledger, and orchestrators started on demand over them."""
+
+    def __init__(self, folder, url: str):
+        self.folder, self.url = folder, url
+        self.env = {"VOICEMESH_LEDGER": url}
+        args = {"stt": ["--workers", "1", "--threads", "1"],
+                "llm": ["--preload", LLM, "--temperature", "0", "--llama-threads", "1"],
+                "tts": ["--preload", TTS, "--piper-workers", "1"]}
+        self.services = {name: ServiceProcess(name, args=["--metrics-port", "-1", *extra], env=self.env,
+                                              log_path=folder / f"{name}.log") for name, extra in args.items()}
+        self.orchestrators: list[ServiceProcess] = []
+
+    def start(self) -> Mesh:
+        for proc in self.services.values():
+            proc.start()
+        for proc in self.services.values():
+            proc.wait_serving()
+        MeshConfig({m: {"*": [p.address]} for m, p in self.services.items()}).write(self.folder / "mesh.json")
+        return self
+
+    def orchestrator(self) -> ServiceProcess:
+        proc = ServiceProcess("orchestrator", env=self.env, log_path=self.folder / f"orch-{len(self.orchestrators)}.log",
+                              args=["--metrics-port", "-1", "--mesh", str(self.folder / "mesh.json"),
+                                    "--max-tokens", "40"])
+        self.orchestrators.append(proc.start())
+        return proc.wait_serving()
+
+    def stop(self) -> None:
+        for proc in [*self.orchestrators, *self.services.values()]:
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Iterator[Mesh]:
+    folder = tmp_path_factory.mktemp("metered-mesh")
+    mesh = Mesh(folder, f"sqlite:///{folder}/ledger.db")
+    try:
+        yield mesh.start()
+    finally:
+        mesh.stop()
+
+
+def bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def converse(address: str, key: str, questions: list[str]) -> AgentClient:
+    """A whole session: the questions as speech, each turn to its end, then a half-close."""
+    async with AgentClient(address, session_config(), metadata=bearer(key)) as session:
+        await session.wait_for(lambda e: e.kind == "started")
+        session.start_audio()
+        for turn, question in enumerate(questions, start=1):
+            session.say(speak(question, RATE))
+            await session.turn_done(turn)
+        session.close()
+        await asyncio.wait_for(session._reader, 60)
+    return session
+
+
+async def test_ledger_totals_equal_the_usage_the_services_emitted(mesh):
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "conversation")
+    orchestrator = mesh.orchestrator()
+    session = await converse(orchestrator.address, key, QUESTIONS)
+    session_id = session.of("started")[0].session_id
+    emitted = Counter(units(r.service, r.usage) for r in session.of("usage"))
+    assert {"stt", "llm", "tts"} <= {service for service, *_ in emitted}
+    records = store.usage(key_id=record.id)
+    assert Counter(units(r.service, r) for r in records) == emitted
+    assert {r.session_id for r in records} == {session_id}
+    for unit in ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "characters"):
+        assert sum(getattr(r, unit) for r in records) == sum(getattr(r.usage, unit) for r in session.of("usage"))
+    store.close()
+
+
+async def test_quota_refuses_the_exhausted_key_and_not_another(mesh):
+    store = open_store(mesh.url)
+    limited, limited_key = keys.create_key(store, "stt-limited", quotas=[Quota("audio_seconds_in", 1.0, "day")])
+    _, other_key = keys.create_key(store, "other", quotas=[Quota("audio_seconds_in", 3600.0, "day")])
+    orchestrator = mesh.orchestrator()
+    await converse(orchestrator.address, limited_key, QUESTIONS[:1])
+    assert sum(r.audio_seconds_in for r in store.usage(key_id=limited.id)) > 1.0
+
+    async with AgentClient(orchestrator.address, session_config(), metadata=bearer(limited_key)) as refused:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await refused._reader
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "audio_seconds_in=1/day" in info.value.details() and "resets at" in info.value.details()
+
+    # The STT service refuses the key on its own too (a client going around the orchestrator).
+    from voicemesh.v1 import stt_pb2_grpc
+
+    async with grpc.aio.insecure_channel(mesh.services["stt"].address) as channel:
+        call = stt_pb2_grpc.SttServiceStub(channel).Recognize(metadata=bearer(limited_key))
+        assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "audio_seconds_in=1/day" in await call.details()
+
+    session = await converse(orchestrator.address, other_key, QUESTIONS[:1])
+    assert session.of("turn_done")[0].text.strip(), "another key keeps working"
+    store.close()
+
+
+async def test_kill_9_of_the_orchestrator_mid_session_loses_no_completed_turn(mesh):
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "crash")
+    orchestrator = mesh.orchestrator()
+    async with AgentClient(orchestrator.address, session_config(), metadata=bearer(key)) as session:
+        await session.wait_for(lambda e: e.kind == "started")
+        session.start_audio()
+        session.say(speak(QUESTIONS[0], RATE))
+        await session.turn_done(1)
+        session.say(speak(QUESTIONS[1], RATE))
+        await session.wait_for(lambda e: e.kind == "agent_audio" and e.event.turn_id == 2)
+        os.kill(orchestrator.proc.pid, signal.SIGKILL)
+        orchestrator.proc.wait()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await asyncio.wait_for(session._reader, 30)
+    relayed = Counter(units(r.service, r.usage) for r in session.of("usage"))
+    assert {r.service for r in session.of("usage", 1)} >= {"llm", "tts"}, "turn 1 completed before the kill"
+    before = store.usage(key_id=record.id)
+    print("\nrecorded for the killed session:", sorted((r.service, r.model) for r in before))
+    print("relayed to the client before the kill:", sorted((r.turn_id, r.service) for r in session.of("usage")))
+    recorded = Counter(units(r.service, r) for r in before)
+    for usage, count in relayed.items():
+        assert recorded[usage] == count, f"relayed {count}x but recorded {recorded[usage]}x: {usage}"
+
+    # Restart: the next session is metered exactly and nothing from before is counted twice.
+    again = mesh.orchestrator()
+    await asyncio.sleep(1.0)  # streams of the killed session finish cancelling in the services
+    settled = {r.id for r in store.usage(key_id=record.id)}
+    session = await converse(again.address, key, QUESTIONS[:1])
+    new = [r for r in store.usage(key_id=record.id) if r.id not in settled]
+    assert Counter(units(r.service, r) for r in new) == Counter(units(r.service, r.usage) for r in session.of("usage"))
+    assert len(store.usage(key_id=record.id)) == len(settled) + len(new)
+    store.close()
