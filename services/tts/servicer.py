@@ -7,7 +7,6 @@ into ``SynthesizeResponse`` messages.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -53,7 +52,7 @@ class TtsServicer:
         if config.sample_rate_hz:
             check_sample_rate(config.sample_rate_hz)
         speed = config.speed or 1.0
-        if not (MIN_SPEED <= speed <= MAX_SPEED) or math.isnan(speed):
+        if not MIN_SPEED <= speed <= MAX_SPEED:  # also refuses NaN
             raise InvalidInput(f"speed must be between {MIN_SPEED} and {MAX_SPEED} (0 means 1.0), got {speed:g}")
         backend = await self.service.backend(config.voice, config.backend if config.HasField("backend") else None)
         if not isinstance(backend, TtsBackend):

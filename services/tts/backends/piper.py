@@ -216,6 +216,8 @@ def _load_voice(files: VoiceFiles, threads: int) -> Any:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # No busy-waiting between operators: the cores are shared with STT and the LLM.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(files.model), sess_options=options, providers=["CPUExecutionProvider"])
     config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
     return PiperVoice(session=session, config=config)
