@@ -52,6 +52,15 @@ async def test_speed_and_default_voice_reach_the_remote(service_process, speech_
     assert 0.35 < (fast.samples / 24000) / (normal.samples / 16000) < 0.7
 
 
+async def test_server_environment_supplies_base_url_and_key(service_process, speech_api):
+    env = {"VOICEMESH_OPENAI_BASE_URL": speech_api.base_url, "VOICEMESH_OPENAI_API_KEY": "sk-test"}
+    server = service_process("tts", env=env)
+    line = "The train leaves the station at noon."
+    spoken = check_tags(line, await synthesize(server.address, [config("openai/tts-1-hd:echo"), text(line)]), 16000)
+    assert spoken.samples > 0
+    assert [(r["model"], r["voice"]) for r in speech_api.requests] == [("tts-1-hd", "echo")]
+
+
 @pytest.mark.parametrize(
     ("descriptor", "key", "code", "message"),
     [

@@ -171,6 +171,7 @@ BAD_CASES = [
     ("negative rate", [config(rate=-16000)], "INVALID_ARGUMENT", "between 8000 and 48000"),
     ("speed too high", [config(speed=4.5)], "INVALID_ARGUMENT", "speed"),
     ("negative speed", [config(speed=-1)], "INVALID_ARGUMENT", "speed"),
+    ("speed not a number", [config(speed=float("nan"))], "INVALID_ARGUMENT", "speed"),
     ("second config", [config(), text("Hi. "), config()], "INVALID_ARGUMENT", "only the first message"),
     ("piece too long", [config(), text("word " * 41)], "INVALID_ARGUMENT", "size limit"),
     ("too much pending", [config(), *[text("word " * 39)] * 6], "INVALID_ARGUMENT", "size limit"),
