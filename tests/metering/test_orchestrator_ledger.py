@@ -104,6 +104,9 @@ async def test_ledger_totals_equal_the_usage_the_services_emitted(mesh):
     assert {r.session_id for r in records} == {session_id}
     for unit in ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "characters"):
         assert sum(getattr(r, unit) for r in records) == sum(getattr(r.usage, unit) for r in session.of("usage"))
+    secret = keys.split_key(key)[1]
+    for proc in [orchestrator, *mesh.services.values()]:
+        assert secret not in proc.log_path.read_text(), f"the key appeared in the {proc.service} log"
     store.close()
 
 

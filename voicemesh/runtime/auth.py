@@ -11,7 +11,9 @@ the key, the session (``x-session-id``), the service, the model and the turn
 (``x-turn-id``, else 0). Without a ledger, auth and metering are off.
 
 The orchestrator calls ``check_quota()`` before each turn and sends
-``forward_metadata(turn)`` on the streams it opens to the model services.
+``forward_metadata(turn)`` on the streams it opens to the model services. A
+servicer whose client left before the stream's Usage could be sent calls
+``record_unsent(usage)`` so the work done is still metered.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 current_key: contextvars.ContextVar[KeyRecord | None] = contextvars.ContextVar("voicemesh_key", default=None)
 _credentials: contextvars.ContextVar[str | None] = contextvars.ContextVar("voicemesh_credentials", default=None)
-_guard: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("voicemesh_guard", default=None)
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("voicemesh_caller", default=None)
 
 # Response message -> path of its voicemesh.v1.Usage. The orchestrator's UsageReport
 # repeats the services' usage and is deliberately not here.
@@ -82,8 +84,11 @@ class Caller:
     async def observe(self, response: Message) -> None:
         """Commit the Usage ``response`` carries (if any) before it is sent."""
         usage = usage_of(response)
-        if usage is None:
-            return
+        if usage is not None:
+            await self.record(usage)
+
+    async def record(self, usage: Message) -> None:
+        """Commit one voicemesh.v1.Usage of this RPC to the ledger."""
         record = UsageRecord(
             key_id=self.key.id if self.key else "", session_id=self.session_id, service=self.guard.service,
             model=usage.model, turn=self.turn, audio_seconds_in=usage.audio_seconds_in,
@@ -101,13 +106,22 @@ class Guard:
         self.ledger = ledger
         self.auth = auth
         self.prices = prices
+        self._writes: set[asyncio.Task] = set()  # usage recorded after the client left (record_unsent)
 
     async def open(self) -> Guard:
         await self.ledger.open()
         log.info("ledger %s open; API keys %s", redact_url(self.ledger.url), "required" if self.auth else "not checked")
         return self
 
+    def keep(self, write) -> None:
+        """Run a ledger write in a task this guard owns (awaited by ``close``)."""
+        task = asyncio.get_running_loop().create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         await self.ledger.close()
 
     async def admit(self, context: grpc.aio.ServicerContext, *, new_stream: bool) -> Caller:
@@ -119,14 +133,15 @@ class Guard:
             key = await self.ledger.call(keys.verify, token)
             if new_stream:
                 await self.ledger.call(quotas.check, key, self.prices)
-        current_key.set(key)
-        _credentials.set(token)
-        _guard.set(self)
         try:
             turn = int(metadata.get("x-turn-id", "0") or 0)
         except ValueError:
             turn = 0
-        return Caller(self, key, logs.session_id.get(), turn)
+        caller = Caller(self, key, logs.session_id.get(), turn)
+        current_key.set(key)
+        _credentials.set(token)
+        _caller.set(caller)
+        return caller
 
     async def check(self, key: KeyRecord, pending: Mapping[str, float] | None = None) -> None:
         """Refuse a key that was revoked or expired since, or whose quota is used up."""
@@ -172,9 +187,21 @@ async def check_quota(pending: Mapping[str, float] | None = None) -> None:
     ``pending`` are units the turn is known to need (e.g. ``{"audio_seconds_in": 3.2}``
     of buffered speech); a no-op when the server has no ledger or auth is off.
     """
-    guard, key = _guard.get(), current_key.get()
-    if guard is not None and key is not None:
-        await guard.check(key, pending)
+    caller = _caller.get()
+    if caller is not None and caller.key is not None:
+        await caller.guard.check(caller.key, pending)
+
+
+def record_unsent(usage: Message) -> None:
+    """For a servicer whose client left before its final Usage could be sent: record it anyway.
+
+    Call it (no await needed; safe in a ``finally`` of a cancelled stream) with
+    the voicemesh.v1.Usage the stream would have sent. A Usage that was yielded
+    is recorded by the runtime already; do not pass it here too.
+    """
+    caller = _caller.get()
+    if caller is not None:
+        caller.guard.keep(caller.record(usage))
 
 
 def forward_metadata(turn: int | None = None) -> list[tuple[str, str]]:
