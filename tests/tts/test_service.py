@@ -163,7 +163,7 @@ BAD_CASES = [
     ("text first", [text("Hello.")], "INVALID_ARGUMENT", "first message must be a config"),
     ("empty stream", [], "INVALID_ARGUMENT", "first message"),
     ("unknown voice", [config("piper/en_US-nobody-medium")], "NOT_FOUND", JOE),
-    ("unknown speaker", [config(JOE + ":someone")], "NOT_FOUND", "single speaker"),
+    ("unknown speaker", [config(JOE + ":someone")], "NOT_FOUND", "has one speaker"),
     ("unknown provider", [config("acme/voice")], "NOT_FOUND", "piper"),
     ("bad descriptor", [config("joe")], "INVALID_ARGUMENT", "provider/model"),
     ("rate too low", [config(rate=7999)], "INVALID_ARGUMENT", "between 8000 and 48000"),

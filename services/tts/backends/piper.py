@@ -17,6 +17,7 @@ import asyncio
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import re
@@ -114,11 +115,7 @@ def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
 
 
 def _piper_installed() -> bool:
-    try:
-        require_module("piper", "tts")
-    except Exception:
-        return False
-    return True
+    return importlib.util.find_spec("piper") is not None
 
 
 class PiperBackend(TtsBackend):
@@ -174,20 +171,23 @@ class PiperBackend(TtsBackend):
             self._executor = None
         self._voice = None
 
+    def _files(self) -> VoiceFiles:
+        if self.voice_files is None:
+            raise RuntimeError("piper backend used before load()")
+        return self.voice_files
+
     def native_rate(self, voice: str) -> int:
-        assert self.voice_files is not None, "load() first"
-        return self.voice_files.sample_rate
+        return self._files().sample_rate
 
     def check_voice(self, voice: str) -> str:
-        assert self.voice_files is not None, "load() first"
-        speakers = self.voice_files.speakers
+        speakers = self._files().speakers
         if not speakers and voice == self.model:
             return ""  # a single-speaker voice is its own (only) speaker, as Describe lists it
         if voice and voice not in speakers:
             known = [f"piper/{self.model}:{s}" for s in speakers]
             raise ModelNotFound(
                 f"piper voice {self.model!r} has no speaker {voice!r}; "
-                + (f"speakers: {', '.join(speakers)}" if speakers else "it has a single speaker, name none"),
+                + (f"speakers: {', '.join(speakers)}" if speakers else "it has one speaker: name no voice, or its own name"),
                 model=f"piper/{self.model}:{voice}",
                 known=known,
             )
