@@ -138,6 +138,9 @@ def _add_talk(commands: argparse._SubParsersAction) -> None:
     talk.add_argument("--state-dir", type=Path, default=None,
                       help="state directory of a mesh this command starts (default ~/.voicemesh/talk)")
     talk.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (default 120)")
+    talk.add_argument("--stall-timeout-ms", type=int, default=20000,
+                      help="a model with no first result within this counts as failed and the next in a fallback "
+                      "list is tried (default 20000: generous, for busy machines)")
     talk.set_defaults(handler=_talk)
 
 
@@ -219,7 +222,8 @@ async def _converse(args: argparse.Namespace, address: str, pcm: bytes, rate: in
     from voicemesh.client.talk import Conversation, Printer
 
     session = AgentSession(stt=args.stt, llm=args.llm, tts=args.tts, instructions=args.instructions,
-                           address=address, api_key=args.api_key, input_sample_rate=rate)
+                           address=address, api_key=args.api_key, input_sample_rate=rate,
+                           first_result_timeout_ms=args.stall_timeout_ms)
     async with session:
         _say(f"voicemesh talk: session {session.session_id or '(no id)'} at {address}")
         conversation = Conversation(session, printer=Printer(sys.stdout), timeout_s=args.timeout)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ class LocalMesh:
             if name in models and self.options.preload:
                 args += ["--preload", models[name]]
             if name == "orchestrator":
+                args += ["--mesh", str(self.mesh_path)]
                 env["VOICEMESH_MESH"] = str(self.mesh_path)
             log_path = self.log_dir / f"{name}.log"
             log_path.write_bytes(b"")  # a fresh log per run
@@ -148,8 +150,17 @@ class LocalMesh:
             proc = self.processes.get(name)
             if proc is not None and proc.proc is not None and proc.proc.poll() is None:
                 proc.proc.send_signal(signal.SIGTERM)
-        codes = {name: self.processes[name].stop(timeout=self.options.grace_s + 10)
-                 for name in STOP_ORDER if name in self.processes}
+        codes = {}
+        for name in STOP_ORDER:
+            proc = self.processes.get(name)
+            if proc is None:
+                continue
+            if proc.proc is not None:
+                try:  # a second SIGTERM after the server removed its handler would kill it mid-cleanup
+                    proc.proc.wait(self.options.grace_s + 10)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop within %.0f s", name, self.options.grace_s + 10)
+            codes[name] = proc.stop(timeout=5)
         state = self.state_dir / "up.json"
         if state.exists():
             state.unlink()
