@@ -35,6 +35,9 @@ Decode = Callable[[np.ndarray, int, bool], Awaitable[Hypothesis]]
 
 PREROLL_MS = 250  # audio kept before the detected start, so the first phoneme is not clipped
 POSTROLL_MS = 200  # audio kept after the detected end
+# Once a pause has lasted this long, the final decode starts speculatively: if the pause turns into the
+# end of the utterance (min_silence_ms), its result is ready earlier; if speech resumes, it is dropped.
+EAGER_FINAL_MS = POSTROLL_MS
 _DONE = object()
 
 
@@ -103,7 +106,7 @@ class RecognizeStream:
     """Runs one stream; ``events(audio)`` yields its events in order."""
 
     def __init__(self, *, options: RecognitionOptions, vad: SileroVad, decode: Decode, model: str,
-                 interim_interval_ms: int = 0, max_utterance_ms: int = 25000):
+                 interim_interval_ms: int = 0, eager_final: bool = True, max_utterance_ms: int = 25000):
         self.options = options
         self._decode = decode
         self._model = model
@@ -117,6 +120,8 @@ class RecognizeStream:
         self._samples_in = 0
         self._utterance = 0
         self._interim_task: asyncio.Task | None = None
+        self._eager_final = eager_final
+        self._eager: tuple[int, int, asyncio.Task] | None = None  # (utterance, end position, decode)
         self._last_interim = 0
         self._prefix = StablePrefix()
 
@@ -153,6 +158,7 @@ class RecognizeStream:
             self._events.put_nowait(exc)
         finally:
             await self._cancel_interim()
+            await self._cancel_eager()
 
     async def _advance(self, samples: np.ndarray, last: bool = False) -> None:
         self._audio.append(samples)
@@ -167,6 +173,7 @@ class RecognizeStream:
                 await self._finish(boundary)
         if self._endpointer.in_speech:
             self._audio.keep_from(self._endpointer.start - RATE * PREROLL_MS // 1000)
+            await self._maybe_eager_final()
             self._maybe_interim()
         else:
             self._audio.keep_from(self._endpointer.position - RATE * (PREROLL_MS + 200) // 1000)
@@ -175,8 +182,30 @@ class RecognizeStream:
         probs = self._vad.process(samples)
         return np.concatenate([probs, self._vad.flush()]) if last else probs
 
+    def _clip(self, start: int, end: int) -> tuple[np.ndarray, int]:
+        """The audio of an utterance with its margins, and the stream time (ms) of its first sample."""
+        begin = max(start - RATE * PREROLL_MS // 1000, 0)
+        return self._audio.slice(begin, end + RATE * POSTROLL_MS // 1000), ms(begin)
+
+    async def _maybe_eager_final(self) -> None:
+        end = self._endpointer.last_voiced_end
+        if not self._eager_final or self._endpointer.pause * 1000 < EAGER_FINAL_MS * RATE:
+            return
+        if self._eager is not None and self._eager[:2] == (self._utterance, end):
+            return
+        await self._cancel_eager()
+        clip, offset = self._clip(self._endpointer.start, end)
+        self._eager = (self._utterance, end, asyncio.create_task(self._decode(clip, offset, True), name="stt-eager"))
+
+    async def _cancel_eager(self) -> None:
+        eager, self._eager = self._eager, None
+        if eager is not None:
+            eager[2].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await eager[2]
+
     def _maybe_interim(self) -> None:
-        if not self._interim_every or self._interim_task is not None:
+        if not self._interim_every or self._interim_task is not None or self._endpointer.pause:
             return
         if self._audio.end - self._last_interim < self._interim_every:
             return
@@ -218,9 +247,13 @@ class RecognizeStream:
         """Decode the whole utterance and send FINAL, then SPEECH_ENDED."""
         await self._cancel_interim()
         start = boundary.start
-        begin = max(start - RATE * PREROLL_MS // 1000, 0)
-        clip = self._audio.slice(begin, boundary.position + RATE * POSTROLL_MS // 1000)
-        hypothesis = await self._decode(clip, ms(begin), True)
+        if self._eager is not None and self._eager[:2] == (self._utterance, boundary.position):
+            task, self._eager = self._eager[2], None
+            hypothesis = await task
+        else:
+            await self._cancel_eager()
+            clip, offset = self._clip(start, boundary.position)
+            hypothesis = await self._decode(clip, offset, True)
         self._events.put_nowait(TranscriptEvent(
             utterance_id=self._utterance, text=hypothesis.text.strip(), final=True, start_ms=ms(start),
             end_ms=ms(boundary.position), words=hypothesis.words, confidence=hypothesis.confidence,

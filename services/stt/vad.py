@@ -171,3 +171,13 @@ class Endpointer:
     def start(self) -> int:
         """Start of the open utterance."""
         return self._start
+
+    @property
+    def last_voiced_end(self) -> int:
+        """End of the last voiced frame of the open utterance."""
+        return self._last_voiced_end
+
+    @property
+    def pause(self) -> int:
+        """Samples of silence since the last voiced frame of the open utterance (0 when idle)."""
+        return self.position - self._last_voiced_end if self.in_speech else 0

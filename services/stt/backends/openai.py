@@ -118,6 +118,7 @@ class OpenAISttBackend(SttBackend):
             vad=self._vad,
             decode=functools.partial(self._transcribe, language=options.language),
             model=self.descriptor + (f":{options.language}" if options.language else ""),
+            eager_final=False,  # a speculative request per pause would be billed by a paid API
         )
         events = stream.events(audio)
         try:
