@@ -170,6 +170,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"TTS bench: {VOICE}, {args.rate} Hz, pieces of 3-8 characters every {args.pace_ms:g} ms, "
           f"{os.cpu_count()} CPUs", flush=True)
+    load_before = os.getloadavg()
     if args.address:
         figures = asyncio.run(run(args.address, args))
     else:
@@ -182,6 +183,8 @@ def main() -> int:
           f"p95 {figures['after_first_sentence_p95_ms']:.0f} ms")
     print(f"real-time factor (one stream, {figures['rtf_audio_s']:.1f} s of audio): {figures['rtf']:.4f}")
     print(f"concurrent streams kept in real time on this machine: {figures['streams_real_time']}")
+    figures["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    print(f"1-minute load average before/after (the machine is shared): {figures['load_average_before_after']}")
     figures.update(
         command=" ".join([Path(sys.executable).name, *sys.argv]), cpus=os.cpu_count(), machine=platform.machine(),
         pace_ms=args.pace_ms, rate=args.rate, server_args=args.server_args, at=time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -90,6 +90,9 @@ async def test_flush_speaks_buffered_text_and_the_stream_goes_on(service_process
         seen += await read_rest(call)
     spoken = check_tags(first + second, seen, 16000)
     assert [s.text for s in spoken.segments] == [first, "and lock the door."]
+    # A stream with nothing to say ends at once with empty usage.
+    [only] = await synthesize(server.address, [config(), text("  "), FLUSH])
+    assert only.WhichOneof("event") == "usage" and (only.usage.characters, only.usage.audio_seconds_out) == (0, 0)
 
 
 async def test_cancel_mid_sentence_stops_audio_and_the_stream_stays_usable(service_process):
