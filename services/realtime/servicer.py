@@ -10,6 +10,7 @@ backend's server events back to ``ConverseResponse`` messages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from voicemesh.audio import check_pcm, check_sample_rate
+from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
 from voicemesh.runtime.service import ModelService
 from voicemesh.runtime.streams import read_config
@@ -203,6 +205,9 @@ class RealtimeServicer:
         if not config.model:
             raise InvalidInput("the first session_update must name the model, for example 'voicemesh/cascade'")
         options = session_options(config)
+        variant = parse(config.model).variant
+        if variant and not options.voice:  # "voicemesh/cascade:<voice>" names the voice
+            options = dataclasses.replace(options, voice=variant)
         backend = await self.service.backend(config.model, config.backend if config.HasField("backend") else None)
         if not isinstance(backend, rt.RealtimeBackend):
             raise InvalidInput(f"{config.model!r} is not a realtime model")
@@ -210,6 +215,9 @@ class RealtimeServicer:
                  options.input_sample_rate_hz, options.output_sample_rate_hz, options.turn_detection is not None,
                  ",".join(options.modalities))
         events = client_events(requests, config.model, options)
-        async with contextlib.aclosing(backend.converse(options, events)) as server_events:
-            async for event in server_events:
-                yield to_response(event, config.model)
+        try:
+            async with contextlib.aclosing(backend.converse(options, events)) as server_events:
+                async for event in server_events:
+                    yield to_response(event, config.model)
+        finally:
+            await events.aclose()

@@ -1,0 +1,116 @@
+"""The conversation of one realtime session: items, and truncation at a heard position.
+
+Pure logic, no I/O. Each assistant item remembers which of its text spans
+each stretch of sent audio speaks, so ``truncate(item_id, audio_end_ms)``
+can cut the item's text to what the listener heard: whole spans that ended
+before the cut, and, inside the span playing at the cut, the words whose
+middle was reached (the position inside a span is estimated in proportion to
+its characters, as the voice gives no finer timing).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+
+from voicemesh.errors import InvalidInput
+from voicemesh.services.llm.backend import Message, ToolCall
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class SpokenSpan:
+    """Audio ``[start_ms, end_ms)`` of an item speaks its text ``[char_start, char_end)``."""
+
+    start_ms: int
+    end_ms: int
+    char_start: int
+    char_end: int
+
+
+@dataclass
+class Item:
+    """One message of the conversation; assistant items carry their spoken spans."""
+
+    id: str
+    role: str
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    spans: list[SpokenSpan] = field(default_factory=list)
+
+    @property
+    def audio_ms(self) -> int:
+        """Audio of this item sent to the client."""
+        return self.spans[-1].end_ms if self.spans else 0
+
+    def message(self) -> Message:
+        return Message(role=self.role, content=self.text, tool_calls=self.tool_calls, tool_call_id=self.tool_call_id)
+
+
+def heard_chars(text: str, spans: list[SpokenSpan], audio_end_ms: int) -> int:
+    """How many characters of ``text`` the audio up to ``audio_end_ms`` speaks (cut at a word end)."""
+    heard = 0
+    for span in spans:
+        if span.end_ms <= audio_end_ms:
+            heard = span.char_end
+            continue
+        if span.start_ms >= audio_end_ms:
+            break
+        position = span.char_start + (span.char_end - span.char_start) * (audio_end_ms - span.start_ms) / (
+            span.end_ms - span.start_ms)
+        for word in _WORD.finditer(text, span.char_start, span.char_end):
+            if (word.start() + word.end()) / 2 <= position:
+                heard = word.end()
+        break
+    return heard
+
+
+class Conversation:
+    """Ordered items of a session, addressable by id."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self._by_id: dict[str, Item] = {}
+        self._ids = itertools.count(1)
+
+    def new_id(self, prefix: str = "item") -> str:
+        return f"{prefix}_{next(self._ids):04d}"
+
+    def add(self, item: Item) -> Item:
+        self.items.append(item)
+        self._by_id[item.id] = item
+        return item
+
+    def add_message(self, message: Message, item_id: str = "") -> Item:
+        return self.add(Item(id=item_id or self.new_id(), role=message.role, text=message.content,
+                             tool_calls=message.tool_calls, tool_call_id=message.tool_call_id))
+
+    def get(self, item_id: str) -> Item | None:
+        return self._by_id.get(item_id)
+
+    def messages(self, instructions: str) -> tuple[Message, ...]:
+        """The chat history for the language model (empty items left out)."""
+        system = (Message(role="system", content=instructions),) if instructions else ()
+        return system + tuple(i.message() for i in self.items if i.text or i.tool_calls or i.role == "tool")
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> Item:
+        """Cut an assistant item's text to what its audio up to ``audio_end_ms`` speaks."""
+        item = self._by_id.get(item_id)
+        if item is None:
+            raise InvalidInput(f"no item {item_id!r} in this conversation", reason="ITEM_NOT_FOUND")
+        if item.role != "assistant":
+            raise InvalidInput(f"item {item_id!r} is a {item.role} item; only assistant items can be truncated",
+                               reason="ITEM_NOT_ASSISTANT")
+        if audio_end_ms > item.audio_ms:
+            raise InvalidInput(f"audio_end_ms {audio_end_ms} is past the end of item {item_id!r}'s audio "
+                               f"({item.audio_ms} ms)", reason="AUDIO_END_PAST_ITEM_AUDIO")
+        item.text = item.text[:heard_chars(item.text, item.spans, audio_end_ms)].rstrip()
+        item.spans = [s for s in item.spans if s.start_ms < audio_end_ms]
+        if item.spans:
+            last = item.spans[-1]
+            item.spans[-1] = SpokenSpan(last.start_ms, min(last.end_ms, audio_end_ms), last.char_start,
+                                        min(last.char_end, len(item.text)))
+        return item

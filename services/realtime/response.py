@@ -1,0 +1,173 @@
+"""One response of a cascade session: LLM text, then TTS audio sentence by sentence.
+
+The language model streams text; with audio output a segmenter (the TTS
+side's) cuts it into sentences, and each sentence is sent as an audio
+transcript delta followed by its audio in short deltas, while the model
+keeps generating. Every stretch of audio sent is recorded on the assistant
+item as the text span it speaks, so a later truncate can cut the item to
+what was heard. Cancelling the task stops the model and the voice at once;
+the item then keeps the text whose audio (or text) was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from voicemesh.errors import VoiceMeshError
+from voicemesh.services.llm.backend import (CancelToken, Done, FinishReason, GenerationRequest, LlmBackend, TextDelta as LlmText,
+                                            ToolCallMade)
+from voicemesh.services.realtime import backend as rt
+from voicemesh.services.realtime.conversation import Item, SpokenSpan
+from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
+from voicemesh.services.tts.segmenter import Segment, Segmenter
+
+log = logging.getLogger(__name__)
+
+DELTA_MS = 100
+_END = object()
+
+
+@dataclass
+class ResponseParts:
+    """What a response needs from its session."""
+
+    llm: LlmBackend
+    tts: TtsBackend
+    voice: VoiceOptions
+    modalities: tuple[str, ...]
+    conversation_key: object  # the LLM's prompt-cache key: one per session
+    model: str
+
+
+class Response:
+    """Runs one response; ``run`` emits its events and fills ``item``."""
+
+    def __init__(self, response_id: str, item: Item, parts: ResponseParts, emit):
+        self.id = response_id
+        self.item = item
+        self.parts = parts
+        self.emit = emit
+        self.cancel = CancelToken()
+        self.text = ""  # everything the model generated
+        self.sent_chars = 0  # characters of ``text`` delivered (as text, or as spoken audio)
+        self.audio_bytes = 0
+        self.characters = 0
+        self.tool_calls: list = []
+        self.done: Done | None = None
+        self.request: GenerationRequest | None = None
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.parts.modalities
+
+    async def run(self, audio_seconds_in: float, prepare: Callable[[], Awaitable[GenerationRequest]]) -> None:
+        """Emit response.created ... response.done (status completed, cancelled or failed).
+
+        ``prepare`` gives the generation request once the conversation is complete.
+        """
+        self.emit(rt.ResponseCreated(self.id, self.item.id))
+        status = "completed"
+        try:
+            self.request = await prepare()
+            if self.audio:
+                await self._speak()
+            else:
+                await self._write()
+        except asyncio.CancelledError:
+            status = "cancelled"
+        except VoiceMeshError as exc:
+            log.warning("response %s failed: %s", self.id, exc.message)
+            self.emit(rt.ErrorEvent.of(exc))
+            status = "failed"
+        finally:
+            self.cancel.cancel()
+        self.item.text = self.text[:self.sent_chars].strip()
+        self.item.tool_calls = tuple(self.tool_calls)
+        if status == "completed" and self.done is not None and self.done.reason is FinishReason.LENGTH:
+            status = "incomplete"
+        usage = self.done.usage if self.done is not None else None
+        rate = self.parts.voice.sample_rate_hz
+        self.emit(rt.ResponseDone(self.id, status, rt.Usage(
+            audio_seconds_in=audio_seconds_in, audio_seconds_out=self.audio_bytes / 2 / rate,
+            input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0, characters=self.characters, model=self.parts.model),
+            tuple(self.tool_calls)))
+
+    async def _generate(self, on_text) -> None:
+        parts = self.parts
+        events = parts.llm.generate(self.request, session=parts.conversation_key, cancel=self.cancel)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, LlmText):
+                    self.text += event.text
+                    on_text(event.text)
+                elif isinstance(event, ToolCallMade):
+                    self.tool_calls.append(event.call)
+                elif isinstance(event, Done):
+                    self.done = event
+
+    async def _write(self) -> None:
+        def on_text(text: str) -> None:
+            self.sent_chars = len(self.text)
+            self.emit(rt.TextDelta(self.id, self.item.id, text, audio_transcript=False))
+
+        await self._generate(on_text)
+
+    async def _speak(self) -> None:
+        segments: asyncio.Queue = asyncio.Queue()
+        segmenter = Segmenter()
+
+        def on_text(text: str) -> None:
+            for segment in segmenter.push(text):
+                segments.put_nowait(segment)
+
+        async def generate() -> None:
+            try:
+                await self._generate(on_text)
+                for segment in segmenter.flush():
+                    segments.put_nowait(segment)
+            finally:
+                segments.put_nowait(_END)
+
+        producer = asyncio.create_task(generate(), name="realtime-llm")
+        try:
+            while (segment := await segments.get()) is not _END:
+                await self._say(segment)
+            await producer  # raises what the model raised
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _say(self, segment: Segment) -> None:
+        """One sentence: its transcript delta (with the spacing before it), then its audio."""
+        rate = self.parts.voice.sample_rate_hz
+        self.emit(rt.TextDelta(self.id, self.item.id, self.text[self.sent_chars:segment.char_end],
+                               audio_transcript=True))
+        start_ms, char_start = self.audio_bytes * 1000 // 2 // rate, self.sent_chars
+        step = rate * DELTA_MS // 1000 * 2
+        pending = b""
+        self.characters += len(segment.text)
+        async with contextlib.aclosing(self.parts.tts.synthesize(segment.text, self.parts.voice)) as audio:
+            async for piece in audio:
+                pending += piece
+                while len(pending) >= step:
+                    self._send_audio(pending[:step], SpokenSpan(start_ms, 0, char_start, segment.char_end))
+                    pending = pending[step:]
+        if pending:
+            self._send_audio(pending, SpokenSpan(start_ms, 0, char_start, segment.char_end))
+
+    def _send_audio(self, pcm: bytes, span: SpokenSpan) -> None:
+        """Send audio of one sentence; the item's span for that sentence grows with every delta."""
+        self.emit(rt.AudioDelta(self.id, self.item.id, pcm))
+        self.audio_bytes += len(pcm)
+        span = SpokenSpan(span.start_ms, self.audio_bytes * 1000 // 2 // self.parts.voice.sample_rate_hz,
+                          span.char_start, span.char_end)
+        if self.item.spans and self.item.spans[-1].start_ms == span.start_ms:
+            self.item.spans[-1] = span
+        else:
+            self.item.spans.append(span)
+        self.sent_chars = span.char_end
