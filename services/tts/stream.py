@@ -209,12 +209,12 @@ class SynthesisStream:
                 while len(carry) >= size:
                     await self._out.put((epoch, Chunk(carry[:size], segment, done // 2)))
                     carry, done = carry[size:], done + size
+            if carry:
+                await self._out.put((epoch, Chunk(carry, segment, done // 2)))
+                done += len(carry)
+            await self._out.put((epoch, SegmentFinished(segment, done // 2)))
         except asyncio.CancelledError:
             log.debug("segment %d cut off after %d samples", segment.index, done // 2)
             raise
         finally:
             await audio.aclose()
-        if carry:
-            await self._out.put((epoch, Chunk(carry, segment, done // 2)))
-            done += len(carry)
-        await self._out.put((epoch, SegmentFinished(segment, done // 2)))
