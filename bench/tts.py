@@ -9,10 +9,10 @@ process, unless ``--address`` names a running one, and measures over gRPC:
   it after the piece that completed the first sentence (synthesis latency);
 * real-time factor: wall time to receive all audio of a 12-sentence text sent
   at once, divided by that audio's duration (one stream);
-* concurrency: N streams at once (N = 1, 2, 4, ...), each playing its audio
-  from its first chunk on; a stream keeps real time when no chunk arrives
-  after the moment a player would need it. The figure is the largest N where
-  every stream kept real time.
+* concurrency: N streams at once (N doubling, then bisecting), each playing
+  its audio from its first chunk on; a stream keeps real time when no chunk
+  arrives after the moment a player would need it. The figure is the largest
+  N where every stream kept real time.
 
 Prints the figures and saves them to bench/results/tts.json.
 """
@@ -124,26 +124,38 @@ async def run(address: str, args: argparse.Namespace) -> dict:
         ttfas = [t[0] for t in timings]
         after_sentence = [t[1] for t in timings]
         single = await whole_stream(stub, text, args.rate)
-        levels = []
-        n = 1
-        while n <= args.max_streams:
+        levels: list[dict] = []
+
+        async def level(n: int) -> bool:
             results = await asyncio.gather(*(whole_stream(stub, text, args.rate) for _ in range(n)))
             worst = max(r["worst_late_s"] for r in results)
-            level = {
+            entry = {
                 "streams": n,
                 "real_time": worst <= args.late_tolerance_ms / 1000,
                 "worst_late_s": round(worst, 3),
                 "ttfa_p50_s": round(statistics.median(r["ttfa_s"] for r in results), 3),
                 "aggregate_rtf": round(max(r["wall_s"] for r in results) / sum(r["audio_s"] for r in results), 4),
             }
-            levels.append(level)
-            print(f"  {n:3d} streams: real time {'yes' if level['real_time'] else 'NO '}  worst lateness "
-                  f"{worst * 1000:7.0f} ms  first audio p50 {level['ttfa_p50_s'] * 1000:6.0f} ms  "
-                  f"aggregate RTF {level['aggregate_rtf']:.4f}", flush=True)
-            if not level["real_time"]:
+            levels.append(entry)
+            print(f"  {n:3d} streams: real time {'yes' if entry['real_time'] else 'NO '}  worst lateness "
+                  f"{worst * 1000:7.0f} ms  first audio p50 {entry['ttfa_p50_s'] * 1000:6.0f} ms  "
+                  f"aggregate RTF {entry['aggregate_rtf']:.4f}", flush=True)
+            return entry["real_time"]
+
+        # Double until a level fails, then bisect between the last good and the first bad one.
+        good, bad, n = 0, None, 1
+        while n <= args.max_streams:
+            if not await level(n):
+                bad = n
                 break
-            n *= 2
-    sustained = max((lv["streams"] for lv in levels if lv["real_time"]), default=0)
+            good, n = n, n * 2
+        while bad is not None and bad - good > 1:
+            middle = (good + bad) // 2
+            if await level(middle):
+                good = middle
+            else:
+                bad = middle
+    sustained = good
     return {
         "ttfa_p50_ms": round(statistics.median(ttfas) * 1000, 1),
         "ttfa_p95_ms": round(_pct(ttfas, 0.95) * 1000, 1),
