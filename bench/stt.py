@@ -53,6 +53,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ms(seconds: float) -> int | None:
+    """Seconds as whole milliseconds (None when there was nothing to measure)."""
+    return None if seconds != seconds else round(seconds * 1000)
+
+
 def build(texts: list[str], gap_s: float = 1.2) -> tuple[bytes, list[float], list[str]]:
     """Audio of ``texts`` with gaps, and the true end of each utterance (s)."""
     audio, ends = silence(0.5), []
@@ -116,8 +121,8 @@ async def bench(address: str, args: argparse.Namespace) -> dict:
     net = [x - args.min_silence_ms / 1000 for x in latencies]
     report["final_latency"] = {
         "min_silence_ms": args.min_silence_ms, "n": len(latencies),
-        "p50_ms": round(pct(latencies, 0.5) * 1000), "p95_ms": round(pct(latencies, 0.95) * 1000),
-        "net_p50_ms": round(pct(net, 0.5) * 1000), "net_p95_ms": round(pct(net, 0.95) * 1000)}
+        "p50_ms": ms(pct(latencies, 0.5)), "p95_ms": ms(pct(latencies, 0.95)),
+        "net_p50_ms": ms(pct(net, 0.5)), "net_p95_ms": ms(pct(net, 0.95))}
     fl = report["final_latency"]
     print(f"end of speech -> FINAL (real time, {fl['n']} utterances, min silence {args.min_silence_ms} ms): "
           f"p50 {fl['p50_ms']} ms, p95 {fl['p95_ms']} ms; net of the silence p50 {fl['net_p50_ms']} ms, "
@@ -135,8 +140,8 @@ async def bench(address: str, args: argparse.Namespace) -> dict:
     interims = sum(1 for _, r in interim_run["arrivals"] if r.WhichOneof("event") == "interim")
     report["interim_cadence"] = {
         "setting_ms": args.interim_interval_ms, "interims": interims, "utterances": len(SENTENCES),
-        "gap_p50_ms": round(pct(gaps, 0.5) * 1000), "gap_p95_ms": round(pct(gaps, 0.95) * 1000),
-        "audio_between_p50_ms": round(pct(covered, 0.5) * 1000)}
+        "gap_p50_ms": ms(pct(gaps, 0.5)), "gap_p95_ms": ms(pct(gaps, 0.95)),
+        "audio_between_p50_ms": ms(pct(covered, 0.5))}
     ic = report["interim_cadence"]
     print(f"interim cadence (setting {ic['setting_ms']} ms): {ic['interims']} interims over {ic['utterances']} "
           f"utterances; gap p50 {ic['gap_p50_ms']} ms, p95 {ic['gap_p95_ms']} ms")
@@ -154,8 +159,8 @@ async def bench(address: str, args: argparse.Namespace) -> dict:
             errors += wer([(" ".join(short_texts), " ".join(hyp_texts))]) > 0.15
         net = [x - args.min_silence_ms / 1000 for x in lat]
         ok = not errors and len(lat) >= 3 * n and pct(net, 0.95) * 1000 <= args.budget_ms
-        row = {"streams": n, "final_net_p50_ms": round(pct(net, 0.5) * 1000),
-               "final_net_p95_ms": round(pct(net, 0.95) * 1000), "bad_streams": errors, "ok": ok}
+        row = {"streams": n, "final_net_p50_ms": ms(pct(net, 0.5)),
+               "final_net_p95_ms": ms(pct(net, 0.95)), "bad_streams": errors, "ok": ok}
         report["concurrency"].append(row)
         print(f"  {n:2d} real-time streams with interims: FINAL net p50 {row['final_net_p50_ms']} ms, "
               f"p95 {row['final_net_p95_ms']} ms, wrong transcripts {errors} -> {'ok' if ok else 'over budget'}")

@@ -103,3 +103,15 @@ def test_describe_lists_models_rates_and_capabilities(stt):
     local = {m.descriptor: m for m in description.models}[MODEL]
     assert list(local.languages) == ["en"]
     assert local.capabilities.streaming and local.capabilities.interim_results and local.capabilities.word_times
+
+
+def test_min_silence_decides_whether_a_pause_ends_the_utterance(stt):
+    speech = layout(SENTENCES[1:3], gap_s=0.9)
+    default = finals(recognize(stt.address, speech.audio, chunk_ms=100))
+    assert len(default) == 2  # 900 ms of silence > the 500 ms default
+    patient = recognize(stt.address, speech.audio, chunk_ms=100,
+                        endpointing=stt_pb2.Endpointing(min_silence_ms=1500))
+    (merged,) = finals(patient)
+    print(f"  min silence 1500 ms: {merged.text!r} {merged.start_ms}-{merged.end_ms} ms")
+    assert wer([(" ".join(SENTENCES[1:3]), merged.text)]) <= 0.15
+    assert abs(merged.end_ms - speech.truth[1][1]) <= 150
