@@ -38,6 +38,7 @@ class Playout:
         self.received_samples = 0
         self.sent_samples = 0
         self.first_sent_at: float | None = None  # wall clock (monotonic seconds)
+        self.play_end = 0.0  # when the client will have played everything sent
 
     def add_text(self, text: str) -> None:
         self.text += text
@@ -58,17 +59,18 @@ class Playout:
         segment.done = True
 
     def sent(self, samples: int, now: float) -> None:
-        """Record audio handed to the client."""
+        """Record audio handed to the client at ``now``; it plays after what the client still holds."""
         if self.first_sent_at is None:
             self.first_sent_at = now
+        self.play_end = max(self.play_end, now) + samples / self.rate  # an underrun restarts the clock
         self.sent_samples += samples
 
     def played_samples(self, now: float) -> int:
-        """Audio the client has played by ``now``: what was sent, at most the time since the first chunk."""
+        """Audio the client has played by ``now``: what was sent minus what it still holds."""
         if self.first_sent_at is None:
             return 0
-        elapsed = int((now - self.first_sent_at) * self.rate)
-        return max(0, min(self.sent_samples, elapsed))
+        held = max(0.0, self.play_end - now) * self.rate
+        return max(0, round(self.sent_samples - held))
 
     def spoken_chars(self, played: int) -> int:
         """Characters of ``text`` spoken by the first ``played`` samples (cut at a word boundary)."""

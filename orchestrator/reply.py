@@ -276,7 +276,7 @@ class Reply:
 
     async def _play(self, responses) -> None:
         host, rate = self.host, self.host.spec.output_rate
-        queued = 0  # samples handed to the outbox
+        play_end = 0.0  # when the client will have played all audio queued so far
         async for response in responses:
             kind = response.WhichOneof("event")
             if kind == "usage":
@@ -293,12 +293,14 @@ class Reply:
                 if self.times.first_audio is None:
                     self.times.first_audio = time.monotonic()
                     host.agent_speaking(self)
-                ahead = queued / rate - (time.monotonic() - self.times.first_audio) - LEAD_S
+                # Real time plus a small lead; after a stall, go on from now rather than send a burst.
+                play_end = max(play_end, time.monotonic())
+                ahead = play_end - time.monotonic() - LEAD_S
                 if ahead > 0:
                     await asyncio.sleep(ahead)
                 if self.stopped:
                     continue
-                queued += samples
+                play_end = max(play_end, time.monotonic()) + samples / rate
                 host.outbox.put(
                     agent_pb2.SessionResponse(agent_audio=agent_pb2.AgentAudio(
                         turn_id=self.turn_id, audio=chunk.audio, sample_rate_hz=rate)),

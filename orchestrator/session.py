@@ -81,10 +81,11 @@ class Session:
         self.suspended: tuple[Reply, int] | None = None  # barged-in reply waiting for words or resume
         self._timings: dict[int, TurnTiming] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, tuple[asyncio.TimerHandle, object]] = {}
         self._tools: dict[str, asyncio.Future] = {}
         self._generations: dict[str, int] = {}
         self.closing = self.stt_ended = False
+        self._resume_due = False  # the false-interruption timeout passed while the user still spoke
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class Session:
                 and not self.user.final_text and "eot" not in self._timers)
 
     async def _shutdown(self) -> None:
-        for handle in self._timers.values():
+        for handle, _token in self._timers.values():
             handle.cancel()
         for future in self._tools.values():
             future.cancel()
@@ -164,24 +165,26 @@ class Session:
     def _timer(self, name: str, delay_ms: float) -> None:
         self._cancel_timer(name)
         token = object()
-        self._timers[name] = asyncio.get_running_loop().call_later(
-            delay_ms / 1000, self.events.put_nowait, ("timer", name, token))
-        self._timers[name].token = token  # type: ignore[attr-defined]
+        handle = asyncio.get_running_loop().call_later(delay_ms / 1000, self.events.put_nowait, ("timer", name, token))
+        self._timers[name] = (handle, token)
 
     def _cancel_timer(self, name: str) -> None:
-        handle = self._timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        entry = self._timers.pop(name, None)
+        if entry is not None:
+            entry[0].cancel()
 
     async def _on_timer(self, name: str, token: object) -> None:
-        handle = self._timers.get(name)
-        if handle is None or getattr(handle, "token", None) is not token:
-            return
+        entry = self._timers.get(name)
+        if entry is None or entry[1] is not token:
+            return  # cancelled or replaced after it fired
         del self._timers[name]
         if name == "eot":
             await self._commit_user_turn()
         elif name == "resume":
-            await self._resume()
+            if self.user.speaking:
+                self._resume_due = True  # decide when the STT closes the utterance
+            else:
+                await self._resume()
 
     # -- client messages -----------------------------------------------------------------------
 
@@ -330,6 +333,7 @@ class Session:
             self.report_usage(0, "stt", response.usage)
         if lane is not self.stt:
             return
+        log.debug("stt %s at %.0f ms of audio: %s", kind, self.clock.ms, str(getattr(response, kind)).replace("\n", " "))
         if kind == "speech_started":
             self._cancel_timer("eot")  # the user goes on
             self.user.speech_started()
@@ -350,6 +354,8 @@ class Session:
             end_ms = response.speech_ended.time_ms + self._stt_offset_ms
             self.user.speech_ended(int(end_ms))
             self.barge.end()
+            if self._resume_due and self.suspended is not None and not self.barge.heard_words:
+                await self._resume()  # the utterance ended without words: it was noise
             self._replay = []
             if self.user.final_text:
                 self.timing.end_of_speech = self.clock.wall_at(end_ms)
@@ -424,14 +430,14 @@ class Session:
 
     async def _confirm_interruption(self) -> None:
         reply, chars = self.suspended
-        self.suspended = None
+        self.suspended, self._resume_due = None, False
         self._cancel_timer("resume")
         self._finish_reply(reply, chars, interrupted=True)
 
     async def _resume(self) -> None:
         """The barge-in was noise: speak the rest of the reply."""
         reply, chars = self.suspended
-        self.suspended = None
+        self.suspended, self._resume_due = None, False
         rest = reply.text[chars:].strip()
         if not rest:
             self._finish_reply(reply, chars, interrupted=False)
@@ -461,10 +467,10 @@ class Session:
                 lane.synced = len(self.history)
             else:
                 self._lane_unsynced(reply)
-        self._emit(turn_done=A.AgentTurnDone(turn_id=reply.turn_id, text=kept, interrupted=interrupted))
         self._metrics(reply)
         if reply.error is not None:
             self._error(reply.turn_id, reply.error)
+        self._emit(turn_done=A.AgentTurnDone(turn_id=reply.turn_id, text=kept, interrupted=interrupted))
         if self.reply is None:
             self._state(A.AGENT_STATE_LISTENING, reply.turn_id)
 

@@ -48,6 +48,7 @@ class AgentClient:
     metadata: tuple = ()
     events: list[Received] = field(default_factory=list)
     speech_sent_at: list[float] = field(default_factory=list)  # wall time each queued utterance began
+    speech_chunks: list[list[float]] = field(default_factory=list)  # per utterance: wall time of each chunk sent
 
     async def __aenter__(self) -> AgentClient:
         self._channel = grpc.aio.insecure_channel(self.address)
@@ -104,7 +105,9 @@ class AgentClient:
             if position >= len(current) and not self._speech.empty():
                 current, position = self._speech.get_nowait(), 0
                 self.speech_sent_at.append(start + sent * CHUNK_MS / 1000)
+                self.speech_chunks.append([])
             if position < len(current):
+                self.speech_chunks[-1].append(time.monotonic())
                 piece = current[position:position + step].ljust(step, b"\0")
                 position += step
             else:

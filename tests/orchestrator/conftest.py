@@ -68,7 +68,7 @@ def orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
     folder = tmp_path_factory.mktemp("orchestrator")
     path = folder / "mesh.json"
     mesh.config().write(path)
-    proc = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(path), "--max-tokens", "60"],
+    proc = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(path), "--max-tokens", "60", "--log-level", "DEBUG"],
                           log_path=folder / "orchestrator.log").start()
     try:
         yield proc.wait_serving()

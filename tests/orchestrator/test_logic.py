@@ -98,6 +98,8 @@ def test_played_is_bounded_by_sent_and_wall_time():
     p.sent(1500, now=100.0)
     assert p.played_samples(100.5) == 500  # only half a second of playback so far
     assert p.played_samples(103.0) == 1500  # never more than was sent
+    p.sent(200, now=103.0)  # after an underrun the new audio plays from when it arrives
+    assert p.played_samples(103.1) == 1600
 
 
 def test_targets_rotate_addresses_then_next_candidate():
