@@ -41,7 +41,7 @@ async def test_tts_swapped_live_while_a_session_is_open(tmp_path):
 
         async with AgentSession(address=orchestrator.address, stt=STT, llm=LLM, tts=f"piper/{VOICE}",
                                 instructions="Answer in one short sentence.", input_sample_rate=RATE,
-                                output_sample_rate=RATE) as session:
+                                output_sample_rate=RATE, first_result_timeout_ms=20000) as session:
             before = await say_turn(session, SENTENCE)
             assert not before.errors and before.audio_s > 1.0, before
             first = await text_turn(session, "What is the capital of France?")
