@@ -82,6 +82,11 @@ class FasterWhisperBackend(SttBackend):
             for model, languages in MODELS.items()
         ]
 
+    @classmethod
+    def check_model(cls, model: str, settings: Any) -> None:
+        _model_dir(model)  # without the engine or the weights, say which extra to install (not NOT_FOUND)
+        super().check_model(model, settings)
+
     async def load(self) -> None:
         self._whisper = await asyncio.to_thread(self._load_model)
         self._vad = await asyncio.to_thread(shared_vad)
