@@ -43,6 +43,9 @@ class Conversation:
     def send(self, **fields) -> None:
         self._requests.put_nowait(R(**fields))
 
+    def send_request(self, request: R) -> None:
+        self._requests.put_nowait(request)
+
     def send_audio(self, pcm: bytes, rate: int = 16000, ms: int = 100) -> None:
         for chunk in chunks(pcm, rate=rate, ms=ms):
             self.send(input_audio_append=chunk)
