@@ -26,6 +26,7 @@ from voicemesh.samples import QUESTION_TEXT, question_path
 
 pytestmark = pytest.mark.slow
 INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+STALL_MS = 30000  # generous: the test machine is shared and busy
 
 
 async def collect_turn(session: AgentSession, *, send_silence: bool, timeout: float = 90.0) -> list:
@@ -56,7 +57,8 @@ async def collect_turn(session: AgentSession, *, send_silence: bool, timeout: fl
 
 async def test_a_spoken_turn_arrives_as_typed_events_in_order(mesh_up):
     pcm, rate = read_wav(question_path())
-    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS, input_sample_rate=rate,
+    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS, first_result_timeout_ms=STALL_MS,
+                            input_sample_rate=rate,
                             output_sample_rate=16000) as session:
         assert session.session_id
         for chunk in chunks(pcm, rate=rate, ms=20):
@@ -94,7 +96,8 @@ async def test_a_spoken_turn_arrives_as_typed_events_in_order(mesh_up):
 
 
 async def test_text_turn_then_say(mesh_up):
-    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS) as session:
+    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS,
+                            first_result_timeout_ms=STALL_MS) as session:
         await session.send_text("What is the capital of France?")
         events = await collect_turn(session, send_silence=False)
         reply = "".join(e.delta for e in events if isinstance(e, AgentText))
@@ -118,7 +121,8 @@ async def test_a_bad_config_raises_with_the_grpc_code_and_message(mesh_up):
 
 
 async def test_end_input_ends_the_event_stream(mesh_up):
-    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS) as session:
+    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS,
+                            first_result_timeout_ms=STALL_MS) as session:
         await session.end_input()
         async with asyncio.timeout(30):
             remaining = [e async for e in session]  # must finish, not hang
