@@ -40,7 +40,8 @@ RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --no-deps --wheel-dir /wheels "${LL
 
 # What every service image runs on: the non-root user and the virtual environment path.
 FROM python AS runtime
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/voicemesh voicemesh
+RUN groupadd --system --gid 10001 voicemesh \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/voicemesh voicemesh
 ENV PATH=/opt/voicemesh/bin:$PATH \
     VOICEMESH_HOST=0.0.0.0 \
     VOICEMESH_METRICS_HOST=0.0.0.0 \

@@ -5,6 +5,7 @@ port, sized resource requests, and an autoscaler for the orchestrator."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -131,3 +132,13 @@ def test_orchestrator_mesh_names_the_headless_services(resources):
         svc = resources[("Service", host)]
         assert svc["spec"]["clusterIP"] == "None"
         assert int(port) == DEFAULT_PORTS[service] == svc["spec"]["ports"][0]["port"]
+
+
+def test_pods_run_as_the_images_user(resources):
+    from tests.deploy import dockerfile
+
+    runtime = " ".join(dockerfile.load(ROOT / "Dockerfile")["runtime"].all("RUN"))
+    uid, gid = re.search(r"--uid (\d+)", runtime).group(1), re.search(r"--gid (\d+)", runtime).group(1)
+    for service in DEFAULT_PORTS:
+        context = resources[("Deployment", service)]["spec"]["template"]["spec"]["securityContext"]
+        assert (str(context["runAsUser"]), str(context["runAsGroup"])) == (uid, gid), service
