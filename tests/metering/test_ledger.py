@@ -126,3 +126,24 @@ def test_kill_9_keeps_every_committed_record_once(tmp_path):
     assert len(ids) - len(committed) <= 1, "at most the record in flight at the kill may be there unreported"
     with sqlite3.connect(tmp_path / "l.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_daily_totals_match_the_records_and_are_rebuilt_for_old_ledgers(tmp_path):
+    day = 86400.0
+    store = open_store(f"sqlite:///{tmp_path}/l.db")
+    times = [3 * day + 10, 3 * day + 20, 4 * day + 5, 5 * day - 1]
+    for n, when in enumerate(times):
+        store.add_usage(_record(characters=n + 1, audio_seconds_out=0.25 * (n + 1), time=when, id=f"r{n}"))
+    store.add_usage(_record(characters=100, time=times[0], id="r0"))  # a retry of r0: ignored
+    by_day = store.totals("k1", 4 * day)  # a day boundary: read from the per-day totals
+    by_record = store.totals("k1", 4 * day - 0.5)  # not a boundary: read from the records
+    assert by_day == by_record
+    assert by_day["piper/en_US-joe-medium"]["characters"] == 3 + 4
+    assert store.totals("k1", None)["piper/en_US-joe-medium"]["characters"] == 10
+    store.close()
+    with sqlite3.connect(tmp_path / "l.db") as db:  # a ledger from before the per-day totals
+        db.execute("DELETE FROM usage_daily")
+    store = open_store(f"sqlite:///{tmp_path}/l.db")
+    assert store.totals("k1", None)["piper/en_US-joe-medium"]["characters"] == 10
+    assert store.totals("k1", 4 * day) == by_day
+    store.close()

@@ -62,7 +62,20 @@ CREATE TABLE IF NOT EXISTS usage (
     characters INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, time);
+CREATE TABLE IF NOT EXISTS usage_daily (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    day REAL NOT NULL,
+    audio_seconds_in REAL NOT NULL,
+    audio_seconds_out REAL NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    characters INTEGER NOT NULL,
+    PRIMARY KEY (key_id, day, model)
+);
 """
+_DAY_S = 86400
 _USAGE_COLUMNS = ("id", "time", "key_id", "session_id", "service", "model", "turn", *UNITS)
 _KEY_COLUMNS = ("id", "name", "salt", "hash", "created", "expires", "revoked", "quotas")
 
@@ -97,11 +110,30 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._backfill_daily()
 
-    def _write(self, sql: str, params: Sequence[Any]) -> int:
+    def _backfill_daily(self) -> None:
+        """Build the per-day totals of a ledger written before they existed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute("SELECT 1 FROM usage_daily LIMIT 1").fetchone() is None:
+                sums = ", ".join(f"SUM({unit})" for unit in UNITS)
+                self._db.execute(f"INSERT INTO usage_daily (key_id, model, day, {', '.join(UNITS)}) "
+                                 f"SELECT key_id, model, CAST(time / {_DAY_S} AS INTEGER) * {_DAY_S}, {sums} "
+                                 "FROM usage GROUP BY 1, 2, 3")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: Sequence[Any], *then: tuple[str, Sequence[Any]]) -> int:
+        """One transaction: ``sql``, and the ``then`` statements only if it changed a row."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             changed = self._db.execute(sql, params).rowcount
+            if changed:
+                for statement, values in then:
+                    self._db.execute(statement, values)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -126,11 +158,16 @@ class SqliteStore:
         return self._write("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (when, key_id)) == 1
 
     def add_usage(self, record: UsageRecord) -> bool:
-        """Insert ``record``; False when a record with its id is already there."""
+        """Insert ``record`` and add it to its day's totals; False when a record with its id is already there."""
         values = dataclasses.asdict(record)
         sql = (f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
                "ON CONFLICT (id) DO NOTHING")
-        return self._write(sql, [values[c] for c in _USAGE_COLUMNS]) == 1
+        daily = (f"INSERT INTO usage_daily (key_id, model, day, {', '.join(UNITS)}) VALUES (?, ?, ?, "
+                 f"{', '.join('?' * len(UNITS))}) ON CONFLICT (key_id, day, model) DO UPDATE SET "
+                 + ", ".join(f"{unit} = {unit} + excluded.{unit}" for unit in UNITS))
+        day = record.time // _DAY_S * _DAY_S
+        return self._write(sql, [values[c] for c in _USAGE_COLUMNS],
+                           (daily, [record.key_id, record.model, day, *(values[u] for u in UNITS)])) == 1
 
     def usage(self, *, key_id: str | None = None, since: float | None = None) -> list[UsageRecord]:
         sql = f"SELECT {', '.join(_USAGE_COLUMNS)} FROM usage WHERE 1 = 1"
@@ -145,10 +182,18 @@ class SqliteStore:
         return [UsageRecord(**dict(zip(_USAGE_COLUMNS, row, strict=True))) for row in rows]
 
     def totals(self, key_id: str, since: float | None) -> dict[str, dict[str, float]]:
-        """model -> unit -> sum, for one key since ``since`` (None: ever)."""
+        """model -> unit -> sum, for one key since ``since`` (None: ever).
+
+        A ``since`` on a UTC day boundary (every quota period) reads the per-day
+        totals; any other reads the records.
+        """
         sums = ", ".join(f"SUM({unit})" for unit in UNITS)
+        if since is None or since % _DAY_S == 0:
+            table, column = "usage_daily", "day"
+        else:
+            table, column = "usage", "time"
         rows = self._db.execute(
-            f"SELECT model, {sums} FROM usage WHERE key_id = ? AND time >= ? GROUP BY model",
+            f"SELECT model, {sums} FROM {table} WHERE key_id = ? AND {column} >= ? GROUP BY model",
             (key_id, since if since is not None else float("-inf")),
         ).fetchall()
         return {row[0]: dict(zip(UNITS, row[1:], strict=True)) for row in rows}

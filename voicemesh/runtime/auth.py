@@ -88,7 +88,14 @@ class Caller:
             await self.record(usage)
 
     async def record(self, usage: Message) -> None:
-        """Commit one voicemesh.v1.Usage of this RPC to the ledger."""
+        """Commit one voicemesh.v1.Usage of this RPC to the ledger.
+
+        The write is a task of the guard: cancelling the RPC while it commits
+        does not cancel the write.
+        """
+        await asyncio.shield(self.guard.keep(self.write(usage)))
+
+    async def write(self, usage: Message) -> None:
         record = UsageRecord(
             key_id=self.key.id if self.key else "", session_id=self.session_id, service=self.guard.service,
             model=usage.model, turn=self.turn, audio_seconds_in=usage.audio_seconds_in,
@@ -106,18 +113,19 @@ class Guard:
         self.ledger = ledger
         self.auth = auth
         self.prices = prices
-        self._writes: set[asyncio.Task] = set()  # usage recorded after the client left (record_unsent)
+        self._writes: set[asyncio.Task] = set()  # ledger writes in flight
 
     async def open(self) -> Guard:
         await self.ledger.open()
         log.info("ledger %s open; API keys %s", redact_url(self.ledger.url), "required" if self.auth else "not checked")
         return self
 
-    def keep(self, write) -> None:
+    def keep(self, write) -> asyncio.Task:
         """Run a ledger write in a task this guard owns (awaited by ``close``)."""
         task = asyncio.get_running_loop().create_task(write)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        return task
 
     async def close(self) -> None:
         if self._writes:
@@ -201,7 +209,7 @@ def record_unsent(usage: Message) -> None:
     """
     caller = _caller.get()
     if caller is not None:
-        caller.guard.keep(caller.record(usage))
+        caller.guard.keep(caller.write(usage))
 
 
 def forward_metadata(turn: int | None = None) -> list[tuple[str, str]]:

@@ -66,6 +66,18 @@ def _final_code(context: grpc.aio.ServicerContext, fallback: grpc.StatusCode) ->
     return fallback
 
 
+async def _close(responses: AsyncIterator, method: str) -> None:
+    """Close a servicer's response generator now, in the RPC's context, so its ``finally`` runs
+    there (with the session id and API key bound) rather than later from the garbage collector."""
+    aclose = getattr(responses, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:  # the RPC already has its status; the servicer's cleanup failure is logged
+        log.exception("%s: the servicer failed while closing", method)
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
@@ -97,9 +109,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request_iterator, context):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
+            responses = None
             try:
                 caller = await self._admit(request_iterator, context) if self.guard else None
-                async for response in behavior(call.counted(request_iterator), context):
+                responses = behavior(call.counted(request_iterator), context)
+                async for response in responses:
                     if caller is not None:
                         await caller.observe(response)
                     call.sent()
@@ -115,6 +129,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = status.to_status(exc)[0]
                 await status.abort(context, exc)
             finally:
+                if responses is not None:
+                    await _close(responses, method)
                 call.finish(code)
 
         return wrapper
