@@ -164,6 +164,20 @@ def _start_mesh_for_talk(args: argparse.Namespace) -> LocalMesh:
     return mesh
 
 
+def _wait_serving(address: str, timeout: float) -> str | None:
+    """Poll health until SERVING; raise TimeoutError if it stays up but never serves."""
+    from voicemesh.process import health
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = health(address, timeout=2.0)
+        if status in (None, "SERVING"):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the orchestrator at {address} is still {status} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def _talk(args: argparse.Namespace) -> int:
     from voicemesh.audio import check_sample_rate, convert, read_wav, write_wav
     from voicemesh.client.session import AgentSessionError
@@ -188,7 +202,11 @@ def _talk(args: argparse.Namespace) -> int:
     previous = _on_signal_raise()
     try:
         address = args.address
-        if health(address, timeout=2.0) != "SERVING":
+        status = health(address, timeout=2.0)
+        if status is not None and status != "SERVING":
+            _say(f"voicemesh talk: the orchestrator at {address} is {status}; waiting for it to be SERVING")
+            status = _wait_serving(address, 180.0)
+        if status is None:
             mesh = _start_mesh_for_talk(args)
             address = mesh.orchestrator_address
         result = asyncio.run(_converse(args, address, pcm, rate))
