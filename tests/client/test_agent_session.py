@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -129,3 +131,28 @@ async def test_end_input_ends_the_event_stream(mesh_up):
         assert all(e.type is not EventType.ERROR for e in remaining)
         with pytest.raises(RuntimeError, match="end_input"):
             await session.send_text("too late")
+
+
+async def test_the_api_key_travels_as_bearer_metadata(mesh_up, service_process, tmp_path, monkeypatch):
+    """An orchestrator with a ledger refuses a session without a key and takes one from the env or argument."""
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    created = subprocess.run([sys.executable, "-m", "voicemesh.cli", "keys", "create", "sdk-test", "--ledger", url],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    orchestrator = service_process("orchestrator",
+                                   args=["--ledger", url, "--mesh", str(mesh_up.state_dir / "mesh.json")])
+
+    monkeypatch.delenv("VOICEMESH_API_KEY", raising=False)
+    for wrong in (None, "vm_nope_nope"):
+        session = AgentSession(address=orchestrator.address, api_key=wrong)
+        with pytest.raises(AgentSessionError) as info:
+            await session.start()
+        assert info.value.code == "UNAUTHENTICATED", info.value
+        await session.aclose()
+
+    async with AgentSession(address=orchestrator.address, api_key=key) as session:
+        assert session.session_id
+    monkeypatch.setenv("VOICEMESH_API_KEY", key)
+    async with AgentSession(address=orchestrator.address) as session:
+        assert session.session_id
