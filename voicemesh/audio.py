@@ -80,12 +80,19 @@ def chunks(data: bytes, *, rate: int, ms: int = 20) -> Iterator[bytes]:
 
 
 def read_wav(path: str | Path | io.BytesIO) -> tuple[bytes, int]:
-    """Read a PCM s16le WAV file (mono, or the first channel of stereo); returns (pcm, rate)."""
-    with wave.open(path if isinstance(path, io.BytesIO) else str(path), "rb") as wav:
-        if wav.getsampwidth() != SAMPLE_WIDTH:
-            raise InvalidInput(f"{path}: only 16-bit PCM WAV is supported, got {8 * wav.getsampwidth()}-bit")
-        channels, rate = wav.getnchannels(), wav.getframerate()
-        data = wav.readframes(wav.getnframes())
+    """Read a PCM s16le WAV file (mono, or the first channel of stereo); returns (pcm, rate).
+
+    A file that is not a 16-bit PCM WAV raises ``InvalidInput`` saying why.
+    """
+    name = "WAV data" if isinstance(path, io.BytesIO) else str(path)
+    try:
+        with wave.open(path if isinstance(path, io.BytesIO) else str(path), "rb") as wav:
+            if wav.getsampwidth() != SAMPLE_WIDTH:
+                raise InvalidInput(f"{name}: only 16-bit PCM WAV is supported, got {8 * wav.getsampwidth()}-bit")
+            channels, rate = wav.getnchannels(), wav.getframerate()
+            data = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise InvalidInput(f"{name} is not a readable 16-bit PCM WAV file: {exc}") from None
     if channels > 1:
         data = np.frombuffer(data, dtype="<i2")[::channels].tobytes()
     return data, rate

@@ -10,13 +10,15 @@ import sys
 from voicemesh import __version__
 from voicemesh.settings import add_arguments, from_namespace
 
-# Service name -> module with ``Settings`` (a ServerSettings dataclass) and ``create(settings)``.
+# Service name -> module with ``Settings`` (a settings dataclass) and either ``create(settings)`` (a gRPC
+# service run by the shared runtime) or ``run(settings)`` (a server of its own, such as the HTTP gateway).
 SERVICES = {
     "stt": "voicemesh.services.stt.server",
     "llm": "voicemesh.services.llm.server",
     "tts": "voicemesh.services.tts.server",
     "realtime": "voicemesh.services.realtime.server",
     "orchestrator": "voicemesh.orchestrator.server",
+    "gateway": "voicemesh.gateway.server",
 }
 
 
@@ -44,6 +46,8 @@ def _run_service(args: argparse.Namespace) -> int:
     from voicemesh.runtime.server import run
 
     settings = from_namespace(args.module.Settings, args)
+    if hasattr(args.module, "run"):
+        return args.module.run(settings)
     return run(args.module.create(settings), settings)
 
 

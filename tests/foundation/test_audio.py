@@ -71,3 +71,14 @@ def test_chunks_and_wav_round_trip(tmp_path):
     audio.write_wav(path, pcm, 16000)
     assert audio.read_wav(path) == (pcm, 16000)
     assert audio.convert(pcm, 16000, 16000) == pcm
+
+
+def test_read_wav_rejects_what_is_not_pcm16_wav(tmp_path):
+    import io
+
+    with pytest.raises(InvalidInput, match="not a readable 16-bit PCM WAV"):
+        audio.read_wav(io.BytesIO(b"not a wav file at all"))
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidInput, match="empty.wav is not a readable"):
+        audio.read_wav(path)

@@ -1,0 +1,46 @@
+"""OpenAI-compatible HTTP gateway: /v1/models, /v1/chat/completions (streaming,
+tools), /v1/audio/transcriptions and /v1/audio/speech, forwarded to the mesh's
+model services by model descriptor, with the caller's API key passed through
+(so the services' keys, metering and quotas apply)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from voicemesh.errors import require_module
+from voicemesh.mesh import MeshConfig
+from voicemesh.runtime import logs
+from voicemesh.settings import setting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    """Settings of the gateway."""
+
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
+    port: int = setting(8080, "HTTP port")
+    mesh: str = setting("", "mesh config file (provider -> service addresses); VOICEMESH_MESH_<MODALITY> also work")
+    timeout_s: float = setting(120.0, "deadline of each forwarded gRPC call, in seconds")
+    max_body_bytes: int = setting(25 * 1024 * 1024, "largest request body accepted, in bytes")
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = setting("text", "log format", choices=("text", "json"))
+
+
+def run(settings: Settings) -> int:
+    """Serve the gateway until SIGTERM/SIGINT."""
+    require_module("uvicorn", "gateway")
+    require_module("multipart", "gateway")
+    import uvicorn
+
+    from voicemesh.gateway.app import Gateway
+
+    logs.setup(settings.log_level, settings.log_format, "gateway")
+    mesh = MeshConfig.load(settings.mesh or None)
+    app = Gateway(mesh, timeout_s=settings.timeout_s, max_body_bytes=settings.max_body_bytes).app()
+    log.info("gateway on http://%s:%d/v1 for mesh %s", settings.host, settings.port, mesh.routes)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                log_config=None)
+    return 0
