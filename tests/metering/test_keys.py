@@ -109,3 +109,15 @@ def test_ensure_local_key_creates_reuses_and_replaces(tmp_path, monkeypatch):
     monkeypatch.setenv(keys.KEY_FILE_ENV, str(path))
     assert keys.read_client_key() == third
     assert keys.read_client_key(tmp_path / "missing") is None
+
+
+def test_defaults_follow_the_state_folder_of_voicemesh_up(tmp_path, monkeypatch):
+    from voicemesh.metering.ledger import default_url, sqlite_path
+
+    monkeypatch.delenv("VOICEMESH_LEDGER", raising=False)
+    monkeypatch.delenv(keys.KEY_FILE_ENV, raising=False)
+    monkeypatch.delenv(keys.KEY_ENV, raising=False)
+    monkeypatch.setenv("VOICEMESH_STATE_DIR", str(tmp_path / "state"))
+    assert sqlite_path(default_url()) == tmp_path / "state" / "ledger.db"
+    key = keys.ensure_local_key(default_url())
+    assert (tmp_path / "state" / "api_key").read_text().strip() == key == keys.read_client_key()

@@ -12,7 +12,8 @@ from voicemesh.metering.ledger import LEDGER_ENV, LedgerStore, default_url, open
 from voicemesh.metering.prices import PRICES_ENV, PriceTable
 from voicemesh.metering.records import COST, PERIODS, UNITS, KeyRecord, Quota
 
-_LEDGER_HELP = f"ledger URL, e.g. sqlite:///path/ledger.db [env {LEDGER_ENV}; default ~/.voicemesh/ledger.db]"
+_LEDGER_HELP = (f"ledger URL, e.g. sqlite:///path/ledger.db [env {LEDGER_ENV}; default ledger.db in "
+                "$VOICEMESH_STATE_DIR or ~/.voicemesh, where `voicemesh up` keeps it]")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

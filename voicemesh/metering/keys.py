@@ -19,13 +19,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from voicemesh.errors import InvalidInput, PermissionDenied, Unauthenticated
-from voicemesh.metering.ledger import LedgerStore, open_store
+from voicemesh.metering.ledger import LedgerStore, open_store, state_dir
 from voicemesh.metering.records import KeyRecord, Quota
 
 PREFIX = "vm"
 KEY_ENV = "VOICEMESH_API_KEY"
 KEY_FILE_ENV = "VOICEMESH_KEY_FILE"
-DEFAULT_KEY_FILE = "~/.voicemesh/api_key"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -118,8 +117,8 @@ def parse_time(text: str, *, now: float | None = None, future: bool = True) -> f
 
 
 def key_file(path: str | Path | None = None) -> Path:
-    """The key file: ``path``, else $VOICEMESH_KEY_FILE, else ~/.voicemesh/api_key."""
-    return Path(path or os.environ.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE).expanduser()
+    """The key file: ``path``, else $VOICEMESH_KEY_FILE, else api_key in the state folder (~/.voicemesh)."""
+    return Path(path or os.environ.get(KEY_FILE_ENV) or state_dir() / "api_key").expanduser()
 
 
 def read_client_key(path: str | Path | None = None) -> str | None:

@@ -213,9 +213,14 @@ STORES: dict[str, Callable[[str], LedgerStore]] = {"sqlite": _sqlite}
 LEDGER_ENV = "VOICEMESH_LEDGER"
 
 
+def state_dir() -> Path:
+    """$VOICEMESH_STATE_DIR, else ~/.voicemesh (where ``voicemesh up`` keeps its state)."""
+    return Path(os.environ.get("VOICEMESH_STATE_DIR") or Path.home() / ".voicemesh").expanduser()
+
+
 def default_url() -> str:
-    """$VOICEMESH_LEDGER, else a SQLite file in ~/.voicemesh."""
-    return os.environ.get(LEDGER_ENV) or f"sqlite:///{Path.home() / '.voicemesh' / 'ledger.db'}"
+    """$VOICEMESH_LEDGER, else ledger.db in the state folder."""
+    return os.environ.get(LEDGER_ENV) or f"sqlite:///{state_dir() / 'ledger.db'}"
 
 
 def sqlite_path(url: str) -> Path:
