@@ -189,6 +189,8 @@ class RecognizeStream:
 
     async def _maybe_eager_final(self) -> None:
         end = self._endpointer.last_voiced_end
+        if self._eager is not None and self._eager[1] != end:
+            await self._cancel_eager()  # speech resumed: that guess is stale (dropped from the pool queue if waiting)
         if not self._eager_final or self._endpointer.pause * 1000 < EAGER_FINAL_MS * RATE:
             return
         if self._eager is not None and self._eager[:2] == (self._utterance, end):

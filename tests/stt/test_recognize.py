@@ -57,9 +57,10 @@ def test_two_utterances_give_the_event_order_twice_with_true_times(stt):
 
 
 def test_interim_stable_prefix_only_grows(stt):
-    text = "Remind me to call my mother tomorrow morning and then book a table for two people at noon."
+    text = ("Remind me to call my mother tomorrow morning and then book a table for two people at noon, "
+            "because we want to celebrate her birthday with the whole family.")
     audio = silence(0.4) + speak(text) + silence(1.0)
-    responses = recognize(stt.address, audio, chunk_ms=20, pace=1.5, interim_results=True)
+    responses = recognize(stt.address, audio, chunk_ms=20, pace=1.0, interim_results=True)
     interims = [r.interim for r in responses if r.WhichOneof("event") == "interim"]
     print("\n".join(f"  [{i.stable_text}] {i.text}" for i in interims))
     assert len(interims) >= 3
