@@ -34,7 +34,7 @@ from voicemesh.v1 import common_pb2, stt_pb2
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_SECONDS = 1.0
-MAX_MIN_SILENCE_MS = 10000
+MAX_MIN_SILENCE_MS = 60000  # as long as the orchestrator's longest endpointing delay
 
 
 def recognition_options(config: stt_pb2.RecognitionConfig, backend: SttBackend) -> RecognitionOptions:
@@ -42,9 +42,9 @@ def recognition_options(config: stt_pb2.RecognitionConfig, backend: SttBackend) 
     rate = check_sample_rate(config.sample_rate_hz)
     endpointing = config.endpointing
     silence = endpointing.min_silence_ms or DEFAULT_MIN_SILENCE_MS
-    if not 100 <= silence <= MAX_MIN_SILENCE_MS:
-        raise InvalidInput(f"endpointing.min_silence_ms must be 0 (default) or 100..{MAX_MIN_SILENCE_MS}, "
-                           f"got {endpointing.min_silence_ms}")
+    if not 0 < silence <= MAX_MIN_SILENCE_MS:
+        raise InvalidInput(f"endpointing.min_silence_ms must be 0 (default {DEFAULT_MIN_SILENCE_MS}) or "
+                           f"1..{MAX_MIN_SILENCE_MS}, got {endpointing.min_silence_ms}")
     threshold = endpointing.speech_threshold or DEFAULT_SPEECH_THRESHOLD
     if not 0.0 < threshold < 1.0:
         raise InvalidInput(f"endpointing.speech_threshold must be between 0 and 1, got {threshold}")

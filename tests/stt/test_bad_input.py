@@ -43,9 +43,13 @@ def test_bad_streams_get_clear_errors_and_a_good_stream_keeps_working(service_pr
          "only the first message"),
         ("language the model lacks", (config(model="faster-whisper/tiny.en:fr"),), grpc.StatusCode.INVALID_ARGUMENT,
          "does not handle language 'fr'"),
-        ("min silence too short", (stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
+        ("negative min silence", (stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
             model="faster-whisper/tiny.en:en", sample_rate_hz=16000,
-            endpointing=stt_pb2.Endpointing(min_silence_ms=20))),), grpc.StatusCode.INVALID_ARGUMENT, "min_silence_ms"),
+            endpointing=stt_pb2.Endpointing(min_silence_ms=-20))),), grpc.StatusCode.INVALID_ARGUMENT, "min_silence_ms"),
+        ("speech threshold over 1", (stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
+            model="faster-whisper/tiny.en:en", sample_rate_hz=16000,
+            endpointing=stt_pb2.Endpointing(speech_threshold=1.5))),), grpc.StatusCode.INVALID_ARGUMENT,
+         "speech_threshold"),
         ("bad descriptor", (config(model="tiny.en"),), grpc.StatusCode.INVALID_ARGUMENT, "provider/model"),
         ("unknown provider", (config(model="whisperx/large:en"),), grpc.StatusCode.NOT_FOUND, "faster-whisper"),
         ("unknown model", (config(model="faster-whisper/large-v3:en"),), grpc.StatusCode.NOT_FOUND,
