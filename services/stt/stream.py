@@ -72,6 +72,8 @@ class _Audio:
     def keep_from(self, position: int) -> None:
         """Forget audio before ``position``."""
         position = min(max(position, self.start), self.end)
+        if position == self.start:
+            return  # nothing to forget (the common case during an utterance): skip the copy
         self._joined = self._all()[position - self.start :]
         self.start = position
 
