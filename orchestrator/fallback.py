@@ -87,8 +87,13 @@ class FallbackLog:
         return entry
 
 
-async def first_of(stream: AsyncIterator[T], timeout_s: float, what: str) -> T:
-    """The first item of ``stream`` within ``timeout_s``; DeadlineExceeded on a stall, StopAsyncIteration at its end."""
+async def first_of(stream: AsyncIterator[T], timeout_s: float | None, what: str) -> T:
+    """The first item of ``stream`` within ``timeout_s``; DeadlineExceeded on a stall, StopAsyncIteration at its end.
+
+    ``timeout_s`` None waits as long as it takes (the last candidate: a slow answer beats none).
+    """
+    if timeout_s is None:
+        return await anext(stream)
     try:
         return await asyncio.wait_for(anext(stream), timeout_s)
     except TimeoutError:

@@ -195,9 +195,10 @@ class Reply:
     async def _start_generation(self):
         """Send a Generate to the first LLM target that answers in time; returns its event stream."""
         host = self.host
-        timeout = host.spec.first_result_ms / 1000
-        for target in order_from(host.llm_targets, host.llm_current):
-            lane = None
+        order = order_from(host.llm_targets, host.llm_current)
+        for target in order:
+            # A stall only counts while another target could serve the turn.
+            timeout = host.spec.first_result_ms / 1000 if target is not order[-1] else None
             try:
                 lane = await host.llm_lane(target)
                 messages, replace = host.pending_messages(lane)
@@ -250,7 +251,8 @@ class Reply:
             await self._first_text.wait()
             responses = self.tts.responses()
             try:
-                if not self.text and self._writer_done:
+                untried = [t for t in self.host.tts_targets if t not in tried]
+                if (not self.text and self._writer_done) or not untried:
                     first = await anext(responses)
                 else:
                     first = await first_of(responses, timeout, f"voice {self.tts.target}")
@@ -261,9 +263,8 @@ class Reply:
                     return
                 self.fallbacks.failed(self.tts.target, exc)
                 self.tts.cancel()
-                rest = [t for t in self.host.tts_targets if t not in tried]
                 async with self._tts_lock:
-                    await self._open_tts(rest)
+                    await self._open_tts([t for t in self.host.tts_targets if t not in tried])
                 tried.append(self.tts.target)
                 continue
             try:

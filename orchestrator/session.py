@@ -469,6 +469,7 @@ class Session:
                 self._lane_unsynced(reply)
         self._metrics(reply)
         if reply.error is not None:
+            log.warning("turn %d failed: %s", reply.turn_id, reply.error)
             self._error(reply.turn_id, reply.error)
         self._emit(turn_done=A.AgentTurnDone(turn_id=reply.turn_id, text=kept, interrupted=interrupted))
         if self.reply is None:

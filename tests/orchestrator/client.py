@@ -132,7 +132,8 @@ class AgentClient:
                 raise AssertionError(f"stream ended before the event; got {[e.kind for e in self.events]}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no such event within {timeout} s; got {[e.kind for e in self.events]}")
+                raise AssertionError(f"no such event within {timeout} s; got {[e.kind for e in self.events]}; "
+                                     f"errors: {self.of('error')}")
             self._new.clear()
             try:
                 await asyncio.wait_for(self._new.wait(), remaining)

@@ -46,7 +46,7 @@ def mesh(tmp_path_factory) -> Iterator[Mesh]:
     args = {
         "stt": ["--workers", "1", "--threads", "1"],
         "llm": ["--preload", LLM, "--temperature", "0", "--llama-threads", "1"],
-        "tts": ["--preload", TTS, "--piper-workers", "1"],
+        "tts": ["--preload", TTS, "--piper-workers", "1", "--log-level", "DEBUG"],
     }
     procs = {
         name: ServiceProcess(name, args=["--metrics-port", str(ports[name]), *args[name]],
@@ -90,7 +90,7 @@ def transcribe(pcm: bytes) -> str:
     import numpy as np
 
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-    segments, _ = whisper().transcribe(samples, language="en", beam_size=1, vad_filter=False)
+    segments, _ = whisper().transcribe(samples, language="en", beam_size=5, vad_filter=False)
     return " ".join(s.text.strip() for s in segments)
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
-from tests.orchestrator.client import RATE, AgentClient, session_config
+from tests.orchestrator.client import LLM, RATE, AgentClient, choice, session_config
 from tests.orchestrator.conftest import transcribe
 from tests.speech import speak, wer
-from voicemesh.v1 import agent_pb2
+from voicemesh.v1 import agent_pb2, agent_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Germany?"]
 
 
-async def test_two_spoken_turns(orchestrator):
+async def test_two_spoken_turns(orchestrator, mesh):
     async with AgentClient(orchestrator.address, session_config(), metadata=(("authorization", "Bearer t"),)) as s:
         started = await s.wait_for(lambda e: e.kind == "started")
         assert started.event.session_id
@@ -57,3 +58,58 @@ async def test_two_spoken_turns(orchestrator):
         s.close()
         await asyncio.wait_for(s._reader, 30)  # the session ends after a half-close
         assert any(u.service == "stt" and u.usage.audio_seconds_in > 3 for u in s.of("usage"))
+    # The calls to the model services carried the session id (their logs are bound to it; the LLM
+    # service logs nothing per stream).
+    for service in (mesh.stt, mesh.tts):
+        assert f"[session={started.event.session_id}]" in service.log_path.read_text(), service.service
+
+
+async def _status_of(address: str, config: agent_pb2.SessionConfig) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = agent_pb2_grpc.AgentServiceStub(channel).Session(iter([agent_pb2.SessionRequest(config=config)]))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            async for _ in call:
+                pass
+        return failure.value
+
+
+async def test_bad_configs_get_clear_errors_and_other_sessions_go_on(orchestrator):
+    async with AgentClient(orchestrator.address, session_config()) as s:
+        await s.wait_for(lambda e: e.kind == "started")
+        bad = session_config()
+        bad.input_sample_rate_hz = 3
+        error = await _status_of(orchestrator.address, bad)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "input_sample_rate_hz" in error.details()
+        error = await _status_of(orchestrator.address, session_config(tts=("piper",)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "provider/model" in error.details()
+        error = await _status_of(orchestrator.address, session_config(llm=()))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "llm" in error.details()
+        s.send(text="What is the capital of France?")
+        done = await s.turn_done(1)
+        assert done.text and not s.of("error")
+
+
+async def test_an_unknown_model_fails_the_turn_not_the_session(orchestrator):
+    async with AgentClient(orchestrator.address, session_config(llm=("llama.cpp/no-such-model",))) as s:
+        s.send(text="Hello?")
+        await s.turn_done(1)
+        errors = s.of("error", 1)
+        assert errors and errors[0].code == "UNAVAILABLE" and "no-such-model" in errors[0].message
+        s.send(update_models=agent_pb2.UpdateModels(llm=choice(LLM)))
+        s.send(text="What is the capital of France?")
+        assert (await s.turn_done(2)).text
+
+
+async def test_interrupt_message_stops_the_agent(orchestrator):
+    config = session_config(instructions="You are a storyteller. Always answer with a long story.")
+    async with AgentClient(orchestrator.address, config) as s:
+        s.send(text="Tell me a long story about a dog and a cat.")
+        await s.wait_for(lambda e: len(s.agent_audio(1)) >= RATE)  # half a second
+        s.send(interrupt=agent_pb2.Interrupt())
+        done_at = (await s.wait_for(lambda e: e.kind == "turn_done")).at
+        done = s.of("turn_done", 1)[0]
+        assert done.interrupted
+        full = s.agent_text(1)
+        assert full.startswith(done.text) and len(done.text) < len(full.strip())
+        await asyncio.sleep(1.0)
+        assert not [e for e in s.events if e.kind == "agent_audio" and e.at > done_at]
