@@ -7,71 +7,20 @@ import contextlib
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from tests.orchestrator.client import LLM, RATE, TTS, AgentClient, session_config
+from tests.metering.helpers import units
+from tests.orchestrator.client import RATE, AgentClient, session_config
 from tests.speech import speak
-from voicemesh.mesh import MeshConfig
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import open_store
 from voicemesh.metering.records import Quota
-from voicemesh.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Germany?"]
-
-
-def units(service: str, usage) -> tuple:
-    """What a Usage (or a ledger record) says, comparable exactly."""
-    return (service, usage.model, usage.audio_seconds_in, usage.audio_seconds_out, usage.input_tokens,
-            usage.output_tokens, usage.cached_tokens, usage.characters)
-
-
-class Mesh:
-    """Model services with a ledger, and orchestrators started on demand over them."""
-
-    def __init__(self, folder, url: str):
-        self.folder, self.url = folder, url
-        self.env = {"VOICEMESH_LEDGER": url}
-        args = {"stt": ["--workers", "1", "--threads", "1"],
-                "llm": ["--preload", LLM, "--temperature", "0", "--llama-threads", "1"],
-                "tts": ["--preload", TTS, "--piper-workers", "1"]}
-        self.services = {name: ServiceProcess(name, args=["--metrics-port", "-1", *extra], env=self.env,
-                                              log_path=folder / f"{name}.log") for name, extra in args.items()}
-        self.orchestrators: list[ServiceProcess] = []
-
-    def start(self) -> Mesh:
-        for proc in self.services.values():
-            proc.start()
-        for proc in self.services.values():
-            proc.wait_serving()
-        MeshConfig({m: {"*": [p.address]} for m, p in self.services.items()}).write(self.folder / "mesh.json")
-        return self
-
-    def orchestrator(self) -> ServiceProcess:
-        proc = ServiceProcess("orchestrator", env=self.env, log_path=self.folder / f"orch-{len(self.orchestrators)}.log",
-                              args=["--metrics-port", "-1", "--mesh", str(self.folder / "mesh.json"),
-                                    "--max-tokens", "40"])
-        self.orchestrators.append(proc.start())
-        return proc.wait_serving()
-
-    def stop(self) -> None:
-        for proc in [*self.orchestrators, *self.services.values()]:
-            proc.stop()
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory) -> Iterator[Mesh]:
-    folder = tmp_path_factory.mktemp("metered-mesh")
-    mesh = Mesh(folder, f"sqlite:///{folder}/ledger.db")
-    try:
-        yield mesh.start()
-    finally:
-        mesh.stop()
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
