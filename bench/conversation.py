@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -46,24 +47,28 @@ CHUNK_MS = 20
 INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
 QUESTIONS = [
     "What is the capital of France?",
-    "How are you today?",
+    "How are you doing today, my friend?",
     "What time is it?",
     "Tell me a joke.",
+    "Can you explain to me how a rainbow forms after it rains?",
     "What is the weather like in Paris?",
     "Can you recommend a good book?",
     "How many legs does a spider have?",
     "What color is the sky?",
     "Who wrote Romeo and Juliet?",
     "What is two plus two?",
+    "What is the best way to learn a new language quickly and well?",
     "Please book a table for two people.",
     "What is the largest ocean on Earth?",
     "How do I boil an egg?",
     "Turn off the lights in the kitchen.",
     "What is your name?",
+    "If I leave Paris at noon by train, when will I arrive in Lyon?",
     "Which planet is closest to the sun?",
     "Can you tell me a short story about a dog?",
     "What should I cook for dinner tonight?",
     "How far away is the moon?",
+    "Could you suggest a few healthy snacks that are easy to take to work?",
     "What is the tallest mountain in the world?",
     "Remind me to call my mother tomorrow morning.",
     "Why is the ocean salty?",
@@ -99,6 +104,7 @@ class Turn:
     tts_ttfb_ms: float = 0.0
     server_voice_to_voice_ms: float = 0.0
     models: list[str] = field(default_factory=list)
+    error: str = ""
 
 
 class Pacer:
@@ -126,7 +132,7 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
     state = {"turn": None, "first_audio": None, "done": asyncio.Event(), "metrics": asyncio.Event()}
     silence = bytes(2 * RATE * CHUNK_MS // 1000)
     session = AgentSession(address=address, instructions=INSTRUCTIONS, input_sample_rate=RATE,
-                           output_sample_rate=OUT_RATE,
+                           output_sample_rate=OUT_RATE, first_result_timeout_ms=30000,
                            turn_detection=TurnDetection(min_endpointing_delay_ms=endpointing_ms))
 
     async def follow() -> None:
@@ -164,8 +170,11 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
                 end_wall = pacer.wall(begin + speech_end_s(pcm))
                 deadline = time.monotonic() + timeout_s
                 while not (state["done"].is_set() and state["metrics"].is_set()):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"no answer to {question!r} within {timeout_s:g} s")
+                    if time.monotonic() > deadline:  # count it as failed and leave this session
+                        turn.error = f"no complete answer within {timeout_s:g} s"
+                        print_turn(turn)
+                        turns.append(turn)
+                        return turns
                     if follower.done():
                         follower.result()
                         raise RuntimeError("the session ended early")
@@ -335,6 +344,9 @@ METRICS = ("voice_to_voice_ms", "end_of_turn_ms", "stt_final_ms", "llm_ttft_ms",
 
 
 def print_turn(turn: Turn) -> None:
+    if turn.error:
+        print(f"  [{turn.mode:<10}] FAILED {turn.question!r}: {turn.error}", flush=True)
+        return
     print(f"  [{turn.mode:<10}] v2v {turn.voice_to_voice_ms:6.0f} ms | end of turn {turn.end_of_turn_ms:5.0f} | "
           f"STT final {turn.stt_final_ms:5.0f} | LLM TTFT {turn.llm_ttft_ms:5.0f} | TTS TTFB {turn.tts_ttfb_ms:5.0f} | "
           f"{turn.question!r} -> heard {turn.transcript!r} -> {turn.reply[:60]!r}", flush=True)
@@ -344,8 +356,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
-def summarize(turns: list[Turn]) -> dict:
-    out = {"turns": len(turns)}
+def summarize(all_turns: list[Turn]) -> dict:
+    turns = [t for t in all_turns if not t.error]
+    out = {"turns": len(turns), "failed": len(all_turns) - len(turns)}
     for name in METRICS:
         values = [getattr(t, name) for t in turns if getattr(t, name) > 0]
         out[name] = {"p50": round(percentile(values, 50), 1), "p95": round(percentile(values, 95), 1),
@@ -358,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=20, help="measured turns per phase (default 20)")
     parser.add_argument("--turns-per-session", type=int, default=4, help="turns in one conversation (default 4)")
     parser.add_argument("--endpointing-ms", type=int, default=500, help="end-of-turn silence (default 500)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for one whole answer")
     parser.add_argument("--stt", default=DEFAULT_STT)
     parser.add_argument("--llm", default=DEFAULT_LLM)
     parser.add_argument("--tts", default=DEFAULT_TTS)
@@ -373,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"questions: {min(lengths):.1f}–{max(lengths):.1f} s of speech", flush=True)
 
     phases = {p.strip() for p in args.phases.split(",")}
+    load_start = os.getloadavg()[0]
     mesh_turns: list[Turn] = []
     in_process_turns: list[Turn] = []
     if "mesh" in phases:
@@ -384,23 +398,30 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "models": {"stt": args.stt, "llm": args.llm, "tts": args.tts},
         "endpointing_ms": args.endpointing_ms,
         "mesh": summarize(mesh_turns),
         "in_process": summarize(in_process_turns),
         "per_turn": [asdict(t) for t in mesh_turns + in_process_turns],
+        "load_average": {"start": load_start, "end": os.getloadavg()[0]},
     }
     mesh_v2v, local_v2v = report["mesh"]["voice_to_voice_ms"], report["in_process"]["voice_to_voice_ms"]
     if local_v2v["p50"] and mesh_v2v["p50"]:
         report["ratio_mesh_to_in_process"] = {"p50": round(mesh_v2v["p50"] / local_v2v["p50"], 3),
                                               "p95": round(mesh_v2v["p95"] / local_v2v["p95"], 3)}
-    print("\nsummary (ms)           " + "  ".join(f"{m.removesuffix('_ms'):>22}" for m in METRICS))
-    for mode in ("mesh", "in_process"):
-        row = report[mode]
-        print(f"{mode:<12} n={row['turns']:<3}   " + "  ".join(
-            f"{row[m]['p50']:>9.0f} / {row[m]['p95']:<10.0f}" for m in METRICS) + "   (p50 / p95)")
+    labels = {"voice_to_voice_ms": "voice to voice (client)", "end_of_turn_ms": "end-of-turn delay",
+              "stt_final_ms": "STT final", "llm_ttft_ms": "LLM first token", "tts_ttfb_ms": "TTS first audio",
+              "server_voice_to_voice_ms": "voice to voice (server)"}
+    mesh, local = report["mesh"], report["in_process"]
+    print(f"\n{'ms, p50 / p95':<26}{'mesh (n=%d, failed %d)' % (mesh['turns'], mesh['failed']):>28}"
+          f"{'in process (n=%d, failed %d)' % (local['turns'], local['failed']):>34}")
+    for name in METRICS:
+        print(f"{labels[name]:<26}{mesh[name]['p50']:>17.0f} / {mesh[name]['p95']:<8.0f}"
+              f"{local[name]['p50']:>23.0f} / {local[name]['p95']:<8.0f}")
+    print(f"load average (1 min) at start {report['load_average']['start']:.1f}, "
+          f"at end {report['load_average']['end']:.1f} on {report['machine']['cpus']} CPUs")
     if "ratio_mesh_to_in_process" in report:
         ratio = report["ratio_mesh_to_in_process"]
         print(f"mesh / in-process voice-to-voice: p50 {ratio['p50']:.3f}, p95 {ratio['p95']:.3f}")
