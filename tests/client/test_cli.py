@@ -110,6 +110,18 @@ def test_talk_by_text_and_the_default_sample(mesh_up, tmp_path, whisper):
     assert errors / total <= 0.35, (reply, transcribe(whisper, out))
 
 
+def test_talk_with_no_speech_in_the_wav_says_so(mesh_up, tmp_path):
+    from tests.speech import noise
+    from voicemesh.audio import write_wav
+
+    quiet = tmp_path / "quiet.wav"
+    write_wav(quiet, noise(1.5, 16000, level=0.003), 16000)
+    result = voicemesh("talk", "--in", str(quiet), "--out", str(tmp_path / "a.wav"), "--address", mesh_up.orchestrator)
+    assert result.returncode == 1
+    assert "no speech was recognized" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "a.wav").exists()
+
+
 def test_sigterm_stops_up_and_every_service(mesh_up):
     pids = dict(mesh_up.pids)
     assert all(alive(pid) for pid in pids.values())

@@ -182,14 +182,17 @@ class AgentSession:
             self._channel = grpc.aio.insecure_channel(self.address)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         self._call = stub.Session(metadata=self._metadata, wait_for_ready=False)
-        await self._write(agent_pb2.SessionRequest(config=self._config))
         self._reader = asyncio.create_task(self._read(), name="voicemesh-session-reader")
         try:
+            await self._write(agent_pb2.SessionRequest(config=self._config))
             first = await asyncio.wait_for(self._events.get(), self._start_timeout_s)
         except TimeoutError:
             await self.aclose()
             raise AgentSessionError("DEADLINE_EXCEEDED",
                                     f"no SessionStarted from {self.address} within {self._start_timeout_s:g} s") from None
+        except BaseException:
+            await self.aclose()
+            raise
         if first is _END:
             await self.aclose()
             raise self._error or AgentSessionError("UNKNOWN", "the server ended the session before it started")

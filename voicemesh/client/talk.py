@@ -26,6 +26,7 @@ from voicemesh.client.events import (
 from voicemesh.client.session import AgentSession
 
 CHUNK_MS = 20
+NO_SPEECH_S = 10.0  # after the input ends, give up when not even an interim transcript came
 
 
 @dataclass
@@ -127,11 +128,13 @@ class Conversation:
         self.result = TalkResult()
         self.user_turns = 0  # final transcripts (or texts) sent
         self.answered = 0  # turns the agent finished
+        self.heard_speech = False
         self._changed = asyncio.Event()
 
     def handle(self, event: Event) -> None:
         result = self.result
         if isinstance(event, UserTranscript):
+            self.heard_speech = True
             self.printer.transcript(event)
             if event.final and event.text.strip():
                 result.transcripts.append(event.text.strip())
@@ -177,6 +180,8 @@ class Conversation:
         silence = bytes(2 * rate * CHUNK_MS // 1000)
         quiet_until = sent + trailing_silence_s
         while sent < quiet_until or not self.settled():
+            if not self.heard_speech and sent > quiet_until + NO_SPEECH_S:
+                raise RuntimeError(f"no speech was recognized in the input audio ({NO_SPEECH_S:g} s after it ended)")
             if sent > quiet_until + self.timeout_s:
                 raise TimeoutError(f"no complete answer within {self.timeout_s:g} s after the audio ended")
             await self.session.send_audio(silence)
