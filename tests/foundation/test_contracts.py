@@ -59,3 +59,15 @@ def test_buf_lint_catches_an_undocumented_field(tmp_path):
     result = subprocess.run([str(BUF), "lint"], cwd=protos, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "undocumented" in result.stdout + result.stderr
+
+
+def test_api_reference_matches_the_protos(tmp_path):
+    from voicemesh import protodoc
+
+    assert protodoc.render(protodoc.descriptor_set()) == protodoc.OUTPUT.read_text()
+    protos = tmp_path / "protos"
+    shutil.copytree(codegen.PROTO_ROOT, protos)
+    tts = protos / "voicemesh" / "v1" / "tts.proto"
+    tts.write_text(tts.read_text().replace("// Speaking rate, 1.0 is normal", "// Tempo, 1.0 is normal"))
+    changed = protodoc.render(protodoc.descriptor_set(protos))
+    assert "Tempo, 1.0 is normal" in changed and changed != protodoc.OUTPUT.read_text()
