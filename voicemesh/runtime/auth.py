@@ -93,16 +93,16 @@ class Caller:
         The write is a task of the guard: cancelling the RPC while it commits
         does not cancel the write.
         """
-        await asyncio.shield(self.guard.keep(self.write(usage)))
+        await asyncio.shield(self.guard.keep(self.guard.ledger.record(self.usage_record(usage))))
 
-    async def write(self, usage: Message) -> None:
-        record = UsageRecord(
+    def usage_record(self, usage: Message) -> UsageRecord:
+        """The ledger record of a Usage of this RPC (stamped now, with a fresh record id)."""
+        return UsageRecord(
             key_id=self.key.id if self.key else "", session_id=self.session_id, service=self.guard.service,
             model=usage.model, turn=self.turn, audio_seconds_in=usage.audio_seconds_in,
             audio_seconds_out=usage.audio_seconds_out, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens, characters=usage.characters,
         )
-        await self.guard.ledger.record(record)
 
 
 class Guard:
@@ -209,7 +209,7 @@ def record_unsent(usage: Message) -> None:
     """
     caller = _caller.get()
     if caller is not None:
-        caller.guard.keep(caller.write(usage))
+        caller.guard.keep(caller.guard.ledger.record(caller.usage_record(usage)))
 
 
 def forward_metadata(turn: int | None = None) -> list[tuple[str, str]]:
