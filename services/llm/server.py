@@ -24,7 +24,9 @@ class Settings(ModelServiceSettings):
     max_generations: int = setting(
         2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
     )
-    llama_threads: int = setting(2, "CPU threads of each llama.cpp generation")
+    llama_threads: int = setting(
+        1, "CPU threads of each llama.cpp generation (1 is fastest on a busy machine: llama.cpp threads spin)"
+    )
     llama_context: int = setting(2048, "context window of local llama.cpp models, in tokens (prompt + reply)")
     max_tokens: int = setting(512, "tokens generated per turn when the request sets no max_tokens")
     temperature: float = setting(0.7, "sampling temperature when the request sets none (0 = greedy)")
