@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import time
+import wave
 from pathlib import Path
 
 from voicemesh.client.local import LocalMesh, LocalMeshOptions, default_state_dir, free_port_base, port_is_free
@@ -179,7 +180,8 @@ def _wait_serving(address: str, timeout: float) -> str | None:
 
 
 def _talk(args: argparse.Namespace) -> int:
-    from voicemesh.audio import check_sample_rate, convert, read_wav, write_wav
+    from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, convert, read_wav, write_wav
+    from voicemesh.errors import VoiceMeshError
     from voicemesh.client.session import AgentSessionError
     from voicemesh.process import health
     from voicemesh.samples import QUESTION_TEXT, question_path
@@ -191,13 +193,14 @@ def _talk(args: argparse.Namespace) -> int:
             _say(f"voicemesh talk: asking the sample question ({QUESTION_TEXT!r}, {path})")
         try:
             pcm, rate = read_wav(path)
-            check_sample_rate(rate, "the WAV's sample rate")
-        except Exception as exc:  # shown to a person
-            if not isinstance(exc, OSError) and rate and pcm:
-                pcm, rate = convert(pcm, rate, 16000), 16000  # a rate outside 8–48 kHz: resample
-            else:
-                _say(f"voicemesh talk: cannot use {path}: {exc}")
-                return 2
+        except (OSError, EOFError, wave.Error, VoiceMeshError) as exc:
+            _say(f"voicemesh talk: cannot use {path}: {exc}")
+            return 2
+        if not pcm:
+            _say(f"voicemesh talk: {path} holds no audio")
+            return 2
+        if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+            pcm, rate = convert(pcm, rate, 16000), 16000
     mesh = None
     previous = _on_signal_raise()
     try:
