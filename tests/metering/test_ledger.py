@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from voicemesh.metering.ledger import Ledger, SqliteStore, open_store, spool_path, sqlite_path
+from voicemesh.metering.ledger import Ledger, SqliteStore, open_store, replay_spool, spool, spool_path, sqlite_path
 from voicemesh.metering.records import UsageRecord
 
 
@@ -75,13 +75,32 @@ async def test_failed_write_is_spooled_and_replayed_once(tmp_path, caplog):
     assert not spool_path(url).exists()
     records = await ledger.call(lambda store: store.usage())
     assert records == [lost]
-    await ledger.close()
-    store = SqliteStore(tmp_path / "l.db")
-    from voicemesh.metering.ledger import replay_spool, spool
 
+    # While running: the first write that succeeds after a failure brings the spooled records in.
+    with sqlite3.connect(tmp_path / "l.db") as other:
+        other.execute("ALTER TABLE usage RENAME TO usage_away")
+    ledger.RETRY_DELAYS_S = (0.01,)
+    later = _record(characters=7)
+    assert not await ledger.record(later)
+    with sqlite3.connect(tmp_path / "l.db") as other:
+        other.execute("ALTER TABLE usage_away RENAME TO usage")
+    after = _record(characters=8)
+    assert await ledger.record(after)
+    assert not spool_path(url).exists()
+    assert sorted(r.characters for r in await ledger.call(lambda store: store.usage())) == [7, 8, 42]
+    await ledger.close()
+
+    # A replay that died left its claimed file: the next open replays it.
+    spool(spool_path(url), _record(characters=9))
+    orphan = spool_path(url).with_name(spool_path(url).name + ".12345.678")
+    spool_path(url).rename(orphan)
+    store = SqliteStore(tmp_path / "l.db")
+    assert replay_spool(store, spool_path(url)) == 1 and not orphan.exists()
+    store.close()
+    store = SqliteStore(tmp_path / "l.db")
     spool(spool_path(url), lost)
-    assert replay_spool(store, spool_path(url)) == 0
-    assert store.usage() == [lost]
+    assert replay_spool(store, spool_path(url)) == 0, "a record replayed twice counts once"
+    assert sum(r.id == lost.id for r in store.usage()) == 1
     store.close()
 
 

@@ -258,16 +258,27 @@ def spool(path: Path, record: UsageRecord) -> None:
 
 
 def replay_spool(store: LedgerStore, path: Path) -> int:
-    """Move spooled records into the ledger; returns how many were new."""
-    if not path.exists():
-        return 0
-    claimed = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
-    os.replace(path, claimed)  # atomic: concurrent writers start a new spool file
+    """Move spooled records into the ledger; returns how many were new.
+
+    The spool is first renamed to a name of this process (atomic: writers then
+    start a new spool); files left under such names by a replay that died are
+    replayed too. Record ids make a record replayed twice count once.
+    """
+    if path.exists():
+        os.replace(path, path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}"))
     added = 0
-    for line in claimed.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            added += store.add_usage(UsageRecord(**json.loads(line)))
-    claimed.unlink()
+    for claimed in sorted(path.parent.glob(f"{path.name}.*")):
+        try:
+            lines = claimed.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            continue  # another process replayed it
+        try:
+            for line in filter(str.strip, lines):
+                added += store.add_usage(UsageRecord(**json.loads(line)))
+        except Exception as exc:  # keep the records for the next replay, and say so
+            log.error("replaying %s into the ledger failed (%s); its records stay spooled", claimed, exc)
+            continue
+        claimed.unlink(missing_ok=True)
     if added:
         log.warning("replayed %d spooled usage record(s) from %s into the ledger", added, path)
     return added
@@ -302,9 +313,14 @@ class Ledger:
     async def record(self, record: UsageRecord) -> bool:
         """Commit ``record``; True once it is in the ledger, False if it had to be spooled."""
         error: Exception | None = None
+        def _add(store: LedgerStore) -> None:
+            store.add_usage(record)
+            if self.spool.exists():  # the ledger takes writes again: bring the spooled ones in
+                replay_spool(store, self.spool)
+
         for delay in (*self.RETRY_DELAYS_S, None):
             try:
-                await self.call(lambda store: store.add_usage(record))
+                await self.call(_add)
                 return True
             except Exception as exc:  # retried, then spooled: never dropped
                 error = exc
