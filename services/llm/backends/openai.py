@@ -150,7 +150,8 @@ class OpenAILlmBackend(LlmBackend):
             cancelled.cancel()
         for index in sorted(reply.calls):
             call = reply.calls[index]
-            yield ToolCallMade(ToolCall(call["id"] or new_call_id(), call["name"], "".join(call["arguments"])))
+            arguments = _normalized("".join(call["arguments"]))
+            yield ToolCallMade(ToolCall(call["id"] or new_call_id(), call["name"], arguments))
         if reply.calls:
             reply.reason = FinishReason.TOOL_CALLS
 
@@ -179,6 +180,15 @@ class OpenAILlmBackend(LlmBackend):
                 {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
             )
         return body
+
+
+def _normalized(arguments: str) -> str:
+    """Arguments as strict JSON when the remote's text parses leniently (llama.cpp's
+    grammar lets raw control characters into strings); otherwise as sent."""
+    try:
+        return json.dumps(json.loads(arguments, strict=False))
+    except json.JSONDecodeError:
+        return arguments
 
 
 def _wire_message(message: Message) -> dict[str, Any]:
