@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from voicemesh.errors import DeadlineExceeded, Unavailable, VoiceMeshError
+from voicemesh.errors import Unavailable, VoiceMeshError
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
 from voicemesh.orchestrator.lanes import LlmLane, TtsLane
 from voicemesh.orchestrator.playout import Playout
@@ -30,7 +30,7 @@ from voicemesh.v1 import agent_pb2, llm_pb2
 
 log = logging.getLogger(__name__)
 
-LEAD_S = 0.12  # audio sent ahead of real time, so the client's playback never starves
+LEAD_S = 0.08  # audio sent ahead of real time, so the client's playback never starves
 FAILURES = (grpc.aio.AioRpcError, VoiceMeshError)
 
 
@@ -180,47 +180,48 @@ class Reply:
             if not calls:
                 return
             # The server appended the assistant's tool-call message; so does the session.
-            host.history.append(llm_pb2.ChatMessage(role="assistant", content=self.text, tool_calls=calls))
-            self._lane.synced = len(host.history)
+            host.chat.history.append(llm_pb2.ChatMessage(role="assistant", content=self.text[self.history_start:],
+                                                          tool_calls=calls))
+            self._lane.synced = len(host.chat.history)
             self.tool_calls.extend(calls)
             self.history_start = len(self.text)
             waits = [host.expect_tool_result(call.id) for call in calls]
             for call in calls:
                 host.outbox.put(agent_pb2.SessionResponse(tool_call=call))
             outputs = await asyncio.gather(*waits)
-            host.history.extend(llm_pb2.ChatMessage(role="tool", content=out, tool_call_id=call.id)
+            host.chat.history.extend(llm_pb2.ChatMessage(role="tool", content=out, tool_call_id=call.id)
                                 for call, out in zip(calls, outputs, strict=True))
             self.generation_done = False
 
     async def _start_generation(self):
         """Send a Generate to the first LLM target that answers in time; returns its event stream."""
         host = self.host
-        order = order_from(host.llm_targets, host.llm_current)
+        chat = host.chat
+        order = order_from(chat.targets, chat.current)
         for target in order:
             # A stall only counts while another target could serve the turn.
             timeout = host.spec.first_result_ms / 1000 if target is not order[-1] else None
             try:
-                lane = await host.llm_lane(target)
-                messages, replace = host.pending_messages(lane)
-                generation = host.next_generation_id(self.turn_id)
+                lane = await chat.lane(target)
+                messages, replace = chat.pending(lane)
+                generation = chat.generation_id(host.id, self.turn_id)
                 self.times.llm_request = time.monotonic()
-                await lane.generate(generation, messages, replace=replace, tools=host.llm_tools())
-                lane.synced = len(host.history)
+                await lane.generate(generation, messages, replace=replace, tools=chat.tools)
+                lane.synced = len(chat.history)
                 self._lane, self._generation = lane, generation
                 stream = lane.events(generation)
                 first = await first_of(stream, timeout, f"LLM {target}")
             except FAILURES as exc:
                 log.warning("turn %d: LLM %s failed: %s", self.turn_id, target, exc)
                 self.fallbacks.failed(target, exc)
-                await host.drop_llm_lane(target)
+                await chat.drop(target)
                 continue
             except StopAsyncIteration:
-                exc = Unavailable(f"LLM {target} ended the generation without a result")
-                self.fallbacks.failed(target, exc)
-                await host.drop_llm_lane(target)
+                self.fallbacks.failed(target, Unavailable(f"LLM {target} ended the generation without a result"))
+                await chat.drop(target)
                 continue
             self.times.llm_first = self.times.llm_first or time.monotonic()
-            host.llm_current = target
+            chat.current = target
             self.llm_model = target.descriptor
             return _prepend(first, stream)
         raise Unavailable(f"no LLM answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
@@ -315,4 +316,4 @@ async def _prepend(first, rest):
         yield item
 
 
-__all__ = ["Reply", "ReplyTimes", "AudioAlreadySent", "DeadlineExceeded"]
+__all__ = ["Reply", "ReplyTimes", "AudioAlreadySent"]

@@ -9,18 +9,18 @@ only through the few methods at the end of this class.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
 import grpc
 
-from voicemesh.errors import InvalidInput, Unavailable, VoiceMeshError
+from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.orchestrator import config as session_config
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
-from voicemesh.orchestrator.fallback import FallbackLog, Target
-from voicemesh.orchestrator.lanes import LlmLane, SttLane
+from voicemesh.orchestrator.conversation import Conversation
+from voicemesh.orchestrator.lanes import SttLane
+from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.orchestrator.turns import BargeIn, UserTurn, endpoint_wait_ms
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 A = agent_pb2
 MAX_CHUNK_S = 5.0  # longest audio message accepted from a client
-REPLAY_S = 30.0  # audio kept to replay into a new STT stream after a failover
 
 
 @dataclass
@@ -57,22 +56,16 @@ class Session:
                  authorization: str | None = None, max_tokens: int = 0):
         self.spec, self.clients, self.id = spec, clients, session_id
         self.metadata = call_metadata(authorization, session_id)
-        self.max_tokens = max_tokens
         self.outbox = Outbox()
         self.events: asyncio.Queue = asyncio.Queue()
         self.clock = AudioClock(spec.input_rate)
-        self.history: list[llm_pb2.ChatMessage] = []
-        if spec.instructions:
-            self.history.append(llm_pb2.ChatMessage(role="system", content=spec.instructions))
         self.stt_targets = clients.targets("stt", spec.stt)
-        self.llm_targets = clients.targets("llm", spec.llm)
         self.tts_targets = clients.targets("tts", spec.tts)
-        self.llm_current: Target | None = None
-        self._llm_lanes: dict[Target, LlmLane] = {}
-        self.stt: SttLane | None = None
-        self._stt_offset_ms = 0.0
-        self._stt_fallbacks = FallbackLog()
-        self._replay: list[bytes] = []
+        self.chat = Conversation(clients, self.metadata, instructions=spec.instructions,
+                                 targets=clients.targets("llm", spec.llm), tools=spec.tools, max_tokens=max_tokens,
+                                 on_usage=lambda turn, usage: self.report_usage(turn, "llm", usage))
+        self.listener = Listener(clients, self.metadata, rate=spec.input_rate, min_silence_ms=spec.min_delay_ms,
+                                 post=self.events.put_nowait, spawn=self._spawn)
         self.user = UserTurn()
         self.timing = TurnTiming()
         self.barge = BargeIn(spec.min_interruption_ms)
@@ -83,7 +76,6 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._timers: dict[str, tuple[asyncio.TimerHandle, object]] = {}
         self._tools: dict[str, asyncio.Future] = {}
-        self._generations: dict[str, int] = {}
         self.closing = self.stt_ended = False
         self._resume_due = False  # the false-interruption timeout passed while the user still spoke
 
@@ -93,7 +85,7 @@ class Session:
         """SessionResponse messages until the conversation ends; cancels everything it started."""
         try:
             self._spawn(self._read_client(requests), "client")
-            await self._open_stt(self.stt_targets)
+            await self.listener.open(self.stt_targets, now_ms=0.0)
             self.outbox.put(A.SessionResponse(started=A.SessionStarted(session_id=self.id)))
             self._state(A.AGENT_STATE_LISTENING, 0)
             self._spawn(self._main(), "main")
@@ -130,7 +122,7 @@ class Session:
             self.outbox.end(exc)
 
     def _finished(self) -> bool:
-        return (self.closing and self.stt_ended and self.reply is None and self.suspended is None
+        return (self.closing and self.listener.ended and self.reply is None and self.suspended is None
                 and not self.user.final_text and "eot" not in self._timers)
 
     async def _shutdown(self) -> None:
@@ -141,11 +133,8 @@ class Session:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.stt is not None:
-            self.stt.cancel()
-        for lane in list(self._llm_lanes.values()):
-            await lane.close()
-        self._llm_lanes.clear()
+        self.listener.cancel()
+        await self.chat.close()
 
     def _emit(self, **event) -> None:
         self.outbox.put(A.SessionResponse(**event))
@@ -213,9 +202,7 @@ class Session:
 
     async def _on_client_end(self) -> None:
         self.closing = True
-        if self.stt is not None:
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
-                await self.stt.done_writing()
+        await self.listener.end()
 
     async def _audio(self, pcm: bytes) -> None:
         if len(pcm) % 2:
@@ -223,12 +210,7 @@ class Session:
         if len(pcm) > MAX_CHUNK_S * self.spec.input_rate * 2:
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
-        self._replay.append(pcm)
-        step = self.spec.input_rate * 2  # one second per STT message
-        if self.stt is not None:
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):  # the reader reports it
-                for start in range(0, len(pcm), step):
-                    await self.stt.audio(pcm[start:start + step])
+        await self.listener.audio(pcm)
         if self.barge.due(self.clock.ms) and self.reply is not None and not self.reply.stopped:
             log.info("barge-in at %.0f ms of user audio", self.clock.ms)
             await self._interrupt(confirmed=self.barge.heard_words)
@@ -260,85 +242,42 @@ class Session:
         if tts is not None:
             self.spec.tts, self.tts_targets = tts, self.clients.targets("tts", tts)
         if llm is not None:
-            self.spec.llm, self.llm_targets, self.llm_current = llm, self.clients.targets("llm", llm), None
-            for target in [t for t in self._llm_lanes if self.reply is None or self.reply.lane_target != t]:
-                await self.drop_llm_lane(target)
+            self.spec.llm = llm
+            await self.chat.switch(self.clients.targets("llm", llm), keep=self.reply and self.reply.lane_target)
         if update.instructions:
-            system = llm_pb2.ChatMessage(role="system", content=update.instructions)
-            if self.history and self.history[0].role == "system":
-                self.history[0] = system
-            else:
-                self.history.insert(0, system)
-            for lane in self._llm_lanes.values():
-                lane.synced = None
+            self.chat.set_instructions(update.instructions)
         if stt is not None:
             self.spec.stt, self.stt_targets = stt, self.clients.targets("stt", stt)
-            old = self.stt
-            await self._open_stt(self.stt_targets)
-            if old is not None:
-                with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
-                    await old.done_writing()
+            await self.listener.open(self.stt_targets, now_ms=self.clock.ms)
         log.info("models updated: stt=%s llm=%s tts=%s", stt and stt[0].descriptor, llm and llm[0].descriptor,
                  tts and tts[0].descriptor)
 
     # -- speech-to-text ------------------------------------------------------------------------
 
-    async def _open_stt(self, order: list[Target], replay: bool = False) -> None:
-        for target in order:
-            try:
-                lane = await SttLane.open(self.clients, target, self.metadata, rate=self.spec.input_rate,
-                                          min_silence_ms=self.spec.min_delay_ms)
-                audio = b"".join(self._replay) if replay else b""
-                self._stt_offset_ms = self.clock.ms - len(audio) / 2 * 1000 / self.spec.input_rate
-                step = self.spec.input_rate * 2
-                for start in range(0, len(audio), step):
-                    await lane.audio(audio[start:start + step])
-            except (grpc.aio.AioRpcError, VoiceMeshError) as exc:
-                self._stt_fallbacks.failed(target, exc)
-                continue
-            self.stt, self.timing.stt_model, self.stt_ended = lane, target.descriptor, False
-            self._spawn(self._read_stt(lane), "stt")
-            return
-        raise Unavailable("no speech-to-text service answered: " + "; ".join(self._stt_fallbacks.entries))
-
-    async def _read_stt(self, lane: SttLane) -> None:
-        try:
-            async for response in lane.responses():
-                self.events.put_nowait(("stt", lane, response))
-            self.events.put_nowait(("stt_end", lane))
-        except grpc.aio.AioRpcError as exc:
-            self.events.put_nowait(("stt_error", lane, exc))
-
     async def _on_stt_error(self, lane: SttLane, exc: grpc.aio.AioRpcError) -> None:
-        if lane is not self.stt:
-            return
-        log.warning("STT %s failed: %s", lane.target, exc.details())
-        self._stt_fallbacks.failed(lane.target, exc)
-        rest = [t for t in self.stt_targets if t != lane.target]
-        self.stt = None
-        await self._open_stt(rest, replay=True)
-        if self.closing:
-            await self.stt.done_writing()
+        if lane is self.listener.lane:
+            log.warning("STT %s failed: %s", lane.target, exc.details())
+            await self.listener.failed(lane, exc, self.stt_targets, self.clock.ms, self.closing)
 
     async def _on_stt_end(self, lane: SttLane) -> None:
-        if lane is self.stt:
-            self.stt_ended = True
+        if lane is self.listener.lane:
+            self.listener.ended = True
             if self.closing and self.user.final_text:
-                self._cancel_timer("eot")
                 await self._commit_user_turn()
 
     async def _on_stt(self, lane: SttLane, response) -> None:
         kind = response.WhichOneof("event")
         if kind == "usage":
             self.report_usage(0, "stt", response.usage)
-        if lane is not self.stt:
+        if lane is not self.listener.lane:
             return
+        offset = self.listener.offset_ms
         log.debug("stt %s at %.0f ms of audio: %s", kind, self.clock.ms, str(getattr(response, kind)).replace("\n", " "))
         if kind == "speech_started":
             self._cancel_timer("eot")  # the user goes on
             self.user.speech_started()
             if self.reply is not None and not self.reply.stopped and self.spec.interruption_enabled:
-                self.barge.start(int(response.speech_started.time_ms + self._stt_offset_ms))
+                self.barge.start(int(response.speech_started.time_ms + offset))
         elif kind == "interim" and response.interim.text.strip():
             self.user.interim_result(response.interim.text)
             self._emit(user_transcript=A.UserTranscript(turn_id=self.next_turn, text=self.user.text))
@@ -346,17 +285,17 @@ class Session:
         elif kind == "final":
             text = response.final.text.strip()
             self.timing.final = time.monotonic()
-            self.user.final_result(text, int(response.final.end_ms + self._stt_offset_ms))
+            self.user.final_result(text, int(response.final.end_ms + offset))
             if text:
                 self._emit(user_transcript=A.UserTranscript(turn_id=self.next_turn, text=text, final=True))
                 await self._heard(text)
         elif kind == "speech_ended":
-            end_ms = response.speech_ended.time_ms + self._stt_offset_ms
+            end_ms = response.speech_ended.time_ms + offset
             self.user.speech_ended(int(end_ms))
             self.barge.end()
             if self._resume_due and self.suspended is not None and not self.barge.heard_words:
                 await self._resume()  # the utterance ended without words: it was noise
-            self._replay = []
+            self.listener.utterance_done()
             if self.user.final_text:
                 self.timing.end_of_speech = self.clock.wall_at(end_ms)
                 wait = endpoint_wait_ms(self.user.final_text, self.clock.ms - end_ms,
@@ -378,15 +317,15 @@ class Session:
         if not text:
             return
         self._cancel_timer("eot")
-        timing, self.timing = self.timing, TurnTiming(stt_model=self.timing.stt_model)
+        timing, self.timing = self.timing, TurnTiming()
         timing.decided = time.monotonic()
-        timing.stt_fallbacks, self._stt_fallbacks = self._stt_fallbacks.entries, FallbackLog()
+        timing.stt_model, timing.stt_fallbacks = self.listener.model, self.listener.take_fallbacks()
         self.user = UserTurn()
         await self._settle()
         turn = self.next_turn
         self.next_turn += 1
         self._timings[turn] = timing
-        self.history.append(llm_pb2.ChatMessage(role="user", content=text))
+        self.chat.history.append(llm_pb2.ChatMessage(role="user", content=text))
         log.info("turn %d: user said %r", turn, text)
         self._start_reply(Reply(self, turn))
 
@@ -443,30 +382,21 @@ class Session:
             self._finish_reply(reply, chars, interrupted=False)
             return
         log.info("turn %d: false interruption, resuming", reply.turn_id)
-        self._lane_unsynced(reply)
+        self.chat.unsync(reply.lane_target)
         again = Reply(self, reply.turn_id, say=rest)
         again.llm_model, again.fallbacks = reply.llm_model, reply.fallbacks
         self._start_reply(again, add_to_history=reply.add_to_history,
                           prefix=(reply.prefix + " " + reply.text[reply.history_start:chars]).strip())
 
-    def _lane_unsynced(self, reply: Reply) -> None:
-        lane = self._llm_lanes.get(reply.lane_target) if reply.lane_target else None
-        if lane is not None:
-            lane.synced = None
-
     def _finish_reply(self, reply: Reply, chars: int, *, interrupted: bool) -> None:
         if self.reply is reply:
             self.reply = None
         kept = (reply.prefix + " " + reply.text[reply.history_start:chars]).strip()
-        if reply.add_to_history and kept:
-            self.history.append(llm_pb2.ChatMessage(role="assistant", content=kept))
-        if reply.lane_target is not None:
-            complete = reply.generation_done and chars >= len(reply.text) and not reply.prefix
-            lane = self._llm_lanes.get(reply.lane_target)
-            if lane is not None and lane.synced is not None and complete:
-                lane.synced = len(self.history)
-            else:
-                self._lane_unsynced(reply)
+        complete = reply.generation_done and chars >= len(reply.text) and not reply.prefix
+        if reply.add_to_history:
+            self.chat.add_reply(kept, target=reply.lane_target, in_sync=complete)
+        elif not complete and reply.lane_target is not None:
+            self.chat.unsync(reply.lane_target)
         self._metrics(reply)
         if reply.error is not None:
             log.warning("turn %d failed: %s", reply.turn_id, reply.error)
@@ -493,37 +423,6 @@ class Session:
         ))
 
     # -- what replies use ----------------------------------------------------------------------
-
-    async def llm_lane(self, target: Target) -> LlmLane:
-        lane = self._llm_lanes.get(target)
-        if lane is None or lane.call.done():
-            lane = await LlmLane.open(self.clients, target, self.metadata, max_tokens=self.max_tokens)
-            lane.on_done = lambda generation, done: self.report_usage(
-                self._generations.pop(generation, 0), "llm", done.usage)
-            self._llm_lanes[target] = lane
-        return lane
-
-    async def drop_llm_lane(self, target: Target) -> None:
-        lane = self._llm_lanes.pop(target, None)
-        if lane is not None:
-            await lane.close()
-        if self.llm_current == target:
-            self.llm_current = None
-
-    def pending_messages(self, lane: LlmLane) -> tuple[list[llm_pb2.ChatMessage], bool]:
-        """What ``lane``'s server lacks of the history, and whether it replaces the server's."""
-        if lane.synced is None or lane.synced > len(self.history):
-            return list(self.history), True
-        return self.history[lane.synced:], False
-
-    def next_generation_id(self, turn_id: int) -> str:
-        generation = f"{self.id}-{turn_id}-{len(self._generations)}-{time.monotonic_ns() % 10**6}"
-        self._generations[generation] = turn_id
-        return generation
-
-    def llm_tools(self) -> list[llm_pb2.Tool]:
-        return [llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
-                for t in self.spec.tools]
 
     def expect_tool_result(self, call_id: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()

@@ -1,0 +1,110 @@
+"""The session's ear: one STT Recognize stream, with fallback to the next STT target.
+
+Audio goes to the current stream; its events are posted to the session's
+queue tagged with the stream, so events of a replaced stream are ignored.
+After a failover the new stream gets the audio since the last utterance
+ended (at most ``REPLAY_S``) again, and its times are shifted to the
+session's audio timeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+
+from voicemesh.errors import Unavailable, VoiceMeshError
+from voicemesh.orchestrator.clients import MeshClients
+from voicemesh.orchestrator.fallback import FallbackLog, Target
+from voicemesh.orchestrator.lanes import SttLane
+
+REPLAY_S = 30.0
+_BROKEN = (grpc.aio.AioRpcError, grpc.aio.UsageError)
+
+
+class Listener:
+    """The current STT stream of a session."""
+
+    def __init__(self, clients: MeshClients, metadata, *, rate: int, min_silence_ms: int, post, spawn):
+        self.clients, self.metadata = clients, metadata
+        self.rate, self.min_silence_ms = rate, min_silence_ms
+        self._post, self._spawn = post, spawn  # put an event on the session's queue; start an owned task
+        self.lane: SttLane | None = None
+        self.offset_ms = 0.0  # session audio time of the current stream's time 0
+        self.fallbacks = FallbackLog()
+        self.ended = False
+        self._replay: list[bytes] = []
+        self._replay_bytes = 0
+
+    @property
+    def model(self) -> str:
+        return self.lane.target.descriptor if self.lane is not None else ""
+
+    async def open(self, order: list[Target], *, now_ms: float, replay: bool = False) -> None:
+        """Open the first target of ``order`` that takes a stream (NOT fatal per target; Unavailable if none)."""
+        audio = b"".join(self._replay) if replay else b""
+        for target in order:
+            try:
+                lane = await SttLane.open(self.clients, target, self.metadata, rate=self.rate,
+                                          min_silence_ms=self.min_silence_ms)
+                await self._write(lane, audio)
+            except (grpc.aio.AioRpcError, VoiceMeshError) as exc:
+                self.fallbacks.failed(target, exc)
+                continue
+            old, self.lane, self.ended = self.lane, lane, False
+            self.offset_ms = now_ms - len(audio) / 2 * 1000 / self.rate
+            self._spawn(self._read(lane), "stt")
+            if old is not None:
+                with contextlib.suppress(*_BROKEN):
+                    await old.done_writing()  # it finishes its utterance and reports usage
+            return
+        raise Unavailable("no speech-to-text service answered: " + "; ".join(self.fallbacks.entries))
+
+    async def _write(self, lane: SttLane, pcm: bytes) -> None:
+        step = self.rate * 2  # at most a second per message
+        for start in range(0, len(pcm), step):
+            await lane.audio(pcm[start:start + step])
+
+    async def audio(self, pcm: bytes) -> None:
+        self._replay.append(pcm)
+        self._replay_bytes += len(pcm)
+        while self._replay_bytes > REPLAY_S * self.rate * 2 and len(self._replay) > 1:
+            self._replay_bytes -= len(self._replay.pop(0))
+        if self.lane is not None:
+            with contextlib.suppress(*_BROKEN):  # a broken stream is reported by its reader
+                await self._write(self.lane, pcm)
+
+    def utterance_done(self) -> None:
+        """Audio before now need not be replayed."""
+        self._replay, self._replay_bytes = [], 0
+
+    async def end(self) -> None:
+        """No more audio: the stream flushes its utterance, reports usage and ends."""
+        if self.lane is not None:
+            with contextlib.suppress(*_BROKEN):
+                await self.lane.done_writing()
+
+    async def _read(self, lane: SttLane) -> None:
+        try:
+            async for response in lane.responses():
+                self._post(("stt", lane, response))
+            self._post(("stt_end", lane))
+        except grpc.aio.AioRpcError as exc:
+            self._post(("stt_error", lane, exc))
+
+    async def failed(self, lane: SttLane, exc: grpc.aio.AioRpcError, targets: list[Target], now_ms: float,
+                     closing: bool) -> None:
+        """The current stream broke: go on with the next target, replaying the open utterance."""
+        self.fallbacks.failed(lane.target, exc)
+        self.lane = None
+        await self.open([t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
+        if closing:
+            await self.end()
+
+    def take_fallbacks(self) -> list[str]:
+        entries, self.fallbacks = self.fallbacks.entries, FallbackLog()
+        return entries
+
+    def cancel(self) -> None:
+        if self.lane is not None:
+            self.lane.cancel()
