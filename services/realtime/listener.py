@@ -85,15 +85,20 @@ class VadListener:
             self.sink.speech_started()
         elif isinstance(event, TranscriptEvent) and self._item:
             if not event.final:
-                stable = event.stable_text
-                if stable.startswith(self._sent) and len(stable) > len(self._sent):
-                    delta, self._sent = stable[len(self._sent):], stable
-                    self.sink.emit(rt.InputTranscription(self._item, delta, final=False))
+                self._interim(event)
                 return
             item, self._item = self._item, ""
             self.sink.emit(rt.SpeechStopped(item, offset + event.end_ms))
             self.sink.emit(rt.InputTranscription(item, event.text, final=True))
             self.sink.user_turn(item, event.text, from_vad=True)
+
+    def _interim(self, event: TranscriptEvent) -> None:
+        """Send what this hypothesis adds to the text sent so far (its last word, often cut, is held back)."""
+        hypothesis = " ".join(event.text.rstrip(". …").split()[:-1])
+        candidate = max(event.stable_text, hypothesis, key=len)
+        if candidate.startswith(self._sent) and len(candidate) > len(self._sent):
+            delta, self._sent = candidate[len(self._sent):], candidate
+            self.sink.emit(rt.InputTranscription(self._item, delta, final=False))
 
     def append(self, audio: bytes) -> None:
         self._fed += len(audio)

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from voicemesh.errors import VoiceMeshError
-from voicemesh.services.llm.backend import (CancelToken, Done, FinishReason, GenerationRequest, LlmBackend, TextDelta as LlmText,
+from voicemesh.services.llm.backend import (CancelToken, Done, FinishReason, GenerationRequest, LlmBackend,
                                             ToolCallMade)
+from voicemesh.services.llm.backend import TextDelta as LlmText
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.realtime.conversation import Item, SpokenSpan
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
@@ -59,6 +60,7 @@ class Response:
         self.tool_calls: list = []
         self.done: Done | None = None
         self.request: GenerationRequest | None = None
+        self.announced = False  # response.created was emitted
 
     @property
     def audio(self) -> bool:
@@ -70,6 +72,7 @@ class Response:
         ``prepare`` gives the generation request once the conversation is complete.
         """
         self.emit(rt.ResponseCreated(self.id, self.item.id))
+        self.announced = True
         status = "completed"
         try:
             self.request = await prepare()
@@ -96,6 +99,12 @@ class Response:
             input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
             cached_tokens=usage.cached_tokens if usage else 0, characters=self.characters, model=self.parts.model),
             tuple(self.tool_calls)))
+
+    def cancelled_before_start(self, audio_seconds_in: float) -> None:
+        """The events of a response cancelled before it ran."""
+        self.emit(rt.ResponseCreated(self.id, self.item.id))
+        self.emit(rt.ResponseDone(self.id, "cancelled", rt.Usage(audio_seconds_in=audio_seconds_in,
+                                                                 model=self.parts.model)))
 
     async def _generate(self, on_text) -> None:
         parts = self.parts

@@ -33,7 +33,8 @@ class Settings(ModelServiceSettings):
     cascade_tts: str = setting("piper/en_US-joe-medium", "default voice (text-to-speech model) of the local cascade")
     max_sessions: int = setting(4, "cascade sessions open at once; more are refused with RESOURCE_EXHAUSTED")
     stt_threads: int = setting(1, "CPU threads of the cascade's speech recognition")
-    llm_threads: int = setting(1, "CPU threads of the cascade's llama.cpp generation (more threads slow it down badly when the cores are shared)")
+    llm_threads: int = setting(1, "CPU threads of the cascade's llama.cpp generation "
+                               "(more threads slow it down badly when the cores are shared)")
     llm_context: int = setting(2048, "context window of the cascade's llama.cpp model, in tokens")
     tts_threads: int = setting(1, "CPU threads of the cascade's piper synthesis")
     max_response_tokens: int = setting(200, "tokens a cascade response generates at most")

@@ -47,6 +47,7 @@ class CascadeSession:
         self.response_task: asyncio.Task | None = None
         self.audio_in = 0.0  # input seconds since the last response
         self._responses = 0
+        self._audio_in_of_response = 0.0
 
     # ---- the Sink of the listeners --------------------------------------
 
@@ -165,6 +166,7 @@ class CascadeSession:
             modalities=modalities, conversation_key=self, model=self.model)
         self.response = Response(f"resp_{self._responses:04d}", item, parts, self.emit)
         audio_in, self.audio_in = self.audio_in, 0.0
+        self._audio_in_of_response = audio_in
         self.response_task = asyncio.create_task(self._respond(self.response, pending, audio_in),
                                                  name="realtime-response")
 
@@ -181,10 +183,18 @@ class CascadeSession:
         task = self.response_task
         if task is not None and not task.done():
             task.cancel()
+            task.add_done_callback(self._check_announced)
 
     async def _cancel_response(self) -> None:
         task = self.response_task
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            self._check_announced(task)
+
+    def _check_announced(self, task: asyncio.Task) -> None:
+        response = self.response
+        if task is self.response_task and response is not None and not response.announced:
+            response.announced = True
+            response.cancelled_before_start(self._audio_in_of_response)
 

@@ -87,7 +87,8 @@ def usage_of(response: dict[str, Any], audio_in: float, audio_out: float, model:
     usage = response.get("usage") or {}
     details = usage.get("input_token_details") or {}
     return rt.Usage(audio_seconds_in=audio_in, audio_seconds_out=audio_out,
-                    input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0),
+                    input_tokens=int(usage.get("input_tokens") or 0),
+                    output_tokens=int(usage.get("output_tokens") or 0),
                     cached_tokens=int(details.get("cached_tokens") or 0), model=model)
 
 
@@ -121,6 +122,10 @@ class _Session:
             if pcm:
                 await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
         elif isinstance(event, rt.AudioCommit):
+            tail = float_to_pcm(self.input.process(pcm_to_float(b""), last=True))  # the end of the turn's audio
+            self.input = StreamResampler(self.options.input_sample_rate_hz, API_RATE)
+            if tail:
+                await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(tail).decode()})
             await self.send({"type": "input_audio_buffer.commit"})
         elif isinstance(event, rt.AudioClear):
             await self.send({"type": "input_audio_buffer.clear"})
@@ -192,6 +197,11 @@ class _Session:
     def _done(self, response: dict[str, Any]) -> list[rt.ServerEvent]:
         response_id = response.get("id", "")
         events: list[rt.ServerEvent] = []
+        tail = float_to_pcm(self.output.process(pcm_to_float(b""), last=True))  # what the resampler held back
+        self.output = StreamResampler(API_RATE, self.options.output_sample_rate_hz)
+        if tail and self.item_of.get(response_id):
+            self.audio_out += len(tail) / 2 / self.options.output_sample_rate_hz
+            events.append(rt.AudioDelta(response_id, self.item_of[response_id], tail))
         if response_id not in self.item_of:  # no message item (tool calls only, or cancelled at once)
             self.item_of[response_id] = ""
             events.append(rt.ResponseCreated(response_id, ""))
