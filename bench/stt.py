@@ -6,10 +6,14 @@ Starts ``voicemesh serve stt`` as a child process and measures, with
 piper-synthesized sentences (tests/speech.py):
 
 1. real-time factor: one stream of 12 sentences sent as fast as possible,
-   wall time / audio seconds (VAD, resampling and every final decode);
+   wall time / audio seconds (VAD, resampling and every final decode), and
+   the same in server CPU seconds (from /proc, which other load on a shared
+   machine inflates far less than wall time);
 2. latency from the end of speech (energy-based, in the audio sent) to the
    FINAL, p50/p95, one stream in real time (20 ms chunks), also net of the
-   endpointing silence;
+   endpointing silence; and the server CPU one real-time stream uses, finals
+   only and with interims (cores / that = streams the cores carry when
+   nothing else runs);
 3. interim cadence: wall-clock gap between consecutive INTERIMs of one
    utterance, and the audio each one covers, in real time;
 4. concurrent real-time streams: N streams in real time, finals only and
@@ -51,6 +55,12 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ms(seconds: float) -> int | None:
@@ -102,21 +112,28 @@ def final_latencies(result: dict, ends: list[float]) -> tuple[list[float], list[
     return latencies, texts
 
 
-async def bench(address: str, args: argparse.Namespace) -> dict:
+async def bench(address: str, pid: int, args: argparse.Namespace) -> dict:
     channel = grpc.aio.insecure_channel(address)
     stub = stt_pb2_grpc.SttServiceStub(channel)
     report: dict = {}
 
     audio, ends, texts = build(SENTENCES)
     audio_s = len(audio) / 2 / RATE
+    cores = os.cpu_count() or 1
+    cpu0 = cpu_seconds(pid)
     fast = await run_stream(stub, audio, realtime=False, interim=False)
+    fast_cpu = cpu_seconds(pid) - cpu0
     hyp = " ".join(r.final.text for _, r in fast["arrivals"] if r.WhichOneof("event") == "final")
     report["rtf"] = {"audio_s": round(audio_s, 2), "wall_s": round(fast["wall_s"], 3),
-                     "rtf": round(fast["wall_s"] / audio_s, 4), "wer": round(wer([(" ".join(texts), hyp)]), 4)}
-    print(f"real-time factor (one stream, as fast as possible): {report['rtf']['rtf']:.3f} "
-          f"({fast['wall_s']:.2f} s for {audio_s:.1f} s of audio, WER {report['rtf']['wer']:.1%})")
+                     "rtf": round(fast["wall_s"] / audio_s, 4), "cpu_rtf": round(fast_cpu / audio_s, 4),
+                     "wer": round(wer([(" ".join(texts), hyp)]), 4)}
+    print(f"real-time factor (one stream, as fast as possible): {report['rtf']['rtf']:.3f} wall "
+          f"({fast['wall_s']:.2f} s for {audio_s:.1f} s of audio), {report['rtf']['cpu_rtf']:.3f} in server CPU "
+          f"seconds per audio second; WER {report['rtf']['wer']:.1%}")
 
+    cpu0 = cpu_seconds(pid)
     live = await run_stream(stub, audio, realtime=True, interim=False, min_silence_ms=args.min_silence_ms)
+    live_cpu = (cpu_seconds(pid) - cpu0) / audio_s
     latencies, _ = final_latencies(live, ends)
     net = [x - args.min_silence_ms / 1000 for x in latencies]
     report["final_latency"] = {
@@ -128,7 +145,9 @@ async def bench(address: str, args: argparse.Namespace) -> dict:
           f"p50 {fl['p50_ms']} ms, p95 {fl['p95_ms']} ms; net of the silence p50 {fl['net_p50_ms']} ms, "
           f"p95 {fl['net_p95_ms']} ms")
 
+    cpu0 = cpu_seconds(pid)
     interim_run = await run_stream(stub, audio, realtime=True, interim=True, min_silence_ms=args.min_silence_ms)
+    interim_cpu = (cpu_seconds(pid) - cpu0) / audio_s
     gaps, covered, last = [], [], {}
     for at, response in interim_run["arrivals"]:
         if response.WhichOneof("event") == "interim":
@@ -146,6 +165,13 @@ async def bench(address: str, args: argparse.Namespace) -> dict:
     print(f"interim cadence (setting {ic['setting_ms']} ms): {ic['interims']} interims over {ic['utterances']} "
           f"utterances; gap p50 {ic['gap_p50_ms']} ms, p95 {ic['gap_p95_ms']} ms")
 
+    report["cpu_capacity"] = {
+        "cpu_s_per_stream_s_finals_only": round(live_cpu, 4), "cpu_s_per_stream_s_with_interims": round(interim_cpu, 4),
+        "streams_finals_only": round(cores / live_cpu, 1), "streams_with_interims": round(cores / interim_cpu, 1)}
+    cc = report["cpu_capacity"]
+    print(f"server CPU per real-time stream (speech with 1.2 s pauses): finals only {live_cpu:.3f} core, with "
+          f"interims {interim_cpu:.3f} core -> {cores} fully available cores carry about {cc['streams_finals_only']} "
+          f"/ {cc['streams_with_interims']} streams")
     short_audio, short_ends, short_texts = build(SENTENCES[:3], gap_s=1.0)
     for interim, key in ((False, "finals_only"), (True, "with_interims")):
         rows, sustained = [], 0
@@ -188,7 +214,7 @@ def main() -> int:
                                          str(args.threads), "--queue", "64", "--interim-interval-ms",
                                          str(args.interim_interval_ms)], log_path="/tmp/voicemesh-bench-stt.log")
     with server:
-        report = asyncio.run(bench(server.address, args))
+        report = asyncio.run(bench(server.address, server.proc.pid, args))
     report["settings"] = vars(args) | {"out": str(args.out)}
     report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                          "load_avg_at_end": os.getloadavg()}
