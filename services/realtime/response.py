@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from voicemesh.errors import VoiceMeshError
+from voicemesh.errors import ResourceExhausted, VoiceMeshError
 from voicemesh.services.llm.backend import (CancelToken, Done, FinishReason, GenerationRequest, LlmBackend,
                                             ToolCallMade)
 from voicemesh.services.llm.backend import TextDelta as LlmText
@@ -29,6 +29,8 @@ from voicemesh.services.tts.segmenter import Segment, Segmenter
 log = logging.getLogger(__name__)
 
 DELTA_MS = 100
+SLOT_RETRIES = 20
+SLOT_RETRY_S = 0.05
 _END = object()
 
 
@@ -108,16 +110,33 @@ class Response:
 
     async def _generate(self, on_text) -> None:
         parts = self.parts
-        events = parts.llm.generate(self.request, session=parts.conversation_key, cancel=self.cancel)
+        for attempt in range(SLOT_RETRIES + 1):
+            events = parts.llm.generate(self.request, session=parts.conversation_key, cancel=self.cancel)
+            try:
+                first = await anext(events)
+                break
+            except ResourceExhausted:
+                # a generation cancelled a moment ago (this session's interrupted response) frees its slot
+                # within a token; wait for that rather than fail the new response
+                await events.aclose()
+                if attempt == SLOT_RETRIES:
+                    raise
+                await asyncio.sleep(SLOT_RETRY_S)
+            except StopAsyncIteration:
+                return
         async with contextlib.aclosing(events):
+            self._on_llm(first, on_text)
             async for event in events:
-                if isinstance(event, LlmText):
-                    self.text += event.text
-                    on_text(event.text)
-                elif isinstance(event, ToolCallMade):
-                    self.tool_calls.append(event.call)
-                elif isinstance(event, Done):
-                    self.done = event
+                self._on_llm(event, on_text)
+
+    def _on_llm(self, event: object, on_text) -> None:
+        if isinstance(event, LlmText):
+            self.text += event.text
+            on_text(event.text)
+        elif isinstance(event, ToolCallMade):
+            self.tool_calls.append(event.call)
+        elif isinstance(event, Done):
+            self.done = event
 
     async def _write(self) -> None:
         def on_text(text: str) -> None:

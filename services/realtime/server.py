@@ -31,7 +31,8 @@ class Settings(ModelServiceSettings):
     cascade_stt: str = setting("faster-whisper/tiny.en:en", "speech-to-text model of the local cascade")
     cascade_llm: str = setting("llama.cpp/smollm2-135m-instruct", "language model of the local cascade")
     cascade_tts: str = setting("piper/en_US-joe-medium", "default voice (text-to-speech model) of the local cascade")
-    max_sessions: int = setting(4, "cascade sessions open at once; more are refused with RESOURCE_EXHAUSTED")
+    max_sessions: int = setting(4, "cascade sessions open at once (one llama.cpp context each); more are refused "
+                                "with RESOURCE_EXHAUSTED")
     stt_threads: int = setting(1, "CPU threads of the cascade's speech recognition")
     llm_threads: int = setting(1, "CPU threads of the cascade's llama.cpp generation "
                                "(more threads slow it down badly when the cores are shared)")

@@ -45,7 +45,7 @@ def component_settings(settings: Any) -> dict[str, Any]:
     return {
         "stt": stt_server.Settings(preload="", workers=1, queue=2 * sessions,
                                    threads=int(_get(settings, "stt_threads", 1)), interim_interval_ms=500),
-        "llm": llm_server.Settings(preload="", max_generations=min(2, sessions),
+        "llm": llm_server.Settings(preload="", max_generations=sessions,
                                    llama_threads=int(_get(settings, "llm_threads", 1)),
                                    llama_context=int(_get(settings, "llm_context", 2048)),
                                    max_tokens=int(_get(settings, "max_response_tokens", 200)),
