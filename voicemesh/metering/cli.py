@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from voicemesh.errors import VoiceMeshError
 from voicemesh.metering import keys, quotas, report
@@ -143,8 +144,6 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 def _keys_revoke(args: argparse.Namespace) -> int:
     def work(store: LedgerStore) -> int:
-        import time
-
         record = keys.find_key(store, args.key)
         if not store.revoke_key(record.id, time.time()):
             print(f"key {record.id} ({record.name}) was already revoked", file=sys.stderr)
