@@ -159,6 +159,13 @@ def test_remote_errors_wrong_key_down_and_silent(service_process, llama_server, 
     error = failure(options(silent_server, timeout_s=0.5))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "0.5 s" in error.details()
 
+    # Cancel does not wait for a remote that never answers.
+    with Chat(llm.address, MODEL, backend=options(silent_server, timeout_s=120)) as chat:
+        chat.generate("hang", [user(QUESTION)])
+        time.sleep(0.5)  # let the request reach the silent server
+        chat.cancel()
+        assert chat.read("hang").reason == "FINISH_REASON_CANCELLED"
+
     # The service is fine afterwards.
     with Chat(llm.address, MODEL, backend=options(llama_server), sampling=GREEDY) as chat:
         assert "paris" in chat.turn("ok", [user(QUESTION)]).text.lower()

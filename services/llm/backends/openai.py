@@ -117,26 +117,27 @@ class OpenAILlmBackend(LlmBackend):
     async def _events(self, request: GenerationRequest, cancel: CancelToken, reply: _Reply) -> AsyncIterator[LlmEvent]:
         url = f"{self.options.base_url}/chat/completions"
         cancelled = asyncio.ensure_future(cancel.wait())
+        response: httpx.Response | None = None
         try:
-            async with self._client.stream("POST", url, json=self._body(request)) as response:
-                if response.status_code >= 400:
-                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
-                    raise _status_error(response.status_code, detail, self.descriptor)
-                lines = response.aiter_lines()
-                while True:
-                    line_task = asyncio.ensure_future(anext(lines, None))
-                    await asyncio.wait({line_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-                    if not line_task.done():
-                        line_task.cancel()
-                        await asyncio.gather(line_task, return_exceptions=True)
-                        reply.reason = FinishReason.CANCELLED
-                        return  # leaving the block closes the connection, which stops the remote
-                    line = line_task.result()
-                    if line is None or line.strip() == "data: [DONE]":
-                        break
-                    if line.startswith("data:"):
-                        for event in _chunk_events(json.loads(line[5:]), reply, self.descriptor):
-                            yield event
+            sent = self._client.send(self._client.build_request("POST", url, json=self._body(request)), stream=True)
+            finished, response = await _unless_cancelled(sent, cancelled)
+            if not finished:
+                reply.reason = FinishReason.CANCELLED
+                return
+            if response.status_code >= 400:
+                detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                raise _status_error(response.status_code, detail, self.descriptor)
+            lines = response.aiter_lines()
+            while True:
+                finished, line = await _unless_cancelled(anext(lines, None), cancelled)
+                if not finished:
+                    reply.reason = FinishReason.CANCELLED
+                    return  # closing the response drops the connection, which stops the remote
+                if line is None or line.strip() == "data: [DONE]":
+                    break
+                if line.startswith("data:"):
+                    for event in _chunk_events(json.loads(line[5:]), reply, self.descriptor):
+                        yield event
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(
                 f"{url} did not answer within {self.options.timeout_s:g} s ({type(exc).__name__})",
@@ -148,6 +149,8 @@ class OpenAILlmBackend(LlmBackend):
             raise Unavailable(f"{url} sent a malformed event: {exc}", model=self.descriptor) from None
         finally:
             cancelled.cancel()
+            if response is not None:
+                await response.aclose()
         for index in sorted(reply.calls):
             call = reply.calls[index]
             arguments = _normalized("".join(call["arguments"]))
@@ -180,6 +183,20 @@ class OpenAILlmBackend(LlmBackend):
                 {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
             )
         return body
+
+
+async def _unless_cancelled(awaitable: Any, cancelled: asyncio.Future) -> tuple[bool, Any]:
+    """(True, result) of ``awaitable``, or (False, None) when ``cancelled`` completes first."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False, None
+    return True, task.result()
 
 
 def _normalized(arguments: str) -> str:
