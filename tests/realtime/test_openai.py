@@ -97,11 +97,15 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         error = (await conv.until("error")).error
         assert error.code == "INVALID_ARGUMENT" and "item_nope" in error.message
 
-        # manual commit: the buffer becomes an item with its transcription
-        conv.send_audio(speak("Hello there."))
+        # manual commit: the buffer (after a clear, only what came later) becomes an item with its transcription
+        conv.send_audio(speak("Turn off the lights in the kitchen."))
+        conv.send(input_audio_clear={})
+        hello = speak("Hello there.")
+        conv.send_audio(hello)
         conv.send(input_audio_commit={})
         final = (await conv.until("input_transcription", final=True)).input_transcription
         assert final.text.endswith("ms of audio")
+        assert abs(int(final.text.split()[0]) - len(hello) // 2 * 1000 // 16000) <= 2, final.text
         conv.send(input_audio_commit={})
         error = (await conv.until("error")).error
         assert "empty" in error.message
@@ -109,7 +113,7 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         await conv.close()
     kinds = fake.seen.types()
     for kind in ("conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
-                 "input_audio_buffer.append", "input_audio_buffer.commit"):
+                 "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"):
         assert kind in kinds, kind
 
 

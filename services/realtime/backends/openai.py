@@ -128,6 +128,7 @@ class _Session:
                 await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(tail).decode()})
             await self.send({"type": "input_audio_buffer.commit"})
         elif isinstance(event, rt.AudioClear):
+            self.input = StreamResampler(self.options.input_sample_rate_hz, API_RATE)  # drop what it holds too
             await self.send({"type": "input_audio_buffer.clear"})
         elif isinstance(event, rt.ItemCreate):
             for item in item_json(event.message):
