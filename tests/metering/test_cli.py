@@ -48,16 +48,24 @@ def test_keys_create_list_revoke(url, tmp_path):
     listing = json.loads(voicemesh("keys", "list", "--format", "json", "--prices", str(EXAMPLE),
                                    "--ledger", url).stdout)
     assert [(e["id"], e["name"], e["state"]) for e in listing] == [(record.id, "alice", "active")]
+    assert "hash" not in listing[0] and "salt" not in listing[0]
     assert listing[0]["quotas"][0]["used"] == 12.5 and listing[0]["quotas"][0]["resets"].endswith("T00:00:00Z")
     assert listing[0]["quotas"][1]["used"] == pytest.approx(12.5 * 0.0001)
     table = voicemesh("keys", "list", "--ledger", url).stdout
     assert record.id in table and "audio_seconds_in 12.5/60 per day" in table
     assert key not in table and keys.split_key(key)[1] not in table
 
+    as_json = json.loads(voicemesh("keys", "create", "bot", "--json", "--ledger", url).stdout)
+    store = open_store(url)
+    assert keys.verify(store, as_json["key"]).id == as_json["id"] and as_json["state"] == "active"
+    store.close()
+
     assert "revoked key" in voicemesh("keys", "revoke", record.id, "--ledger", url).stdout
     again = voicemesh("keys", "revoke", record.id, "--ledger", url, check=False)
     assert again.returncode == 1 and "already revoked" in again.stderr
-    assert json.loads(voicemesh("keys", "list", "--format", "json", "--ledger", url).stdout)[0]["state"] == "revoked"
+    listing = json.loads(voicemesh("keys", "list", "--format", "json", "--ledger", url).stdout)
+    states = {e["name"]: e["state"] for e in listing}
+    assert states == {"alice": "revoked", "bot": "active"}
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -119,16 +119,32 @@ _WRITER = textwrap.dedent("""
     from voicemesh.metering.ledger import open_store
     from voicemesh.metering.records import UsageRecord
     store = open_store(sys.argv[1])
-    for n in range(100000):
-        store.add_usage(UsageRecord(key_id="k", session_id="s", service="stt", model="m", turn=n,
-                                    audio_seconds_in=0.5, id=f"rec-{n}"))
-        print(f"rec-{n}", flush=True)
+    name, count = sys.argv[2], int(sys.argv[3])
+    for n in range(count):
+        store.add_usage(UsageRecord(key_id="k", session_id=name, service="stt", model="m", turn=n,
+                                    audio_seconds_in=0.5, id=f"{name}-{n}"))
+        print(f"{name}-{n}", flush=True)
 """)
+
+
+def test_processes_writing_at_once_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path}/l.db"
+    open_store(url).close()
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, f"w{i}", "150"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outputs]
+    store = open_store(url)
+    records = store.usage()
+    totals = store.totals("k", None)["m"]
+    store.close()
+    assert sorted(r.id for r in records) == sorted(f"w{i}-{n}" for i in range(3) for n in range(150))
+    assert totals["audio_seconds_in"] == 3 * 150 * 0.5
 
 
 def test_kill_9_keeps_every_committed_record_once(tmp_path):
     url = f"sqlite:///{tmp_path}/l.db"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, url], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, url, "rec", "100000"], stdout=subprocess.PIPE, text=True)
     committed = []
     for line in proc.stdout:
         committed.append(line.strip())
