@@ -37,7 +37,8 @@ class Mesh:
         return self
 
     def orchestrator(self) -> ServiceProcess:
-        proc = ServiceProcess("orchestrator", env=self.env, log_path=self.folder / f"orch-{len(self.orchestrators)}.log",
+        log_path = self.folder / f"orch-{len(self.orchestrators)}.log"
+        proc = ServiceProcess("orchestrator", env=self.env, log_path=log_path,
                               args=["--metrics-port", "-1", "--mesh", str(self.folder / "mesh.json"),
                                     "--max-tokens", "40"])
         self.orchestrators.append(proc.start())

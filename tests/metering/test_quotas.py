@@ -66,7 +66,8 @@ def test_unit_quota_refuses_when_used_up_and_names_it(store):
 
 def test_cost_quota_uses_the_price_table(store, tmp_path):
     path = tmp_path / "prices.json"
-    path.write_text('{"prices": {"faster-whisper/*": {"audio_seconds_in": 0.01}, "llama.cpp/*": {"output_tokens": 0.001}}}')
+    path.write_text('{"prices": {"faster-whisper/*": {"audio_seconds_in": 0.01}, '
+                    '"llama.cpp/*": {"output_tokens": 0.001}}}')
     prices = PriceTable.load(path)
     key, _ = keys.create_key(store, "alice", quotas=[Quota("cost", 1.0, "month"), Quota("output_tokens", 10**6)])
     _use(store, key, NOW - 5 * DAY, audio_seconds_in=50)  # 0.50

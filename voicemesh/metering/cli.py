@@ -72,7 +72,8 @@ def _add_usage(commands: argparse._SubParsersAction) -> None:
     usage.add_argument("--key", help="only this key (id, or name: every key with that name)")
     usage.add_argument("--since", help="only records since a duration ago (7d, 12h) or a UTC date/time (2026-11-01)")
     usage.add_argument("--by", choices=report.GROUPS, default="model", help="group rows by (default model)")
-    usage.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="output format (default table)")
     usage.add_argument("--prices", help=f"price table (JSON or TOML) for the cost column [env {PRICES_ENV}]")
     _ledger_arg(usage)
     usage.set_defaults(handler=_usage)
