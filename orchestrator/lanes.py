@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from voicemesh.errors import Unavailable
+from voicemesh.errors import Unavailable, VoiceMeshError
 from voicemesh.orchestrator.clients import MeshClients, backend_options
 from voicemesh.orchestrator.fallback import Target
 from voicemesh.v1 import common_pb2, llm_pb2, stt_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
+
+# What a call to a model service raises when it failed or already ended.
+BROKEN = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, VoiceMeshError)
 
 
 class _Call:
@@ -31,7 +34,12 @@ class _Call:
         self.closed_for_writing = False
 
     async def write(self, message) -> None:
-        await self.call.write(message)
+        if self.call.done():
+            raise Unavailable(f"{self.target}: the stream has already ended")
+        try:
+            await self.call.write(message)
+        except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:  # it ended meanwhile
+            raise Unavailable(f"{self.target}: the stream has already ended") from exc
 
     async def done_writing(self) -> None:
         if not self.closed_for_writing:
@@ -155,7 +163,7 @@ class LlmLane(_Call):
     async def cancel_generation(self) -> None:
         """Ask the server to stop the running generation (its Done is read before the next one)."""
         if self.unfinished is not None and not self.call.done():
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
+            with contextlib.suppress(*BROKEN):
                 await self.write(llm_pb2.ChatRequest(cancel=common_pb2.Cancel()))
             self.synced = None
 

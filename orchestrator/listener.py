@@ -13,13 +13,12 @@ import contextlib
 
 import grpc
 
-from voicemesh.errors import Unavailable, VoiceMeshError
+from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
-from voicemesh.orchestrator.lanes import SttLane
+from voicemesh.orchestrator.lanes import BROKEN, SttLane
 
 REPLAY_S = 30.0
-_BROKEN = (grpc.aio.AioRpcError, grpc.aio.UsageError)
 
 
 class Listener:
@@ -48,14 +47,14 @@ class Listener:
                 lane = await SttLane.open(self.clients, target, self.metadata, rate=self.rate,
                                           min_silence_ms=self.min_silence_ms)
                 await self._write(lane, audio)
-            except (grpc.aio.AioRpcError, VoiceMeshError) as exc:
+            except BROKEN as exc:
                 self.fallbacks.failed(target, exc)
                 continue
             old, self.lane, self.ended = self.lane, lane, False
             self.offset_ms = now_ms - len(audio) / 2 * 1000 / self.rate
             self._spawn(self._read(lane), "stt")
             if old is not None:
-                with contextlib.suppress(*_BROKEN):
+                with contextlib.suppress(*BROKEN):
                     await old.done_writing()  # it finishes its utterance and reports usage
             return
         raise Unavailable("no speech-to-text service answered: " + "; ".join(self.fallbacks.entries))
@@ -71,7 +70,7 @@ class Listener:
         while self._replay_bytes > REPLAY_S * self.rate * 2 and len(self._replay) > 1:
             self._replay_bytes -= len(self._replay.pop(0))
         if self.lane is not None:
-            with contextlib.suppress(*_BROKEN):  # a broken stream is reported by its reader
+            with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
                 await self._write(self.lane, pcm)
 
     def utterance_done(self) -> None:
@@ -81,7 +80,7 @@ class Listener:
     async def end(self) -> None:
         """No more audio: the stream flushes its utterance, reports usage and ends."""
         if self.lane is not None:
-            with contextlib.suppress(*_BROKEN):
+            with contextlib.suppress(*BROKEN):
                 await self.lane.done_writing()
 
     async def _read(self, lane: SttLane) -> None:

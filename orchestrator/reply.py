@@ -20,18 +20,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import grpc
-
-from voicemesh.errors import Unavailable, VoiceMeshError
+from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
-from voicemesh.orchestrator.lanes import LlmLane, TtsLane
+from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
 from voicemesh.orchestrator.playout import Playout
 from voicemesh.v1 import agent_pb2, llm_pb2
 
 log = logging.getLogger(__name__)
 
 LEAD_S = 0.08  # audio sent ahead of real time, so the client's playback never starves
-FAILURES = (grpc.aio.AioRpcError, VoiceMeshError)
+FAILURES = BROKEN
 
 
 class AudioAlreadySent(Exception):
@@ -118,7 +116,7 @@ class Reply:
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         if self.tts is not None and not self.tts.closed_for_writing:
-            with contextlib.suppress(*FAILURES, grpc.aio.UsageError):
+            with contextlib.suppress(*FAILURES):
                 async with self._tts_lock:
                     await self.tts.stop()
                     await self.tts.done_writing()
@@ -145,7 +143,7 @@ class Reply:
             self._writer_done = True
             self._first_text.set()  # a reply without text wakes the speaker too
             if not self.stopped and self.tts is not None:
-                with contextlib.suppress(*FAILURES, grpc.aio.UsageError):
+                with contextlib.suppress(*FAILURES):
                     async with self._tts_lock:
                         await self.tts.done_writing()
 

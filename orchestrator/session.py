@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 import grpc
 
@@ -19,12 +18,12 @@ from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.orchestrator import config as session_config
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
+from voicemesh.orchestrator.events import TurnTiming, session_error, turn_metrics
 from voicemesh.orchestrator.lanes import SttLane
 from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.orchestrator.turns import BargeIn, UserTurn, endpoint_wait_ms
-from voicemesh.runtime.status import error_detail
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
 
@@ -32,21 +31,6 @@ log = logging.getLogger(__name__)
 
 A = agent_pb2
 MAX_CHUNK_S = 5.0  # longest audio message accepted from a client
-
-
-@dataclass
-class TurnTiming:
-    """Wall-clock marks (monotonic seconds) of the user's side of a turn."""
-
-    end_of_speech: float | None = None
-    final: float | None = None
-    decided: float | None = None
-    stt_model: str = ""
-    stt_fallbacks: list[str] = field(default_factory=list)
-
-
-def _ms(start: float | None, end: float | None) -> float:
-    return max(0.0, (end - start) * 1000) if start is not None and end is not None else 0.0
 
 
 class Session:
@@ -143,13 +127,7 @@ class Session:
         self._emit(state=A.AgentStateChanged(state=state, turn_id=turn_id))
 
     def _error(self, turn_id: int, exc: BaseException) -> None:
-        if isinstance(exc, grpc.aio.AioRpcError):
-            code, message, detail = exc.code().name, exc.details() or "", None
-        elif isinstance(exc, VoiceMeshError):
-            code, message, detail = exc.code, exc.message, error_detail(exc)
-        else:
-            code, message, detail = "INTERNAL", f"{type(exc).__name__}: {exc}", None
-        self._emit(error=A.SessionError(turn_id=turn_id, code=code, message=message, detail=detail))
+        self._emit(error=session_error(turn_id, exc))
 
     def _timer(self, name: str, delay_ms: float) -> None:
         self._cancel_timer(name)
@@ -407,20 +385,8 @@ class Session:
 
     def _metrics(self, reply: Reply) -> None:
         timing = self._timings.pop(reply.turn_id, TurnTiming())
-        t = reply.times
-        eos = timing.end_of_speech
-        self._emit(metrics=A.TurnMetrics(
-            turn_id=reply.turn_id,
-            end_of_utterance_delay_ms=_ms(eos, timing.decided),
-            stt_final_latency_ms=_ms(eos, timing.final),
-            llm_ttft_ms=_ms(t.llm_request, t.llm_first),
-            tts_ttfb_ms=_ms(t.tts_first_text, t.first_audio),
-            voice_to_voice_ms=_ms(eos, t.first_audio),
-            stt_model=timing.stt_model,
-            llm_model=reply.llm_model,
-            tts_model=reply.tts_model,
-            fallbacks=[*timing.stt_fallbacks, *reply.fallbacks.entries],
-        ))
+        self._emit(metrics=turn_metrics(reply.turn_id, timing, reply.times, models=(reply.llm_model, reply.tts_model),
+                                        fallbacks=reply.fallbacks.entries))
 
     # -- what replies use ----------------------------------------------------------------------
 
