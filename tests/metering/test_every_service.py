@@ -9,10 +9,12 @@ import grpc
 import pytest
 
 from tests.metering.helpers import units
+from tests.orchestrator.client import LLM
 from tests.speech import silence, speak
 from voicemesh.audio import chunks
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import open_store
+from voicemesh.metering.records import Quota
 from voicemesh.process import ServiceProcess
 from voicemesh.v1 import (
     agent_pb2,
@@ -120,3 +122,46 @@ async def test_realtime_responses_land_in_the_ledger(mesh, realtime):
     assert [(r.session_id, r.turn) for r in records] == [("rt-1", 1)]
     assert [units(r.service, r) for r in records] == [units("realtime", usage)]
     store.close()
+
+
+async def test_llm_chat_checks_the_quota_before_each_generation(mesh):
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "tokens", quotas=[Quota("output_tokens", 5)])
+    _, other = keys.create_key(store, "other-tokens", quotas=[Quota("output_tokens", 10**6)])
+    store.close()
+
+    async def chat(key: str, generations: int) -> tuple[list[llm_pb2.ChatDone], grpc.aio.AioRpcError | None]:
+        requests: asyncio.Queue = asyncio.Queue()
+        await requests.put(llm_pb2.ChatRequest(config=llm_pb2.ChatConfig(model=LLM)))
+
+        async def feed():
+            while (request := await requests.get()) is not None:
+                yield request
+
+        def generate(n: int) -> llm_pb2.ChatRequest:
+            return llm_pb2.ChatRequest(generate=llm_pb2.Generate(
+                id=f"g{n}", messages=[llm_pb2.ChatMessage(role="user", content="Count from one to ten.")],
+                sampling=llm_pb2.Sampling(max_tokens=12, temperature=0)))
+
+        done, error = [], None
+        async with grpc.aio.insecure_channel(mesh.services["llm"].address) as channel:
+            call = llm_pb2_grpc.LlmServiceStub(channel).Chat(feed(), metadata=bearer(key), timeout=300)
+            await requests.put(generate(1))
+            try:
+                async for response in call:
+                    if response.WhichOneof("event") == "done":
+                        done.append(response.done)
+                        await requests.put(generate(len(done) + 1) if len(done) < generations else None)
+            except grpc.aio.AioRpcError as exc:
+                error = exc
+        return done, error
+
+    done, error = await chat(key, 3)
+    assert len(done) == 1 and done[0].usage.output_tokens > 5, "the first generation finishes"
+    assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "output_tokens=5/total" in error.details()
+    store = open_store(mesh.url)
+    assert [r.output_tokens for r in store.usage(key_id=record.id)] == [done[0].usage.output_tokens]
+    store.close()
+    done, error = await chat(other, 2)
+    assert error is None and len(done) == 2, "another key keeps working"

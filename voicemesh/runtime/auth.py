@@ -4,7 +4,8 @@ When a server has a ledger (``--ledger`` / ``VOICEMESH_LEDGER``) and auth is
 not turned off (``--no-auth``), every VoiceMesh RPC (not health, not
 reflection) must carry ``authorization: Bearer <key>`` metadata: a missing or
 unknown key gets UNAUTHENTICATED, a revoked or expired one PERMISSION_DENIED,
-and a new stream of a key whose quota is used up RESOURCE_EXHAUSTED. The key
+and a new stream (or a new turn on a long-lived LLM chat or realtime stream:
+``TURN_REQUESTS``) of a key whose quota is used up RESOURCE_EXHAUSTED. The key
 is bound to the RPC (``current_key``) and every ``voicemesh.v1.Usage`` the
 service emits is committed to the ledger before the client receives it, with
 the key, the session (``x-session-id``), the service, the model and the turn
@@ -50,6 +51,14 @@ USAGE_PATHS: Mapping[str, tuple[str, ...]] = {
 }
 
 
+# Request -> the oneof field that starts a turn on a long-lived stream (one LLM chat or realtime
+# conversation per session): the key and its quotas are checked again before each.
+TURN_REQUESTS: Mapping[str, str] = {
+    "voicemesh.v1.ChatRequest": "generate",
+    "voicemesh.v1.ConverseRequest": "response_create",
+}
+
+
 def usage_of(message: Message) -> Message | None:
     """The Usage a response message carries, if any."""
     path = USAGE_PATHS.get(message.DESCRIPTOR.full_name)
@@ -80,6 +89,14 @@ class Caller:
     key: KeyRecord | None
     session_id: str
     turn: int
+
+    async def requests(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+        """The stream's requests; one that starts a turn first passes the key and quota check."""
+        async for request in requests:
+            field = TURN_REQUESTS.get(request.DESCRIPTOR.full_name)
+            if field and self.key is not None and request.WhichOneof("request") == field:
+                await self.guard.check(self.key)
+            yield request
 
     async def observe(self, response: Message) -> None:
         """Commit the Usage ``response`` carries (if any) before it is sent."""

@@ -112,7 +112,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             responses = None
             try:
                 caller = await self._admit(request_iterator, context) if self.guard else None
-                responses = behavior(call.counted(request_iterator), context)
+                requests = call.counted(request_iterator)
+                responses = behavior(caller.requests(requests) if caller else requests, context)
                 async for response in responses:
                     if caller is not None:
                         await caller.observe(response)
