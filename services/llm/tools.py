@@ -133,19 +133,18 @@ def call_schema(tools: Sequence[Tool], choice: ToolChoice) -> dict:
 
 
 def tools_prompt(tools: Sequence[Tool], choice: ToolChoice) -> str:
-    """A system message describing the tools to a model without native tool support."""
-    lines = ["You can call these functions:"]
-    for tool in tools:
-        schema = json.dumps(tool.parameters, separators=(",", ":"))
-        lines.append(f"- {tool.name}: {tool.description or 'no description'} Arguments (JSON Schema): {schema}")
+    """The tools for the system message of a model without native tool support
+    (the ``<tools>`` block SmolLM2 and similar chat models know)."""
+    listed = [{"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools]
+    lines = ["You have access to the following tools:", f"<tools>{json.dumps(listed)}</tools>"]
     if choice.mode == "function":
-        lines.append(f"Call the function {choice.name} now. Reply with only its arguments as a JSON object.")
+        lines.append(f"Call the tool {choice.name} now: answer with only its arguments as a JSON object.")
     elif choice.mode == "required":
-        lines.append('Call one of the functions now. Reply with only {"name": <function>, "arguments": {...}}.')
+        lines.append('Call one of the tools now: answer with only {"name": <tool>, "arguments": {...}}.')
     else:
         lines.append(
-            f'To call a function, reply with only {CALL_OPEN}{{"name": <function>, "arguments": {{...}}}}{CALL_CLOSE}; '
-            "otherwise answer in plain text."
+            f'If a tool helps, answer with {CALL_OPEN}{{"name": <tool>, "arguments": {{...}}}}{CALL_CLOSE}; '
+            "otherwise answer the user directly."
         )
     return "\n".join(lines)
 
@@ -212,28 +211,30 @@ class ToolCallScanner:
             return held, []
         calls = []
         for block in re.findall(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|$)", held, re.S):
-            call = _parse_call(block.strip(), self.names)
-            if call is None:
+            found = _parse_calls(block.strip(), self.names)
+            if found is None:
                 return held, []
-            calls.append(call)
+            calls.extend(found)
         return ("", calls) if calls else (held, [])
 
 
-def _parse_call(text: str, names: set[str]) -> ToolCall | None:
+def _parse_calls(text: str, names: set[str]) -> list[ToolCall] | None:
+    """The calls in one ``<tool_call>`` block (an object or a list of them); None if malformed."""
     try:
         value = json.loads(text, strict=False)
     except json.JSONDecodeError:
         return None
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, Mapping) or value.get("name") not in names:
-        return None
-    arguments = value.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, Mapping) or item.get("name") not in names:
             return None
-    if not isinstance(arguments, dict):
-        return None
-    return ToolCall(new_call_id(), value["name"], json.dumps(arguments))
+        arguments = item.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                return None
+        if not isinstance(arguments, dict):
+            return None
+        calls.append(ToolCall(new_call_id(), item["name"], json.dumps(arguments)))
+    return calls or None

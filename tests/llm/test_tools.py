@@ -96,6 +96,13 @@ def test_scanner_streams_plain_text_and_takes_out_tool_calls():
     text, calls = calling.finish()
     assert text == "" and [(c.name, json.loads(c.arguments_json)) for c in calls] == [("get_weather", {"city": "Oslo"})]
 
+    listed = ToolCallScanner([TOOL])
+    listed.feed('<tool_call>[{"name": "get_weather", "arguments": {"city": "A"}}, '
+                '{"name": "get_weather", "arguments": "{\\"city\\": \\"B\\"}"}]</tool_call>')
+    text, calls = listed.finish()
+    assert text == "" and [json.loads(c.arguments_json)["city"] for c in calls] == ["A", "B"]
+    assert len({c.id for c in calls}) == 2
+
     unknown = ToolCallScanner([TOOL])
     unknown.feed('<tool_call>{"name": "launch_rocket", "arguments": {}}</tool_call>')
     text, calls = unknown.finish()

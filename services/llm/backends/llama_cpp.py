@@ -255,8 +255,13 @@ class LlamaCppBackend(LlmBackend):
     def _prompt_tokens(self, llm: Any, request: GenerationRequest) -> list[int]:
         messages = [_chat_dict(message) for message in request.messages]
         if request.tools and request.tool_choice.mode != "none":
-            # Last, so that earlier turns keep their cached prefix when the tools change.
-            messages.append({"role": "system", "content": tools_prompt(request.tools, request.tool_choice)})
+            # In the first system message, where small models follow it best (they parrot it when it
+            # comes last); tools that stay the same from turn to turn keep the prefix cached.
+            block = tools_prompt(request.tools, request.tool_choice)
+            if messages[0]["role"] == "system":
+                messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{block}"}
+            else:
+                messages.insert(0, {"role": "system", "content": block})
         formatted = self._formatter(messages=messages)
         return llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
 
