@@ -120,6 +120,9 @@ class ChatStream:
         try:
             async for event in events:
                 if isinstance(event, Done):
+                    log.info("generation %s of %s ended (%s): %d prompt tokens (%d cached), %d generated",
+                             generation_id, self.backend.descriptor, event.reason.value, event.usage.input_tokens,
+                             event.usage.cached_tokens, event.usage.output_tokens)
                     self.conversation.finish("".join(text), calls)
                     self._outbox.put_nowait(Tagged(generation_id, event))
                     return

@@ -155,6 +155,17 @@ def test_cancel_stops_at_once_and_frees_the_slot(service_process):
         again = chat.turn("again", [user(QUESTION)])
         assert again.reason == "FINISH_REASON_STOP" and "paris" in again.text.lower()
 
+        # Barge-in as the orchestrator does it: Cancel and the next Generate at once, with a
+        # history cut to what was heard. The cancelled Done comes first, then the new generation.
+        chat.generate("long2", [user(COUNTING)], sampling=llm_pb2.Sampling(max_tokens=1500))
+        assert chat.next().generation_id == "long2"
+        chat.cancel()
+        heard = [user(COUNTING), llm_pb2.ChatMessage(role="assistant", content="1, 2, 3"), user(QUESTION)]
+        chat.generate("resume", heard, replace_history=True)
+        assert chat.read("long2").reason == "FINISH_REASON_CANCELLED"
+        resumed = chat.read("resume")
+        assert "paris" in resumed.text.lower() and resumed.done.usage.cached_tokens > 0
+
 
 def test_a_client_that_goes_away_frees_its_slot(service_process):
     llm = service_process("llm", args=[*PRELOAD, "--max-generations", "1"])
