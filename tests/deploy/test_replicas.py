@@ -1,10 +1,11 @@
-"""Two LLM replicas behind one mesh entry: the orchestrator spreads new
+"""Two replicas behind one mesh entry: the orchestrator spreads new
 sessions across both, and every turn of a session goes to the replica that
 opened it. Which replica took a turn is read from each replica's own
-metrics (voicemesh_messages_received_total of Chat) around the turn.
+metrics (voicemesh_messages_received_total of Chat, or of Synthesize for the
+TTS streams a session opens per reply) around the turn.
 
-Two forms of "one entry": both addresses listed for the llm provider (as a
-mesh file or VOICEMESH_MESH_LLM does), and one host name that resolves to
+Two forms of "one entry": two addresses listed for the LLM and for the TTS
+(as a mesh file or VOICEMESH_MESH_LLM does), and one host name that resolves to
 both (as a docker-compose service name with --scale llm=2, or a Kubernetes
 headless Service, does). The name is made with a hosts file bind-mounted
 over /etc/hosts in a private mount namespace of the orchestrator process only.
@@ -52,12 +53,14 @@ class WithHostsFile(ServiceProcess):
         return self
 
 
-async def spread(orchestrator: ServiceProcess, replica_metrics: list[int]) -> list[list[int]]:
-    """Open SESSIONS sessions, take ROUNDS interleaved turns; per session, the replica of each turn."""
-    def counts() -> list[float]:
-        return [metric(port, "voicemesh_messages_received_total", method="Chat") for port in replica_metrics]
+async def spread(orchestrator: ServiceProcess, watched: dict[str, tuple[list[int], str]]) -> dict[str, list[list[int]]]:
+    """Open SESSIONS sessions and take ROUNDS interleaved turns. ``watched`` maps a name to the
+    metrics ports of its replicas and the RPC method they serve; returns, per name and per
+    session, the replica that took each turn."""
+    def counts(ports: list[int], method: str) -> list[float]:
+        return [metric(port, "voicemesh_messages_received_total", method=method) for port in ports]
 
-    served: list[list[int]] = [[] for _ in range(SESSIONS)]
+    served: dict[str, list[list[int]]] = {name: [[] for _ in range(SESSIONS)] for name in watched}
     async with AsyncExitStack() as stack:
         sessions = [
             await stack.enter_async_context(AgentSession(
@@ -68,12 +71,13 @@ async def spread(orchestrator: ServiceProcess, replica_metrics: list[int]) -> li
         ]
         for round_ in range(ROUNDS):
             for index, session in enumerate(sessions):
-                before = counts()
+                before = {name: counts(*spec) for name, spec in watched.items()}
                 turn = await text_turn(session, f"Say the number {index * ROUNDS + round_ + 1}.")
-                assert turn.text and not turn.errors, turn
-                grew = [i for i, (a, b) in enumerate(zip(before, counts(), strict=True)) if b > a]
-                assert len(grew) == 1, f"turn of session {index} reached replicas {grew}"
-                served[index].append(grew[0])
+                assert turn.text and turn.audio_s > 0 and not turn.errors, turn
+                for name, spec in watched.items():
+                    grew = [i for i, (a, b) in enumerate(zip(before[name], counts(*spec), strict=True)) if b > a]
+                    assert len(grew) == 1, f"{name}: turn of session {index} reached replicas {grew}"
+                    served[name][index].append(grew[0])
     return served
 
 
@@ -83,38 +87,39 @@ def check_spread(served: list[list[int]]) -> None:
 
 
 @pytest.fixture
-def shared(tmp_path):
-    """STT and TTS, one each."""
-    stt, _ = start("stt", tmp_path)
-    tts, _ = start("tts", tmp_path, "--preload", TTS)
+def stt(tmp_path):
+    proc, _ = start("stt", tmp_path)
     try:
-        yield stt.wait_serving(), tts.wait_serving()
+        yield proc.wait_serving()
     finally:
-        tts.stop()
-        stt.stop()
+        proc.stop()
 
 
-async def test_sessions_spread_over_two_listed_llm_addresses(tmp_path, shared):
-    stt, tts = shared
-    replicas = [start("llm", tmp_path, tag=f"-{i}") for i in range(2)]
+async def test_sessions_spread_over_two_listed_addresses(tmp_path, stt):
+    # Two LLM replicas (one stream per session) and two TTS replicas (a stream per reply).
+    replicas = {"llm": [start("llm", tmp_path, tag=f"-{i}") for i in range(2)],
+                "tts": [start("tts", tmp_path, "--preload", TTS, tag=f"-{i}") for i in range(2)]}
     orchestrator = None
     try:
-        for proc, _ in replicas:
+        for proc, _ in replicas["llm"] + replicas["tts"]:
             proc.wait_serving()
-        env = {"VOICEMESH_MESH_STT": stt.address, "VOICEMESH_MESH_TTS": tts.address,
-               "VOICEMESH_MESH_LLM": ",".join(proc.address for proc, _ in replicas)}
+        env = {"VOICEMESH_MESH_STT": stt.address,
+               "VOICEMESH_MESH_LLM": ",".join(proc.address for proc, _ in replicas["llm"]),
+               "VOICEMESH_MESH_TTS": ",".join(proc.address for proc, _ in replicas["tts"])}
         orchestrator = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--max-tokens", "16"], env=env,
                                       log_path=tmp_path / "orchestrator.log").start().wait_serving()
-        check_spread(await spread(orchestrator, [port for _, port in replicas]))
+        served = await spread(orchestrator, {"llm": ([m for _, m in replicas["llm"]], "Chat"),
+                                             "tts": ([m for _, m in replicas["tts"]], "Synthesize")})
+        check_spread(served["llm"])
+        check_spread(served["tts"])
     finally:
         if orchestrator is not None:
             orchestrator.stop()
-        for proc, _ in replicas:
+        for proc, _ in replicas["llm"] + replicas["tts"]:
             proc.stop()
 
 
-async def test_sessions_spread_over_replicas_behind_one_name(tmp_path, shared):
-    stt, tts = shared
+async def test_sessions_spread_over_llm_replicas_behind_one_name(tmp_path, stt):
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is needed to give the orchestrator its own hosts file")
     hosts = tmp_path / "hosts"
@@ -128,19 +133,22 @@ async def test_sessions_spread_over_replicas_behind_one_name(tmp_path, shared):
     port = free_port("127.0.0.2")
     replicas = [start("llm", tmp_path, host=host, port=port, tag=f"-{i}")
                 for i, host in enumerate(("127.0.0.1", "127.0.0.2"))]
+    tts, _ = start("tts", tmp_path, "--preload", TTS)
     orchestrator = None
     try:
-        for proc, _ in replicas:
+        for proc, _ in [*replicas, (tts, 0)]:
             proc.wait_serving()
         env = {"VOICEMESH_MESH_STT": stt.address, "VOICEMESH_MESH_TTS": tts.address,
                "VOICEMESH_MESH_LLM": f"{NAME}:{port}"}
         orchestrator = WithHostsFile("orchestrator", hosts, args=["--metrics-port", "-1", "--max-tokens", "16"],
                                      env=env, log_path=tmp_path / "orchestrator.log")
         orchestrator.start().wait_serving()
-        check_spread(await spread(orchestrator, [metrics for _, metrics in replicas]))
+        served = await spread(orchestrator, {"llm": ([metrics for _, metrics in replicas], "Chat")})
+        check_spread(served["llm"])
     finally:
         if orchestrator is not None:
             orchestrator.stop()
+        tts.stop()
         for proc, _ in replicas:
             proc.stop()
 
