@@ -11,7 +11,7 @@ from voicemesh.v1 import stt_pb2
 
 @pytest.fixture
 def stt(service_process):
-    return service_process("stt", args=["--workers", "2", "--queue", "12"])
+    return service_process("stt", args=["--workers", "2", "--queue", "12", "--interim-interval-ms", "300"])
 
 
 @pytest.mark.parametrize("rate", [16000, 8000, 48000])
