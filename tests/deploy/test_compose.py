@@ -93,7 +93,9 @@ def test_orchestrator_mesh_points_at_the_services_by_name(config):
 
 def test_env_file_swaps_the_llm_backend_and_nothing_else(tmp_path, config):
     env_file = tmp_path / "llm-remote.env"
-    env_file.write_text("LLM_PRELOAD=\nLLM_OPENAI_BASE_URL=https://llm.example.com/v1\nLLM_OPENAI_API_KEY=sk-test-123\n")
+    env_file.write_text("LLM_PRELOAD=\n"
+                        "LLM_OPENAI_BASE_URL=https://llm.example.com/v1\n"
+                        "LLM_OPENAI_API_KEY=sk-test-123\n")
     swapped = resolved("--env-file", str(env_file))
     llm = swapped["services"]["llm"]["environment"]
     assert llm["VOICEMESH_OPENAI_BASE_URL"] == "https://llm.example.com/v1"

@@ -84,7 +84,8 @@ def test_service_serves_with_only_its_image_contents(tmp_path, service):
         rss = proc.rss_bytes()
         requested = quantity(spec["resources"]["requests"]["memory"])
         limit = quantity(spec["resources"]["limits"]["memory"])
-        print(f"{service}: RSS {rss / 2**20:.0f} MiB, request {requested / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB")
+        mib = 2**20
+        print(f"{service}: RSS {rss / mib:.0f} MiB, request {requested / mib:.0f} MiB, limit {limit / mib:.0f} MiB")
         # Loaded and idle, a replica fits in what it requests, with room below its limit for work.
         assert rss <= requested, proc.log_tail()
         assert rss * 1.5 <= limit

@@ -126,7 +126,8 @@ async def test_sessions_spread_over_llm_replicas_behind_one_name(tmp_path, stt):
     hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {NAME}\n127.0.0.2 {NAME}\n")
     resolved = subprocess.run(
         [*HOSTS_WRAPPER, str(hosts), sys.executable, "-c",
-         f"import socket; print(sorted({{a[4][0] for a in socket.getaddrinfo({NAME!r}, 1, type=socket.SOCK_STREAM)}}))"],
+         f"import socket; print(sorted({{a[4][0] for a in socket.getaddrinfo({NAME!r}, 1, "
+         "type=socket.SOCK_STREAM)}))"],
         capture_output=True, text=True, timeout=30)
     assert resolved.stdout.strip() == "['127.0.0.1', '127.0.0.2']", resolved.stderr
     # Same port, two addresses: what a scaled compose service or a headless Service looks like.

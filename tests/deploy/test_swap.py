@@ -1,9 +1,9 @@
 """Swapping one service live: while an orchestrator session is open, its TTS
 process is stopped and a different one (the same voice name, spoken 1.6 times
 slower) is started on the same address. The turn during the swap gets an
-error event; the next turn speaks with the new voice, and a spoken turn
-after it goes through the same STT and LLM processes (same pids, the same
-LLM stream) and the same orchestrator."""
+error event; the next turn speaks with the new voice, as does a new session;
+and a spoken turn after it goes through the same STT and LLM processes (same
+pids, the same LLM stream) and the same orchestrator."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ async def test_tts_swapped_live_while_a_session_is_open(tmp_path):
             assert metric(llm_metrics, "voicemesh_messages_received_total", method="Chat") > chat_messages
             assert metric(llm_metrics, "voicemesh_streams_open", method="Chat") == 1
             assert metric(llm_metrics, "voicemesh_rpcs_total", method="Chat") == 0
+
+            # A new session uses the new service too.
+            async with AgentSession(address=orchestrator.address, stt=STT, llm=LLM, tts=f"piper/{VOICE}",
+                                    input_sample_rate=RATE, output_sample_rate=RATE,
+                                    first_result_timeout_ms=20000) as fresh:
+                newcomer = await say_turn(fresh, SENTENCE)
+                assert not newcomer.errors and newcomer.audio_s > 1.3 * before.audio_s, newcomer
 
         assert {p.service: p.proc.pid for p in (stt, llm, orchestrator)} == pids
         assert all(p.proc.poll() is None for p in (stt, llm, orchestrator))
