@@ -93,3 +93,13 @@ def test_http_status_maps_to_the_error_taxonomy(status, error):
     mapped = http_error(response, "openai/whisper-1")
     assert type(mapped) is error
     assert f"boom {status}" in mapped.message and str(status) in mapped.message
+
+
+def test_base_url_and_key_come_from_the_environment_when_the_config_has_none(service_process, api):
+    stt = service_process("stt", args=["--preload", ""],
+                          env={"VOICEMESH_OPENAI_BASE_URL": api.base_url, "VOICEMESH_OPENAI_API_KEY": KEY})
+    speech = layout(SENTENCES[7:8])
+    responses = list(stub(stt.address).Recognize(stream_requests(speech.audio, model="openai/whisper-1:en"),
+                                                 timeout=120))
+    (transcript,) = finals(responses)
+    assert wer([(SENTENCES[7], transcript.text)]) <= 0.2
