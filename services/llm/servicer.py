@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from voicemesh.errors import InvalidInput
+from voicemesh.runtime.auth import record_unsent
 from voicemesh.runtime.streams import read_config, reject_second_config
 from voicemesh.services.llm.backend import (
     Done,
@@ -62,7 +63,8 @@ class LlmServicer:
         backend = await self.service.backend(config.model, config.backend if config.HasField("backend") else None)
         if not isinstance(backend, LlmBackend):
             raise InvalidInput(f"{config.model!r} is not served by a language-model provider")
-        stream = ChatStream(backend, conversation)
+        model = backend.descriptor
+        stream = ChatStream(backend, conversation, on_unsent=lambda done: record_unsent(_usage(done, model)))
         async for tagged in stream.run(_inputs(requests)):
             yield _response(tagged, backend.descriptor)
 
@@ -114,12 +116,14 @@ def _response(tagged: Tagged, model: str) -> llm_pb2.ChatResponse:
     if isinstance(event, ToolCallMade):
         call = llm_pb2.ToolCall(id=event.call.id, name=event.call.name, arguments_json=event.call.arguments_json)
         return llm_pb2.ChatResponse(generation_id=tagged.generation_id, tool_call=call)
-    assert isinstance(event, Done)
-    usage = common_pb2.Usage(
-        input_tokens=event.usage.input_tokens,
-        output_tokens=event.usage.output_tokens,
-        cached_tokens=event.usage.cached_tokens,
+    done = llm_pb2.ChatDone(finish_reason=_FINISH[event.reason], usage=_usage(event, model))
+    return llm_pb2.ChatResponse(generation_id=tagged.generation_id, done=done)
+
+
+def _usage(done: Done, model: str) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        input_tokens=done.usage.input_tokens,
+        output_tokens=done.usage.output_tokens,
+        cached_tokens=done.usage.cached_tokens,
         model=model,
     )
-    done = llm_pb2.ChatDone(finish_reason=_FINISH[event.reason], usage=usage)
-    return llm_pb2.ChatResponse(generation_id=tagged.generation_id, done=done)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from .backend import (
@@ -56,14 +56,22 @@ class Tagged:
 
 
 _END = object()
+# How long a stream whose client left waits for its generation to stop before cancelling it.
+STOP_WAIT_S = 5.0
 
 
 class ChatStream:
-    """Drives one conversation over ``backend``."""
+    """Drives one conversation over ``backend``.
 
-    def __init__(self, backend: LlmBackend, conversation: Conversation):
+    ``on_unsent`` gets the ``Done`` of a generation that ended after its client
+    left, so the work it did can still be metered.
+    """
+
+    def __init__(self, backend: LlmBackend, conversation: Conversation,
+                 on_unsent: Callable[[Done], None] | None = None):
         self.backend = backend
         self.conversation = conversation
+        self.on_unsent = on_unsent
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._token: CancelToken | None = None
@@ -83,6 +91,7 @@ class ChatStream:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self._stop_generation()
+            self._report_unsent()
 
     async def _read(self, inputs: AsyncIterator[GenerateInput | CancelInput]) -> None:
         try:
@@ -144,13 +153,28 @@ class ChatStream:
     async def _wait_generation(self) -> None:
         task = self._task
         if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+            # asyncio.wait, not gather: a waiter that is cancelled must not cancel the generation,
+            # which has to end with its Done (and free its slot) on its own.
+            await asyncio.wait({task})
             self._task = self._token = None
 
     async def _stop_generation(self) -> None:
+        """Cancel the running generation and let it end with its Done (cancel the task if it hangs)."""
+        task = self._task
+        if task is None:
+            return
         if self._token is not None:
             self._token.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        _, pending = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+        if pending:
+            log.warning("generation of %s did not stop within %.0f s; cancelling it", self.backend.descriptor,
+                        STOP_WAIT_S)
+            task.cancel()
         await self._wait_generation()
+
+    def _report_unsent(self) -> None:
+        while not self._outbox.empty():
+            item = self._outbox.get_nowait()
+            if isinstance(item, Tagged) and isinstance(item.event, Done) and self.on_unsent is not None:
+                self.on_unsent(item.event)
 

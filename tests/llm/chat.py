@@ -36,12 +36,14 @@ class Chat:
     """One Chat stream: put requests with generate()/cancel(), read with turn()/next()."""
 
     def __init__(self, address: str, model: str, *, backend: common_pb2.BackendOptions | None = None,
-                 sampling: llm_pb2.Sampling | None = None, first: llm_pb2.ChatRequest | None = None):
+                 sampling: llm_pb2.Sampling | None = None, first: llm_pb2.ChatRequest | None = None,
+                 metadata: list[tuple[str, str]] | None = None):
         self.channel = grpc.insecure_channel(address)
         self._requests: queue.Queue = queue.Queue()
         config = llm_pb2.ChatConfig(model=model, backend=backend, sampling=sampling)
         self._requests.put(first if first is not None else llm_pb2.ChatRequest(config=config))
-        self.responses = llm_pb2_grpc.LlmServiceStub(self.channel).Chat(iter(self._requests.get, None))
+        self.responses = llm_pb2_grpc.LlmServiceStub(self.channel).Chat(iter(self._requests.get, None),
+                                                                         metadata=metadata)
 
     def send(self, request: llm_pb2.ChatRequest) -> None:
         self._requests.put(request)

@@ -190,6 +190,37 @@ def test_a_client_that_goes_away_frees_its_slot(service_process):
         pytest.fail("the slot of the abandoned stream was never freed")
 
 
+def test_a_generation_whose_client_left_is_still_metered(service_process, tmp_path):
+    from voicemesh.metering import keys
+    from voicemesh.metering.ledger import open_store
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    store = open_store(url)
+    record, key = keys.create_key(store, "llm-test")
+    store.close()
+    llm = service_process("llm", args=PRELOAD, env={"VOICEMESH_LEDGER": url})
+    auth = [("authorization", f"Bearer {key}")]
+    with Chat(llm.address, MODEL, sampling=GREEDY, metadata=auth) as chat:
+        finished = chat.turn("whole", [user(QUESTION)])
+    gone = Chat(llm.address, MODEL, sampling=GREEDY, metadata=auth)
+    gone.generate("left", [user(COUNTING)], sampling=llm_pb2.Sampling(max_tokens=1500))
+    assert gone.next().WhichOneof("event") == "text_delta"
+    gone.responses.cancel()
+    gone.close()
+
+    for _ in range(100):
+        store = open_store(url)
+        records = store.usage(key_id=record.id)
+        store.close()
+        if len(records) == 2:
+            break
+        time.sleep(0.1)
+    assert [r.output_tokens for r in records][0] == finished.done.usage.output_tokens
+    unsent = records[1]
+    assert unsent.model == MODEL and unsent.service == "llm"
+    assert 0 < unsent.output_tokens < 1500 and unsent.input_tokens > 0
+
+
 def _error(address: str, model: str = MODEL, *, first=None, then=()) -> grpc.RpcError:
     with Chat(address, model, first=first) as chat:
         for request in then:
