@@ -180,3 +180,36 @@ def test_conversation_appends_replaces_and_keeps_replies():
             conversation.begin(messages, replace_history=False, tools=(), tool_choice=ToolChoice(), sampling=Sampling())
     with pytest.raises(InvalidInput, match="temperature"):
         Conversation(Sampling(temperature=5))
+
+
+def test_openai_stream_chunks_text_tool_call_deltas_usage_and_errors():
+    from voicemesh.errors import Unavailable
+    from voicemesh.services.llm.backends.openai import _chunk_events, _normalized, _Reply, _status_error
+
+    reply = _Reply()
+    chunks = [  # shapes from OpenAI's chat.completion.chunk documentation
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 1, "id": "call_b", "function": {"name": "set_alarm", "arguments": "{}"}},
+            {"index": 0, "function": {"arguments": ' "Oslo"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 12,
+                                  "prompt_tokens_details": {"cached_tokens": 32}}},
+    ]
+    texts = [event.text for chunk in chunks for event in _chunk_events(chunk, reply, "openai/x")]
+    assert texts == ["Hel", "lo"]
+    assert reply.reason is FinishReason.TOOL_CALLS
+    assert (reply.usage.input_tokens, reply.usage.output_tokens, reply.usage.cached_tokens) == (50, 12, 32)
+    assert [(c["id"], c["name"], "".join(c["arguments"])) for _, c in sorted(reply.calls.items())] == [
+        ("call_a", "get_weather", '{"city": "Oslo"}'), ("call_b", "set_alarm", "{}")]
+    assert _normalized('{"a": "x\ny"}') == '{"a": "x\\ny"}' and _normalized("{broken") == "{broken"
+
+    with pytest.raises(Unavailable, match="mid-stream"):
+        _chunk_events({"error": {"message": "overloaded"}}, _Reply(), "openai/x")
+    codes = {status: _status_error(status, "", "openai/x").code for status in (400, 401, 403, 404, 429, 500, 503, 504)}
+    assert codes == {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                     429: "RESOURCE_EXHAUSTED", 500: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
