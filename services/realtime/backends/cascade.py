@@ -26,7 +26,7 @@ from voicemesh.services.realtime.session import CascadeSession
 from voicemesh.services.stt import server as stt_server
 from voicemesh.services.stt.backend import Admission, SttBackend
 from voicemesh.services.tts import server as tts_server
-from voicemesh.services.tts.backend import TtsBackend
+from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def component_settings(settings: Any) -> dict[str, Any]:
     """The settings each component backend expects, from the realtime service's settings."""
     sessions = int(_get(settings, "max_sessions", 4))
     return {
-        "stt": stt_server.Settings(preload="", workers=1, queue=2 * sessions,
+        "stt": stt_server.Settings(preload="", workers=2, queue=2 * sessions,
                                    threads=int(_get(settings, "stt_threads", 1)), interim_interval_ms=500),
         "llm": llm_server.Settings(preload="", max_generations=sessions,
                                    llama_threads=int(_get(settings, "llm_threads", 1)),
@@ -102,7 +102,10 @@ class CascadeBackend(rt.RealtimeBackend):
         self.language = parse(descriptors["stt"]).variant or (self.stt.languages or ("en",))[0]
         self.llm = await self._caches["llm"].get(parse(descriptors["llm"]))
         self.default_voice = descriptors["tts"]
-        await self.tts_for("")
+        tts = await self.tts_for("")
+        async with contextlib.aclosing(tts.synthesize("Hello.", VoiceOptions())) as audio:
+            async for _ in audio:  # the first synthesis pays the engine's warm-up: not the first user
+                pass
         if not isinstance(self.stt, SttBackend) or not isinstance(self.llm, LlmBackend):
             raise FailedPrecondition(f"the cascade needs an STT and an LLM backend, got {descriptors}")
         log.info("voicemesh/cascade ready: %s", ", ".join(descriptors.values()))
