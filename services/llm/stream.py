@@ -1,6 +1,18 @@
 """One Chat stream as plain values: a conversation, at most one generation at a
 time, Cancel, and the order of the events sent back.
 
+Contract with clients (the orchestrator relies on it):
+- Generate appends its messages to the stream's conversation (or replaces it
+  with ``replace_history``); when the generation ends, the assistant's reply as
+  the client received it (text and tool calls) is appended too, so the next
+  turn needs only the new messages.
+- Cancel stops the running generation: nothing of it follows but its Done
+  (finish reason cancelled), and only the text sent before the Cancel stays in
+  the conversation. A Generate sent right after a Cancel starts once that Done
+  is out; a Generate sent while a generation runs waits for it to end.
+- An error (bad input, admission refused, remote failure) ends the stream with
+  its status; other streams are untouched.
+
 The reader task owns the running generation task; ``run`` owns the reader and
 stops both when the client goes away, so an abandoned stream frees its slot.
 """
