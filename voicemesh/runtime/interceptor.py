@@ -35,7 +35,9 @@ class _Call:
         self.labels = (service, method)
         self.start = time.monotonic()
         self.first_sent = False
-        self.token = logs.session_id.set(_session_id(context))
+        # Each RPC runs in a task of its own, so its context holds this id alone; nothing to reset
+        # (a response generator may be finalized in another context, where a reset would fail).
+        logs.session_id.set(_session_id(context))
         metrics.STREAMS_OPEN.labels(*self.labels).inc()
 
     def sent(self) -> None:
@@ -56,7 +58,6 @@ class _Call:
         metrics.RPCS.labels(*self.labels, code.name).inc()
         if code is not grpc.StatusCode.OK:
             metrics.ERRORS.labels(*self.labels, code.name).inc()
-        logs.session_id.reset(self.token)
 
 
 def _final_code(context: grpc.aio.ServicerContext, fallback: grpc.StatusCode) -> grpc.StatusCode:
