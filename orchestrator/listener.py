@@ -1,7 +1,10 @@
 """The session's ear: one STT Recognize stream, with fallback to the next STT target.
 
-Audio goes to the current stream; its events are posted to the session's
-queue tagged with the stream, so events of a replaced stream are ignored.
+Audio goes to the current stream through a writer task that sends what
+accumulated since its last write as one message: the session's loop never
+waits for a write, and a slow stream gets fewer, larger messages instead of
+a growing backlog. Events are posted to the session's queue tagged with the
+stream, so events of a replaced stream are ignored.
 After a failover the new stream gets the audio since the last utterance
 ended (at most ``REPLAY_S``) again, and its times are shifted to the
 session's audio timeline.
@@ -9,6 +12,7 @@ session's audio timeline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import grpc
@@ -34,6 +38,9 @@ class Listener:
         self.ended = False
         self._replay: list[bytes] = []
         self._replay_bytes = 0
+        self._pending = bytearray()  # audio not yet written to the current stream
+        self._wake = asyncio.Event()
+        self._ending = False
 
     @property
     def model(self) -> str:
@@ -51,8 +58,11 @@ class Listener:
                 self.fallbacks.failed(target, exc)
                 continue
             old, self.lane, self.ended = self.lane, lane, False
-            self.offset_ms = now_ms - len(audio) / 2 * 1000 / self.rate
+            # The new stream's time 0 is the first sample it gets: the replay, then what waits to be written.
+            self.offset_ms = now_ms - (len(audio) + len(self._pending)) / 2 * 1000 / self.rate
             self._spawn(self._read(lane), "stt")
+            self._spawn(self._pump(lane), "stt-writer")
+            self._wake.set()  # the old stream's writer sees it was replaced
             if old is not None:
                 with contextlib.suppress(*BROKEN):
                     await old.done_writing()  # it finishes its utterance and reports usage
@@ -64,24 +74,39 @@ class Listener:
         for start in range(0, len(pcm), step):
             await lane.audio(pcm[start:start + step])
 
-    async def audio(self, pcm: bytes) -> None:
+    def audio(self, pcm: bytes) -> None:
+        """Queue user audio for the current stream (and keep it for a replay)."""
         self._replay.append(pcm)
         self._replay_bytes += len(pcm)
         while self._replay_bytes > REPLAY_S * self.rate * 2 and len(self._replay) > 1:
             self._replay_bytes -= len(self._replay.pop(0))
-        if self.lane is not None:
+        self._pending += pcm
+        self._wake.set()
+
+    async def _pump(self, lane: SttLane) -> None:
+        step = self.rate * 2  # at most a second per message
+        while self.lane is lane:
+            if not self._pending:
+                if self._ending:
+                    with contextlib.suppress(*BROKEN):
+                        await lane.done_writing()  # it finishes its utterance, reports usage and ends
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            piece = bytes(self._pending[:step])
+            del self._pending[:step]
             with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
-                await self._write(self.lane, pcm)
+                await lane.audio(piece)
 
     def utterance_done(self) -> None:
         """Audio before now need not be replayed."""
         self._replay, self._replay_bytes = [], 0
 
-    async def end(self) -> None:
-        """No more audio: the stream flushes its utterance, reports usage and ends."""
-        if self.lane is not None:
-            with contextlib.suppress(*BROKEN):
-                await self.lane.done_writing()
+    def end(self) -> None:
+        """No more audio: the stream gets what is queued, then the half-close."""
+        self._ending = True
+        self._wake.set()
 
     async def _read(self, lane: SttLane) -> None:
         try:
@@ -91,14 +116,12 @@ class Listener:
         except grpc.aio.AioRpcError as exc:
             self._post(("stt_error", lane, exc))
 
-    async def failed(self, lane: SttLane, exc: grpc.aio.AioRpcError, targets: list[Target], now_ms: float,
-                     closing: bool) -> None:
+    async def failed(self, lane: SttLane, exc: grpc.aio.AioRpcError, targets: list[Target], now_ms: float) -> None:
         """The current stream broke: go on with the next target, replaying the open utterance."""
         self.fallbacks.failed(lane.target, exc)
         self.lane = None
+        self._pending.clear()  # the replay holds it
         await self.open([t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
-        if closing:
-            await self.end()
 
     def take_fallbacks(self) -> list[str]:
         entries, self.fallbacks = self.fallbacks.entries, FallbackLog()

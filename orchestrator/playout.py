@@ -31,8 +31,9 @@ class Playout:
     index into it). Sample counts are at the stream's output rate.
     """
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, seconds_per_char: float = 0.07):
         self.rate = rate
+        self.seconds_per_char = seconds_per_char  # speaking rate guess for a segment still arriving
         self.text = ""
         self._segments: dict[int, _Segment] = {}
         self.received_samples = 0
@@ -82,23 +83,45 @@ class Playout:
             if heard >= segment.samples and segment.done:
                 kept = segment.char_end
                 continue
-            kept = max(kept, segment.char_start + _cut(self.text[segment.char_start : segment.char_end],
-                                                      heard / segment.samples))
+            text = self.text[segment.char_start : segment.char_end]
+            total = segment.samples if segment.done else max(segment.samples, self._guess(len(text)))
+            kept = max(kept, segment.char_start + _cut(text, heard / total))
             break
         return kept
+
+    def _guess(self, chars: int) -> int:
+        """Samples of a segment of ``chars`` characters whose audio is not all here: from the done segments'
+        rate, else from ``seconds_per_char``."""
+        done = [s for s in self._segments.values() if s.done and s.char_end > s.char_start]
+        if done:
+            per_char = sum(s.samples for s in done) / sum(s.char_end - s.char_start for s in done)
+        else:
+            per_char = self.seconds_per_char * self.rate
+        return int(chars * per_char)
 
     def spoken_text(self, played: int) -> str:
         return self.text[: self.spoken_chars(played)].strip()
 
 
+# Speaking time of a character relative to a letter: voices pause at punctuation.
+_PAUSE = {",": 4.0, ";": 5.0, ":": 5.0, "—": 4.0, "–": 4.0, ".": 7.0, "!": 7.0, "?": 7.0, "…": 7.0}
+
+
 def _cut(text: str, fraction: float) -> int:
-    """Characters of ``text`` covering ``fraction`` of it, ending after a whole word."""
+    """Characters of ``text`` spoken in ``fraction`` of its audio, ending after a whole word.
+
+    Time is spread over the characters with longer weights for punctuation
+    (pauses), and only words whose end falls within the fraction are kept.
+    """
     if fraction >= 1.0:
         return len(text)
-    limit = fraction * len(text)
-    end = 0
+    weights = [_PAUSE.get(c, 1.0) for c in text]
+    limit = fraction * sum(weights)
+    end, spent, position = 0, 0.0, 0
     for match in re.finditer(r"\S+", text):
-        if match.end() > limit:
+        spent += sum(weights[position:match.end()])
+        position = match.end()
+        if spent > limit:
             break
         end = match.end()
     return end

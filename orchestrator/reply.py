@@ -71,7 +71,7 @@ class Reply:
     prefix: str = ""  # text of the reply already played before a resume
 
     def __post_init__(self) -> None:
-        self.playout = Playout(self.host.spec.output_rate)
+        self.playout = Playout(self.host.spec.output_rate)  # its speaking-rate guess is set with the voice
         self.tts: TtsLane | None = None
         self._tts_lock = asyncio.Lock()
         self._first_text = asyncio.Event()
@@ -240,6 +240,7 @@ class Reply:
                 self.fallbacks.failed(target, exc)
                 continue
             self.tts, self.tts_model = lane, target.descriptor
+            self.playout.seconds_per_char = 0.07 / (target.candidate.speed or 1.0)
             return
         raise Unavailable(f"no voice answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
 

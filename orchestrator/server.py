@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from voicemesh.mesh import MeshConfig
+from voicemesh.orchestrator import voice
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.servicer import AgentServicer
 from voicemesh.runtime.server import ServerSettings
@@ -32,6 +33,8 @@ class Settings(ServerSettings):
     mesh: str = setting("", "path of the mesh config (JSON: modality -> provider -> addresses); "
                             "empty: the local mesh of `voicemesh up` on the default ports")
     max_tokens: int = setting(256, "most tokens the LLM may generate per reply (0: the LLM service's default)")
+    barge_in_vad: bool = setting(True, "also run a Silero VAD on the user's audio while the agent talks, so barge-in "
+                                       "does not wait for the STT service's speech events (needs the stt extra)")
 
 
 class Orchestrator:
@@ -46,7 +49,10 @@ class Orchestrator:
         if not mesh.routes:
             mesh = MeshConfig.local()
         self.clients = MeshClients(mesh, max_message_bytes=settings.max_message_bytes)
-        self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens)
+        local_vad = settings.barge_in_vad and voice.available()
+        if settings.barge_in_vad and not local_vad:
+            log.warning("barge-in waits for the STT service's speech events: the stt extra is not installed")
+        self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)

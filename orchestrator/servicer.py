@@ -26,9 +26,11 @@ _DESCRIBE = {"stt": stt_pb2.SttServiceDescribeRequest, "llm": llm_pb2.LlmService
 class AgentServicer:
     """voicemesh.v1.AgentService over the model services of a mesh."""
 
-    def __init__(self, clients: MeshClients, *, max_tokens: int = 0, describe_timeout_s: float = 2.0):
+    def __init__(self, clients: MeshClients, *, max_tokens: int = 0, local_vad: bool = False,
+                 describe_timeout_s: float = 2.0):
         self.clients = clients
         self.max_tokens = max_tokens
+        self.local_vad = local_vad
         self.describe_timeout_s = describe_timeout_s
 
     async def Session(self, requests: AsyncIterator[agent_pb2.SessionRequest],
@@ -37,7 +39,8 @@ class AgentServicer:
         spec = validate(config, self.clients.mesh)
         metadata = dict(context.invocation_metadata() or ())
         session = Session(spec, self.clients, session_id=logs.session_id.get(),
-                          authorization=metadata.get("authorization"), max_tokens=self.max_tokens)
+                          authorization=metadata.get("authorization"), max_tokens=self.max_tokens,
+                          local_vad=self.local_vad)
         log.info("session: stt=%s llm=%s tts=%s", spec.stt[0].descriptor, spec.llm[0].descriptor,
                  spec.tts[0].descriptor)
         async for event in session.run(requests):

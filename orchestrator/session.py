@@ -24,6 +24,7 @@ from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.orchestrator.turns import BargeIn, UserTurn, endpoint_wait_ms
+from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
 
@@ -37,8 +38,9 @@ class Session:
     """One conversation over the mesh."""
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
-                 authorization: str | None = None, max_tokens: int = 0):
+                 authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
+        self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
         self.metadata = call_metadata(authorization, session_id)
         self.outbox = Outbox()
         self.events: asyncio.Queue = asyncio.Queue()
@@ -48,6 +50,8 @@ class Session:
         self.chat = Conversation(clients, self.metadata, instructions=spec.instructions,
                                  targets=clients.targets("llm", spec.llm), tools=spec.tools, max_tokens=max_tokens,
                                  on_usage=lambda turn, usage: self.report_usage(turn, "llm", usage))
+        self.detector = (SpeechDetector(spec.input_rate, spec.min_interruption_ms, post=self.events.put_nowait,
+                                        spawn=self._spawn) if local_vad else None)
         self.listener = Listener(clients, self.metadata, rate=spec.input_rate, min_silence_ms=spec.min_delay_ms,
                                  post=self.events.put_nowait, spawn=self._spawn)
         self.user = UserTurn()
@@ -57,7 +61,6 @@ class Session:
         self.reply: Reply | None = None
         self.suspended: tuple[Reply, int] | None = None  # barged-in reply waiting for words or resume
         self._timings: dict[int, TurnTiming] = {}
-        self._tasks: set[asyncio.Task] = set()
         self._timers: dict[str, tuple[asyncio.TimerHandle, object]] = {}
         self._tools: dict[str, asyncio.Future] = {}
         self.closing = self.stt_ended = False
@@ -180,7 +183,7 @@ class Session:
 
     async def _on_client_end(self) -> None:
         self.closing = True
-        await self.listener.end()
+        self.listener.end()
 
     async def _audio(self, pcm: bytes) -> None:
         if len(pcm) % 2:
@@ -188,10 +191,10 @@ class Session:
         if len(pcm) > MAX_CHUNK_S * self.spec.input_rate * 2:
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
-        await self.listener.audio(pcm)
-        if self.barge.due(self.clock.ms) and self.reply is not None and not self.reply.stopped:
-            log.info("barge-in at %.0f ms of user audio", self.clock.ms)
-            await self._interrupt(confirmed=self.barge.heard_words)
+        self.listener.audio(pcm)
+        if self.detector is not None and self.reply is not None and not self.reply.stopped:
+            self.detector.feed(pcm)
+        await self._check_barge_in()
 
     async def _user_text(self, text: str) -> None:
         if not text.strip():
@@ -232,10 +235,24 @@ class Session:
 
     # -- speech-to-text ------------------------------------------------------------------------
 
+    async def _on_vad(self, epoch: int, start_ms: float) -> None:
+        """The local VAD heard enough voice to interrupt (the STT events decide if it was words)."""
+        if epoch != self.detector.epoch or self.reply is None or self.reply.stopped:
+            return
+        if self.spec.interruption_enabled:
+            log.info("barge-in at %.0f ms of user audio (voice from %.0f ms, local VAD)", self.clock.ms, start_ms)
+            self.barge.start(int(start_ms))
+            await self._interrupt(confirmed=self.barge.heard_words)
+
+    async def _check_barge_in(self) -> None:
+        if self.barge.due(self.clock.ms) and self.reply is not None and not self.reply.stopped:
+            log.info("barge-in at %.0f ms of user audio (speech from %d ms)", self.clock.ms, self.barge.started_ms)
+            await self._interrupt(confirmed=self.barge.heard_words)
+
     async def _on_stt_error(self, lane: SttLane, exc: grpc.aio.AioRpcError) -> None:
         if lane is self.listener.lane:
             log.warning("STT %s failed: %s", lane.target, exc.details())
-            await self.listener.failed(lane, exc, self.stt_targets, self.clock.ms, self.closing)
+            await self.listener.failed(lane, exc, self.stt_targets, self.clock.ms)
 
     async def _on_stt_end(self, lane: SttLane) -> None:
         if lane is self.listener.lane:
@@ -311,6 +328,8 @@ class Session:
         reply.add_to_history, reply.prefix = add_to_history, prefix
         self.reply = reply
         self.barge.reset()
+        if self.detector is not None:
+            self.detector.reset(self.clock.ms)  # listen for barge-in from here
         self._state(A.AGENT_STATE_THINKING, reply.turn_id)
 
         async def run() -> None:

@@ -74,13 +74,22 @@ class AgentClient:
             request = await self._requests.get()
             if request is None:
                 return
+            # Audio that queued up while gRPC was busy goes as one message, as a real client would send it.
+            while request.WhichOneof("request") == "audio" and not self._requests.empty():
+                following = self._requests._queue[0]
+                if following is None or following.WhichOneof("request") != "audio" or len(request.audio) >= RATE:
+                    break
+                request = agent_pb2.SessionRequest(audio=request.audio + self._requests.get_nowait().audio)
             yield request
 
     async def _read(self) -> None:
-        async for response in self.call:
-            kind = response.WhichOneof("event")
-            self.events.append(Received(time.monotonic(), kind, getattr(response, kind)))
-            self._new.set()
+        try:
+            async for response in self.call:
+                kind = response.WhichOneof("event")
+                self.events.append(Received(time.monotonic(), kind, getattr(response, kind)))
+                self._new.set()
+        finally:
+            self._new.set()  # wake waiters to see the end
 
     def send(self, **request) -> None:
         self._requests.put_nowait(agent_pb2.SessionRequest(**request))

@@ -49,7 +49,7 @@ async def test_user_speech_stops_the_agent_and_truncates_the_reply(orchestrator)
         errors, count = word_errors(done.text, heard)
         assert errors <= max(3, 0.3 * count), (done.text, heard)
         # The interruption is the user's next turn, and the conversation goes on.
-        user = [t for t in s.of("user_transcript", 2) if t.final]
-        assert user and {"stop", "talking"} <= set(words(user[0].text))
+        user = await s.wait_for(lambda e: e.kind == "user_transcript" and e.event.final and e.event.turn_id == 2)
+        assert user.event.turn_id == 2 and {"stop", "talking"} <= set(words(user.event.text))
         second = await s.turn_done(2)
         assert not second.interrupted and second.text

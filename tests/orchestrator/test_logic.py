@@ -190,3 +190,24 @@ def test_audio_clock_maps_positions_to_arrival():
     assert clock.ms == 200
     assert clock.wall_at(50) == 10.0
     assert clock.wall_at(150) == 10.5
+
+
+def test_voice_counter_needs_enough_voice_in_one_burst():
+    from voicemesh.orchestrator.voice import VoiceCounter
+
+    counter = VoiceCounter(frame_ms=32, min_speech_ms=150)
+    assert counter.feed([0.1] * 10) is None
+    assert counter.feed([0.9, 0.8, 0.6]) is None  # 96 ms of voice
+    assert counter.feed([0.1] * 7) is None  # a 224 ms gap ends the burst
+    assert counter.feed([0.9] * 4) is None  # a new burst: 128 ms
+    assert counter.feed([0.4]) == 20 * 32  # 160 ms: reported with the burst's start
+    assert counter.feed([0.9] * 10) is None  # once per burst
+
+
+def test_a_segment_still_arriving_is_not_taken_as_whole():
+    p = Playout(rate=1000, seconds_per_char=0.05)
+    p.add_text("One day, in a small village nestled between hills, there lived a dog.")
+    p.chunk(segment_id=0, char_start=0, char_end=71, offset_samples=0, samples=1000)  # 1 s of ~3.5 s arrived
+    p.sent(1000, now=10.0)
+    spoken = p.spoken_text(p.played_samples(11.0))
+    assert spoken.startswith("One day") and "village" not in spoken
