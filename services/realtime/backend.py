@@ -11,7 +11,7 @@ Backends never import grpc; the servicer translates these dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -230,5 +230,9 @@ class RealtimeBackend(Backend):
     #: Voices the backend offers (Describe); empty means the provider decides.
     voices: tuple[str, ...] = ()
 
-    def converse(self, options: SessionOptions, events: AsyncIterator[ClientEvent]) -> AsyncIterator[ServerEvent]:
+    def converse(self, options: SessionOptions, events: AsyncIterator[ClientEvent], *,
+                 on_unsent: Callable[[Usage], None] = lambda usage: None) -> AsyncIterator[ServerEvent]:
+        """Run one session. ``on_unsent`` gets the usage the session could not report in a
+        ``ResponseDone`` (a response cut off by the client leaving, input audio after the last
+        response), so metering still sees it."""
         raise NotImplementedError

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DELTA_MS = 100
 SLOT_RETRIES = 20
 SLOT_RETRY_S = 0.05
+CANCEL_DRAIN_S = 2.0  # a cancelled generation stops within a token; its Done is awaited at most this long
 _END = object()
 
 
@@ -109,25 +110,52 @@ class Response:
                                                                  model=self.parts.model)))
 
     async def _generate(self, on_text) -> None:
-        parts = self.parts
-        for attempt in range(SLOT_RETRIES + 1):
-            events = parts.llm.generate(self.request, session=parts.conversation_key, cancel=self.cancel)
-            try:
-                first = await anext(events)
-                break
-            except ResourceExhausted:
-                # a generation cancelled a moment ago (this session's interrupted response) frees its slot
-                # within a token; wait for that rather than fail the new response
-                await events.aclose()
-                if attempt == SLOT_RETRIES:
-                    raise
-                await asyncio.sleep(SLOT_RETRY_S)
-            except StopAsyncIteration:
-                return
-        async with contextlib.aclosing(events):
-            self._on_llm(first, on_text)
-            async for event in events:
+        """Feed the model's events to ``on_text``. The model runs in its own task, so a cancelled
+        response can still collect the Done of the cut-off generation (it counts its tokens)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        pump = asyncio.create_task(self._pump(queue), name="realtime-llm-pump")
+        try:
+            while (event := await queue.get()) is not _END:
+                if isinstance(event, BaseException):
+                    raise event
                 self._on_llm(event, on_text)
+        except asyncio.CancelledError:
+            self.cancel.cancel()  # the model stops within a token and sends Done
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(pump), CANCEL_DRAIN_S)
+            while not queue.empty():
+                event = queue.get_nowait()
+                if isinstance(event, Done):
+                    self.done = event
+            raise
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _pump(self, queue: asyncio.Queue) -> None:
+        parts = self.parts
+        try:
+            for attempt in range(SLOT_RETRIES + 1):
+                events = parts.llm.generate(self.request, session=parts.conversation_key, cancel=self.cancel)
+                try:
+                    queue.put_nowait(await anext(events))
+                    break
+                except ResourceExhausted:
+                    # a generation cancelled a moment ago (this session's interrupted response) frees its
+                    # slot within a token; wait for that rather than fail the new response
+                    await events.aclose()
+                    if attempt == SLOT_RETRIES:
+                        raise
+                    await asyncio.sleep(SLOT_RETRY_S)
+                except StopAsyncIteration:
+                    return
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    queue.put_nowait(event)
+        except Exception as exc:  # the consumer raises it
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_END)
 
     def _on_llm(self, event: object, on_text) -> None:
         if isinstance(event, LlmText):

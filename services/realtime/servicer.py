@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import grpc
 from voicemesh.audio import check_pcm, check_sample_rate
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
+from voicemesh.runtime.auth import record_unsent
 from voicemesh.runtime.service import ModelService
 from voicemesh.runtime.streams import read_config
 from voicemesh.services.llm.backend import ROLES, Message, Tool, ToolCall
@@ -148,6 +150,18 @@ def session_config(options: rt.SessionOptions, model: str) -> realtime_pb2.Realt
     return config
 
 
+def usage_message(usage: rt.Usage, model: str) -> common_pb2.Usage:
+    return common_pb2.Usage(audio_seconds_in=usage.audio_seconds_in, audio_seconds_out=usage.audio_seconds_out,
+                            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                            cached_tokens=usage.cached_tokens, characters=usage.characters,
+                            model=usage.model or model)
+
+
+def _record_unsent(usage: rt.Usage, *, model: str) -> None:
+    if usage != rt.Usage(model=usage.model):  # something was consumed
+        record_unsent(usage_message(usage, model))
+
+
 def to_response(event: rt.ServerEvent, model: str) -> realtime_pb2.ConverseResponse:
     """One backend event as its protobuf message."""
     R = realtime_pb2.ConverseResponse
@@ -168,12 +182,8 @@ def to_response(event: rt.ServerEvent, model: str) -> realtime_pb2.ConverseRespo
     if isinstance(event, rt.ResponseCreated):
         return R(response_created=realtime_pb2.ResponseCreated(response_id=event.response_id, item_id=event.item_id))
     if isinstance(event, rt.ResponseDone):
-        u = event.usage
         return R(response_done=realtime_pb2.ResponseDone(
-            response_id=event.response_id, status=event.status,
-            usage=common_pb2.Usage(audio_seconds_in=u.audio_seconds_in, audio_seconds_out=u.audio_seconds_out,
-                                   input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                                   cached_tokens=u.cached_tokens, characters=u.characters, model=u.model or model),
+            response_id=event.response_id, status=event.status, usage=usage_message(event.usage, model),
             tool_calls=[llm_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
                         for c in event.tool_calls]))
     if isinstance(event, rt.ItemTruncated):
@@ -216,7 +226,8 @@ class RealtimeServicer:
                  ",".join(options.modalities))
         events = client_events(requests, config.model, options)
         try:
-            async with contextlib.aclosing(backend.converse(options, events)) as server_events:
+            unsent = functools.partial(_record_unsent, model=config.model)
+            async with contextlib.aclosing(backend.converse(options, events, on_unsent=unsent)) as server_events:
                 async for event in server_events:
                     yield to_response(event, config.model)
         finally:

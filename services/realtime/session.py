@@ -33,12 +33,13 @@ class CascadeSession:
 
     def __init__(self, *, stt: SttBackend, language: str, llm: LlmBackend,
                  voice: Callable[[str], Awaitable[TtsBackend]], options: rt.SessionOptions, sampling: Sampling,
-                 model: str, max_input_seconds: float):
+                 model: str, max_input_seconds: float, on_unsent: Callable[[rt.Usage], None]):
         self.stt, self.language, self.llm, self.voice = stt, language, llm, voice
         self.options = options
         self.sampling = sampling
         self.model = model
         self.max_input_seconds = max_input_seconds
+        self.on_unsent = on_unsent
         self.conversation = Conversation()
         self.out: asyncio.Queue = asyncio.Queue()
         self.listener: VadListener | BufferListener | None = None
@@ -98,6 +99,17 @@ class CascadeSession:
             await self._cancel_response()
             if self.listener is not None:
                 await self.listener.close()
+            self._report_unsent()
+
+    def _report_unsent(self) -> None:
+        """Usage the client never got: responses done after it left, input after the last response."""
+        while not self.out.empty():
+            event = self.out.get_nowait()
+            if isinstance(event, rt.ResponseDone):
+                self.on_unsent(event.usage)
+        if self.audio_in:
+            self.on_unsent(rt.Usage(audio_seconds_in=self.audio_in, model=self.model))
+            self.audio_in = 0.0
 
     def _listener(self, options: rt.SessionOptions) -> VadListener | BufferListener:
         if options.turn_detection is not None:

@@ -29,11 +29,12 @@ def session(model: str = "voicemesh/cascade", *, rate: int = 16000, out_rate: in
 class Conversation:
     """A Converse call fed from a queue; ``events`` keeps everything received."""
 
-    def __init__(self, address: str, first: R, timeout: float = 180):
+    def __init__(self, address: str, first: R, timeout: float = 180, metadata: list | None = None):
         self.channel = grpc.aio.insecure_channel(address)
         self._requests: asyncio.Queue = asyncio.Queue()
         self._requests.put_nowait(first)
-        self.call = realtime_pb2_grpc.RealtimeServiceStub(self.channel).Converse(self._gen(), timeout=timeout)
+        self.call = realtime_pb2_grpc.RealtimeServiceStub(self.channel).Converse(self._gen(), timeout=timeout,
+                                                                                    metadata=metadata)
         self.events: list[realtime_pb2.ConverseResponse] = []
 
     async def _gen(self):

@@ -84,6 +84,7 @@ async def test_speech_during_a_response_cancels_it_and_starts_the_next_turn(serv
         started = await conv.until("speech_started")
         done = (await conv.until("response_done", response_id=first.response_id)).response_done
         assert done.status == "cancelled"
+        assert done.usage.output_tokens > 0 and done.usage.input_tokens > 0  # the cut-off generation is counted
         assert conv.events.index(started) < conv.events.index(next(
             e for e in conv.events if e.WhichOneof("event") == "response_done"))
         heard_before_cut = len(conv.audio(first.response_id))

@@ -3,10 +3,13 @@ mid-response, and a session update that changes the session mid-stream."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import pytest
 
 from tests.realtime.helpers import Conversation, session, status_of
-from tests.speech import words
+from tests.speech import silence, words
 from voicemesh.v1 import realtime_pb2
 
 
@@ -23,9 +26,16 @@ async def test_a_vanished_client_frees_its_slot_and_a_session_over_the_limit_is_
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1 of 1" in details
     await first.close()  # gone mid-response: the server cancels the response and frees the slot
 
-    second = Conversation(realtime.address, session(vad=False, modalities=["text"]))
+    for _ in range(100):  # the slot is free once the server has noticed the client left
+        second = Conversation(realtime.address, session(vad=False, modalities=["text"]))
+        try:
+            await second.until("session_updated", timeout=30)
+            break
+        except grpc.aio.AioRpcError as error:
+            await second.close()
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await asyncio.sleep(0.1)
     try:
-        await second.until("session_updated", timeout=30)
         second.send(item_create={"item": {"role": "user", "content": "What is the capital of France?"}})
         second.send(response_create={})
         done = (await second.until("response_done")).response_done
@@ -48,3 +58,36 @@ async def test_a_vanished_client_frees_its_slot_and_a_session_over_the_limit_is_
     audio = second.audio(created.response_id)
     assert audio and done.usage.audio_seconds_out == len(audio) / 2 / 22050
     assert words(second.text(created.response_id, transcript=True))
+
+
+async def test_usage_the_client_never_got_still_reaches_the_ledger(service_process, tmp_path):
+    from voicemesh.metering import keys
+    from voicemesh.metering.ledger import open_store
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    store = open_store(url)
+    record, key = keys.create_key(store, "realtime-unsent")
+    store.close()
+    realtime = service_process("realtime", env={"VOICEMESH_LEDGER": url}, args=["--max-response-tokens", "60"])
+    metadata = [("authorization", f"Bearer {key}")]
+    # a response cut off by the client leaving mid-audio, then input audio with no response after it
+    conv = Conversation(realtime.address, session(vad=False), metadata=metadata)
+    await conv.until("session_updated")
+    conv.send(item_create={"item": {"role": "user", "content": "Can you tell me a short story about a dog?"}})
+    conv.send(response_create={})
+    await conv.until("audio_delta")
+    conv.send_audio(silence(1.5))
+    await asyncio.sleep(0.5)
+    await conv.close()
+    for _ in range(100):  # the server records once it notices the client left
+        store = open_store(url)
+        records = store.usage(key_id=record.id)
+        store.close()
+        if len(records) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(records) == 2, records
+    by_kind = sorted(records, key=lambda r: r.output_tokens)
+    assert by_kind[0].audio_seconds_in == pytest.approx(1.5) and by_kind[0].output_tokens == 0
+    assert by_kind[1].output_tokens > 0 and by_kind[1].audio_seconds_out > 0
+    assert {r.model for r in records} == {"voicemesh/cascade"}

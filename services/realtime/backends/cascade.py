@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from voicemesh.backend import BackendCache, ModelCard
@@ -129,8 +129,8 @@ class CascadeBackend(rt.RealtimeBackend):
             await cache.close()
         self._caches = {}
 
-    async def converse(self, options: rt.SessionOptions,
-                       events: AsyncIterator[rt.ClientEvent]) -> AsyncIterator[rt.ServerEvent]:
+    async def converse(self, options: rt.SessionOptions, events: AsyncIterator[rt.ClientEvent], *,
+                       on_unsent: Callable[[rt.Usage], None] = lambda usage: None) -> AsyncIterator[rt.ServerEvent]:
         self.admission.acquire()
         try:
             if not options.instructions:
@@ -138,7 +138,7 @@ class CascadeBackend(rt.RealtimeBackend):
             session = CascadeSession(
                 stt=self.stt, language=self.language, llm=self.llm, voice=self.tts_for, options=options,
                 sampling=Sampling(), model=f"{self.provider}/{self.model}",
-                max_input_seconds=float(_get(self.settings, "max_input_seconds", 120.0)))
+                max_input_seconds=float(_get(self.settings, "max_input_seconds", 120.0)), on_unsent=on_unsent)
             async with contextlib.aclosing(session.run(events)) as server_events:
                 async for event in server_events:
                     yield event

@@ -15,7 +15,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -274,8 +274,8 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
             raise DeadlineExceeded(f"the realtime API at {self.options.base_url} did not answer in "
                                    f"{self.options.timeout_s:g} s") from None
 
-    async def converse(self, options: rt.SessionOptions,
-                       events: AsyncIterator[rt.ClientEvent]) -> AsyncIterator[rt.ServerEvent]:
+    async def converse(self, options: rt.SessionOptions, events: AsyncIterator[rt.ClientEvent], *,
+                       on_unsent: Callable[[rt.Usage], None] = lambda usage: None) -> AsyncIterator[rt.ServerEvent]:
         ws = await self._connect()
         session = _Session(ws, options, self.model)
         queue: asyncio.Queue = asyncio.Queue()
@@ -294,6 +294,9 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await ws.close()
+            if session.audio_in or session.audio_out:  # audio after the last response.done (tokens unknown)
+                on_unsent(rt.Usage(audio_seconds_in=session.audio_in, audio_seconds_out=session.audio_out,
+                                   model=f"openai/{self.model}"))
 
     @staticmethod
     async def _read(session: _Session, queue: asyncio.Queue) -> None:
