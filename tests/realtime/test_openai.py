@@ -3,6 +3,8 @@ that speaks the documented OpenAI Realtime WebSocket protocol."""
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 import pytest
 
@@ -147,3 +149,16 @@ async def test_refused_connection_is_unavailable(realtime):
     code, details = await status_of(conv)
     await conv.close()
     assert code == grpc.StatusCode.UNAVAILABLE, details
+
+
+async def test_a_server_that_never_answers_the_handshake_is_deadline_exceeded(realtime):
+    with socket.socket() as silent:  # accepts connections (backlog) but never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}/v1"
+        conv = Conversation(realtime.address, session(MODEL, backend=common_pb2.BackendOptions(
+            base_url=url, api_key="test-key", timeout_s=1.0)))
+        code, details = await status_of(conv)
+        await conv.close()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
+    assert "1 s" in details

@@ -268,11 +268,11 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
             error = {401: Unauthenticated, 403: PermissionDenied, 404: ModelNotFound, 429: ResourceExhausted}.get(
                 status, Unavailable)
             raise error(text, model=f"{self.provider}/{self.model}") from None
-        except (OSError, InvalidHandshake) as exc:
-            raise Unavailable(f"cannot reach the realtime API at {self.options.base_url}: {exc}") from None
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a subclass
             raise DeadlineExceeded(f"the realtime API at {self.options.base_url} did not answer in "
                                    f"{self.options.timeout_s:g} s") from None
+        except (OSError, InvalidHandshake) as exc:
+            raise Unavailable(f"cannot reach the realtime API at {self.options.base_url}: {exc}") from None
 
     async def converse(self, options: rt.SessionOptions, events: AsyncIterator[rt.ClientEvent], *,
                        on_unsent: Callable[[rt.Usage], None] = lambda usage: None) -> AsyncIterator[rt.ServerEvent]:
