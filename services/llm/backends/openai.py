@@ -19,17 +19,9 @@ from typing import Any
 
 import httpx
 
+from voicemesh import remote
 from voicemesh.backend import ModelCard
-from voicemesh.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    VoiceMeshError,
-)
+from voicemesh.errors import Unavailable
 from voicemesh.services.llm.backend import (
     CancelToken,
     Done,
@@ -119,14 +111,12 @@ class OpenAILlmBackend(LlmBackend):
         cancelled = asyncio.ensure_future(cancel.wait())
         response: httpx.Response | None = None
         try:
-            sent = self._client.send(self._client.build_request("POST", url, json=self._body(request)), stream=True)
+            sent = remote.send(self._client, self._client.build_request("POST", url, json=self._body(request)),
+                               endpoint="/chat/completions", model=self.descriptor)
             finished, response = await _unless_cancelled(sent, cancelled)
             if not finished:
                 reply.reason = FinishReason.CANCELLED
                 return
-            if response.status_code >= 400:
-                detail = (await response.aread()).decode("utf-8", "replace")[:300]
-                raise _status_error(response.status_code, detail, self.descriptor)
             lines = response.aiter_lines()
             while True:
                 finished, line = await _unless_cancelled(anext(lines, None), cancelled)
@@ -138,13 +128,8 @@ class OpenAILlmBackend(LlmBackend):
                 if line.startswith("data:"):
                     for event in _chunk_events(json.loads(line[5:]), reply, self.descriptor):
                         yield event
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(
-                f"{url} did not answer within {self.options.timeout_s:g} s ({type(exc).__name__})",
-                model=self.descriptor,
-            ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise Unavailable(f"cannot reach {url}: {exc or type(exc).__name__}", model=self.descriptor) from None
+        except httpx.HTTPError as exc:
+            raise remote.transport_error(exc, url=url, timeout_s=self.options.timeout_s, model=self.descriptor) from None
         except json.JSONDecodeError as exc:
             raise Unavailable(f"{url} sent a malformed event: {exc}", model=self.descriptor) from None
         finally:
@@ -248,20 +233,3 @@ def _chunk_events(chunk: Any, reply: _Reply, model: str) -> list[LlmEvent]:
         if reason := choice.get("finish_reason"):
             reply.reason = _FINISH.get(reason, FinishReason.STOP)
     return events
-
-
-def _status_error(status: int, detail: str, model: str) -> VoiceMeshError:
-    message = f"remote /chat/completions answered HTTP {status}: {detail or '(no body)'}"
-    if status == 401:
-        return Unauthenticated(message, model=model)
-    if status == 403:
-        return PermissionDenied(message, model=model)
-    if status == 404:
-        return ModelNotFound(message, model=model)
-    if status == 429:
-        return ResourceExhausted(message, model=model)
-    if status in (400, 413, 422):
-        return InvalidInput(message, model=model)
-    if status in (408, 504):
-        return DeadlineExceeded(message, model=model)
-    return Unavailable(message, model=model)
