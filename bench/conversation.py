@@ -126,7 +126,7 @@ class Pacer:
 # --- phase 1: through the mesh ---------------------------------------------------------------------
 
 async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpointing_ms: int,
-                       timeout_s: float) -> list[Turn]:
+                       timeout_s: float, *, mode: str = "mesh") -> list[Turn]:
     """One session, one turn per question, sent as one continuous real-time audio stream."""
     turns: list[Turn] = []
     state = {"turn": None, "first_audio": None, "done": asyncio.Event(), "metrics": asyncio.Event()}
@@ -159,7 +159,7 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
         try:
             pacer = Pacer()
             for question, pcm in questions:
-                turn = Turn("mesh", question, round(len(pcm) / 2 / RATE, 2))
+                turn = Turn(mode, question, round(len(pcm) / 2 / RATE, 2))
                 state.update(turn=turn, first_audio=None)
                 state["done"].clear()
                 state["metrics"].clear()
@@ -201,7 +201,8 @@ def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) ->
         with LocalMesh(options) as mesh:
             print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
             # One warm-up turn (not measured), as a deployed mesh would have had.
-            asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout))
+            asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout,
+                                     mode="warm-up"))
             turns: list[Turn] = []
             for group in groups:
                 turns += asyncio.run(mesh_session(mesh.orchestrator_address, group, args.endpointing_ms,
@@ -323,7 +324,9 @@ async def run_in_process_async(groups: list[list[tuple[str, bytes]]], args: argp
     await pipeline.load()
     turns: list[Turn] = []
     try:
-        await pipeline.turn(*groups[0][0], [], object())  # warm-up, not measured
+        warm = await pipeline.turn(*groups[0][0], [], object())  # warm-up, not measured
+        warm.mode = "warm-up"
+        print_turn(warm)
         for group in groups:
             history: list = []
             session = object()
