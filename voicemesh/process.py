@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voicemesh import tls
+
 log = logging.getLogger(__name__)
 
 
@@ -25,9 +27,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def health(address: str, service: str = "", timeout: float = 1.0) -> str | None:
-    """The health status name at ``address``, or None when it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+def health(address: str, service: str = "", timeout: float = 1.0,
+           credentials: grpc.ChannelCredentials | None = None) -> str | None:
+    """The health status name at ``address``, or None when it does not answer.
+
+    Over TLS with ``credentials``, else with ``VOICEMESH_TLS_*`` from the environment (voicemesh.tls),
+    else plaintext.
+    """
+    with tls.channel(address, credentials=credentials) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -49,6 +56,7 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         log_path: str | Path | None = None,
         host: str = "127.0.0.1",
+        credentials: grpc.ChannelCredentials | None = None,
     ):
         self.service = service
         self.host = host
@@ -56,6 +64,7 @@ class ServiceProcess:
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.log_path = Path(log_path) if log_path else None
+        self.credentials = credentials  # TLS client credentials for the health checks (None: from env)
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
@@ -80,7 +89,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.service} exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            if health(self.address) == "SERVING":
+            if health(self.address, credentials=self.credentials) == "SERVING":
                 return self
             time.sleep(0.1)
         raise TimeoutError(f"{self.service} at {self.address} not SERVING after {timeout:.0f} s:\n{self.log_tail()}")

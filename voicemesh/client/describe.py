@@ -6,6 +6,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from voicemesh import tls
+
 from voicemesh.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -40,9 +42,10 @@ def list_services(channel: grpc.Channel, timeout: float) -> list[str]:
     return names
 
 
-def describe_address(address: str, timeout: float = 10.0) -> list[common_pb2.ServiceDescription]:
-    """Describe every VoiceMesh service found at ``address``."""
-    with grpc.insecure_channel(address) as channel:
+def describe_address(address: str, timeout: float = 10.0,
+                     credentials: grpc.ChannelCredentials | None = None) -> list[common_pb2.ServiceDescription]:
+    """Describe every VoiceMesh service found at ``address`` (TLS as in ``voicemesh.tls.channel``)."""
+    with tls.channel(address, credentials=credentials) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)
         found = [name for name in list_services(channel, timeout) if name in DESCRIBABLE]
         if not found:
@@ -79,9 +82,10 @@ def format_description(description: common_pb2.ServiceDescription) -> str:
     return "\n".join(lines)
 
 
-def health_status(address: str, service: str = "", timeout: float = 5.0) -> str:
-    """The grpc.health.v1 status name of ``service`` at ``address``."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(address: str, service: str = "", timeout: float = 5.0,
+                  credentials: grpc.ChannelCredentials | None = None) -> str:
+    """The grpc.health.v1 status name of ``service`` at ``address`` (TLS as in ``voicemesh.tls.channel``)."""
+    with tls.channel(address, credentials=credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -20,8 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from voicemesh import tls
 from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
+from voicemesh.runtime.limits import Limits
 from voicemesh.runtime.metrics import serve_metrics
 from voicemesh.settings import setting
 
@@ -46,6 +48,17 @@ class ServerSettings:
                           "(authorization: Bearer <key>) and every Usage is recorded; empty: no auth, no metering")
     auth: bool = setting(True, "require API keys when a ledger is set (--no-auth: record usage without keys)")
     prices: str = setting("", "price table file (JSON or TOML) for cost quotas; see voicemesh/metering/prices.py")
+    tls_cert: str = setting("", "PEM certificate (chain) of this server: serve TLS only (needs --tls-key); "
+                            "also the client certificate this process presents to mutual-TLS servers")
+    tls_key: str = setting("", "PEM private key of --tls-cert")
+    tls_client_ca: str = setting("", "PEM CA certificate(s): with it, mutual TLS; clients must present a "
+                                 "certificate this CA signed")
+    max_streams: int = setting(0, "streaming RPCs open at once in this process; one more gets RESOURCE_EXHAUSTED "
+                               "(0: no limit)")
+    max_streams_per_key: int = setting(0, "streaming RPCs open at once per API key when keys are checked; "
+                                       "one more gets RESOURCE_EXHAUSTED (0: no limit)")
+    max_stream_s: float = setting(0.0, "longest a streaming RPC may last, in seconds; then it ends with "
+                                  "RESOURCE_EXHAUSTED (0: no limit)")
 
 
 class ServiceDefinition(Protocol):
@@ -94,7 +107,8 @@ async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
 
 
 async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: auth.Guard | None) -> int:
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(service.name, guard)], options=server_options(settings))
+    interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings))
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     service.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -106,12 +120,16 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
+    try:
+        port = _listen(server, address, settings)
+    except Exception as exc:  # an unreadable certificate: say so and exit
+        log.error("cannot set up TLS: %s", exc)
+        return 1
     if port == 0:
         log.error("cannot listen on %s", address)
         return 1
     await server.start()
-    log.info("%s service listening on %s:%d", service.name, settings.host, port)
+    log.info("%s service listening on %s:%d (%s)", service.name, settings.host, port, _transport(settings))
     serve_metrics(settings.metrics_host, settings.metrics_port)
 
     stop = asyncio.Event()
@@ -143,6 +161,20 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     await service.stop()
     log.info("%s service stopped", service.name)
     return exit_code
+
+
+def _transport(settings: ServerSettings) -> str:
+    if not settings.tls_cert:
+        return "plaintext"
+    return "mutual TLS" if settings.tls_client_ca else "TLS"
+
+
+def _listen(server: grpc.aio.Server, address: str, settings: ServerSettings) -> int:
+    """Bind ``address``: TLS when a certificate is configured, plaintext otherwise; returns the port."""
+    if settings.tls_cert or settings.tls_key or settings.tls_client_ca:
+        credentials = tls.server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        return server.add_secure_port(address, credentials)
+    return server.add_insecure_port(address)
 
 
 def run(service: ServiceDefinition, settings: ServerSettings) -> int:
