@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from voicemesh.runtime import auth, logs, metrics, status
+from voicemesh.runtime.limits import Limits
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,12 @@ async def _close(responses: AsyncIterator, method: str) -> None:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
-    def __init__(self, service: str, guard: auth.Guard | None = None):
+    def __init__(self, service: str, guard: auth.Guard | None = None, limits: Limits | None = None):
         self.service = service
         # API keys, quotas and usage metering (voicemesh.runtime.auth); None when the server has no ledger.
         self.guard = guard
+        # Open-stream and stream-duration limits (voicemesh.runtime.limits).
+        self.limits = limits or Limits()
 
     async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)
@@ -110,12 +113,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request_iterator, context):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
-            responses = None
+            responses = bounded = None
+            slot = None
             try:
                 caller = await self._admit(request_iterator, context) if self.guard else None
+                slot = await self._take_slot(request_iterator, caller)
                 requests = call.counted(request_iterator)
                 responses = behavior(caller.requests(requests) if caller else requests, context)
-                async for response in responses:
+                bounded = slot.bounded(responses)
+                async for response in bounded:
                     if caller is not None:
                         await caller.observe(response)
                     call.sent()
@@ -131,11 +137,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = status.to_status(exc)[0]
                 await status.abort(context, exc)
             finally:
+                if bounded is not None:
+                    await _close(bounded, method)
                 if responses is not None:
                     await _close(responses, method)
+                if slot is not None:
+                    slot.release()
                 call.finish(code)
 
         return wrapper
+
+    async def _take_slot(self, requests: AsyncIterator, caller: auth.Caller | None):
+        try:
+            return self.limits.admit(caller.key.id if caller is not None and caller.key is not None else "")
+        except Exception:
+            await auth.drain(requests)  # as in _admit: let the client finish writing, then refuse
+            raise
 
     async def _admit(self, requests: AsyncIterator, context: grpc.aio.ServicerContext):
         try:
