@@ -49,6 +49,8 @@ class CascadeSession:
         self.audio_in = 0.0  # input seconds since the last response
         self._responses = 0
         self._audio_in_of_response = 0.0
+        self._turn_waiting = False  # a user turn ended during a response it did not interrupt
+        self._closing = False
 
     # ---- the Sink of the listeners --------------------------------------
 
@@ -74,8 +76,11 @@ class CascadeSession:
         else:
             item.text = text
         vad = self.options.turn_detection
-        if from_vad and text.strip() and vad is not None and vad.create_response and not self.responding:
-            self._start_response(self.options.modalities)
+        if from_vad and text.strip() and vad is not None and vad.create_response:
+            if self.responding:  # not interrupted (interrupt_response off): answer once this response is done
+                self._turn_waiting = True
+            else:
+                self._start_response(self.options.modalities)
 
     # ---- session ----------------------------------------------------------
 
@@ -94,6 +99,7 @@ class CascadeSession:
                     raise item
                 yield item
         finally:
+            self._closing = True
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self._cancel_response()
@@ -124,7 +130,7 @@ class CascadeSession:
                 except (InvalidInput, ModelNotFound) as exc:  # this event is refused; the session goes on
                     self.emit(rt.ErrorEvent.of(exc))
             await self.listener.finish()
-            if self.response_task is not None:
+            while self.responding:  # a response may start the next one (a turn that waited)
                 await asyncio.wait({self.response_task})
             self.out.put_nowait(_END)
         except asyncio.CancelledError:
@@ -190,6 +196,9 @@ class CascadeSession:
                                      tools=self.options.tools, sampling=self.sampling)
 
         await response.run(audio_in, prepare)
+        if self._turn_waiting and response is self.response and not self._closing:
+            self._turn_waiting = False
+            self._start_response(self.options.modalities)
 
     def _cancel_soon(self) -> None:
         task = self.response_task

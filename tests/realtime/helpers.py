@@ -14,7 +14,8 @@ R = realtime_pb2.ConverseRequest
 
 
 def session(model: str = "voicemesh/cascade", *, rate: int = 16000, out_rate: int = 16000, vad: bool = True,
-            silence_ms: int = 600, modalities: Iterable[str] = ("text", "audio"), instructions: str = "",
+            silence_ms: int = 600, interrupt: bool = True, modalities: Iterable[str] = ("text", "audio"),
+            instructions: str = "",
             backend: common_pb2.BackendOptions | None = None) -> R:
     config = realtime_pb2.RealtimeSessionConfig(
         model=model, instructions=instructions, input_sample_rate_hz=rate, output_sample_rate_hz=out_rate,
@@ -22,7 +23,7 @@ def session(model: str = "voicemesh/cascade", *, rate: int = 16000, out_rate: in
     if vad:
         config.turn_detection.CopyFrom(realtime_pb2.ServerVad(
             threshold=0.5, prefix_padding_ms=300, silence_duration_ms=silence_ms, create_response=True,
-            interrupt_response=True))
+            interrupt_response=interrupt))
     return R(session_update=config)
 
 

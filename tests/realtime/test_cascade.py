@@ -160,3 +160,24 @@ async def test_text_only_response_and_a_second_response_create_is_refused_in_ban
     assert not conv.audio(created.response_id) and not conv.text(created.response_id, transcript=True)
     assert done.usage.audio_seconds_out == 0 and done.usage.output_tokens > 0 and done.usage.characters == 0
     assert len(conv.of("response_created")) == 1
+
+
+async def test_without_interrupt_response_speech_waits_for_the_response_then_gets_its_own(service_process):
+    realtime = _serve(service_process)
+    conv = Conversation(realtime.address, session(interrupt=False))
+    try:
+        await conv.until("session_updated")
+        conv.send(item_create={"item": {"role": "user", "content": STORY}})
+        conv.send(response_create={})
+        first = (await conv.until("response_created")).response_created
+        await conv.until("audio_delta")
+        await conv.stream_audio(speak(QUESTION) + silence(1.2), speed=4.0)
+        done = (await conv.until("response_done", response_id=first.response_id)).response_done
+        second = (await conv.until("response_created")).response_created
+        done2 = (await conv.until("response_done", response_id=second.response_id, timeout=180)).response_done
+        conv.end()
+        await conv.rest()
+    finally:
+        await conv.close()
+    assert conv.of("speech_started") and done.status in ("completed", "incomplete")  # not cancelled
+    assert done2.status == "completed" and "paris" in words(conv.text(second.response_id, transcript=True))
