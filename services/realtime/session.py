@@ -195,7 +195,11 @@ class CascadeSession:
             return GenerationRequest(messages=self.conversation.messages(self.options.instructions),
                                      tools=self.options.tools, sampling=self.sampling)
 
-        await response.run(audio_in, prepare)
+        try:
+            await response.run(audio_in, prepare)
+        except Exception as exc:  # not a backend error (those end the response as failed): the session fails
+            self.fail(exc)
+            return
         if self._turn_waiting and response is self.response and not self._closing:
             self._turn_waiting = False
             self._start_response(self.options.modalities)
