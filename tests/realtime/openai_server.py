@@ -228,7 +228,34 @@ class _Connection:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def _wants_tool(self) -> dict[str, Any] | None:
+        """The session's first tool, when the last item is a user message (not a tool's output)."""
+        tools = self.session.get("tools") or []
+        last = list(self.items.values())[-1] if self.items else {}
+        return tools[0] if tools and last.get("role") == "user" else None
+
+    async def call_tool(self, tool: dict[str, Any]) -> None:
+        """A response whose output is one function call (documented function-calling flow)."""
+        response_id, item_id, call_id = (self.server.new_id("resp"), self.server.new_id("item"),
+                                         self.server.new_id("call"))
+        arguments = json.dumps({"city": "Paris"})
+        call = {"id": item_id, "type": "function_call", "call_id": call_id, "name": tool["name"],
+                "arguments": arguments}
+        self.items[item_id] = dict(call)
+        await self.send({"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
+        await self.send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
+                         "item": {**call, "arguments": ""}})
+        await self.send({"type": "response.function_call_arguments.done", "response_id": response_id,
+                         "item_id": item_id, "call_id": call_id, "arguments": arguments})
+        await self.send({"type": "response.done", "response": {
+            "id": response_id, "status": "completed", "output": [call],
+            "usage": {"total_tokens": 12, "input_tokens": 10, "output_tokens": 2}}})
+
     async def respond(self, modalities: list[str]) -> None:
+        tool = self._wants_tool()
+        if tool is not None:
+            await self.call_tool(tool)
+            return
         response_id, item_id = self.server.new_id("resp"), self.server.new_id("item")
         status, sent = "completed", 0
         words = self.server.reply.split()

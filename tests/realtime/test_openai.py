@@ -3,6 +3,7 @@ that speaks the documented OpenAI Realtime WebSocket protocol."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import grpc
@@ -65,7 +66,7 @@ async def test_spoken_turn_with_server_vad_gets_transcript_audio_and_usage(fake,
     handshake = fake.seen.handshakes[-1]
     assert handshake["path"] == "/v1/realtime?model=gpt-realtime"
     assert handshake["authorization"] == "Bearer test-key" and handshake["openai-beta"] == "realtime=v1"
-    update = next(e for e in fake.seen.events if e["type"] == "session.update")["session"]
+    update = [e for e in fake.seen.events if e["type"] == "session.update"][-1]["session"]
     assert update["turn_detection"]["type"] == "server_vad" and update["input_audio_format"] == "pcm16"
     assert update["turn_detection"]["silence_duration_ms"] == 600
 
@@ -162,3 +163,28 @@ async def test_a_server_that_never_answers_the_handshake_is_deadline_exceeded(re
         await conv.close()
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
     assert "1 s" in details
+
+
+async def test_function_calls_come_back_in_response_done_and_their_output_goes_up(fake, realtime):
+    first = session(MODEL, vad=False, modalities=["text"], backend=_options(fake.url))
+    first.session_update.tools.add(name="get_weather", description="Weather of a city",
+                                   parameters_json='{"type": "object", "properties": {"city": {"type": "string"}}}')
+    conv = Conversation(realtime.address, first)
+    try:
+        await conv.until("session_updated")
+        conv.send(item_create={"item": {"role": "user", "content": "What is the weather in Paris?"}})
+        conv.send(response_create={})
+        done = (await conv.until("response_done")).response_done
+        assert [(c.name, json.loads(c.arguments_json)) for c in done.tool_calls] == [("get_weather", {"city": "Paris"})]
+        call_id = done.tool_calls[0].id
+        conv.send(item_create={"item": {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"}})
+        conv.send(response_create={})
+        created = (await conv.until("response_created")).response_created
+        (await conv.until("response_done", response_id=created.response_id))
+        assert conv.text(created.response_id, transcript=False) == REPLY
+    finally:
+        await conv.close()
+    update = [e for e in fake.seen.events if e["type"] == "session.update"][-1]["session"]
+    assert update["tools"][0]["type"] == "function" and update["tools"][0]["name"] == "get_weather"
+    output = [e["item"] for e in fake.seen.events if e["type"] == "conversation.item.create"][-1]
+    assert output == {"type": "function_call_output", "call_id": call_id, "output": "Sunny, 21 C"}
