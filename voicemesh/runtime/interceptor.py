@@ -36,6 +36,7 @@ class _Call:
         self.labels = (service, method)
         self.start = time.monotonic()
         self.first_sent = False
+        self.finished = False
         # Each RPC runs in a task of its own, so its context holds this id alone; nothing to reset
         # (a response generator may be finalized in another context, where a reset would fail).
         logs.session_id.set(_session_id(context))
@@ -54,6 +55,9 @@ class _Call:
             yield request
 
     def finish(self, code: grpc.StatusCode) -> None:
+        if self.finished:
+            return
+        self.finished = True
         metrics.STREAMS_OPEN.labels(*self.labels).dec()
         metrics.RPC_SECONDS.labels(*self.labels).observe(time.monotonic() - self.start)
         metrics.RPCS.labels(*self.labels, code.name).inc()
@@ -78,6 +82,12 @@ async def _close(responses: AsyncIterator, method: str) -> None:
         await aclose()
     except Exception:  # the RPC already has its status; the servicer's cleanup failure is logged
         log.exception("%s: the servicer failed while closing", method)
+
+
+async def _close_all(bounded: AsyncIterator | None, responses: AsyncIterator | None, method: str) -> None:
+    for generator in (bounded, responses):
+        if generator is not None:
+            await _close(generator, method)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -135,6 +145,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:
                 code = status.to_status(exc)[0]
+                # Stop the servicer first, then let the client finish writing before the status goes
+                # out: a grpc-python client still writing when it arrives reports INTERNAL ("Internal
+                # error from Core") in its place (grpc/grpc#36066).
+                await _close_all(bounded, responses, method)
+                bounded = responses = None
+                await auth.drain(request_iterator)
+                if slot is not None:
+                    slot.release()
+                call.finish(code)  # counted before the client can see the status
                 await status.abort(context, exc)
             finally:
                 if bounded is not None:
