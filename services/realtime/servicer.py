@@ -218,7 +218,9 @@ class RealtimeServicer:
         variant = parse(config.model).variant
         if variant and not options.voice:  # "voicemesh/cascade:<voice>" names the voice
             options = dataclasses.replace(options, voice=variant)
-        backend = await self.service.backend(config.model, config.backend if config.HasField("backend") else None)
+        provider = self.service.registry.backend_class(parse(config.model).provider)
+        remote = config.HasField("backend") and getattr(provider, "uses_remote_options", False)
+        backend = await self.service.backend(config.model, config.backend if remote else None)
         if not isinstance(backend, rt.RealtimeBackend):
             raise InvalidInput(f"{config.model!r} is not a realtime model")
         log.info("converse %s (in %d Hz, out %d Hz, server vad %s, modalities %s)", config.model,

@@ -7,7 +7,7 @@ import grpc
 
 from tests.realtime.helpers import Conversation, session, status_of
 from tests.speech import speak
-from voicemesh.v1 import realtime_pb2, realtime_pb2_grpc
+from voicemesh.v1 import common_pb2, realtime_pb2, realtime_pb2_grpc
 
 R = realtime_pb2.ConverseRequest
 
@@ -77,7 +77,9 @@ async def test_malformed_streams_end_with_a_clear_status_and_other_sessions_go_o
 
 async def test_committed_speech_is_transcribed_and_cleared_audio_is_dropped(service_process):
     realtime = service_process("realtime")
-    conv = Conversation(realtime.address, session(vad=False, modalities=["text"]))
+    # backend options mean nothing to the local cascade: they must not load it a second time
+    options = common_pb2.BackendOptions(base_url="http://127.0.0.1:9/v1", api_key="unused")
+    conv = Conversation(realtime.address, session(vad=False, modalities=["text"], backend=options))
     try:
         await conv.until("session_updated")
         conv.send_audio(speak("Turn off the lights in the kitchen."))
@@ -90,6 +92,7 @@ async def test_committed_speech_is_transcribed_and_cleared_audio_is_dropped(serv
     finally:
         await conv.close()
     assert "weather" in final.text.lower() and "kitchen" not in final.text.lower(), final.text
+    assert realtime.log_path.read_text().count("loading realtime backend for voicemesh/cascade") == 1
     assert not conv.of("response_created")  # without server VAD only response_create starts a response
 
 

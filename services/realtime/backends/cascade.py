@@ -89,7 +89,9 @@ class CascadeBackend(rt.RealtimeBackend):
             return []
         voices = tuple(parse(card.descriptor).model for card in found["tts"])
         parts = ", ".join(_descriptors(settings).values())
-        return [ModelCard(descriptor=f"{cls.provider}/cascade", languages=("en",), voices=voices,
+        rates = tuple(sorted({*(r for c in found["stt"] for r in c.sample_rates_hz),
+                              *(r for c in found["tts"] for r in c.sample_rates_hz)}))
+        return [ModelCard(descriptor=f"{cls.provider}/cascade", languages=("en",), voices=voices, sample_rates_hz=rates,
                           capabilities=CAPABILITIES,
                           description=f"local cascade in one process: {parts}; server VAD from the STT side's "
                           "Silero endpointing")]

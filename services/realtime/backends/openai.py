@@ -225,6 +225,7 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
 
     provider = "openai"
     voices = VOICES
+    uses_remote_options = True
 
     @classmethod
     def catalog(cls, settings: Any) -> list[ModelCard]:
