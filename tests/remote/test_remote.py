@@ -128,6 +128,7 @@ def test_status_mapping(status, error):
     assert isinstance(mapped, error)
     assert mapped.message == f"remote /chat/completions answered HTTP {status}: detail"
     assert mapped.model == "openai/m"
+    assert mapped.retryable == (error in (ResourceExhausted, DeadlineExceeded, Unavailable))
 
 
 def test_error_detail_reads_openai_bodies():

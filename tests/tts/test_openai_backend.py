@@ -91,17 +91,3 @@ async def test_remote_down_is_unavailable_and_slow_is_deadline_exceeded(service_
         await synthesize(server.address, [slow, text("Hello there.")])
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "did not answer within 0.5 s" in caught.value.details()
-
-
-@pytest.mark.parametrize(
-    ("status", "code"),
-    [(401, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED"), (404, "NOT_FOUND"), (429, "RESOURCE_EXHAUSTED"),
-     (400, "INVALID_ARGUMENT"), (504, "DEADLINE_EXCEEDED"), (500, "UNAVAILABLE"), (503, "UNAVAILABLE")],
-)
-def test_http_statuses_map_to_the_error_taxonomy(status, code):
-    from voicemesh.services.tts.backends.openai import _status_error
-
-    error = _status_error(status, "detail from the remote", "openai/tts-1")
-    assert error.code == code
-    assert f"HTTP {status}" in error.message and "detail from the remote" in error.message
-    assert error.retryable == (code in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE"))

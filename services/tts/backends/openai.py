@@ -16,17 +16,8 @@ from typing import Any
 
 import httpx
 
+from voicemesh import remote
 from voicemesh.backend import ModelCard
-from voicemesh.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    VoiceMeshError,
-)
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
 
 log = logging.getLogger(__name__)
@@ -94,38 +85,20 @@ class OpenAITtsBackend(TtsBackend):
         }
         if instructions := self.options.extra.get("instructions"):
             body["instructions"] = instructions
+        model = f"{self.provider}/{self.model}"
         carry = b""
         try:
-            async with self._client.stream("POST", url, json=body) as response:
-                if response.status_code >= 400:
-                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
-                    raise _status_error(response.status_code, detail, f"{self.provider}/{self.model}")
+            request = self._client.build_request("POST", url, json=body)
+            response = await remote.send(self._client, request, endpoint="/audio/speech", model=model)
+            try:
                 async for data in response.aiter_bytes():
                     data = carry + data
                     cut = len(data) - len(data) % 2
                     carry = data[cut:]
                     if cut:
                         yield data[:cut]
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(
-                f"{url} did not answer within {self.options.timeout_s:g} s ({type(exc).__name__})"
-            ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise Unavailable(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise remote.transport_error(exc, url=url, timeout_s=self.options.timeout_s, model=model) from None
 
-
-def _status_error(status: int, detail: str, model: str) -> VoiceMeshError:
-    message = f"remote /audio/speech answered HTTP {status}: {detail or '(no body)'}"
-    if status == 401:
-        return Unauthenticated(message, model=model)
-    if status == 403:
-        return PermissionDenied(message, model=model)
-    if status == 404:
-        return ModelNotFound(message, model=model)
-    if status == 429:
-        return ResourceExhausted(message, model=model)
-    if status in (400, 413, 422):
-        return InvalidInput(message, model=model)
-    if status == 408 or status == 504:
-        return DeadlineExceeded(message, model=model)
-    return Unavailable(message, model=model)
