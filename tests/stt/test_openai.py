@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import grpc
-import httpx
 import pytest
 
 from tests.speech import SENTENCES, wer
 from tests.stt.helpers import TranscriptionServer, backend_options, events, finals, layout, recognize, status_of, stub
 from tests.stt.helpers import requests as stream_requests
-from voicemesh import errors
 from voicemesh.process import free_port
-from voicemesh.services.stt.backends.openai import http_error
 
 KEY = "sk-test-0123"
 
@@ -69,7 +66,7 @@ def test_remote_server_down_is_unavailable_and_slow_is_deadline_exceeded(stt):
     speech = layout(SENTENCES[:1])
     code, details = status_of(_remote(stt, speech.audio, base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=KEY))
     print(f"  down: {code.name}: {details}")
-    assert code == grpc.StatusCode.UNAVAILABLE and "cannot be reached" in details
+    assert code == grpc.StatusCode.UNAVAILABLE and "cannot reach" in details
 
     slow = TranscriptionServer("--delay", "5")
     try:
@@ -81,18 +78,6 @@ def test_remote_server_down_is_unavailable_and_slow_is_deadline_exceeded(stt):
 
     # the server still serves the local backend after both failures
     assert finals(recognize(stt.address, speech.audio))[0].text
-
-
-@pytest.mark.parametrize("status, error", [
-    (401, errors.Unauthenticated), (403, errors.PermissionDenied), (404, errors.ModelNotFound),
-    (429, errors.ResourceExhausted), (400, errors.InvalidInput), (500, errors.Unavailable),
-    (503, errors.Unavailable),
-])
-def test_http_status_maps_to_the_error_taxonomy(status, error):
-    response = httpx.Response(status, json={"error": {"message": f"boom {status}", "type": "x"}})
-    mapped = http_error(response, "openai/whisper-1")
-    assert type(mapped) is error
-    assert f"boom {status}" in mapped.message and str(status) in mapped.message
 
 
 def test_base_url_and_key_come_from_the_environment_when_the_config_has_none(service_process, api):

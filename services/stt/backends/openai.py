@@ -19,16 +19,10 @@ import httpx
 import numpy as np
 
 from voicemesh.audio import float_to_pcm, wav_bytes
+from voicemesh import remote
 from voicemesh.backend import ModelCard
 from voicemesh.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
     Unavailable,
-    VoiceMeshError,
 )
 from voicemesh.services.stt.backend import Hypothesis, RecognitionOptions, SttBackend, SttEvent, WordTiming
 from voicemesh.services.stt.stream import RecognizeStream
@@ -38,35 +32,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        error = body.get("error", body) if isinstance(body, dict) else body
-        message = error.get("message") if isinstance(error, dict) else error
-        return str(message or response.reason_phrase)[:300]
-    except ValueError:
-        return (response.text or response.reason_phrase)[:300]
-
-
-def http_error(response: httpx.Response, model: str) -> VoiceMeshError:
-    """The VoiceMesh error of a failed transcription request."""
-    status, detail = response.status_code, _error_message(response)
-    text = f"transcription API answered {status}: {detail}"
-    if status == 401:
-        return Unauthenticated(text, model=model)
-    if status == 403:
-        return PermissionDenied(text, model=model)
-    if status == 404:
-        return ModelNotFound(text, model=model)
-    if status == 429:
-        return ResourceExhausted(text, model=model)
-    if status in (400, 413, 415, 422):
-        return InvalidInput(text, model=model)
-    if status == 408:
-        return DeadlineExceeded(text, model=model)
-    return Unavailable(text, model=model)
 
 
 class OpenAISttBackend(SttBackend):
@@ -142,16 +107,17 @@ class OpenAISttBackend(SttBackend):
             raise Unavailable(f"the {self.descriptor} backend is closed", model=self.descriptor)
         wav = await asyncio.to_thread(lambda: wav_bytes(float_to_pcm(samples), RATE))
         files = {"file": ("utterance.wav", wav, "audio/wav")}
+        request = self._client.build_request("POST", "/audio/transcriptions", data=self._form(language), files=files)
         try:
-            response = await self._client.post("/audio/transcriptions", data=self._form(language), files=files)
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(f"transcription API at {self.options.base_url} did not answer within "
-                                   f"{self.options.timeout_s:g} s ({type(exc).__name__})", model=self.descriptor) from exc
-        except httpx.TransportError as exc:
-            raise Unavailable(f"transcription API at {self.options.base_url} cannot be reached: {exc}",
-                              model=self.descriptor) from exc
-        if response.status_code >= 400:
-            raise http_error(response, self.descriptor)
+            response = await remote.send(self._client, request, endpoint="/audio/transcriptions",
+                                         model=self.descriptor)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise remote.transport_error(exc, url=str(request.url), timeout_s=self.options.timeout_s,
+                                         model=self.descriptor) from None
         return self._hypothesis(response, offset_ms, language)
 
     def _hypothesis(self, response: httpx.Response, offset_ms: int, language: str) -> Hypothesis:
