@@ -12,18 +12,17 @@ import asyncio
 import logging
 import time
 
-import grpc
 
 from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.orchestrator import config as session_config
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import TurnTiming, session_error, turn_metrics
-from voicemesh.orchestrator.lanes import SttLane
+from voicemesh.orchestrator.hearing import Hearing
 from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
-from voicemesh.orchestrator.turns import BargeIn, UserTurn, endpoint_wait_ms
+from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
@@ -34,7 +33,7 @@ A = agent_pb2
 MAX_CHUNK_S = 5.0  # longest audio message accepted from a client
 
 
-class Session:
+class Session(Hearing):
     """One conversation over the mesh."""
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
@@ -63,7 +62,7 @@ class Session:
         self._timings: dict[int, TurnTiming] = {}
         self._timers: dict[str, tuple[asyncio.TimerHandle, object]] = {}
         self._tools: dict[str, asyncio.Future] = {}
-        self.closing = self.stt_ended = False
+        self.closing = False
         self._resume_due = False  # the false-interruption timeout passed while the user still spoke
 
     # -- the stream --------------------------------------------------------------------------
@@ -232,78 +231,6 @@ class Session:
             await self.listener.open(self.stt_targets, now_ms=self.clock.ms)
         log.info("models updated: stt=%s llm=%s tts=%s", stt and stt[0].descriptor, llm and llm[0].descriptor,
                  tts and tts[0].descriptor)
-
-    # -- speech-to-text ------------------------------------------------------------------------
-
-    async def _on_vad(self, epoch: int, start_ms: float) -> None:
-        """The local VAD heard enough voice to interrupt (the STT events decide if it was words)."""
-        if epoch != self.detector.epoch or self.reply is None or self.reply.stopped:
-            return
-        if self.spec.interruption_enabled:
-            log.info("barge-in at %.0f ms of user audio (voice from %.0f ms, local VAD)", self.clock.ms, start_ms)
-            self.barge.start(int(start_ms))
-            await self._interrupt(confirmed=self.barge.heard_words)
-
-    async def _check_barge_in(self) -> None:
-        if self.barge.due(self.clock.ms) and self.reply is not None and not self.reply.stopped:
-            log.info("barge-in at %.0f ms of user audio (speech from %d ms)", self.clock.ms, self.barge.started_ms)
-            await self._interrupt(confirmed=self.barge.heard_words)
-
-    async def _on_stt_error(self, lane: SttLane, exc: grpc.aio.AioRpcError) -> None:
-        if lane is self.listener.lane:
-            log.warning("STT %s failed: %s", lane.target, exc.details())
-            await self.listener.failed(lane, exc, self.stt_targets, self.clock.ms)
-
-    async def _on_stt_end(self, lane: SttLane) -> None:
-        if lane is self.listener.lane:
-            self.listener.ended = True
-            if self.closing and self.user.final_text:
-                await self._commit_user_turn()
-
-    async def _on_stt(self, lane: SttLane, response) -> None:
-        kind = response.WhichOneof("event")
-        if kind == "usage":
-            self.report_usage(0, "stt", response.usage)
-        if lane is not self.listener.lane:
-            return
-        offset = self.listener.offset_ms
-        log.debug("stt %s at %.0f ms of audio: %s", kind, self.clock.ms, str(getattr(response, kind)).replace("\n", " "))
-        if kind == "speech_started":
-            self._cancel_timer("eot")  # the user goes on
-            self.user.speech_started()
-            if self.reply is not None and not self.reply.stopped and self.spec.interruption_enabled:
-                self.barge.start(int(response.speech_started.time_ms + offset))
-        elif kind == "interim" and response.interim.text.strip():
-            self.user.interim_result(response.interim.text)
-            self._emit(user_transcript=A.UserTranscript(turn_id=self.next_turn, text=self.user.text))
-            await self._heard(response.interim.text)
-        elif kind == "final":
-            text = response.final.text.strip()
-            self.timing.final = time.monotonic()
-            self.user.final_result(text, int(response.final.end_ms + offset))
-            if text:
-                self._emit(user_transcript=A.UserTranscript(turn_id=self.next_turn, text=text, final=True))
-                await self._heard(text)
-        elif kind == "speech_ended":
-            end_ms = response.speech_ended.time_ms + offset
-            self.user.speech_ended(int(end_ms))
-            self.barge.end()
-            if self._resume_due and self.suspended is not None and not self.barge.heard_words:
-                await self._resume()  # the utterance ended without words: it was noise
-            self.listener.utterance_done()
-            if self.user.final_text:
-                self.timing.end_of_speech = self.clock.wall_at(end_ms)
-                wait = endpoint_wait_ms(self.user.final_text, self.clock.ms - end_ms,
-                                        self.spec.min_delay_ms, self.spec.max_delay_ms)
-                if wait <= 0 or self.closing:
-                    await self._commit_user_turn()
-                else:
-                    self._timer("eot", wait)
-
-    async def _heard(self, text: str) -> None:
-        """The STT heard words: a pending barge-in is real."""
-        if self.barge.words(text) and self.suspended is not None:
-            await self._confirm_interruption()
 
     # -- turns and replies -----------------------------------------------------------------------
 

@@ -20,24 +20,26 @@ from dataclasses import dataclass, field
 TERMINAL = ".?!…。？！"
 # Words after which an utterance is almost never complete.
 OPEN_WORDS = frozenset(
-    """and or but so because since although though if when while whereas unless until than that which who whom
-    whose where the a an my your his her its our their this these those to of in on at for with from by about into
-    like as is are was were be been am um uh er erm hmm well also then plus""".split()
+    """and or but because since although though if when while whereas unless until than which whose the a an my
+    your his her our their these those to of in on at for with from by about into as um uh er erm""".split()
 )
 
 
 def completeness(text: str) -> float:
     """How finished ``text`` looks as a spoken turn: 1.0 finished, 0.0 clearly not.
 
-    A heuristic on the transcript: terminal punctuation is needed, and a last
-    word that opens a clause (a conjunction, article or preposition), a
-    trailing comma, dash or ellipsis means the user is still going.
+    A heuristic on the transcript: terminal punctuation is needed; a trailing
+    comma, dash or ellipsis, or a last word that opens a clause (a
+    conjunction, article, preposition or filler) before a period means the
+    user is still going. A question or exclamation mark ends the turn.
     """
     stripped = text.strip()
     if not stripped:
         return 0.0
     if stripped.endswith(("...", "…", ",", ";", ":", "-", "—", "–")):
         return 0.0
+    if stripped.rstrip("\"')]}”’")[-1:] in ("?", "!", "？", "！"):
+        return 1.0  # a question or an exclamation is complete whatever its last word
     words = re.findall(r"[\w']+", stripped.lower())
     if words and words[-1] in OPEN_WORDS:
         return 0.0

@@ -113,3 +113,13 @@ async def test_interrupt_message_stops_the_agent(orchestrator):
         assert full.startswith(done.text) and len(done.text) < len(full.strip())
         await asyncio.sleep(1.0)
         assert not [e for e in s.events if e.kind == "agent_audio" and e.at > done_at]
+
+
+async def test_describe_lists_the_models_the_mesh_reaches(orchestrator):
+    async with grpc.aio.insecure_channel(orchestrator.address) as channel:
+        answer = await agent_pb2_grpc.AgentServiceStub(channel).Describe(agent_pb2.AgentServiceDescribeRequest())
+    description = answer.description
+    assert description.service == "orchestrator"
+    found = {m.descriptor for m in description.models}
+    assert {"llama.cpp/smollm2-135m-instruct", "piper/en_US-joe-medium"} <= found
+    assert any(d.startswith("faster-whisper/tiny.en") for d in found), found

@@ -16,7 +16,8 @@ from voicemesh.v1 import agent_pb2
 MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]}})
 
 
-@pytest.mark.parametrize("text", ["What is the capital of France?", "Turn off the lights.", "Yes!", "ok. \"done.\""])
+@pytest.mark.parametrize("text", ["What is the capital of France?", "Turn off the lights.", "Yes!", "ok. \"done.\"",
+                                  "How do I learn it quickly and well?", "Who are you talking to?", "That is what it is."])
 def test_finished_sentences(text):
     assert looks_finished(text)
 
