@@ -30,97 +30,18 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from conversation_in_process import run_in_process_async
+from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, print_turn, speech_end_s
 
 from voicemesh.audio import chunks
 from voicemesh.client import AgentAudio, AgentSession, TurnDetection, TurnDone, TurnMetrics, UserTranscript
 from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base
 from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.samples import synthesize
-
-RATE = 16000
-OUT_RATE = 24000
-CHUNK_MS = 20
-INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
-QUESTIONS = [
-    "What is the capital of France?",
-    "How are you doing today, my friend?",
-    "What time is it?",
-    "Tell me a joke.",
-    "Can you explain to me how a rainbow forms after it rains?",
-    "What is the weather like in Paris?",
-    "Can you recommend a good book?",
-    "How many legs does a spider have?",
-    "What color is the sky?",
-    "Who wrote Romeo and Juliet?",
-    "What is two plus two?",
-    "What is the best way to learn a new language quickly and well?",
-    "Please book a table for two people.",
-    "What is the largest ocean on Earth?",
-    "How do I boil an egg?",
-    "Turn off the lights in the kitchen.",
-    "What is your name?",
-    "If I leave Paris at noon by train, when will I arrive in Lyon?",
-    "Which planet is closest to the sun?",
-    "Can you tell me a short story about a dog?",
-    "What should I cook for dinner tonight?",
-    "How far away is the moon?",
-    "Could you suggest a few healthy snacks that are easy to take to work?",
-    "What is the tallest mountain in the world?",
-    "Remind me to call my mother tomorrow morning.",
-    "Why is the ocean salty?",
-    "What language do people speak in Brazil?",
-    "Give me a fun fact about cats.",
-]
-
-
-def speech_end_s(pcm: bytes, rate: int = RATE, threshold: float = 0.01) -> float:
-    """Seconds from the start of ``pcm`` to the end of its last 20 ms frame with speech energy."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    frame = rate * CHUNK_MS // 1000
-    last = 0
-    for i in range(0, len(samples) - frame + 1, frame):
-        if np.sqrt(np.mean(samples[i:i + frame] ** 2)) > threshold:
-            last = i + frame
-    return last / rate
-
-
-@dataclass
-class Turn:
-    """One measured turn (ms; 0 when not measured)."""
-
-    mode: str
-    question: str
-    speech_s: float
-    transcript: str = ""
-    reply: str = ""
-    voice_to_voice_ms: float = 0.0  # client clock: end of speech sent -> first agent audio received
-    end_of_turn_ms: float = 0.0
-    stt_final_ms: float = 0.0
-    llm_ttft_ms: float = 0.0
-    tts_ttfb_ms: float = 0.0
-    server_voice_to_voice_ms: float = 0.0
-    models: list[str] = field(default_factory=list)
-    error: str = ""
-
-
-class Pacer:
-    """Real-time clock of an audio stream: sleeps so that N seconds of audio take N seconds."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-        self.sent = 0.0
-
-    async def tick(self, seconds: float) -> None:
-        self.sent += seconds
-        await asyncio.sleep(max(0.0, self.start + self.sent - time.monotonic()))
-
-    def wall(self, audio_s: float) -> float:
-        """Wall time at which the audio position ``audio_s`` was sent."""
-        return self.start + audio_s
 
 
 # --- phase 1: through the mesh ---------------------------------------------------------------------
@@ -210,135 +131,6 @@ def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) ->
     return turns
 
 
-# --- phase 2: the same backends in one process -------------------------------------------------------
-
-class InProcess:
-    """STT, LLM and TTS backends loaded here and chained one after another."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-
-    async def load(self) -> None:
-        from voicemesh.backend import BackendCache
-        from voicemesh.descriptors import parse
-        from voicemesh.registry import Registry
-        from voicemesh.services.llm.server import Settings as LlmSettings
-        from voicemesh.services.stt.server import Settings as SttSettings
-        from voicemesh.services.tts.server import Settings as TtsSettings
-        from voicemesh.settings import from_env
-
-        self.caches = []
-        loaded = []
-        for modality, settings_cls, descriptor in (("stt", SttSettings, self.args.stt),
-                                                   ("llm", LlmSettings, self.args.llm),
-                                                   ("tts", TtsSettings, self.args.tts)):
-            cache = BackendCache(Registry(modality), from_env(settings_cls))
-            self.caches.append(cache)
-            loaded.append(await cache.get(parse(descriptor)))
-        self.stt, self.llm, self.tts = loaded
-        self.stt_descriptor = parse(self.args.stt)
-        self.tts_descriptor = parse(self.args.tts)
-
-    async def close(self) -> None:
-        for cache in self.caches:
-            await cache.close()
-
-    async def turn(self, question: str, pcm: bytes, history: list, session: object) -> Turn:
-        from voicemesh.services.llm.backend import CancelToken, GenerationRequest, Message, TextDelta
-        from voicemesh.services.stt.backend import RecognitionOptions, TranscriptEvent
-        from voicemesh.services.tts.backend import VoiceOptions
-        from voicemesh.services.tts.segmenter import Segmenter
-
-        turn = Turn("in-process", question, round(len(pcm) / 2 / RATE, 2))
-        heard = asyncio.Event()
-        pacer = Pacer()
-
-        async def audio():
-            for chunk in chunks(pcm, rate=RATE, ms=CHUNK_MS):
-                yield chunk
-                await pacer.tick(len(chunk) / 2 / RATE)
-            silence = bytes(2 * RATE * CHUNK_MS // 1000)
-            while not heard.is_set() and pacer.sent < len(pcm) / 2 / RATE + 10:
-                yield silence
-                await pacer.tick(CHUNK_MS / 1000)
-
-        options = RecognitionOptions(language=self.stt_descriptor.variant or "en", sample_rate_hz=RATE,
-                                     interim_results=True, min_silence_ms=self.args.endpointing_ms)
-        end_wall = pacer.wall(speech_end_s(pcm))
-        events = self.stt.recognize(options, audio())
-        try:
-            async for event in events:
-                if isinstance(event, TranscriptEvent) and event.final and event.text.strip():
-                    turn.transcript = event.text.strip()
-                    heard.set()
-                    break
-        finally:
-            await events.aclose()
-        t_final = time.monotonic()
-        turn.stt_final_ms = (t_final - end_wall) * 1000
-        turn.end_of_turn_ms = turn.stt_final_ms  # the STT's own endpointing decides the turn here
-
-        history.append(Message("user", turn.transcript))
-        request = GenerationRequest(messages=(Message("system", INSTRUCTIONS), *history))
-        segmenter = Segmenter()
-        reply, first_audio, first_token = "", None, None
-        pending: list[str] = []
-        t_llm = time.monotonic()
-        async for event in self.llm.generate(request, session=session, cancel=CancelToken()):
-            if not isinstance(event, TextDelta):
-                continue
-            first_token = first_token or time.monotonic()
-            reply += event.text
-            pending += [s.text for s in segmenter.push(event.text)]
-            if first_audio is None and pending:
-                first_audio = await self._first_audio(pending.pop(0), VoiceOptions)
-        pending += [s.text for s in segmenter.flush()]
-        if first_audio is None and pending:
-            first_audio = await self._first_audio(pending.pop(0), VoiceOptions)
-        for text in pending:  # the rest of the reply, as the mesh speaks it too
-            async for _ in self.tts.synthesize(text, self._voice(VoiceOptions)):
-                pass
-        history.append(Message("assistant", reply))
-        turn.reply = reply.strip()
-        turn.llm_ttft_ms = ((first_token or t_llm) - t_llm) * 1000
-        if first_audio is not None:
-            turn.tts_ttfb_ms = (first_audio[1] - first_audio[0]) * 1000
-            turn.voice_to_voice_ms = (first_audio[1] - end_wall) * 1000
-        turn.server_voice_to_voice_ms = turn.voice_to_voice_ms
-        turn.models = [self.args.stt, self.args.llm, self.args.tts]
-        return turn
-
-    def _voice(self, voice_options_cls):
-        return voice_options_cls(voice=self.tts_descriptor.variant or "", sample_rate_hz=OUT_RATE)
-
-    async def _first_audio(self, text: str, voice_options_cls) -> tuple[float, float]:
-        """(request time, first chunk time) of synthesizing ``text``; the rest is synthesized too."""
-        sent, first = time.monotonic(), None
-        async for _ in self.tts.synthesize(text, self._voice(voice_options_cls)):
-            first = first or time.monotonic()
-        return sent, first or time.monotonic()
-
-
-async def run_in_process_async(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) -> list[Turn]:
-    pipeline = InProcess(args)
-    await pipeline.load()
-    turns: list[Turn] = []
-    try:
-        warm = await pipeline.turn(*groups[0][0], [], object())  # warm-up, not measured
-        warm.mode = "warm-up"
-        print_turn(warm)
-        for group in groups:
-            history: list = []
-            session = object()
-            for question, pcm in group:
-                turn = await pipeline.turn(question, pcm, history, session)
-                turns.append(turn)
-                print_turn(turn)
-                await asyncio.sleep(0.5)
-    finally:
-        await pipeline.close()
-    return turns
-
 
 # --- report -----------------------------------------------------------------------------------------
 
@@ -346,13 +138,6 @@ METRICS = ("voice_to_voice_ms", "end_of_turn_ms", "stt_final_ms", "llm_ttft_ms",
            "server_voice_to_voice_ms")
 
 
-def print_turn(turn: Turn) -> None:
-    if turn.error:
-        print(f"  [{turn.mode:<10}] FAILED {turn.question!r}: {turn.error}", flush=True)
-        return
-    print(f"  [{turn.mode:<10}] v2v {turn.voice_to_voice_ms:6.0f} ms | end of turn {turn.end_of_turn_ms:5.0f} | "
-          f"STT final {turn.stt_final_ms:5.0f} | LLM TTFT {turn.llm_ttft_ms:5.0f} | TTS TTFB {turn.tts_ttfb_ms:5.0f} | "
-          f"{turn.question!r} -> heard {turn.transcript!r} -> {turn.reply[:60]!r}", flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
