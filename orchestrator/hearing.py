@@ -13,7 +13,7 @@ import time
 import grpc
 
 from voicemesh.orchestrator.lanes import SttLane
-from voicemesh.orchestrator.turns import endpoint_wait_ms
+from voicemesh.orchestrator.turns import endpoint_wait_ms, has_words
 from voicemesh.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,12 @@ class Hearing:
             self.user.speech_started()
             if self.reply is not None and not self.reply.stopped and self.spec.interruption_enabled:
                 self.barge.start(int(response.speech_started.time_ms + offset))
-        elif kind == "interim" and response.interim.text.strip():
+        elif kind == "interim" and has_words(response.interim.text):
             self.user.interim_result(response.interim.text)
             self._emit(user_transcript=agent_pb2.UserTranscript(turn_id=self.next_turn, text=self.user.text))
             await self._heard(response.interim.text)
         elif kind == "final":
-            text = response.final.text.strip()
+            text = response.final.text.strip() if has_words(response.final.text) else ""  # "." is no turn
             self.timing.final = time.monotonic()
             self.user.final_result(text, int(response.final.end_ms + offset))
             if text:

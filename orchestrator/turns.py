@@ -25,6 +25,11 @@ OPEN_WORDS = frozenset(
 )
 
 
+def has_words(text: str) -> bool:
+    """Whether a transcript holds a word (not only punctuation, as STT gives for noise)."""
+    return re.search(r"\w", text) is not None
+
+
 def completeness(text: str) -> float:
     """How finished ``text`` looks as a spoken turn: 1.0 finished, 0.0 clearly not.
 
@@ -98,18 +103,14 @@ class UserTurn:
         self.speaking = False
         self.speech_end_ms = time_ms
 
-    @property
-    def has_words(self) -> bool:
-        return bool(self.text)
-
 
 class BargeIn:
     """Decides when user speech interrupts the agent, and when it was only noise.
 
-    ``start`` on the STT's speech_started while the agent talks; ``audio_at``
-    with the audio position received so far returns True once the speech has
-    lasted ``min_duration_ms`` (and has not ended); ``words`` marks that the
-    STT heard words, which makes the interruption real.
+    ``start`` on the STT's speech_started (or the local VAD's) while the agent
+    talks; ``due`` with the audio position received so far is True once the
+    speech has lasted ``min_duration_ms`` (and has not ended); ``words`` marks
+    that the STT heard words, which makes the interruption real.
     """
 
     def __init__(self, min_duration_ms: int):
@@ -127,7 +128,7 @@ class BargeIn:
 
     def words(self, text: str) -> bool:
         """Record a transcript; True when it holds words."""
-        if re.search(r"\w", text):
+        if has_words(text):
             self.heard_words = True
         return self.heard_words
 

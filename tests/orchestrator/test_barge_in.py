@@ -53,3 +53,32 @@ async def test_user_speech_stops_the_agent_and_truncates_the_reply(orchestrator)
         assert user.event.turn_id == 2 and {"stop", "talking"} <= set(words(user.event.text))
         second = await s.turn_done(2)
         assert not second.interrupted and second.text
+
+
+def hum(seconds: float = 1.0) -> bytes:
+    """A voiced hum that swells four times a second: voice to a VAD, no words to whisper."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    tone = sum(np.sin(2 * np.pi * f * t) / (i + 1) for i, f in enumerate((150, 300, 450, 600, 750)))
+    tone *= 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
+    return (tone / np.abs(tone).max() * 8000).astype("<i2").tobytes()
+
+
+async def test_a_noise_that_is_no_words_resumes_the_agent(orchestrator):
+    config = session_config(
+        instructions="You are a storyteller. Always answer with a long story of several sentences.",
+        interruption=agent_pb2.InterruptionSettings(min_duration_ms=MIN_SPEECH_MS, false_interruption_timeout_ms=800),
+    )
+    async with AgentClient(orchestrator.address, config) as s:
+        s.start_audio()
+        s.say(speak("Can you tell me a short story about a dog?", RATE))
+        await s.wait_for(lambda e: len(s.agent_audio(1)) >= int(1.5 * RATE) * 2, timeout=90)
+        s.say(hum())
+        stopped = await s.wait_for(lambda e: e.kind == "state" and e.event.turn_id == 1
+                                   and e.event.state == agent_pb2.AGENT_STATE_LISTENING)
+        resumed = await s.wait_for(lambda e: e.kind == "state" and e.event.turn_id == 1 and e.at > stopped.at
+                                   and e.event.state == agent_pb2.AGENT_STATE_SPEAKING)
+        done = await s.turn_done(1, timeout=120)
+        assert not done.interrupted
+        assert done.text == s.agent_text(1).strip()  # the whole reply stays in the history
+        assert any(e.kind == "agent_audio" and e.at > resumed.at for e in s.events)
+        assert not [t for t in s.of("user_transcript") if t.turn_id == 2]
