@@ -11,7 +11,7 @@ import numpy as np
 RATE = 16000
 OUT_RATE = 24000
 CHUNK_MS = 20
-INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
 QUESTIONS = [
     "What is the capital of France?",
     "How are you doing today, my friend?",

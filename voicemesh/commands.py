@@ -14,7 +14,7 @@ from voicemesh.client.local import LocalMesh, LocalMeshOptions, default_state_di
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.mesh import DEFAULT_PORTS
 
-DEFAULT_INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 

@@ -27,7 +27,7 @@ from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.samples import QUESTION_TEXT, question_path
 
 pytestmark = pytest.mark.slow
-INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
 STALL_MS = 30000  # generous: the test machine is shared and busy
 
 
