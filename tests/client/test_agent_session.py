@@ -18,6 +18,7 @@ from voicemesh.client import (
     AgentStateChanged,
     AgentText,
     EventType,
+    Model,
     SessionStarted,
     TurnDone,
     TurnMetrics,
@@ -156,3 +157,22 @@ async def test_the_api_key_travels_as_bearer_metadata(mesh_up, service_process, 
     monkeypatch.setenv("VOICEMESH_API_KEY", key)
     async with AgentSession(address=orchestrator.address) as session:
         assert session.session_id
+
+
+async def test_interrupt_and_update_models_reach_the_orchestrator(mesh_up):
+    async with AgentSession(address=mesh_up.orchestrator, instructions=INSTRUCTIONS,
+                            first_result_timeout_ms=STALL_MS) as session:
+        await session.say("Once upon a time there was a dog who lived by the sea. Every morning he ran along "
+                          "the beach, barked at the waves, and waited for the fishing boats to come home.")
+        await session.wait_for(EventType.AGENT_AUDIO, timeout=60)
+        await session.interrupt()
+        done = await session.wait_for(EventType.TURN_DONE, timeout=60)
+        assert done.interrupted
+        assert "fishing boats" not in done.text  # the history keeps only what was played
+
+        await session.update_models(tts=Model(DEFAULT_TTS, speed=1.5))
+        await session.send_text("What is the capital of France?")
+        events = await collect_turn(session, send_silence=False)
+        metrics = next(e for e in events if isinstance(e, TurnMetrics))
+        assert metrics.tts_model == DEFAULT_TTS
+        assert any(isinstance(e, AgentAudio) for e in events)
