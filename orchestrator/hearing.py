@@ -12,6 +12,7 @@ import time
 
 import grpc
 
+from voicemesh.errors import DeadlineExceeded
 from voicemesh.orchestrator.lanes import SttLane
 from voicemesh.orchestrator.turns import endpoint_wait_ms, has_words
 from voicemesh.v1 import agent_pb2
@@ -23,13 +24,27 @@ class Hearing:
     """STT and VAD event handlers of a Session."""
 
     async def _on_vad(self, epoch: int, start_ms: float) -> None:
-        """The local VAD heard enough voice to interrupt (the STT events decide if it was words)."""
-        if epoch != self.detector.epoch or self.reply is None or self.reply.stopped:
+        """The local VAD heard a burst of voice: barge-in while the agent talks, else a check on the STT."""
+        if epoch != self.detector.epoch:
+            return
+        if self.reply is None or self.reply.stopped:
+            if not self.user.speaking and len(self.stt_targets) > 1:
+                self._timer("stt_stall", self.spec.first_result_ms)  # the STT should say speech_started by then
             return
         if self.spec.interruption_enabled:
             log.info("barge-in at %.0f ms of user audio (voice from %.0f ms, local VAD)", self.clock.ms, start_ms)
             self.barge.start(int(start_ms))
             await self._interrupt(confirmed=self.barge.heard_words)
+
+    async def _stt_stalled(self) -> None:
+        """Voice went in and the STT stream said nothing: it counts as failed, the next STT target takes over."""
+        lane = self.listener.lane
+        if lane is None or self.user.speaking:
+            return
+        exc = DeadlineExceeded(f"STT {lane.target}: no speech event within {self.spec.first_result_ms} ms of voice")
+        log.warning("%s", exc.message)
+        lane.cancel()
+        await self.listener.failed(lane, exc, self.stt_targets, self.clock.ms)
 
     async def _check_barge_in(self) -> None:
         if self.barge.due(self.clock.ms) and self.reply is not None and not self.reply.stopped:
@@ -55,6 +70,7 @@ class Hearing:
             return
         offset = self.listener.offset_ms
         log.debug("stt %s at %.0f ms of audio: %s", kind, self.clock.ms, str(getattr(response, kind)).replace("\n", " "))
+        self._cancel_timer("stt_stall")  # the stream is alive
         if kind == "speech_started":
             self._cancel_timer("eot")  # the user goes on
             self.user.speech_started()

@@ -116,7 +116,7 @@ class Listener:
         except grpc.aio.AioRpcError as exc:
             self._post(("stt_error", lane, exc))
 
-    async def failed(self, lane: SttLane, exc: grpc.aio.AioRpcError, targets: list[Target], now_ms: float) -> None:
+    async def failed(self, lane: SttLane, exc: BaseException, targets: list[Target], now_ms: float) -> None:
         """The current stream broke: go on with the next target, replaying the open utterance."""
         self.fallbacks.failed(lane.target, exc)
         self.lane = None

@@ -149,6 +149,8 @@ class Session(Hearing):
         del self._timers[name]
         if name == "eot":
             await self._commit_user_turn()
+        elif name == "stt_stall":
+            await self._stt_stalled()
         elif name == "resume":
             if self.user.speaking:
                 self._resume_due = True  # decide when the STT closes the utterance
@@ -191,7 +193,7 @@ class Session(Hearing):
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
         self.listener.audio(pcm)
-        if self.detector is not None and self.reply is not None and not self.reply.stopped:
+        if self.detector is not None:
             self.detector.feed(pcm)
         await self._check_barge_in()
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.orchestrator.client import LLM, RATE, TTS, AgentClient, choice, session_config
+from tests.orchestrator.client import LLM, RATE, STT, TTS, AgentClient, choice, session_config
 from tests.orchestrator.conftest import write_mesh
+from tests.speech import speak, wer
 from voicemesh.process import free_port
 from voicemesh.v1 import agent_pb2
 
@@ -101,3 +102,27 @@ async def test_a_vanished_client_leaves_nothing_running(mesh, orchestrator):
             break
         await asyncio.sleep(0.2)
     assert not any(left.values()), left
+
+
+async def test_a_stalled_stt_is_replaced_and_the_turn_still_heard(mesh, service_process, tmp_path):
+    """The first STT address takes connections and never answers: the next one gets the user's audio again."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    stalled = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        path = write_mesh(tmp_path, mesh.config(stt={"openai": [stalled], "faster-whisper": [mesh.stt.address]}))
+        orchestrator = service_process("orchestrator", args=["--mesh", str(path), "--max-tokens", "40"])
+        config = session_config(stt=("openai/whisper-1", STT), first_result_timeout_ms=1000)
+        async with AgentClient(orchestrator.address, config) as s:
+            s.start_audio()
+            s.say(speak("What is the capital of France?", RATE))
+            await s.turn_done(1)
+            final = [t for t in s.of("user_transcript", 1) if t.final]
+            assert final and wer([("What is the capital of France?", final[0].text)]) <= 0.2
+            metrics = s.metrics(1)
+            assert metrics.stt_model == STT
+            # Whichever comes first: the session's stall check (voice heard, no speech event in time) or
+            # gRPC giving up on a connection that never sends its SETTINGS frame.
+            assert metrics.fallbacks and metrics.fallbacks[0].startswith(f"openai/whisper-1@{stalled}: ")
+            assert metrics.fallbacks[0].split(": ")[1] in ("DEADLINE_EXCEEDED", "UNAVAILABLE"), metrics.fallbacks
+    finally:
+        server.close()
