@@ -40,9 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from voicemesh.mesh import MeshConfig  # noqa: E402
-from voicemesh.process import ServiceProcess, free_port  # noqa: E402
-from voicemesh.v1 import agent_pb2, agent_pb2_grpc, stt_pb2_grpc  # noqa: E402
+from voicemesh.mesh import MeshConfig
+from voicemesh.process import ServiceProcess, free_port
+from voicemesh.v1 import agent_pb2, agent_pb2_grpc, stt_pb2_grpc
 
 RATE = 16000
 CHUNK_MS = 20

@@ -12,8 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 

@@ -23,9 +23,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.orchestrator.client import session_config
 from tests.realtime.helpers import session as realtime_session
-from tests.reliability.fuzz import ALLOWED, ALLOWED_NAMES, Outcome, run_stream, sequences
+from tests.reliability.fuzz import (
+    ALLOWED,
+    ALLOWED_NAMES,
+    Outcome,
+    run_stream,
+    sequences,
+)
 from tests.speech import speak
-from tests.tts.helpers import FLUSH, config as tts_config, text as tts_text
+from tests.tts.helpers import FLUSH
+from tests.tts.helpers import config as tts_config
+from tests.tts.helpers import text as tts_text
 from voicemesh import audio
 from voicemesh.mesh import MeshConfig
 from voicemesh.process import ServiceProcess, free_port

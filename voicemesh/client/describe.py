@@ -7,7 +7,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from voicemesh import tls
-
 from voicemesh.v1 import (
     agent_pb2,
     agent_pb2_grpc,

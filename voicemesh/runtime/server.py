@@ -21,6 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from voicemesh import tls
+from voicemesh.errors import VoiceMeshError
 from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
@@ -122,7 +123,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     address = f"{settings.host}:{settings.port}"
     try:
         port = _listen(server, address, settings)
-    except Exception as exc:  # an unreadable certificate: say so and exit
+    except (VoiceMeshError, ValueError, RuntimeError) as exc:  # an unreadable or bad certificate: say so and exit
         log.error("cannot set up TLS: %s", exc)
         return 1
     if port == 0:
