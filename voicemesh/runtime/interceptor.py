@@ -147,10 +147,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = status.to_status(exc)[0]
                 # Stop the servicer first, then let the client finish writing before the status goes
                 # out: a grpc-python client still writing when it arrives reports INTERNAL ("Internal
-                # error from Core") in its place (grpc/grpc#36066).
+                # error from Core") in its place (grpc/grpc#36066). Briefly: a client streaming live
+                # audio never stops writing, and its error must not wait.
                 await _close_all(bounded, responses, method)
                 bounded = responses = None
-                await auth.drain(request_iterator)
+                await auth.drain(request_iterator, timeout_s=0.25)
                 if slot is not None:
                     slot.release()
                 call.finish(code)  # counted before the client can see the status
