@@ -1,12 +1,14 @@
 """Faults mid-session: kill -9 of the STT, LLM or TTS process that serves a session, with a second
 process of the same service as the fallback; a remote backend that accepts and never answers.
 
-The session must report the failure, serve the turn from the fallback or the next turn, and go on.
+The session must report the failure, serve the turn from the fallback or the next turn, and go on;
+the services' shared ledger meters every turn once and none twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,7 @@ from tests.orchestrator.conftest import write_mesh
 from tests.reliability.fuzz import ALLOWED_NAMES
 from tests.speech import speak
 from voicemesh.mesh import MeshConfig
+from voicemesh.metering.ledger import open_store
 from voicemesh.process import ServiceProcess
 from voicemesh.v1 import agent_pb2, common_pb2
 
@@ -29,11 +32,21 @@ ARGS = {
 
 
 @pytest.fixture(scope="module")
-def fallbacks(tmp_path_factory) -> Iterator[dict[str, ServiceProcess]]:
+def ledger(tmp_path_factory) -> str:
+    """One SQLite ledger every service process of this module records usage in (no API keys)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('ledger')}/ledger.db"
+
+
+def metered(*args: str, url: str) -> list[str]:
+    return [*args, "--ledger", url, "--no-auth"]
+
+
+@pytest.fixture(scope="module")
+def fallbacks(tmp_path_factory, ledger) -> Iterator[dict[str, ServiceProcess]]:
     """One STT, LLM and TTS process: the fallback of a killed primary, and the server of the other modalities."""
     logs = tmp_path_factory.mktemp("fallbacks")
-    procs = {m: ServiceProcess(m, args=["--metrics-port", "-1", *ARGS[m]], log_path=logs / f"{m}.log").start()
-             for m in ARGS}
+    procs = {m: ServiceProcess(m, args=["--metrics-port", "-1", *metered(*ARGS[m], url=ledger)],
+                               log_path=logs / f"{m}.log").start() for m in ARGS}
     try:
         for proc in procs.values():
             proc.wait_serving()
@@ -65,8 +78,9 @@ async def _until_killed(s: AgentClient, modality: str, primary: ServiceProcess) 
 
 
 @pytest.mark.parametrize("modality", ["stt", "llm", "tts"])
-async def test_kill_9_mid_session_fails_over_and_the_session_goes_on(fallbacks, service_process, tmp_path, modality):
-    primary = service_process(modality, args=ARGS[modality])
+async def test_kill_9_mid_session_fails_over_and_the_session_goes_on(fallbacks, ledger, service_process, tmp_path,
+                                                                     modality):
+    primary = service_process(modality, args=metered(*ARGS[modality], url=ledger))
     tables = {m: {"*": [fallbacks[m].address]} for m in ARGS}
     tables[modality] = {"*": [primary.address, fallbacks[modality].address]}  # a fresh orchestrator: primary first
     orchestrator = service_process("orchestrator", args=["--mesh", str(write_mesh(tmp_path, MeshConfig(tables))),
@@ -93,6 +107,24 @@ async def test_kill_9_mid_session_fails_over_and_the_session_goes_on(fallbacks, 
             assert any(t.text.strip() for t in s.of("user_transcript", served) if t.final)
         assert orchestrator.proc.poll() is None and fallbacks[modality].proc.poll() is None
         assert not s.call.done()  # the session stream is still open
+        session_id = s.of("started")[0].session_id
+        done_turns = sorted(t.turn_id for t in s.of("turn_done"))
+    store = open_store(ledger)
+    try:
+        records = [r for r in store.usage() if r.session_id == session_id]
+    finally:
+        store.close()
+    # The ledger: every turn is metered once, none twice. Usage of the one stream that was on the killed
+    # process when it died is lost with it (a service records a stream's usage when the stream ends).
+    tts_per_turn = Counter(r.turn for r in records if r.service == "tts")
+    llm_generations = sum(1 for r in records if r.service == "llm")
+    assert all(n == 1 for n in tts_per_turn.values()), tts_per_turn
+    for turn in done_turns:
+        if not (modality == "tts" and turn == killed_turn):
+            assert tts_per_turn[turn] == 1, (turn, tts_per_turn)
+    lost = 1 if modality == "llm" else 0
+    assert len(done_turns) - lost <= llm_generations <= len(done_turns), (llm_generations, done_turns)
+    assert len({r.id for r in records}) == len(records)
 
 
 async def test_remote_backend_that_never_answers_is_a_stall_and_falls_back(fallbacks, service_process, tmp_path):
