@@ -209,6 +209,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def run_level(address: str, n: int, seconds: float, probe: SttProbe, orchestrator_pid: int) -> dict:
     rss_before, threads_before = rss_mb(orchestrator_pid), threads(orchestrator_pid)
+    load_before = os.getloadavg()[0]  # the machine is shared: other work shows in the figures
     opened = asyncio.Barrier(n)
     peak = {"rss": rss_before, "threads": threads_before}
 
@@ -237,7 +238,7 @@ async def run_level(address: str, n: int, seconds: float, probe: SttProbe, orche
         all_overheads.extend(found)
         lateness.extend(res.lateness_ms)
     return {
-        "sessions": n, "seconds": seconds, "chunks": len(all_overheads), "chunks_not_arrived": missing,
+        "sessions": n, "seconds": seconds, "loadavg_1m_before": load_before, "chunks": len(all_overheads), "chunks_not_arrived": missing,
         "overhead_p50_ms": pct(all_overheads, 50), "overhead_p99_ms": pct(all_overheads, 99),
         "overhead_max_ms": max(all_overheads, default=float("nan")),
         "client_send_lateness_p99_ms": pct(lateness, 99), "errors": errors,
@@ -311,7 +312,7 @@ def run(levels: list[int], seconds: float, budget_ms: float, logs: Path) -> dict
             print(f"N={n:3d}  overhead p50 {row['overhead_p50_ms']:6.2f} ms  p99 {row['overhead_p99_ms']:6.2f} ms  "
                   f"max {row['overhead_max_ms']:7.2f} ms  errors {len(row['errors'])}  "
                   f"not arrived {row['chunks_not_arrived']}  send lateness p99 {row['client_send_lateness_p99_ms']:.2f} ms  "
-                  f"RSS {row['orchestrator_rss_before_mb']:.0f}->{row['orchestrator_rss_peak_mb']:.0f} MB "
+                  f"load {row['loadavg_1m_before']:.1f}  RSS {row['orchestrator_rss_before_mb']:.0f}->{row['orchestrator_rss_peak_mb']:.0f} MB "
                   f"({row['memory_per_session_mb']:.2f} MB/session)  threads {row['orchestrator_threads_peak']}",
                   flush=True)
             for error in row["errors"][:5]:
