@@ -72,10 +72,17 @@ class MeshClients:
         self._channels.clear()
 
 
-def call_metadata(authorization: str | None, session_id: str) -> tuple[tuple[str, str], ...]:
-    """Metadata of every call a session makes: the client's credentials and the session id."""
+def call_metadata(authorization: str | None, session_id: str, turn: int | None = None) -> tuple[tuple[str, str], ...]:
+    """Metadata of every call a session makes: the client's credentials, the session id and (per turn) the turn.
+
+    The same keys as ``voicemesh.runtime.auth.forward_metadata``, from the
+    session's own values, so the client's key is passed on also when this
+    orchestrator keeps no ledger itself.
+    """
     metadata = [("x-session-id", session_id)]
     if authorization:
         metadata.append(("authorization", authorization))
+    if turn is not None:
+        metadata.append(("x-turn-id", str(turn)))
     return tuple(metadata)
 

@@ -79,7 +79,8 @@ class Hearing:
         elif kind == "interim" and has_words(response.interim.text):
             self.user.interim_result(response.interim.text)
             self._emit(user_transcript=agent_pb2.UserTranscript(turn_id=self.next_turn, text=self.user.text))
-            await self._heard(response.interim.text)
+            # Only words that later hypotheses keep confirm a barge-in: a first guess on a noise can be a word.
+            await self._heard(response.interim.stable_text)
         elif kind == "final":
             text = response.final.text.strip() if has_words(response.final.text) else ""  # "." is no turn
             self.timing.final = time.monotonic()

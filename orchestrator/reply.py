@@ -231,7 +231,8 @@ class Reply:
         host = self.host
         for target in order:
             try:
-                lane = await TtsLane.open(host.clients, target, host.metadata, rate=host.spec.output_rate)
+                lane = await TtsLane.open(host.clients, target, host.turn_metadata(self.turn_id),
+                                          rate=host.spec.output_rate)
                 if not first:
                     await lane.text(self.text)
                     if self._writer_done:

@@ -24,6 +24,7 @@ from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.orchestrator.voice import SpeechDetector
+from voicemesh.runtime.auth import check_quota
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
 
@@ -40,6 +41,7 @@ class Session(Hearing):
                  authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
         self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
+        self.authorization = authorization
         self.metadata = call_metadata(authorization, session_id)
         self.outbox = Outbox()
         self.events: asyncio.Queue = asyncio.Queue()
@@ -211,6 +213,8 @@ class Session(Hearing):
         await self._settle()
         turn = self.next_turn
         self.next_turn += 1
+        if not await self._admitted(turn):
+            return
         self._timings[turn] = TurnTiming(decided=time.monotonic())
         self._start_reply(Reply(self, turn, say=text), add_to_history=add_to_history)
 
@@ -248,10 +252,22 @@ class Session(Hearing):
         await self._settle()
         turn = self.next_turn
         self.next_turn += 1
+        if not await self._admitted(turn):
+            return
         self._timings[turn] = timing
         self.chat.history.append(llm_pb2.ChatMessage(role="user", content=text))
         log.info("turn %d: user said %r", turn, text)
         self._start_reply(Reply(self, turn))
+
+    async def _admitted(self, turn: int) -> bool:
+        """The caller's key may start this turn (revoked, expired or out of quota: an error event, no turn)."""
+        try:
+            await check_quota()
+        except VoiceMeshError as exc:
+            log.info("turn %d refused: %s", turn, exc.message)
+            self._error(turn, exc)
+            return False
+        return True
 
     def _start_reply(self, reply: Reply, *, add_to_history: bool = True, prefix: str = "") -> None:
         reply.add_to_history, reply.prefix = add_to_history, prefix
@@ -342,6 +358,10 @@ class Session(Hearing):
         future = asyncio.get_running_loop().create_future()
         self._tools[call_id] = future
         return future
+
+    def turn_metadata(self, turn_id: int) -> tuple[tuple[str, str], ...]:
+        """Metadata of a call made for one turn (a reply's TTS stream)."""
+        return call_metadata(self.authorization, self.id, turn_id)
 
     def report_usage(self, turn_id: int, service: str, usage) -> None:
         self._emit(usage=A.UsageReport(turn_id=turn_id, service=service, usage=usage))
