@@ -130,8 +130,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 slot = await self._take_slot(request_iterator, caller)
                 requests = call.counted(request_iterator)
                 responses = behavior(caller.requests(requests) if caller else requests, context)
-                bounded = slot.bounded(responses)
-                async for response in bounded:
+                bounded = slot.bounded(responses) if slot.deadline is not None else None  # --max-stream-s
+                async for response in bounded or responses:
                     if caller is not None:
                         await caller.observe(response)
                     call.sent()

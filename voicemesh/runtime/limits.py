@@ -78,9 +78,7 @@ class Slot:
     async def bounded(self, responses: AsyncIterator) -> AsyncIterator:
         """``responses`` until the slot's deadline; then the servicer is cancelled and the stream ends."""
         if self.deadline is None:
-            async for response in responses:
-                yield response
-            return
+            raise ValueError("the slot has no deadline (--max-stream-s 0): iterate the responses themselves")
         while True:
             # Only the wait for the servicer's next response is timed: a cancel never lands in gRPC's
             # own write of a response.
