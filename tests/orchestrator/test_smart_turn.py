@@ -1,0 +1,87 @@
+"""End of turn from Smart Turn v3 (the ONNX model in the pipecat-ai wheel) on piper speech, and the wait it sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.speech import silence, speak
+from voicemesh.audio import pcm_to_float
+from voicemesh.orchestrator import smart_turn
+from voicemesh.orchestrator.smart_turn import CONFIDENT, UNLIKELY, RecentAudio, turn_target_ms
+
+pytestmark = pytest.mark.skipif(not smart_turn.available(), reason="needs pipecat-ai (the turn extra) and the stt extra")
+
+PAUSE_S = 0.3
+QUESTION = "What is the capital of France?"
+# What a speaker says before breaking off; the transcripts are what tiny.en writes for them.
+UNFINISHED = "I would like to order a large pizza and"
+CUT_SHORT = "I would like to order a"
+
+
+def utterance(text: str, pause_s: float = PAUSE_S) -> np.ndarray:
+    return pcm_to_float(speak(text) + silence(pause_s))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return smart_turn.shared_smart_turn()
+
+
+def test_model_file_comes_from_the_wheel_and_its_input_is_8_s_of_log_mel(model):
+    assert model.path.name.startswith("smart-turn-v3") and "pipecat" in model.path.parts
+    assert (model.mel_bins, model.frames, model.samples) == (80, 800, 8 * 16000)
+    short = model.features(utterance(QUESTION))
+    assert short.shape == (80, 800)
+    # The window is the end of the audio: longer audio is cut at the front, shorter is zero-padded there.
+    long = np.concatenate([utterance("The weather is nice today.")] * 4 + [utterance(QUESTION)])
+    assert len(long) > model.samples
+    assert np.array_equal(model.features(long), model.features(long[-model.samples:]))
+    assert not np.array_equal(model.features(long), model.features(long[:model.samples]))
+    padded = np.concatenate([np.zeros(model.samples - len(utterance(QUESTION)), np.float32), utterance(QUESTION)])
+    assert np.allclose(short, model.features(padded), atol=1e-5)
+
+
+def test_a_finished_question_is_complete_and_a_clause_left_open_is_not(model):
+    finished = model.probability(utterance(QUESTION))
+    unfinished = model.probability(utterance(UNFINISHED))
+    assert finished >= CONFIDENT
+    assert unfinished < UNLIKELY
+    assert model.probability(np.zeros(0, dtype=np.float32)) == 0.0
+
+
+async def test_prediction_runs_off_the_loop(model):
+    assert await model.predict(utterance(QUESTION)) == pytest.approx(model.probability(utterance(QUESTION)), abs=1e-5)
+
+
+@pytest.mark.parametrize("unfinished, heard", [(UNFINISHED, "I would like to order a large pizza and"),
+                                               (CUT_SHORT, "I would like to order a.")])
+def test_a_finished_question_ends_the_turn_sooner_than_an_unfinished_clause_after_the_same_pause(model, unfinished, heard):
+    delays = {"min_delay_ms": 500, "max_delay_ms": 3000, "quick_ms": 200}
+    question = turn_target_ms(model.probability(utterance(QUESTION)), QUESTION, **delays)
+    clause = turn_target_ms(model.probability(utterance(unfinished)), heard, **delays)
+    assert question == 200  # shorter than the plain silence wait (min_delay_ms)
+    assert clause > 500  # longer than it
+    assert question < clause
+
+
+def test_the_wait_follows_the_probability_and_the_transcript():
+    delays = {"min_delay_ms": 500, "max_delay_ms": 3000, "quick_ms": 200}
+    assert turn_target_ms(0.99, "Turn off the lights.", **delays) == 200
+    assert turn_target_ms(0.99, "Turn off the lights in the", **delays) == 3000  # an open last word wins
+    assert turn_target_ms(0.7, "Turn off the lights.", **delays) == 500
+    assert turn_target_ms(None, "Turn off the lights.", **delays) == 500  # no model: the plain silence wait
+    assert turn_target_ms(0.0, "Turn off the lights.", **delays) == 3000
+    assert 500 < turn_target_ms(0.25, "Turn off the lights.", **delays) < 3000
+    assert turn_target_ms(0.99, "Turn off the lights.", min_delay_ms=100, max_delay_ms=3000, quick_ms=200) == 100
+
+
+def test_recent_audio_cuts_at_a_timeline_position_and_resamples():
+    audio = RecentAudio(48000, seconds=1.0)
+    tone = (np.sin(np.arange(48000 * 2) / 10) * 8000).astype("<i2").tobytes()
+    for start in range(0, len(tone), 960 * 2):
+        audio.feed(tone[start:start + 960 * 2])
+    assert audio.end == pytest.approx(2 * 16000, abs=320)  # the streaming resampler holds back a few ms
+    assert len(audio.until(2000)) == pytest.approx(16000, abs=320)  # the streaming resampler holds back a few ms  # only the last second is kept
+    assert len(audio.until(1500)) == pytest.approx(8000, abs=320)  # the streaming resampler holds back a few ms
+    assert len(audio.until(500)) == 0
