@@ -109,20 +109,25 @@ class RecentAudio:
     def __init__(self, rate: int, seconds: float = WINDOW_S + 2):
         self._resampler = StreamResampler(rate, RATE) if rate != RATE else None
         self._keep = int(seconds * RATE)
-        self._buffer = np.zeros(0, dtype=np.float32)
+        self._parts: list[np.ndarray] = []
+        self._held = 0  # samples in _parts
         self.end = 0  # 16 kHz samples received
 
     def feed(self, pcm: bytes) -> None:
         samples = pcm_to_float(pcm)
         if self._resampler is not None:
             samples = self._resampler.process(samples)
+        self._parts.append(samples)
+        self._held += len(samples)
         self.end += len(samples)
-        self._buffer = np.concatenate([self._buffer, samples])[-self._keep:]
+        while self._parts and self._held - len(self._parts[0]) >= self._keep:
+            self._held -= len(self._parts.pop(0))  # whole chunks only: no copy per chunk
 
     def until(self, end_ms: float) -> np.ndarray:
-        """The audio kept up to timeline position ``end_ms``."""
-        stop = len(self._buffer) - max(0, self.end - int(end_ms * RATE / 1000))
-        return self._buffer[: max(0, stop)].copy()
+        """The audio kept (at most ``seconds``) up to timeline position ``end_ms``."""
+        joined = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
+        stop = len(joined) - max(0, self.end - int(end_ms * RATE / 1000))
+        return joined[max(0, stop - self._keep): max(0, stop)]
 
 
 def turn_target_ms(probability: float | None, text: str, *, min_delay_ms: float, max_delay_ms: float,
