@@ -10,7 +10,8 @@ import time
 import wave
 from pathlib import Path
 
-from voicemesh.client.local import LocalMesh, LocalMeshOptions, default_state_dir, free_port_base, port_is_free
+from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base, port_is_free
+from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.mesh import DEFAULT_PORTS
 
@@ -51,7 +52,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, host: str) -> LocalMeshOptions:
     return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
-                            tts=args.tts, preload=not getattr(args, "no_preload", False))
+                            tts=args.tts, preload=not getattr(args, "no_preload", False), auth=not args.no_auth)
 
 
 # --- up --------------------------------------------------------------------------------------------
@@ -74,6 +75,10 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
                     help="where the mesh config and logs go (default $VOICEMESH_STATE_DIR or ~/.voicemesh)")
     _add_model_flags(up)
     up.add_argument("--no-preload", action="store_true", help="do not load the models before reporting SERVING")
+    up.add_argument("--no-auth", action="store_true",
+                    help="serve without API keys (usage is still recorded in the state directory's ledger.db); "
+                    "by default every RPC needs the key written to <state-dir>/api_key, which talk and the SDK "
+                    "send")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
     up.set_defaults(handler=_up)
 
@@ -89,8 +94,10 @@ def _up(args: argparse.Namespace) -> int:
             f"  {name:<12} {mesh.address(name):<22} SERVING after {s:.1f} s"))
         print(f"VoiceMesh is up: orchestrator at {mesh.orchestrator_address} "
               f"(stt {mesh.address('stt')}, llm {mesh.address('llm')}, tts {mesh.address('tts')})", flush=True)
-        _say(f"mesh config: {mesh.mesh_path}\ntry: voicemesh talk --address {mesh.orchestrator_address}\n"
-             "Ctrl-C stops everything.")
+        keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY)"
+                if mesh.api_key else "no API keys (--no-auth)")
+        _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"
+             f"try: voicemesh talk --address {mesh.orchestrator_address}\nCtrl-C stops everything.")
         while True:
             dead = mesh.dead()
             if dead:
@@ -134,7 +141,10 @@ def _add_talk(commands: argparse._SubParsersAction) -> None:
     talk.add_argument("--address", default=DEFAULT_ADDRESS, help=f"orchestrator address (default {DEFAULT_ADDRESS})")
     _add_model_flags(talk)
     talk.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS, help="the agent's system prompt")
-    talk.add_argument("--api-key", default=None, help="API key sent as a bearer token (default $VOICEMESH_API_KEY)")
+    talk.add_argument("--api-key", default=None,
+                      help="API key sent as a bearer token (default $VOICEMESH_API_KEY, else the key file of "
+                      "`voicemesh up` in $VOICEMESH_STATE_DIR or ~/.voicemesh)")
+    talk.add_argument("--no-auth", action="store_true", help="a mesh this command starts serves without API keys")
     talk.add_argument("--no-start", action="store_true", help="fail instead of starting a local mesh")
     talk.add_argument("--state-dir", type=Path, default=None,
                       help="state directory of a mesh this command starts (default ~/.voicemesh/talk)")
@@ -212,6 +222,7 @@ def _talk(args: argparse.Namespace) -> int:
         if status is None:
             mesh = _start_mesh_for_talk(args)
             address = mesh.orchestrator_address
+            args.api_key = args.api_key or mesh.api_key
         result = asyncio.run(_converse(args, address, pcm, rate))
     except _Stop as stop:
         _say(f"voicemesh talk: {stop}: stopped")

@@ -88,11 +88,17 @@ def _up_holder(tmp_path_factory):
 
 
 @pytest.fixture
-def mesh_up(_up_holder) -> UpProcess:
-    """The package's running ``voicemesh up`` (started again if a test stopped it)."""
+def mesh_up(_up_holder, monkeypatch) -> UpProcess:
+    """The package's running ``voicemesh up`` (started again if a test stopped it).
+
+    Its state directory is the test's VOICEMESH_STATE_DIR, so the SDK and ``voicemesh talk`` find the API
+    key ``up`` created there, as they find ~/.voicemesh/api_key for a user.
+    """
     holder, factory = _up_holder
     if "up" not in holder or holder["up"].proc.poll() is not None:
         holder["up"] = start_up(factory.mktemp("up"))
+    monkeypatch.setenv("VOICEMESH_STATE_DIR", str(holder["up"].state_dir))
+    monkeypatch.delenv("VOICEMESH_API_KEY", raising=False)
     return holder["up"]
 
 

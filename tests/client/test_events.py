@@ -124,12 +124,15 @@ def test_realtime_replaces_the_cascade():
     assert not config.HasField("stt") and not config.HasField("llm") and not config.HasField("tts")
 
 
-def test_api_key_goes_into_bearer_metadata_from_argument_or_env(monkeypatch):
+def test_api_key_goes_into_bearer_metadata_from_argument_env_or_key_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("VOICEMESH_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("VOICEMESH_API_KEY", "vm-env")
     assert AgentSession()._metadata == (("authorization", "Bearer vm-env"),)
     assert AgentSession(api_key="vm-arg")._metadata == (("authorization", "Bearer vm-arg"),)
     monkeypatch.delenv("VOICEMESH_API_KEY")
     assert AgentSession()._metadata == ()
+    (tmp_path / "api_key").write_text("vm-file\n")  # where `voicemesh up` writes the local key
+    assert AgentSession()._metadata == (("authorization", "Bearer vm-file"),)
 
 
 async def test_sending_before_start_is_a_clear_error():

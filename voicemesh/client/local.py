@@ -3,7 +3,9 @@
 Used by ``voicemesh up`` (in the foreground) and ``voicemesh talk`` (when no
 mesh answers, for the duration of the command). The state directory holds
 the mesh config the orchestrator reads (``mesh.json``), one log file per
-service (``logs/``) and ``up.json`` (addresses and process ids).
+service (``logs/``), ``up.json`` (addresses and process ids), the usage
+ledger every service records into (``ledger.db``) and, with auth on (the
+default), the local API key (``api_key``) that ``talk`` and the SDK send.
 """
 
 from __future__ import annotations
@@ -27,11 +29,6 @@ log = logging.getLogger(__name__)
 MODEL_SERVICES = ("stt", "llm", "tts")
 # Orchestrator first: it is the client of the others, so it goes down first.
 STOP_ORDER = ("orchestrator", "tts", "llm", "stt")
-
-
-def default_state_dir() -> Path:
-    """``$VOICEMESH_STATE_DIR``, else ``~/.voicemesh``."""
-    return Path(os.environ.get("VOICEMESH_STATE_DIR") or Path.home() / ".voicemesh")
 
 
 def port_offsets() -> dict[str, int]:
@@ -69,6 +66,7 @@ class LocalMeshOptions:
     llm: str = DEFAULT_LLM
     tts: str = DEFAULT_TTS
     preload: bool = True
+    auth: bool = True
     grace_s: float = 5.0
     log_level: str = "INFO"
 
@@ -82,6 +80,9 @@ class LocalMesh:
         self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()}
         self.mesh_path = self.state_dir / "mesh.json"
         self.log_dir = self.state_dir / "logs"
+        self.ledger_url = f"sqlite:///{self.state_dir / 'ledger.db'}"
+        self.key_path = self.state_dir / "api_key"
+        self.api_key: str | None = None
         self.processes: dict[str, ServiceProcess] = {}
 
     def address(self, service: str) -> str:
@@ -106,9 +107,15 @@ class LocalMesh:
         MeshConfig.local(client_host, {m: self.ports[m] for m in MODEL_SERVICES}).write(self.mesh_path)
         common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
         models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts}
+        # Every service meters into one ledger; with auth (the default) each RPC needs the local key.
+        metering = {"VOICEMESH_LEDGER": self.ledger_url, "VOICEMESH_AUTH": "1" if self.options.auth else "0"}
+        if self.options.auth:
+            from voicemesh.metering.keys import ensure_local_key
+
+            self.api_key = ensure_local_key(self.ledger_url, self.key_path)
         for name in (*MODEL_SERVICES, "orchestrator"):
             args = list(common)
-            env = {}
+            env = dict(metering)
             if name in models and self.options.preload:
                 args += ["--preload", models[name]]
             if name == "orchestrator":
@@ -126,6 +133,8 @@ class LocalMesh:
         state = {
             "pid": os.getpid(),
             "mesh": str(self.mesh_path),
+            "ledger": self.ledger_url,
+            "api_key_file": str(self.key_path) if self.options.auth else None,
             "services": {name: {"address": self.address(name), "pid": proc.proc.pid if proc.proc else None,
                                 "log": str(proc.log_path)} for name, proc in self.processes.items()},
         }

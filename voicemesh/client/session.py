@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import grpc
 
 from voicemesh.client.events import Event, EventType, SessionStarted, from_proto
 from voicemesh.client.models import Choice, to_choice
+from voicemesh.metering.keys import read_client_key
 from voicemesh.runtime.status import detail_of
 from voicemesh.v1 import agent_pb2, agent_pb2_grpc, llm_pb2
 
@@ -38,7 +38,6 @@ DEFAULT_ADDRESS = "127.0.0.1:50060"
 DEFAULT_STT = "faster-whisper/tiny.en:en"
 DEFAULT_LLM = "llama.cpp/smollm2-135m-instruct"
 DEFAULT_TTS = "piper/en_US-joe-medium"
-API_KEY_ENV = "VOICEMESH_API_KEY"
 _END = object()  # end of the event stream
 
 
@@ -114,7 +113,7 @@ class AgentSession:
             turn_detection=turn_detection, interruption=interruption, tools=tools,
             first_result_timeout_ms=first_result_timeout_ms,
         )
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        key = api_key if api_key is not None else read_client_key()
         self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
         self._credentials = credentials
         self._start_timeout_s = start_timeout_s
