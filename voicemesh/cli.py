@@ -61,6 +61,8 @@ def _add_describe(commands: argparse._SubParsersAction) -> None:
     describe.add_argument("address", metavar="ADDRESS", help="host:port of a running service")
     describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     describe.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the service (default 10)")
+    describe.add_argument("--api-key", default=None, help="API key for servers with auth on (default "
+                          "$VOICEMESH_API_KEY, else the key file `voicemesh up` writes in ~/.voicemesh)")
     describe.set_defaults(handler=_describe)
 
 
@@ -68,7 +70,7 @@ def _describe(args: argparse.Namespace) -> int:
     from voicemesh.client.describe import describe_address, format_description
 
     try:
-        descriptions = describe_address(args.address, timeout=args.timeout)
+        descriptions = describe_address(args.address, timeout=args.timeout, api_key=args.api_key)
     except Exception as exc:  # shown to a person, not re-raised
         print(f"voicemesh describe: {exc}", file=sys.stderr)
         return 1

@@ -157,3 +157,15 @@ def test_talk_starts_a_mesh_when_none_answers_and_stops_it(tmp_path, whisper):
                  .stdout.splitlines() if ports.search(line)]
     assert leftovers == []
     assert not (tmp_path / "state" / "up.json").exists()
+
+
+def test_up_requires_its_local_key_and_the_tools_send_it(mesh_up, monkeypatch, tmp_path):
+    key_file = mesh_up.state_dir / "api_key"
+    assert key_file.exists() and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    described = voicemesh("describe", mesh_up.addresses["tts"])  # finds the key through VOICEMESH_STATE_DIR
+    assert described.returncode == 0 and "piper/en_US-joe-medium" in described.stdout, described.stderr
+    monkeypatch.setenv("VOICEMESH_STATE_DIR", str(tmp_path))  # a client that has no key
+    refused = voicemesh("describe", mesh_up.addresses["tts"])
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    talk = voicemesh("talk", "--text", "Hello?", "--address", mesh_up.orchestrator, "--no-start")
+    assert talk.returncode == 1 and "UNAUTHENTICATED" in talk.stderr + talk.stdout

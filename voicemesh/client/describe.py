@@ -41,9 +41,17 @@ def list_services(channel: grpc.Channel, timeout: float) -> list[str]:
     return names
 
 
-def describe_address(address: str, timeout: float = 10.0,
-                     credentials: grpc.ChannelCredentials | None = None) -> list[common_pb2.ServiceDescription]:
-    """Describe every VoiceMesh service found at ``address`` (TLS as in ``voicemesh.tls.channel``)."""
+def describe_address(address: str, timeout: float = 10.0, credentials: grpc.ChannelCredentials | None = None,
+                     api_key: str | None = None) -> list[common_pb2.ServiceDescription]:
+    """Describe every VoiceMesh service found at ``address`` (TLS as in ``voicemesh.tls.channel``).
+
+    ``api_key`` (default: the client key of ``voicemesh.metering.keys.read_client_key``) is sent as a
+    bearer token, for servers with auth on.
+    """
+    from voicemesh.metering.keys import read_client_key
+
+    key = api_key if api_key is not None else read_client_key()
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
     with tls.channel(address, credentials=credentials) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)
         found = [name for name in list_services(channel, timeout) if name in DESCRIBABLE]
@@ -52,7 +60,7 @@ def describe_address(address: str, timeout: float = 10.0,
         out = []
         for name in found:
             stub_cls, request_cls = DESCRIBABLE[name]
-            out.append(stub_cls(channel).Describe(request_cls(), timeout=timeout).description)
+            out.append(stub_cls(channel).Describe(request_cls(), timeout=timeout, metadata=metadata).description)
         return out
 
 
