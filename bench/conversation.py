@@ -16,7 +16,8 @@ stream with the same pacing and endpointing silence, its final transcript to
 the LLM backend, the first clause of the reply to the TTS backend.
 
 Prints a table and p50/p95 of each phase and the mesh / in-process ratio,
-and saves everything as JSON in bench/results/.
+and saves everything as JSON in bench/results/, with a PNG latency plot beside
+it (per-turn stacked breakdown and the p50/p95; ``--no-plot`` skips it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from conversation_in_process import run_in_process_async
+from conversation_plot import save_plot
 from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, print_turn, speech_end_s
 
 from voicemesh.audio import chunks
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm", default=DEFAULT_LLM)
     parser.add_argument("--tts", default=DEFAULT_TTS)
     parser.add_argument("--phases", default="mesh,in-process", help="which phases to run (default both)")
+    parser.add_argument("--no-plot", action="store_true", help="do not save the PNG latency plot")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "conversation.json")
     args = parser.parse_args(argv)
 
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved {args.out}")
+    if not args.no_plot:
+        print(f"saved {save_plot(report, args.out.with_suffix('.png'))}")
     return 0
 
 
