@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
+import time
 from collections import defaultdict
 
 import grpc
@@ -18,6 +20,9 @@ from voicemesh.orchestrator.fallback import Candidate, Target, targets
 from voicemesh.v1 import common_pb2, llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# How long a name's resolved replicas are reused before it is resolved again (scaling is picked up).
+RESOLVE_TTL_S = 5.0
 
 _STUBS = {"stt": stt_pb2_grpc.SttServiceStub, "llm": llm_pb2_grpc.LlmServiceStub, "tts": tts_pb2_grpc.TtsServiceStub}
 
@@ -49,12 +54,29 @@ class MeshClients:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._rotation: dict[tuple[str, str], itertools.count] = defaultdict(itertools.count)
+        self._resolved: dict[str, tuple[float, list[str]]] = {}
 
     def targets(self, modality: str, candidates: list[Candidate]) -> list[Target]:
-        """The targets of a session for ``modality``: a new session takes the next address of each provider."""
-        addresses = [self.mesh.addresses(modality, c.provider) for c in candidates]
+        """The targets of a session for ``modality``: a new session takes the next address of each provider.
+
+        A name that resolves to several replicas (a docker-compose service scaled up, a Kubernetes
+        headless Service) counts as one address per replica, so sessions spread over them while each
+        session's streams stay on the replica that opened them.
+        """
+        addresses = [[a for address in self.mesh.addresses(modality, c.provider) for a in self._replicas(address)]
+                     for c in candidates]
         rotation = [next(self._rotation[(modality, c.provider)]) for c in candidates]
         return targets(candidates, addresses, rotation)
+
+    def _replicas(self, address: str) -> list[str]:
+        """``host:port`` as one ``ip:port`` per address the host resolves to (cached briefly)."""
+        now = time.monotonic()
+        cached = self._resolved.get(address)
+        if cached is not None and now - cached[0] < RESOLVE_TTL_S:
+            return cached[1]
+        found = replicas(address)
+        self._resolved[address] = (now, found)
+        return found
 
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -70,6 +92,22 @@ class MeshClients:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def replicas(address: str) -> list[str]:
+    """The ``ip:port`` addresses ``host:port`` resolves to, sorted; the address itself when it does not
+    resolve (the call then fails as UNAVAILABLE, naming it) or is a gRPC target such as ``dns:///…``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "/" in address or not port.isdigit():
+        return [address]
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        log.warning("cannot resolve %s: %s", host, exc)
+        return [address]
+    found = {f"[{info[4][0]}]:{port}" if info[0] == socket.AF_INET6 else f"{info[4][0]}:{port}" for info in infos}
+    return sorted(found) or [address]
 
 
 def call_metadata(authorization: str | None, session_id: str, turn: int | None = None) -> tuple[tuple[str, str], ...]:
