@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import grpc
 
+from voicemesh import tls
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.fallback import Candidate, Target, targets
 from voicemesh.v1 import common_pb2, llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
@@ -81,7 +82,7 @@ class MeshClients:
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+            channel = self._channels[address] = tls.aio_channel(address, options=self._options)
             log.info("channel to %s", address)
         return channel
 

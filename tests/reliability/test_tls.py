@@ -81,3 +81,36 @@ def test_server_with_an_unreadable_certificate_exits_with_a_message(service_proc
                                         "--tls-key", str(tmp_path / "missing.key")], wait=False)
     assert proc.proc.wait(60) == 1
     assert "cannot read the TLS server key" in proc.log_path.read_text()
+
+
+async def test_a_whole_mesh_over_mutual_tls(service_process, pki, monkeypatch):
+    """Every hop over mutual TLS from the environment: SDK -> orchestrator -> LLM and TTS (and STT)."""
+    from voicemesh.client.events import EventType
+    from voicemesh.client.session import AgentSession
+    from voicemesh.mesh import MeshConfig
+
+    identity = {tls.CA_ENV: str(pki["ca"].cert), tls.CERT_ENV: str(pki["server"].cert),
+                tls.KEY_ENV: str(pki["server"].key), "VOICEMESH_TLS_CLIENT_CA": str(pki["ca"].cert)}
+    for name, value in identity.items():
+        monkeypatch.setenv(name, value)  # the test's own health checks and the SDK use it too
+    models = {"stt": ["--workers", "1"], "llm": ["--preload", "llama.cpp/smollm2-135m-instruct"], "tts": TTS_ARGS}
+    procs = {name: service_process(name, args=args, env=identity) for name, args in models.items()}
+    mesh = MeshConfig({name: {"*": [proc.address]} for name, proc in procs.items()})
+    mesh_path = pki["ca"].cert.parent / "mesh.json"
+    mesh.write(mesh_path)
+    orchestrator = service_process("orchestrator", args=["--mesh", str(mesh_path)], env=identity)
+    assert health(orchestrator.address, timeout=2, credentials=tls.client_credentials(ca=str(pki["ca"].cert))) \
+        is None  # without a client certificate: refused
+
+    audio = 0
+    async with AgentSession(address=orchestrator.address, instructions="Answer in one short sentence.",
+                            first_result_timeout_ms=30000) as session:
+        await session.send_text("What is the capital of France?")
+        async for event in session:
+            if event.type is EventType.AGENT_AUDIO:
+                audio += len(event.audio)
+            elif event.type is EventType.ERROR:
+                pytest.fail(f"session error over TLS: {event}")
+            elif event.type is EventType.TURN_DONE:
+                break
+    assert audio > 0

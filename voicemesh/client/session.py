@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from voicemesh import tls
 from voicemesh.client.events import Event, EventType, SessionStarted, from_proto
 from voicemesh.client.models import Choice, to_choice
 from voicemesh.metering.keys import read_client_key
@@ -175,10 +176,8 @@ class AgentSession:
         """Open the stream, send the config and wait for ``SessionStarted``; returns the session id."""
         if self._call is not None:
             raise RuntimeError("the session is already started")
-        if self._credentials is not None:
-            self._channel = grpc.aio.secure_channel(self.address, self._credentials)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.address)
+        # TLS with the given credentials, else with VOICEMESH_TLS_* from the environment, else plaintext.
+        self._channel = tls.aio_channel(self.address, credentials=self._credentials)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         self._call = stub.Session(metadata=self._metadata, wait_for_ready=False)
         self._reader = asyncio.create_task(self._read(), name="voicemesh-session-reader")
