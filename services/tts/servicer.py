@@ -77,6 +77,8 @@ async def _inputs(requests: AsyncIterator[tts_pb2.SynthesizeRequest], max_piece_
         kind = request.WhichOneof("request")
         reject_second_config(kind)
         if kind == "text":
+            if "\x00" in request.text:
+                raise InvalidInput("text contains a NUL character (U+0000), which cannot be spoken")
             if len(request.text) > max_piece_chars:
                 raise InvalidInput(
                     f"text piece of {len(request.text)} characters is beyond the size limit of {max_piece_chars}; "

@@ -193,9 +193,6 @@ def test_random_streams_end_with_documented_codes_and_the_service_still_works(me
     assert "error" not in kinds, outcome.error_codes()
 
 
-@pytest.mark.xfail(strict=True, reason="services/tts: piper's phonemizer raises ValueError('embedded null character') "
-                   "on text with NUL, which ends the stream INTERNAL; services/tts/servicer.py _inputs should "
-                   "refuse it with InvalidInput (or drop control characters)")
 def test_nul_in_text_is_invalid_input(mesh):
     proc = mesh["tts"]
     before = server_failures()
