@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from voicemesh.errors import DeadlineExceeded
+from voicemesh.errors import DeadlineExceeded, Unavailable, VoiceMeshError, error_for_code
 
 T = TypeVar("T")
 
@@ -75,16 +75,31 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# Codes that say the request itself was refused, so another target is no fix and the client must know.
+REFUSALS = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED",
+                      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"})
+
+
 @dataclass
 class FallbackLog:
     """Targets that failed within a turn, per modality, with why."""
 
     entries: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
     def failed(self, target: Target, exc: BaseException) -> str:
-        entry = f"{target}: {failure_reason(exc)}"
-        self.entries.append(entry)
-        return entry
+        reason = failure_reason(exc)
+        self.entries.append(f"{target}: {reason}")
+        self.codes.append(reason.split(":", 1)[0])
+        return self.entries[-1]
+
+    def exhausted(self, message: str) -> VoiceMeshError:
+        """The error of a turn no target could serve: the targets' own status when they all refused the
+        request the same way (a bad key, bad input, a quota), else UNAVAILABLE."""
+        message = f"{message}: " + "; ".join(self.entries)
+        if self.codes and len(set(self.codes)) == 1 and self.codes[0] in REFUSALS:
+            return error_for_code(self.codes[0], message)
+        return Unavailable(message)
 
 
 async def first_of(stream: AsyncIterator[T], timeout_s: float | None, what: str) -> T:

@@ -222,7 +222,7 @@ class Reply:
             chat.current = target
             self.llm_model = target.descriptor
             return _prepend(first, stream)
-        raise Unavailable(f"no LLM answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
+        raise self.fallbacks.exhausted(f"no LLM answered turn {self.turn_id}")
 
     # -- audio: TTS (with fallback) to the client ----------------------------------------
 
@@ -243,7 +243,7 @@ class Reply:
             self.tts, self.tts_model = lane, target.descriptor
             self.playout.seconds_per_char = 0.07 / (target.candidate.speed or 1.0)
             return
-        raise Unavailable(f"no voice answered turn {self.turn_id}: " + "; ".join(self.fallbacks.entries))
+        raise self.fallbacks.exhausted(f"no voice answered turn {self.turn_id}")
 
     async def _speak(self) -> None:
         timeout = self.host.spec.first_result_ms / 1000

@@ -102,3 +102,10 @@ def require_module(module: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise MissingExtra(module, extra)
+
+
+def error_for_code(code: str, message: str, **kwargs) -> VoiceMeshError:
+    """An error of the class that carries gRPC status ``code`` (INTERNAL's base class for unknown ones)."""
+    classes = {cls.code: cls for cls in (InvalidInput, ModelNotFound, Unauthenticated, PermissionDenied,
+                                         ResourceExhausted, Unavailable, DeadlineExceeded, FailedPrecondition)}
+    return classes.get(code, VoiceMeshError)(message, **kwargs)

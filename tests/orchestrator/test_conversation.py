@@ -94,7 +94,7 @@ async def test_an_unknown_model_fails_the_turn_not_the_session(orchestrator):
         s.send(text="Hello?")
         await s.turn_done(1)
         errors = s.of("error", 1)
-        assert errors and errors[0].code == "UNAVAILABLE" and "no-such-model" in errors[0].message
+        assert errors and errors[0].code == "NOT_FOUND" and "no-such-model" in errors[0].message
         s.send(update_models=agent_pb2.UpdateModels(llm=choice(LLM)))
         s.send(text="What is the capital of France?")
         assert (await s.turn_done(2)).text

@@ -212,3 +212,25 @@ def test_a_segment_still_arriving_is_not_taken_as_whole():
     p.sent(1000, now=10.0)
     spoken = p.spoken_text(p.played_samples(11.0))
     assert spoken.startswith("One day") and "village" not in spoken
+
+
+def test_a_turn_every_target_refused_alike_reports_their_code():
+    from voicemesh.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
+    from voicemesh.orchestrator.fallback import Candidate, FallbackLog, Target
+
+    first = Target(Candidate("piper/a", "piper"), "127.0.0.1:1")
+    second = Target(Candidate("piper/b", "piper"), "127.0.0.1:2")
+    refused = FallbackLog()
+    refused.failed(first, Unauthenticated("missing API key"))
+    refused.failed(second, Unauthenticated("missing API key"))
+    error = refused.exhausted("no voice answered turn 3")
+    assert isinstance(error, Unauthenticated) and "no voice answered turn 3" in error.message
+    assert "missing API key" in error.message
+    mixed = FallbackLog()
+    mixed.failed(first, InvalidInput("bad text"))
+    mixed.failed(second, Unavailable("connection refused"))
+    assert isinstance(mixed.exhausted("no voice answered turn 1"), Unavailable)
+    quota = FallbackLog()
+    quota.failed(first, ResourceExhausted("quota audio_seconds_out=10/day reached"))
+    assert isinstance(quota.exhausted("no voice answered turn 2"), ResourceExhausted)
+    assert isinstance(FallbackLog().exhausted("no LLM answered turn 1"), Unavailable)
