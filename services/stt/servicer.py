@@ -16,6 +16,7 @@ import grpc
 from voicemesh.audio import check_pcm, check_sample_rate
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
+from voicemesh.runtime.auth import record_unsent
 from voicemesh.runtime.service import ModelService
 from voicemesh.runtime.streams import read_config, reject_second_config
 from voicemesh.services.stt.backend import (
@@ -58,13 +59,17 @@ def recognition_options(config: stt_pb2.RecognitionConfig, backend: SttBackend) 
                               min_silence_ms=silence, speech_threshold=threshold)
 
 
-async def audio_chunks(requests: AsyncIterator[stt_pb2.RecognizeRequest], rate: int) -> AsyncIterator[bytes]:
-    """The audio of the messages after the config, each chunk validated."""
+async def audio_chunks(requests: AsyncIterator[stt_pb2.RecognizeRequest], rate: int,
+                       received: list[int] | None = None) -> AsyncIterator[bytes]:
+    """The audio of the messages after the config, each chunk validated; ``received[0]`` counts the samples."""
     async for request in requests:
         kind = request.WhichOneof("request")
         if kind != "audio":
             reject_second_config(kind)
-        yield check_pcm(request.audio, rate=rate, max_seconds=MAX_CHUNK_SECONDS)
+        chunk = check_pcm(request.audio, rate=rate, max_seconds=MAX_CHUNK_SECONDS)
+        if received is not None:
+            received[0] += len(chunk) // 2
+        yield chunk
 
 
 def to_response(event: SttEvent) -> stt_pb2.RecognizeResponse:
@@ -111,7 +116,16 @@ class SttServicer:
         options = recognition_options(config, backend)
         log.info("recognize %s at %d Hz (interim %s, min silence %d ms)", config.model, options.sample_rate_hz,
                  options.interim_results, options.min_silence_ms)
-        async with contextlib.aclosing(backend.recognize(options, audio_chunks(requests, options.sample_rate_hz))) \
-                as events:
-            async for event in events:
-                yield to_response(event)
+        received, usage_sent = [0], False
+        audio = audio_chunks(requests, options.sample_rate_hz, received)
+        try:
+            async with contextlib.aclosing(backend.recognize(options, audio)) as events:
+                async for event in events:
+                    usage_sent = usage_sent or isinstance(event, UsageEvent)
+                    yield to_response(event)
+        finally:
+            if not usage_sent and received[0]:
+                # The client left (or the stream failed) before USAGE: the audio it sent is still metered.
+                descriptor = parse(config.model)
+                record_unsent(common_pb2.Usage(audio_seconds_in=received[0] / options.sample_rate_hz,
+                                               model=f"{descriptor.provider}/{descriptor.model}:{options.language}"))

@@ -165,3 +165,39 @@ async def test_llm_chat_checks_the_quota_before_each_generation(mesh):
     store.close()
     done, error = await chat(other, 2)
     assert error is None and len(done) == 2, "another key keeps working"
+
+
+async def test_stt_audio_of_a_client_that_left_is_still_metered(mesh):
+    """A Recognize stream cancelled before its USAGE (an orchestrator killed mid-session) is metered anyway."""
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "vanishing-listener")
+    audio = silence(0.2) + speak("The train leaves the station at noon.") + silence(1.0)  # ends the utterance
+    pieces = list(chunks(audio, rate=16000, ms=100))
+    sent = asyncio.Event()
+
+    async def feed():
+        yield stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(model="faster-whisper/tiny.en:en",
+                                                                        sample_rate_hz=16000))
+        for piece in pieces:
+            yield stt_pb2.RecognizeRequest(audio=piece)
+        sent.set()
+        await asyncio.Event().wait()  # never half-closes: the client goes away instead
+
+    async with grpc.aio.insecure_channel(mesh.services["stt"].address) as channel:
+        call = stt_pb2_grpc.SttServiceStub(channel).Recognize(feed(), metadata=[*bearer(key), ("x-session-id", "gone")])
+        async with asyncio.timeout(120):
+            async for event in call:
+                if event.WhichOneof("event") == "final" and sent.is_set():
+                    heard_ms = event.final.end_ms
+                    break
+        call.cancel()
+    for _ in range(100):
+        records = store.usage(key_id=record.id)
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    store.close()
+    assert [(r.service, r.session_id) for r in records] == [("stt", "gone")]
+    # what the service had read when the client left: at least the utterance it finalized, at most all sent
+    assert heard_ms / 1000 <= records[0].audio_seconds_in <= len(audio) / 2 / 16000
+    assert records[0].model == "faster-whisper/tiny.en:en"
