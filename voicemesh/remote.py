@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from voicemesh.backend import RemoteOptions
 from voicemesh.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -33,6 +34,12 @@ from voicemesh.errors import (
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def client(options: RemoteOptions) -> httpx.AsyncClient:
+    """An HTTP client for a remote API: its base URL, its key as a bearer token, its timeout."""
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    return httpx.AsyncClient(base_url=options.base_url, headers=headers, timeout=httpx.Timeout(options.timeout_s))
 
 
 @dataclass(frozen=True)

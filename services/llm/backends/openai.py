@@ -84,8 +84,7 @@ class OpenAILlmBackend(LlmBackend):
         self._client: httpx.AsyncClient | None = None
 
     async def load(self) -> None:
-        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
-        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.options.timeout_s))
+        self._client = remote.client(self.options)
 
     async def close(self) -> None:
         if self._client is not None:

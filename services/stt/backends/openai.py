@@ -63,9 +63,7 @@ class OpenAISttBackend(SttBackend):
         """A remote server may serve any model name; it answers 404 for unknown ones."""
 
     async def load(self) -> None:
-        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.options.base_url, headers=headers,
-                                         timeout=httpx.Timeout(self.options.timeout_s))
+        self._client = remote.client(self.options)
         self._vad = await asyncio.to_thread(shared_vad)
 
     async def close(self) -> None:
