@@ -14,7 +14,7 @@ import grpc
 
 from voicemesh.errors import DeadlineExceeded
 from voicemesh.orchestrator.lanes import SttLane
-from voicemesh.orchestrator.turns import endpoint_wait_ms, has_words
+from voicemesh.orchestrator.turns import has_words
 from voicemesh.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,13 @@ class Hearing:
         self._cancel_timer("stt_stall")  # the stream is alive
         if kind == "speech_started":
             self._cancel_timer("eot")  # the user goes on
+            self._user_goes_on()
             self.user.speech_started()
             if self.reply is not None and not self.reply.stopped and self.spec.interruption_enabled:
                 self.barge.start(int(response.speech_started.time_ms + offset))
         elif kind == "interim" and has_words(response.interim.text):
             self.user.interim_result(response.interim.text)
+            await self._check_preemption()
             self._emit(user_transcript=agent_pb2.UserTranscript(turn_id=self.next_turn, text=self.user.text))
             # Only words that later hypotheses keep confirm a barge-in: a first guess on a noise can be a word.
             await self._heard(response.interim.stable_text)
@@ -97,12 +99,7 @@ class Hearing:
             self.listener.utterance_done()
             if self.user.final_text:
                 self.timing.end_of_speech = self.clock.wall_at(end_ms)
-                wait = endpoint_wait_ms(self.user.final_text, self.clock.ms - end_ms,
-                                        self.spec.min_delay_ms, self.spec.max_delay_ms)
-                if wait <= 0 or self.closing:
-                    await self._commit_user_turn()
-                else:
-                    self._timer("eot", wait)
+                await self._end_of_speech(end_ms)
 
     async def _heard(self, text: str) -> None:
         """The STT heard words: a pending barge-in is real."""

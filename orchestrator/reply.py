@@ -69,6 +69,7 @@ class Reply:
     fallbacks: FallbackLog = field(default_factory=FallbackLog)
     add_to_history: bool = True
     prefix: str = ""  # text of the reply already played before a resume
+    held: bool = False  # generated ahead of the turn's end: no text or audio goes out before release()
 
     def __post_init__(self) -> None:
         self.playout = Playout(self.host.spec.output_rate)  # its speaking-rate guess is set with the voice
@@ -79,6 +80,7 @@ class Reply:
         self._writer: asyncio.Task | None = None
         self._lane: LlmLane | None = None
         self._generation: str | None = None
+        self._held: list[str] = []  # text generated while held
 
     @property
     def lane_target(self) -> Target | None:
@@ -112,6 +114,7 @@ class Reply:
         if self.stopped:
             return
         self.stopped = True
+        self._first_text.set()  # a speaker still waiting for text (a held reply) ends too
         self.host.outbox.drop_audio(self.turn_id)
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
@@ -141,14 +144,31 @@ class Reply:
                 await self._generate()
         finally:
             self._writer_done = True
-            self._first_text.set()  # a reply without text wakes the speaker too
-            if not self.stopped and self.tts is not None:
-                with contextlib.suppress(*FAILURES):
-                    async with self._tts_lock:
-                        await self.tts.done_writing()
+            if not self.held or self.stopped:
+                await self._end_text()
+
+    async def _end_text(self) -> None:
+        self._first_text.set()  # a reply without text wakes the speaker too
+        if not self.stopped and self.tts is not None:
+            with contextlib.suppress(*FAILURES):
+                async with self._tts_lock:
+                    await self.tts.done_writing()
+
+    async def release(self) -> None:
+        """The turn ended with the words this held reply answers: what it generated goes out, then the rest live."""
+        if not self.held:
+            return
+        self.held = False
+        text, self._held = "".join(self._held), []
+        await self._text(text)  # one piece, so it stays ahead of the writer's next delta
+        if self._writer_done:
+            await self._end_text()
 
     async def _text(self, delta: str) -> None:
         if not delta:
+            return
+        if self.held:
+            self._held.append(delta)
             return
         if self.say is None:
             self.host.outbox.put(agent_pb2.SessionResponse(

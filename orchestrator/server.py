@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from voicemesh.mesh import MeshConfig
-from voicemesh.orchestrator import voice
+from voicemesh.orchestrator import smart_turn, voice
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.servicer import AgentServicer
 from voicemesh.runtime.server import ServerSettings
@@ -35,6 +36,10 @@ class Settings(ServerSettings):
     max_tokens: int = setting(256, "most tokens the LLM may generate per reply (0: the LLM service's default)")
     barge_in_vad: bool = setting(True, "also run a Silero VAD on the user's audio while the agent talks, so barge-in "
                                        "does not wait for the STT service's speech events (needs the stt extra)")
+    turn_model: bool = setting(True, "end turns with the Smart Turn v3 model on the user's audio as well as the "
+                                     "transcript: sooner when clearly complete, later when not (needs the turn extra)")
+    preemptive_generation: bool = setting(True, "start the reply while the end of the turn is still uncertain; it "
+                                                "is spoken only if the turn ends with the same words")
 
 
 class Orchestrator:
@@ -52,13 +57,21 @@ class Orchestrator:
         local_vad = settings.barge_in_vad and voice.available()
         if settings.barge_in_vad and not local_vad:
             log.warning("barge-in waits for the STT service's speech events: the stt extra is not installed")
-        self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad)
+        turn_model = None
+        if settings.turn_model and smart_turn.available():
+            turn_model = smart_turn.shared_smart_turn()
+        elif settings.turn_model:
+            log.warning("turns end on silence and the transcript only: the turn extra (pipecat-ai) is not installed")
+        self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad,
+                                      turn_model=turn_model, preemptive=settings.preemptive_generation)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         log.info("mesh: %s", self.clients.mesh.to_json().replace("\n", " "))
+        if self.servicer.turn_model is not None:  # warm-up: the first turn does not pay onnxruntime's first run
+            await self.servicer.turn_model.predict(np.zeros(smart_turn.RATE, dtype=np.float32))
 
     async def stop(self) -> None:
         await self.clients.close()

@@ -15,6 +15,7 @@ import time
 
 from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.orchestrator import config as session_config
+from voicemesh.orchestrator.anticipation import Anticipation
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import TurnTiming, session_error, turn_metrics
@@ -22,6 +23,7 @@ from voicemesh.orchestrator.hearing import Hearing
 from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.reply import Reply
+from voicemesh.orchestrator.smart_turn import RecentAudio
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.runtime.auth import check_quota
@@ -34,12 +36,15 @@ A = agent_pb2
 MAX_CHUNK_S = 5.0  # longest audio message accepted from a client
 
 
-class Session(Hearing):
+class Session(Anticipation, Hearing):
     """One conversation over the mesh."""
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
-                 authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False):
+                 authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False,
+                 turn_model=None, preemptive: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
+        self.turn_model, self.preemptive = turn_model, preemptive  # a SmartTurn or None; generate ahead
+        self.recent = RecentAudio(spec.input_rate) if turn_model is not None else None
         self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
         self.authorization = authorization
         self.metadata = call_metadata(authorization, session_id)
@@ -53,7 +58,8 @@ class Session(Hearing):
                                  on_usage=lambda turn, usage: self.report_usage(turn, "llm", usage))
         self.detector = (SpeechDetector(spec.input_rate, spec.min_interruption_ms, post=self.events.put_nowait,
                                         spawn=self._spawn) if local_vad else None)
-        self.listener = Listener(clients, self.metadata, rate=spec.input_rate, min_silence_ms=spec.min_delay_ms,
+        self.listener = Listener(clients, self.metadata, rate=spec.input_rate,
+                                 min_silence_ms=self.silence_ms_for_stt(spec.min_delay_ms),
                                  post=self.events.put_nowait, spawn=self._spawn)
         self.user = UserTurn()
         self.timing = TurnTiming()
@@ -195,6 +201,8 @@ class Session(Hearing):
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
         self.listener.audio(pcm)
+        if self.recent is not None:
+            self.recent.feed(pcm)
         if self.detector is not None:
             self.detector.feed(pcm)
         await self._check_barge_in()
@@ -210,6 +218,7 @@ class Session(Hearing):
     async def _say(self, text: str, add_to_history: bool) -> None:
         if not text.strip():
             raise InvalidInput("Say.text is empty")
+        await self._drop_preemption()
         await self._settle()
         turn = self.next_turn
         self.next_turn += 1
@@ -253,8 +262,15 @@ class Session(Hearing):
         turn = self.next_turn
         self.next_turn += 1
         if not await self._admitted(turn):
+            await self._drop_preemption()
             return
         self._timings[turn] = timing
+        ahead = await self._take_preemption(turn, text)
+        if ahead is not None:
+            log.info("turn %d: user said %r (reply generated ahead)", turn, text)
+            self._start_reply(ahead, running=True)
+            await ahead.release()
+            return
         self.chat.history.append(llm_pb2.ChatMessage(role="user", content=text))
         log.info("turn %d: user said %r", turn, text)
         self._start_reply(Reply(self, turn))
@@ -269,13 +285,15 @@ class Session(Hearing):
             return False
         return True
 
-    def _start_reply(self, reply: Reply, *, add_to_history: bool = True, prefix: str = "") -> None:
+    def _start_reply(self, reply: Reply, *, add_to_history: bool = True, prefix: str = "", running: bool = False) -> None:
         reply.add_to_history, reply.prefix = add_to_history, prefix
         self.reply = reply
         self.barge.reset()
         if self.detector is not None:
             self.detector.reset(self.clock.ms)  # listen for barge-in from here
         self._state(A.AGENT_STATE_THINKING, reply.turn_id)
+        if running:
+            return  # a held reply: its task already runs
 
         async def run() -> None:
             await reply.run()

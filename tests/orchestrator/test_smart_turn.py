@@ -9,6 +9,7 @@ from tests.speech import silence, speak
 from voicemesh.audio import pcm_to_float
 from voicemesh.orchestrator import smart_turn
 from voicemesh.orchestrator.smart_turn import CONFIDENT, UNLIKELY, RecentAudio, turn_target_ms
+from voicemesh.v1 import stt_pb2
 
 pytestmark = pytest.mark.skipif(not smart_turn.available(), reason="needs pipecat-ai (the turn extra) and the stt extra")
 
@@ -85,3 +86,32 @@ def test_recent_audio_cuts_at_a_timeline_position_and_resamples():
     assert len(audio.until(2000)) == pytest.approx(16000, abs=320)  # the streaming resampler holds back a few ms  # only the last second is kept
     assert len(audio.until(1500)) == pytest.approx(8000, abs=700)  # kept in whole chunks
     assert len(audio.until(500)) == 0
+
+
+@pytest.mark.parametrize("said, heard, complete", [(QUESTION, QUESTION, True),
+                                                   (UNFINISHED, "I would like to order a large pizza", False),
+                                                   (CUT_SHORT, "I would like to order a.", False)])
+async def test_the_session_ends_a_finished_question_at_the_verdict_and_waits_on_an_unfinished_clause(
+        mesh, model, said, heard, complete):
+    """Through the session's turn logic: the same pause after each; the STT events are scripted, the audio is real."""
+    from tests.orchestrator.test_preemptive import Scripted
+
+    async with Scripted(mesh, preemptive=False, turn_model=model, min_delay_ms=500) as s:
+        session = s.session
+        pcm = speak(said) + silence(0.5)
+        session.clock.received(len(pcm) // 2)
+        session.recent.feed(pcm)
+        end_ms = round(len(speak(said)) / 2 / 16)
+        s.stt(speech_started=stt_pb2.SpeechStarted(time_ms=0))
+        s.stt(final=stt_pb2.Transcript(text=heard, end_ms=end_ms))
+        s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=end_ms))
+        if complete:
+            await s.until(lambda: s.user_messages())  # the verdict ended the turn, before the plain 500 ms wait
+            assert session.verdict[0] >= CONFIDENT and session.verdict[1] < 500
+            assert s.user_messages() == [QUESTION]
+        else:
+            # The model's verdict, or the transcript's alone when its last word opens a clause.
+            await s.until(lambda: s.user_messages() or (session.verdict is not None and (
+                session.verdict[0] is not None or heard.endswith("a."))))
+            assert session.verdict[1] > 500  # it waits longer than the plain wait
+            assert "eot" in session._timers and not s.user_messages()

@@ -1,0 +1,146 @@
+"""Preemptive generation: a reply generated before the turn ends is spoken only for the words the user said.
+
+A Session runs in this process over the real LLM and TTS services of the
+module's mesh; its STT events are scripted (posted to the session's queue as
+its STT stream would), so the transcripts can differ on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Self
+
+from tests.orchestrator.client import session_config
+from voicemesh.orchestrator.anticipation import same_words
+from voicemesh.orchestrator.clients import MeshClients
+from voicemesh.orchestrator.config import validate
+from voicemesh.orchestrator.session import Session
+from voicemesh.v1 import agent_pb2, stt_pb2
+
+FIRST = "What is the capital of France?"
+GOES_ON = "And what about Spain?"
+
+
+def test_same_words_ignores_case_and_punctuation_only():
+    assert same_words("What is the capital of France?", "what is the capital of France")
+    assert not same_words("What is the capital of France?", "What is the capital of France? And Spain?")
+    assert not same_words("", "")
+    assert not same_words("Book a table for two.", "Book a table for three.")
+
+
+class Scripted:
+    """A Session fed with scripted STT events; records what it sends to the client."""
+
+    def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800):
+        config = session_config(turn_detection=agent_pb2.TurnDetection(min_endpointing_delay_ms=min_delay_ms))
+        self.clients = MeshClients(mesh.config())
+        self.session = Session(validate(config, self.clients.mesh), self.clients, session_id="scripted",
+                               max_tokens=40, preemptive=preemptive, turn_model=turn_model)
+        self.sent: list[agent_pb2.SessionResponse] = []
+        self._requests: asyncio.Queue = asyncio.Queue()
+
+    async def __aenter__(self) -> Self:
+        async def requests():
+            while (item := await self._requests.get()) is not None:
+                yield item
+
+        async def consume():
+            async for message in self.session.run(requests()):
+                self.sent.append(message)
+
+        self._task = asyncio.create_task(consume())
+        await self.until(lambda: self.session.listener.lane is not None and self.sent)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.clients.close()
+
+    async def until(self, check, timeout_s: float = 60.0):
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert not self._task.done(), self._task.exception() if not self._task.cancelled() else "cancelled"
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+        return check()
+
+    def stt(self, **event) -> None:
+        self.session.events.put_nowait(("stt", self.session.listener.lane, stt_pb2.RecognizeResponse(**event)))
+
+    def utterance(self, interim: str, final: str, at_ms: int) -> None:
+        """An utterance as the STT reports it: start, an interim, the final, the end."""
+        self.stt(speech_started=stt_pb2.SpeechStarted(time_ms=at_ms))
+        self.stt(interim=stt_pb2.Transcript(text=interim, stable_text=interim))
+        self.stt(final=stt_pb2.Transcript(text=final, end_ms=at_ms + 1000))
+        self.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=at_ms + 1000))
+
+    def of(self, kind: str) -> list:
+        return [getattr(m, kind) for m in self.sent if m.WhichOneof("event") == kind]
+
+    def user_messages(self) -> list[str]:
+        return [m.content for m in self.session.chat.history if m.role == "user"]
+
+
+async def held_text(scripted: Scripted) -> str:
+    """Wait until the reply generated ahead has text, and return it (the turn has not ended yet)."""
+    session = scripted.session
+    await scripted.until(lambda: session.preemption is not None and session.preemption.reply._held)
+    return "".join(session.preemption.reply._held)
+
+
+async def test_a_reply_generated_ahead_is_spoken_when_the_turn_ends_with_the_same_words(mesh):
+    async with Scripted(mesh) as s:
+        s.utterance("What is the capital", FIRST, at_ms=0)
+        ahead = await held_text(s)
+        assert ahead and not s.of("agent_text") and not s.of("agent_audio")  # held: nothing went out
+        reply = s.session.preemption.reply
+        done = await s.until(lambda: s.of("turn_done"))
+        assert done[0].turn_id == 1 and not done[0].interrupted
+        assert reply.text.startswith(ahead)  # the reply generated ahead is the one spoken
+        assert "".join(t.delta for t in s.of("agent_text")) == reply.text
+        assert s.of("agent_audio")
+        assert s.user_messages() == [FIRST]
+
+
+async def test_no_audio_for_words_the_user_did_not_say_when_the_final_transcript_differs(mesh):
+    async with Scripted(mesh) as s:
+        s.utterance("What is the capital", FIRST, at_ms=0)
+        ahead = await held_text(s)
+        dropped = s.session.preemption.reply
+        # The user goes on before the turn ends: the interim already differs from the text generated for.
+        s.utterance("And what about", GOES_ON, at_ms=1500)
+        done = await s.until(lambda: s.of("turn_done"))
+        assert dropped.stopped and dropped.text == ""  # its text never went to a voice or the client
+        assert done[0].turn_id == 1 and not done[0].interrupted
+        texts = s.of("agent_text")
+        assert texts and all(t.turn_id == 1 for t in texts)
+        said = [m for m in s.sent if m.WhichOneof("event") in ("agent_text", "agent_audio", "user_transcript")]
+        first_agent = next(i for i, m in enumerate(said) if m.WhichOneof("event") != "user_transcript")
+        finals = [i for i, m in enumerate(said) if m.WhichOneof("event") == "user_transcript" and m.user_transcript.final]
+        assert len(finals) == 2 and finals[-1] < first_agent  # nothing spoken before the words that ended the turn
+        assert s.user_messages() == [f"{FIRST} {GOES_ON}"]  # the tentative message is gone
+        assert ahead  # it had generated before being dropped
+
+
+async def test_a_burst_without_words_keeps_the_reply_generated_ahead(mesh):
+    async with Scripted(mesh) as s:
+        s.utterance("What is the capital", FIRST, at_ms=0)
+        await held_text(s)
+        kept = s.session.preemption.reply
+        s.stt(speech_started=stt_pb2.SpeechStarted(time_ms=1500))  # a cough: the STT hears no words
+        s.stt(final=stt_pb2.Transcript(text="", end_ms=1700))
+        s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=1700))
+        await s.until(lambda: s.of("turn_done"))
+        assert not kept.stopped and kept.text and kept.text == s.of("turn_done")[0].text
+        assert s.user_messages() == [FIRST]
+
+
+async def test_without_preemptive_generation_nothing_is_generated_before_the_turn_ends(mesh):
+    async with Scripted(mesh, preemptive=False) as s:
+        s.utterance("What is the capital", FIRST, at_ms=0)
+        await asyncio.sleep(0.3)
+        assert s.session.preemption is None
+        await s.until(lambda: s.of("turn_done"))
+        assert s.user_messages() == [FIRST]
