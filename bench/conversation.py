@@ -49,12 +49,12 @@ from voicemesh.samples import synthesize
 # --- phase 1: through the mesh ---------------------------------------------------------------------
 
 async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpointing_ms: int,
-                       timeout_s: float, *, mode: str = "mesh") -> list[Turn]:
+                       timeout_s: float, *, mode: str = "mesh", api_key: str | None = None) -> list[Turn]:
     """One session, one turn per question, sent as one continuous real-time audio stream."""
     turns: list[Turn] = []
     state = {"turn": None, "first_audio": None, "done": asyncio.Event(), "metrics": asyncio.Event()}
     silence = bytes(2 * RATE * CHUNK_MS // 1000)
-    session = AgentSession(address=address, instructions=INSTRUCTIONS, input_sample_rate=RATE,
+    session = AgentSession(address=address, api_key=api_key, instructions=INSTRUCTIONS, input_sample_rate=RATE,
                            output_sample_rate=OUT_RATE, first_result_timeout_ms=30000,
                            turn_detection=TurnDetection(min_endpointing_delay_ms=endpointing_ms))
 
@@ -125,11 +125,11 @@ def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) ->
             print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
             # One warm-up turn (not measured), as a deployed mesh would have had.
             asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout,
-                                     mode="warm-up"))
+                                     mode="warm-up", api_key=mesh.api_key))
             turns: list[Turn] = []
             for group in groups:
                 turns += asyncio.run(mesh_session(mesh.orchestrator_address, group, args.endpointing_ms,
-                                                  args.timeout))
+                                                  args.timeout, api_key=mesh.api_key))
     return turns
 
 
