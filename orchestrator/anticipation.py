@@ -93,11 +93,13 @@ class Anticipation:
         wait = self._target_ms(None) - (self.clock.ms - end_ms)
         judged = self.turn_model is not None and completeness(self.user.final_text) > 0.0 and not self.closing
         if judged:
+            # The STT's final came after the plain wait already (a slow decode): only the voice check is left.
+            use_model = wait > 0
             wait = max(wait, VERDICT_GRACE_MS)
             # The window ends a little after the end of speech, as the model was trained; the rest is checked for voice.
             samples = self.recent.until(self.clock.ms)
             after = int(max(0.0, self.clock.ms - end_ms - QUICK_MS) * 16)  # 16 kHz samples past end + QUICK_MS
-            self._spawn(self._judge(self._turn_check, end_ms, samples, after), "turn-model")
+            self._spawn(self._judge(self._turn_check, end_ms, samples, after, use_model), "turn-model")
         else:
             self.verdict = (None, self._target_ms(None))
         if wait <= 0 or self.closing:
@@ -106,20 +108,20 @@ class Anticipation:
         self._timer("eot", wait)
         await self._preempt(self.user.final_text)
 
-    async def _judge(self, check: int, end_ms: float, samples, after: int) -> None:
+    async def _judge(self, check: int, end_ms: float, samples, after: int, use_model: bool) -> None:
         head = samples[:len(samples) - after] if after else samples
-        probability = await self.turn_model.predict(head)
+        probability = await self.turn_model.predict(head) if use_model else None
         if after and await asyncio.to_thread(voice_in, samples[len(samples) - after:]):
             probability = 0.0  # the user already speaks again: the STT will say so after its decode
         self.events.put_nowait(("turn_probability", check, end_ms, probability))
 
-    async def _on_turn_probability(self, check: int, end_ms: float, probability: float) -> None:
+    async def _on_turn_probability(self, check: int, end_ms: float, probability: float | None) -> None:
         if check != self._turn_check or "eot" not in self._timers:
             return  # the user went on, or the turn already ended
         target = self._target_ms(probability)
         self.verdict = (probability, target)
         wait = target - (self.clock.ms - end_ms)
-        log.debug("turn model: %.3f for %r: end of turn after %.0f ms of silence", probability,
+        log.debug("turn model: %s for %r: end of turn after %.0f ms of silence", probability,
                   self.user.final_text, target)
         if wait <= 0:
             await self._commit_user_turn()

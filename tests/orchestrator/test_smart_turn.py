@@ -98,7 +98,7 @@ async def test_the_session_ends_a_finished_question_at_the_verdict_and_waits_on_
 
     async with Scripted(mesh, preemptive=False, turn_model=model, min_delay_ms=500) as s:
         session = s.session
-        pcm = speak(said) + silence(0.5)
+        pcm = speak(said) + silence(0.35)  # the STT's final came before the plain 500 ms wait was over
         session.clock.received(len(pcm) // 2)
         session.recent.feed(pcm)
         end_ms = round(len(speak(said)) / 2 / 16)
@@ -115,3 +115,27 @@ async def test_the_session_ends_a_finished_question_at_the_verdict_and_waits_on_
                 session.verdict[0] is not None or heard.endswith("a."))))
             assert session.verdict[1] > 500  # it waits longer than the plain wait
             assert "eot" in session._timers and not s.user_messages()
+
+
+@pytest.mark.parametrize("goes_on", [False, True])
+async def test_a_late_final_ends_the_turn_at_once_unless_the_user_already_speaks_again(mesh, model, goes_on):
+    """The STT's final arrives after the plain wait (a slow decode): only voice after the end of speech holds the turn."""
+    from tests.orchestrator.test_preemptive import Scripted
+
+    first = "If I leave Paris at noon by train,"
+    async with Scripted(mesh, preemptive=False, turn_model=model, min_delay_ms=500) as s:
+        session = s.session
+        end_ms = round(len(speak(first)) / 2 / 16)
+        pcm = speak(first) + silence(0.35) + (speak("when will I arrive in Lyon?") if goes_on else silence(0.6))
+        session.clock.received(len(pcm) // 2)
+        session.recent.feed(pcm)
+        s.stt(speech_started=stt_pb2.SpeechStarted(time_ms=0))
+        s.stt(final=stt_pb2.Transcript(text="If I leave Paris at noon by train.", end_ms=end_ms))
+        s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=end_ms))
+        await s.until(lambda: s.user_messages() or session.verdict is not None)
+        if goes_on:
+            assert session.verdict[0] == 0.0 and session.verdict[1] == 3000
+            assert "eot" in session._timers and not s.user_messages()
+        else:
+            await s.until(lambda: s.user_messages())
+            assert session.verdict == (None, 500)
