@@ -98,10 +98,11 @@ def test_talk_through_a_running_mesh_answers_the_spoken_question(mesh_up, tmp_pa
     assert spoken, "the agent's audio has no words in it"
 
 
+@pytest.mark.flaky(reruns=2)  # SmolLM2 sometimes answers in French, which tiny.en cannot transcribe back
 def test_talk_by_text_and_the_default_sample(mesh_up, tmp_path, whisper):
     out = tmp_path / "text-answer.wav"
     # A factual question keeps SmolLM2's reply short: tiny.en, which checks the audio, loops on long rambles.
-    question = "What is the capital of Italy?"
+    question = "What is the capital of France?"
     result = voicemesh("talk", "--text", question, "--out", str(out), "--address", mesh_up.orchestrator)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"you:   {question}" in result.stdout

