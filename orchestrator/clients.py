@@ -18,14 +18,15 @@ import grpc
 from voicemesh import tls
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.fallback import Candidate, Target, targets
-from voicemesh.v1 import common_pb2, llm_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
+from voicemesh.v1 import common_pb2, llm_pb2_grpc, realtime_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 # How long a name's resolved replicas are reused before it is resolved again (scaling is picked up).
 RESOLVE_TTL_S = 5.0
 
-_STUBS = {"stt": stt_pb2_grpc.SttServiceStub, "llm": llm_pb2_grpc.LlmServiceStub, "tts": tts_pb2_grpc.TtsServiceStub}
+_STUBS = {"stt": stt_pb2_grpc.SttServiceStub, "llm": llm_pb2_grpc.LlmServiceStub, "tts": tts_pb2_grpc.TtsServiceStub,
+          "realtime": realtime_pb2_grpc.RealtimeServiceStub}
 
 
 def backend_options(candidate: Candidate) -> common_pb2.BackendOptions:

@@ -52,6 +52,7 @@ class SessionSpec:
     false_interruption_ms: int
     first_result_ms: int
     tools: list[Tool] = field(default_factory=list)
+    realtime: list[Candidate] = field(default_factory=list)  # set: the session starts on a realtime model
 
 
 def _rate(value: int, name: str) -> int:
@@ -96,11 +97,12 @@ def candidates(choice: agent_pb2.ModelChoice, modality: str, mesh: MeshConfig, *
 
 def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
     """Check a SessionConfig against the mesh; raise InvalidInput / ModelNotFound."""
-    if config.HasField("realtime") and config.realtime.candidates:
-        raise InvalidInput("realtime sessions are not served by this orchestrator; give stt, llm and tts")
-    for modality in ("stt", "llm", "tts"):
-        if not config.HasField(modality):
-            raise InvalidInput(f"SessionConfig.{modality} is required (a ModelChoice with at least one candidate)")
+    realtime = config.HasField("realtime")
+    if not realtime:
+        for modality in ("stt", "llm", "tts"):
+            if not config.HasField(modality):
+                raise InvalidInput(f"SessionConfig.{modality} is required (a ModelChoice with at least one "
+                                   "candidate), unless realtime names a speech-to-speech model")
     if not config.input_sample_rate_hz:
         raise InvalidInput("SessionConfig.input_sample_rate_hz is required (the rate of the user's audio)")
     min_delay = _ms(config.turn_detection.min_endpointing_delay_ms, DEFAULT_MIN_DELAY_MS,
@@ -127,9 +129,11 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
         raise InvalidInput("tools: names must be unique")
     return SessionSpec(
         instructions=config.instructions,
-        stt=candidates(config.stt, "stt", mesh),
-        llm=candidates(config.llm, "llm", mesh),
-        tts=candidates(config.tts, "tts", mesh, speech=True),
+        # With realtime, pipeline models are optional: they are what the session switches back to.
+        stt=candidates(config.stt, "stt", mesh) if config.HasField("stt") or not realtime else [],
+        llm=candidates(config.llm, "llm", mesh) if config.HasField("llm") or not realtime else [],
+        tts=candidates(config.tts, "tts", mesh, speech=True) if config.HasField("tts") or not realtime else [],
+        realtime=candidates(config.realtime, "realtime", mesh) if realtime else [],
         input_rate=_rate(config.input_sample_rate_hz, "input_sample_rate_hz"),
         output_rate=_rate(config.output_sample_rate_hz or DEFAULT_OUTPUT_RATE, "output_sample_rate_hz"),
         min_delay_ms=min_delay,

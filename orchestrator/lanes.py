@@ -17,7 +17,7 @@ import grpc
 from voicemesh.errors import Unavailable, VoiceMeshError
 from voicemesh.orchestrator.clients import MeshClients, backend_options
 from voicemesh.orchestrator.fallback import Target
-from voicemesh.v1 import common_pb2, llm_pb2, stt_pb2, tts_pb2
+from voicemesh.v1 import common_pb2, llm_pb2, realtime_pb2, stt_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +182,39 @@ class LlmLane(_Call):
         self._reader.cancel()
         self.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class RealtimeLane(_Call):
+    """The session's Converse stream while it runs on a realtime model, read by its own task.
+
+    It opens with a session update (server VAD that answers and lets speech
+    interrupt) and the session's history replayed as conversation items, so
+    the realtime model knows what was said before the switch.
+    """
+
+    @classmethod
+    async def open(cls, clients: MeshClients, target: Target, metadata, *, instructions: str, input_rate: int,
+                   output_rate: int, silence_ms: int, interruption: bool, tools: list[llm_pb2.Tool],
+                   history: list[llm_pb2.ChatMessage]) -> RealtimeLane:
+        call = clients.stub("realtime", target.address).Converse(metadata=metadata)
+        lane = cls(call, target)
+        await lane.write(realtime_pb2.ConverseRequest(session_update=realtime_pb2.RealtimeSessionConfig(
+            model=target.descriptor, instructions=instructions, input_sample_rate_hz=input_rate,
+            output_sample_rate_hz=output_rate, modalities=["text", "audio"], tools=tools,
+            backend=backend_options(target.candidate),
+            turn_detection=realtime_pb2.ServerVad(silence_duration_ms=silence_ms, create_response=True,
+                                                  interrupt_response=interruption),
+        )))
+        for message in history:
+            if message.role != "system":  # the instructions went with the session update
+                await lane.write(realtime_pb2.ConverseRequest(
+                    item_create=realtime_pb2.ConversationItemCreate(item=message)))
+        return lane
+
+    async def send(self, **request) -> None:
+        await self.write(realtime_pb2.ConverseRequest(**request))
+
+    async def audio(self, pcm: bytes, rate: int) -> None:
+        step = rate * 2  # a second per message (the service takes at most two)
+        for start in range(0, len(pcm), step):
+            await self.send(input_audio_append=pcm[start:start + step])

@@ -103,6 +103,17 @@ class Listener:
         """Audio before now need not be replayed."""
         self._replay, self._replay_bytes = [], 0
 
+    async def close(self) -> None:
+        """Stop listening (the session goes on a realtime model): the stream finishes its utterance and
+        reports its usage; ``open`` starts a new one."""
+        lane, self.lane = self.lane, None
+        self._pending.clear()
+        self._replay, self._replay_bytes = [], 0
+        self._wake.set()  # its writer sees it was replaced
+        if lane is not None:
+            with contextlib.suppress(*BROKEN):
+                await lane.done_writing()
+
     def end(self) -> None:
         """No more audio: the stream gets what is queued, then the half-close."""
         self._ending = True

@@ -11,8 +11,12 @@ progress in proportion to the part of it played.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import dataclass
+
+LEAD_S = 0.08  # audio sent ahead of real time, so the client's playback never starves
 
 
 @dataclass
@@ -85,7 +89,7 @@ class Playout:
                 continue
             text = self.text[segment.char_start : segment.char_end]
             total = segment.samples if segment.done else max(segment.samples, self._guess(len(text)))
-            kept = max(kept, segment.char_start + _cut(text, heard / total))
+            kept = max(kept, segment.char_start + cut(text, heard / total))
             break
         return kept
 
@@ -103,11 +107,30 @@ class Playout:
         return self.text[: self.spoken_chars(played)].strip()
 
 
+class Pacer:
+    """Audio handed to the client at real time plus ``LEAD_S``; after a stall it goes on from now, no burst."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.play_end = 0.0  # when the client will have played all audio handed over so far
+
+    async def wait(self) -> None:
+        """Sleep until the next chunk is due."""
+        self.play_end = max(self.play_end, time.monotonic())
+        ahead = self.play_end - time.monotonic() - LEAD_S
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+    def advance(self, samples: int) -> None:
+        """A chunk of ``samples`` was handed over now."""
+        self.play_end = max(self.play_end, time.monotonic()) + samples / self.rate
+
+
 # Speaking time of a character relative to a letter: voices pause at punctuation.
 _PAUSE = {",": 4.0, ";": 5.0, ":": 5.0, "—": 4.0, "–": 4.0, ".": 7.0, "!": 7.0, "?": 7.0, "…": 7.0}
 
 
-def _cut(text: str, fraction: float) -> int:
+def cut(text: str, fraction: float) -> int:
     """Characters of ``text`` spoken in ``fraction`` of its audio, ending after a whole word.
 
     Time is spread over the characters with longer weights for punctuation

@@ -15,12 +15,12 @@ from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.session import Session
 from voicemesh.runtime import logs
 from voicemesh.runtime.streams import read_config
-from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2, stt_pb2, tts_pb2
+from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2, realtime_pb2, stt_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
 
 _DESCRIBE = {"stt": stt_pb2.SttServiceDescribeRequest, "llm": llm_pb2.LlmServiceDescribeRequest,
-             "tts": tts_pb2.TtsServiceDescribeRequest}
+             "tts": tts_pb2.TtsServiceDescribeRequest, "realtime": realtime_pb2.RealtimeServiceDescribeRequest}
 
 
 class AgentServicer:
@@ -42,8 +42,8 @@ class AgentServicer:
         session = Session(spec, self.clients, session_id=logs.session_id.get(),
                           authorization=metadata.get("authorization"), max_tokens=self.max_tokens,
                           local_vad=self.local_vad, turn_model=self.turn_model, preemptive=self.preemptive)
-        log.info("session: stt=%s llm=%s tts=%s", spec.stt[0].descriptor, spec.llm[0].descriptor,
-                 spec.tts[0].descriptor)
+        log.info("session: %s", f"realtime={spec.realtime[0].descriptor}" if spec.realtime else
+                 f"stt={spec.stt[0].descriptor} llm={spec.llm[0].descriptor} tts={spec.tts[0].descriptor}")
         async for event in session.run(requests):
             yield event
 

@@ -9,6 +9,7 @@ only through the few methods at the end of this class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -20,8 +21,10 @@ from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import TurnTiming, session_error, turn_metrics
 from voicemesh.orchestrator.hearing import Hearing
+from voicemesh.orchestrator.lanes import BROKEN
 from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
+from voicemesh.orchestrator.realtime import Realtime
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.orchestrator.smart_turn import RecentAudio
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
@@ -36,7 +39,7 @@ A = agent_pb2
 MAX_CHUNK_S = 5.0  # longest audio message accepted from a client
 
 
-class Session(Anticipation, Hearing):
+class Session(Anticipation, Hearing, Realtime):
     """One conversation over the mesh."""
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
@@ -79,7 +82,10 @@ class Session(Anticipation, Hearing):
         """SessionResponse messages until the conversation ends; cancels everything it started."""
         try:
             self._spawn(self._read_client(requests), "client")
-            await self.listener.open(self.stt_targets, now_ms=0.0)
+            if self.spec.realtime:
+                self.realtime = await self._open_realtime(self.clients.targets("realtime", self.spec.realtime))
+            else:
+                await self.listener.open(self.stt_targets, now_ms=0.0)
             self.outbox.put(A.SessionResponse(started=A.SessionStarted(session_id=self.id)))
             self._state(A.AGENT_STATE_LISTENING, 0)
             self._spawn(self._main(), "main")
@@ -116,8 +122,9 @@ class Session(Anticipation, Hearing):
             self.outbox.end(exc)
 
     def _finished(self) -> bool:
-        return (self.closing and self.listener.ended and self.reply is None and self.suspended is None
-                and not self.user.final_text and "eot" not in self._timers)
+        heard_all = self.listener.ended if self.realtime is None else self.realtime_ended
+        return (self.closing and heard_all and self.reply is None and self.suspended is None
+                and self.realtime_turn is None and not self.user.final_text and "eot" not in self._timers)
 
     async def _shutdown(self) -> None:
         for handle, _token in self._timers.values():
@@ -128,6 +135,8 @@ class Session(Anticipation, Hearing):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.listener.cancel()
+        if self.realtime is not None:
+            self.realtime.cancel()
         await self.chat.close()
 
     def _emit(self, **event) -> None:
@@ -180,7 +189,12 @@ class Session(Anticipation, Hearing):
             except VoiceMeshError as exc:  # a bad update leaves the session on its models
                 self._error(0, exc)
         elif kind == "interrupt":
-            await self._interrupt(confirmed=True)
+            if self.realtime is not None:
+                await self._realtime_interrupt()
+            else:
+                await self._interrupt(confirmed=True)
+        elif kind == "say" and self.realtime is not None:
+            self._error(0, InvalidInput("Say is not available while the session is on a realtime model"))
         elif kind == "say":
             await self._say(request.say.text, request.say.add_to_history)
         elif kind == "tool_result":
@@ -193,6 +207,9 @@ class Session(Anticipation, Hearing):
     async def _on_client_end(self) -> None:
         self.closing = True
         self.listener.end()
+        if self.realtime is not None:
+            with contextlib.suppress(*BROKEN):
+                await self.realtime.done_writing()  # the service answers what it heard, then ends
 
     async def _audio(self, pcm: bytes) -> None:
         if len(pcm) % 2:
@@ -200,6 +217,9 @@ class Session(Anticipation, Hearing):
         if len(pcm) > MAX_CHUNK_S * self.spec.input_rate * 2:
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
+        if self.realtime is not None:
+            await self._realtime_audio(pcm)
+            return
         self.listener.audio(pcm)
         if self.recent is not None:
             self.recent.feed(pcm)
@@ -210,6 +230,9 @@ class Session(Anticipation, Hearing):
     async def _user_text(self, text: str) -> None:
         if not text.strip():
             raise InvalidInput("text message is empty")
+        if self.realtime is not None:
+            await self._realtime_text(text.strip())
+            return
         now = time.monotonic()
         self.timing = TurnTiming(end_of_speech=now, final=now, decided=now)
         self.user = UserTurn(parts=[text.strip()])
@@ -228,24 +251,40 @@ class Session(Anticipation, Hearing):
         self._start_reply(Reply(self, turn, say=text), add_to_history=add_to_history)
 
     async def _update_models(self, update: A.UpdateModels) -> None:
+        """New models. Naming ``realtime`` moves the session onto that model; naming stt, llm or tts while
+        on a realtime model moves it back to the pipeline. The history is kept either way."""
         mesh = self.clients.mesh
-        if update.HasField("realtime") and update.realtime.candidates:
-            raise InvalidInput("realtime models are not served by this orchestrator")
+        realtime = session_config.candidates(update.realtime, "realtime", mesh) if update.realtime.candidates else None
         stt = session_config.candidates(update.stt, "stt", mesh) if update.stt.candidates else None
         llm = session_config.candidates(update.llm, "llm", mesh) if update.llm.candidates else None
         tts = session_config.candidates(update.tts, "tts", mesh, speech=True) if update.tts.candidates else None
+        if realtime is not None and (stt or llm or tts):
+            raise InvalidInput("UpdateModels: name realtime, or stt, llm and tts, not both")
+        on_realtime = self.realtime is not None
+        if on_realtime and (stt or llm or tts):
+            missing = [m for m, new in (("stt", stt), ("llm", llm), ("tts", tts)) if not new and not getattr(self.spec, m)]
+            if missing:
+                raise InvalidInput(f"UpdateModels: to leave the realtime model name {', '.join(missing)} too "
+                                   "(the session has none yet)")
+        if update.instructions:
+            self.chat.set_instructions(update.instructions)
+            if on_realtime and realtime is None:
+                await self._realtime_instructions(update.instructions)
+        if realtime is not None:
+            await self._use_realtime(realtime)
         if tts is not None:
             self.spec.tts, self.tts_targets = tts, self.clients.targets("tts", tts)
         if llm is not None:
             self.spec.llm = llm
             await self.chat.switch(self.clients.targets("llm", llm), keep=self.reply and self.reply.lane_target)
-        if update.instructions:
-            self.chat.set_instructions(update.instructions)
         if stt is not None:
             self.spec.stt, self.stt_targets = stt, self.clients.targets("stt", stt)
-            await self.listener.open(self.stt_targets, now_ms=self.clock.ms)
-        log.info("models updated: stt=%s llm=%s tts=%s", stt and stt[0].descriptor, llm and llm[0].descriptor,
-                 tts and tts[0].descriptor)
+            if not on_realtime:
+                await self.listener.open(self.stt_targets, now_ms=self.clock.ms)
+        if on_realtime and (stt or llm or tts):
+            await self._use_pipeline()
+        log.info("models updated: realtime=%s stt=%s llm=%s tts=%s", realtime and realtime[0].descriptor,
+                 stt and stt[0].descriptor, llm and llm[0].descriptor, tts and tts[0].descriptor)
 
     # -- turns and replies -----------------------------------------------------------------------
 

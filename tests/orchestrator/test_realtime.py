@@ -1,0 +1,147 @@
+"""Sessions on a realtime model (the local cascade of the realtime service) and switches to and from the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.orchestrator.client import LLM, RATE, STT, TTS, AgentClient, choice, session_config
+from tests.orchestrator.conftest import transcribe, write_mesh
+from tests.speech import speak, silence, wer
+from voicemesh.process import ServiceProcess
+from voicemesh.v1 import agent_pb2, agent_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+REALTIME = "voicemesh/cascade"
+INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
+
+
+@pytest.fixture(scope="module")
+def realtime_orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
+    """A realtime service (the local cascade) and an orchestrator over it and ``mesh``."""
+    folder = tmp_path_factory.mktemp("realtime")
+    realtime = ServiceProcess("realtime", args=["--metrics-port", "-1", "--max-response-tokens", "60",
+                                                "--max-sessions", "2"],
+                              log_path=folder / "realtime.log").start()
+    orchestrator = None
+    try:
+        realtime.wait_serving()
+        path = write_mesh(folder, mesh.config(realtime={"*": [realtime.address]}))
+        orchestrator = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(path),
+                                                            "--max-tokens", "60", "--log-level", "DEBUG"],
+                                      log_path=folder / "orchestrator.log").start()
+        yield orchestrator.wait_serving()
+    finally:
+        if orchestrator is not None:
+            orchestrator.stop()
+        realtime.stop()
+
+
+def realtime_config(**fields) -> agent_pb2.SessionConfig:
+    return agent_pb2.SessionConfig(instructions=INSTRUCTIONS, realtime=choice(REALTIME),
+                                   input_sample_rate_hz=RATE, output_sample_rate_hz=RATE, **fields)
+
+
+def usage_of(s: AgentClient, turn: int, service: str) -> list:
+    return [u.usage for u in s.of("usage", turn) if u.service == service]
+
+
+async def test_switching_to_realtime_and_back_keeps_the_history(realtime_orchestrator):
+    async with AgentClient(realtime_orchestrator.address, session_config(instructions=INSTRUCTIONS)) as s:
+        s.start_audio()
+        s.send(say=agent_pb2.Say(text="Your dog is called Rex.", add_to_history=True))  # turn 1, spoken by the pipeline
+        await s.turn_done(1)
+
+        # Onto the realtime model: the question is spoken, the cascade hears it, answers from the history.
+        s.send(update_models=agent_pb2.UpdateModels(realtime=choice(REALTIME)))
+        s.say(speak("What is my dog called?") + silence(0.3))
+        done = await s.turn_done(2, timeout=120)
+        assert "rex" in done.text.lower(), done.text
+        assert s.agent_text(2).strip() == done.text
+        heard = [t.text for t in s.of("user_transcript", 2) if t.final]
+        assert heard and wer([("What is my dog called?", heard[-1])]) <= 0.2, heard
+        assert wer([(done.text, transcribe(s.agent_audio(2)))]) <= 0.3
+        metrics = s.metrics(2)
+        assert metrics.llm_model == REALTIME and metrics.voice_to_voice_ms > 0
+        assert usage_of(s, 2, "realtime") and usage_of(s, 2, "realtime")[0].output_tokens > 0
+
+        # Back to the pipeline: a new LLM stream gets the whole history, the realtime turn included.
+        s.send(update_models=agent_pb2.UpdateModels(stt=choice(STT), llm=choice(LLM), tts=choice(TTS)))
+        s.send(text="What is my dog called?")
+        done = await s.turn_done(3, timeout=120)
+        assert "rex" in done.text.lower(), done.text
+        assert s.metrics(3).llm_model == LLM
+        assert not s.of("error"), s.of("error")
+
+
+async def test_a_session_that_starts_on_a_realtime_model(realtime_orchestrator):
+    async with AgentClient(realtime_orchestrator.address, realtime_config()) as s:
+        s.start_audio()
+        s.say(speak("What is the capital of France?") + silence(0.3))
+        done = await s.turn_done(1, timeout=120)
+        assert "paris" in done.text.lower(), done.text
+        states = [e.state for e in s.of("state", 1)]
+        assert agent_pb2.AGENT_STATE_THINKING in states and agent_pb2.AGENT_STATE_SPEAKING in states
+
+        # Leaving realtime needs all three pipeline models, as the session has none yet: an error, no switch.
+        s.send(update_models=agent_pb2.UpdateModels(llm=choice(LLM)))
+        error = (await s.wait_for(lambda e: e.kind == "error")).event
+        assert error.code == "INVALID_ARGUMENT" and "stt, tts" in error.message
+        # Say needs the pipeline's voice.
+        s.send(say=agent_pb2.Say(text="Hello."))
+        error = (await s.wait_for(lambda e: e.kind == "error" and "Say" in e.event.message)).event
+        assert error.code == "INVALID_ARGUMENT"
+        # Still on the realtime model, by text now. Without a history that names the dog, its name is not known
+        # (the control of the switching test).
+        s.send(text="What is my dog called?")
+        done = await s.turn_done(2, timeout=120)
+        assert done.text and "rex" not in done.text.lower(), done.text
+
+
+async def test_speech_during_a_realtime_answer_stops_it_and_keeps_what_was_heard(realtime_orchestrator):
+    async with AgentClient(realtime_orchestrator.address, realtime_config()) as s:
+        s.start_audio()
+        s.send(text="Tell me a long story about a dog who lives on a farm.")
+        await s.wait_for(lambda e: e.kind == "agent_audio" and len(s.agent_audio(1)) >= RATE * 2, timeout=120)
+        s.say(speak("Stop, please tell me about cats instead.") + silence(0.3))
+        done = await s.turn_done(1, timeout=120)
+        assert done.interrupted
+        full = s.agent_text(1)
+        assert done.text and len(done.text) < len(full.strip()), (done.text, full)
+        assert full.startswith(done.text[: max(1, len(done.text) - 1)])
+        # The next answer is to the interruption.
+        await s.turn_done(2, timeout=120)
+        assert not [e for e in s.of("error") if e.code != "INVALID_ARGUMENT"], s.of("error")
+
+
+async def test_describe_lists_the_realtime_models(realtime_orchestrator):
+    channel = grpc.aio.insecure_channel(realtime_orchestrator.address)
+    try:
+        answer = await agent_pb2_grpc.AgentServiceStub(channel).Describe(agent_pb2.AgentServiceDescribeRequest(),
+                                                                         timeout=30)
+    finally:
+        await channel.close()
+    descriptors = {m.descriptor for m in answer.description.models}
+    assert any(d.startswith(REALTIME) for d in descriptors) and LLM in descriptors, descriptors
+
+
+async def test_bad_realtime_choices_get_clear_errors(realtime_orchestrator):
+    bad = realtime_config()
+    bad.realtime.candidates[0].descriptor = "nobody/unknown"
+    async with AgentClient(realtime_orchestrator.address, bad) as s:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await s.wait_for(lambda e: False, timeout=30)
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "nobody" in failed.value.details()
+
+    async with AgentClient(realtime_orchestrator.address, session_config(instructions=INSTRUCTIONS)) as s:
+        s.send(update_models=agent_pb2.UpdateModels(realtime=choice(REALTIME), llm=choice(LLM)))
+        error = (await s.wait_for(lambda e: e.kind == "error")).event
+        assert error.code == "INVALID_ARGUMENT" and "not both" in error.message
+        s.send(text="What is the capital of France?")  # still on the pipeline
+        done = await s.turn_done(1)
+        assert "paris" in done.text.lower()
+        assert s.metrics(1).llm_model == LLM
