@@ -13,7 +13,8 @@ from voicemesh.orchestrator.playout import Playout
 from voicemesh.orchestrator.turns import BargeIn, UserTurn, completeness, endpoint_wait_ms, looks_finished
 from voicemesh.v1 import agent_pb2
 
-MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]}})
+MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]},
+                   "realtime": {"voicemesh": ["d:1"]}})
 
 
 @pytest.mark.parametrize("text", ["What is the capital of France?", "Turn off the lights.", "Yes!", "ok. \"done.\"",
@@ -166,6 +167,20 @@ def test_config_rejects_missing_and_bad_models():
     config = _config()
     config.tools.add(name="bad name", parameters_json="{}")
     with pytest.raises(InvalidInput, match="tools"):
+        validate(config, MESH)
+
+
+def test_a_realtime_config_needs_no_pipeline_but_keeps_one_given():
+    config = _config()
+    config.realtime.candidates.add(descriptor="voicemesh/cascade")
+    spec = validate(config, MESH)
+    assert [c.descriptor for c in spec.realtime] == ["voicemesh/cascade"] and spec.llm[0].descriptor
+    for modality in ("stt", "llm", "tts"):
+        config.ClearField(modality)
+    spec = validate(config, MESH)
+    assert spec.realtime and (spec.stt, spec.llm, spec.tts) == ([], [], [])
+    config.realtime.candidates[0].descriptor = "nobody/model"
+    with pytest.raises(ModelNotFound, match="provider 'nobody'"):
         validate(config, MESH)
 
 
