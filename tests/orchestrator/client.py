@@ -149,6 +149,10 @@ class AgentClient:
             except TimeoutError:
                 pass
 
+    async def ended(self, timeout: float = 60.0) -> None:
+        """Wait for the server to end the stream (raises its error status, if any)."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+
     async def turn_done(self, turn_id: int, timeout: float = 90.0):
         found = await self.wait_for(lambda e: e.kind == "turn_done" and e.event.turn_id == turn_id, timeout)
         return found.event

@@ -30,12 +30,16 @@ class Mesh:
 
     def streams_open(self, service: str, method: str) -> float:
         """The service's voicemesh_streams_open gauge for ``method``."""
-        port = self.metrics_ports[service]
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        for line in text.splitlines():
-            if line.startswith("voicemesh_streams_open{") and f'method="{method}"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return streams_open(self.metrics_ports[service], method)
+
+
+def streams_open(metrics_port: int, method: str) -> float:
+    """The voicemesh_streams_open gauge for ``method`` of the service with its metrics on ``metrics_port``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("voicemesh_streams_open{") and f'method="{method}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ async def test_two_spoken_turns(orchestrator, mesh):
         usage = {(u.turn_id, u.service) for u in s.of("usage")}
         assert {(1, "llm"), (1, "tts"), (2, "llm"), (2, "tts")} <= usage
         s.close()
-        await asyncio.wait_for(s._reader, 30)  # the session ends after a half-close
+        await s.ended(30)  # the session ends after a half-close
         assert any(u.service == "stt" and u.usage.audio_seconds_in > 3 for u in s.of("usage"))
     # The calls to the model services carried the session id (their logs are bound to it; the LLM
     # service logs nothing per stream).

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from tests.orchestrator.client import LLM, RATE, STT, TTS, AgentClient, choice, session_config
-from tests.orchestrator.conftest import transcribe, write_mesh
+from tests.orchestrator.conftest import streams_open, transcribe, write_mesh
 from tests.speech import speak, silence, wer
-from voicemesh.process import ServiceProcess
+from voicemesh.process import ServiceProcess, free_port
 from voicemesh.v1 import agent_pb2, agent_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
 REALTIME = "voicemesh/cascade"
+REALTIME_METRICS = free_port()
 INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
 
 
@@ -23,8 +26,8 @@ INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
 def realtime_orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
     """A realtime service (the local cascade) and an orchestrator over it and ``mesh``."""
     folder = tmp_path_factory.mktemp("realtime")
-    realtime = ServiceProcess("realtime", args=["--metrics-port", "-1", "--max-response-tokens", "60",
-                                                "--max-sessions", "2"],
+    realtime = ServiceProcess("realtime", args=["--metrics-port", str(REALTIME_METRICS), "--max-response-tokens",
+                                                "60", "--max-sessions", "2"],
                               log_path=folder / "realtime.log").start()
     orchestrator = None
     try:
@@ -99,6 +102,10 @@ async def test_a_session_that_starts_on_a_realtime_model(realtime_orchestrator):
         s.send(text="What is my dog called?")
         done = await s.turn_done(2, timeout=120)
         assert done.text and "rex" not in done.text.lower(), done.text
+        # A half-close ends the session once the realtime stream has ended.
+        s.close()
+        await s.ended()
+        assert [e.code for e in s.of("error")] == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"], s.of("error")
 
 
 async def test_speech_during_a_realtime_answer_stops_it_and_keeps_what_was_heard(realtime_orchestrator):
@@ -115,6 +122,18 @@ async def test_speech_during_a_realtime_answer_stops_it_and_keeps_what_was_heard
         # The next answer is to the interruption.
         await s.turn_done(2, timeout=120)
         assert not [e for e in s.of("error") if e.code != "INVALID_ARGUMENT"], s.of("error")
+
+
+async def test_a_vanished_client_leaves_no_realtime_stream_open(realtime_orchestrator):
+    async with AgentClient(realtime_orchestrator.address, realtime_config()) as s:
+        s.send(text="Tell me a long story about a dog who lives on a farm.")
+        await s.wait_for(lambda e: e.kind == "agent_audio", timeout=120)
+        assert streams_open(REALTIME_METRICS, "Converse") >= 1
+    # The client is gone mid-answer (its call cancelled, no half-close): the Converse stream must close.
+    deadline = time.monotonic() + 15
+    while streams_open(REALTIME_METRICS, "Converse") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert streams_open(REALTIME_METRICS, "Converse") == 0
 
 
 async def test_describe_lists_the_realtime_models(realtime_orchestrator):
