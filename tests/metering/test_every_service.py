@@ -12,32 +12,27 @@ from tests.metering.helpers import units
 from tests.orchestrator.client import LLM
 from tests.speech import silence, speak
 from voicemesh.audio import chunks
+from voicemesh.client.describe import DESCRIBABLE
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import open_store
 from voicemesh.metering.records import Quota
 from voicemesh.process import ServiceProcess
 from voicemesh.v1 import (
-    agent_pb2,
-    agent_pb2_grpc,
     llm_pb2,
     llm_pb2_grpc,
     realtime_pb2,
     realtime_pb2_grpc,
     stt_pb2,
     stt_pb2_grpc,
-    tts_pb2,
-    tts_pb2_grpc,
 )
 
 pytestmark = pytest.mark.slow
 
-# service -> (stub class, Describe request, streaming method name)
+# service -> (stub class, Describe request, streaming method name), from the table `voicemesh describe` uses
 SERVICES = {
-    "stt": (stt_pb2_grpc.SttServiceStub, stt_pb2.SttServiceDescribeRequest, "Recognize"),
-    "llm": (llm_pb2_grpc.LlmServiceStub, llm_pb2.LlmServiceDescribeRequest, "Chat"),
-    "tts": (tts_pb2_grpc.TtsServiceStub, tts_pb2.TtsServiceDescribeRequest, "Synthesize"),
-    "realtime": (realtime_pb2_grpc.RealtimeServiceStub, realtime_pb2.RealtimeServiceDescribeRequest, "Converse"),
-    "orchestrator": (agent_pb2_grpc.AgentServiceStub, agent_pb2.AgentServiceDescribeRequest, "Session"),
+    name: (*DESCRIBABLE[f"voicemesh.v1.{full}"], method) for name, full, method in (
+        ("stt", "SttService", "Recognize"), ("llm", "LlmService", "Chat"), ("tts", "TtsService", "Synthesize"),
+        ("realtime", "RealtimeService", "Converse"), ("orchestrator", "AgentService", "Session"))
 }
 
 
