@@ -48,11 +48,16 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"language model, provider/model (default {DEFAULT_LLM})")
     parser.add_argument("--tts", default=DEFAULT_TTS, metavar="DESCRIPTOR",
                         help=f"voice, provider/model[:voice] (default {DEFAULT_TTS})")
+    parser.add_argument("--realtime", action="store_true",
+                        help="also run the realtime service (voicemesh/cascade: these three models in one process, "
+                        "on the port base +4); talk then speaks to it through the orchestrator instead of the "
+                        "pipeline")
 
 
 def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, host: str) -> LocalMeshOptions:
     return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
-                            tts=args.tts, preload=not getattr(args, "no_preload", False), auth=not args.no_auth)
+                            tts=args.tts, realtime=args.realtime, preload=not getattr(args, "no_preload", False),
+                            auth=not args.no_auth)
 
 
 # --- up --------------------------------------------------------------------------------------------
@@ -64,7 +69,7 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
         "default local models loaded so the first turn is warm. Writes the mesh config and one log per "
         "service to the state directory, waits until every service reports SERVING, prints the addresses, "
         "and runs until Ctrl-C or SIGTERM, which stops every service cleanly. Ports: the orchestrator on "
-        "--port-base, stt +1, llm +2, tts +3.",
+        "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime).",
     )
     up.add_argument("--host", default="127.0.0.1", help="address the services listen on (default 127.0.0.1; "
                     "0.0.0.0 for all interfaces)")
@@ -88,12 +93,12 @@ def _up(args: argparse.Namespace) -> int:
     mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=args.port_base, host=args.host))
     previous = _on_signal_raise()
     try:
-        _say(f"voicemesh up: starting stt, llm, tts and the orchestrator (logs in {mesh.log_dir})")
+        _say(f"voicemesh up: starting {', '.join(mesh.services)} and the orchestrator (logs in {mesh.log_dir})")
         mesh.start()
         mesh.wait_serving(args.timeout, on_ready=lambda name, s: _say(
             f"  {name:<12} {mesh.address(name):<22} SERVING after {s:.1f} s"))
         print(f"VoiceMesh is up: orchestrator at {mesh.orchestrator_address} "
-              f"(stt {mesh.address('stt')}, llm {mesh.address('llm')}, tts {mesh.address('tts')})", flush=True)
+              f"({', '.join(f'{name} {mesh.address(name)}' for name in mesh.services)})", flush=True)
         keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY)"
                 if mesh.api_key else "no API keys (--no-auth)")
         _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"
@@ -160,11 +165,12 @@ def _start_mesh_for_talk(args: argparse.Namespace) -> LocalMesh:
     if host not in LOCAL_HOSTS or args.no_start:
         raise RuntimeError(f"no VoiceMesh orchestrator answers at {args.address}; start one with `voicemesh up`")
     port = int(port_text)
-    if not all(port_is_free("127.0.0.1", port + k) for k in range(4)):
+    span = 5 if args.realtime else 4
+    if not all(port_is_free("127.0.0.1", port + k) for k in range(span)):
         port = free_port_base()
     state_dir = (args.state_dir or default_state_dir() / "talk").expanduser()
     mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=port, host="127.0.0.1"))
-    _say(f"voicemesh talk: no mesh answers at {args.address}; starting a local one on ports {port}-{port + 3} "
+    _say(f"voicemesh talk: no mesh answers at {args.address}; starting a local one on ports {port}-{port + span - 1} "
          f"(logs in {mesh.log_dir}); the first start loads the models")
     mesh.start()
     try:
@@ -254,6 +260,7 @@ async def _converse(args: argparse.Namespace, address: str, pcm: bytes, rate: in
     from voicemesh.client.talk import Conversation, Printer
 
     session = AgentSession(stt=args.stt, llm=args.llm, tts=args.tts, instructions=args.instructions,
+                           realtime="voicemesh/cascade" if args.realtime else None,
                            address=address, api_key=args.api_key, input_sample_rate=rate,
                            first_result_timeout_ms=args.stall_timeout_ms)
     async with session:

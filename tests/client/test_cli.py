@@ -52,8 +52,8 @@ def agent_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "Ctrl-C"]),
-    ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "sample question"]),
+    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "Ctrl-C"]),
+    ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "sample question"]),
 ])
 def test_help_describes_every_option(command, flags):
     result = voicemesh(command, "--help", timeout=60)
@@ -143,6 +143,17 @@ def test_ctrl_c_stops_up_too(tmp_path):
     assert "stopped" in up.output()
 
 
+def assert_nothing_left(stderr: str, state_dir: Path, services: int) -> None:
+    """No process of the mesh ``talk`` started (on the ports it printed) runs any more."""
+    time.sleep(0.5)
+    base = int(re.search(r"on ports (\d+)-", stderr).group(1))
+    ports = re.compile(r"voicemesh.*--port (%s)\b" % "|".join(str(base + k) for k in range(services)))
+    leftovers = [line for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
+                 .stdout.splitlines() if ports.search(line)]
+    assert leftovers == []
+    assert not (state_dir / "up.json").exists()
+
+
 def test_talk_starts_a_mesh_when_none_answers_and_stops_it(tmp_path, whisper):
     port = free_port()
     out = tmp_path / "answer.wav"
@@ -151,13 +162,20 @@ def test_talk_starts_a_mesh_when_none_answers_and_stops_it(tmp_path, whisper):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "starting a local one" in result.stderr and "sample question" in result.stderr
     assert heard(result.stdout) and transcribe(whisper, out)
-    time.sleep(0.5)
-    base = int(re.search(r"on ports (\d+)-", result.stderr).group(1))
-    ports = re.compile(r"voicemesh.*--port (%s)\b" % "|".join(str(base + k) for k in range(4)))
-    leftovers = [line for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
-                 .stdout.splitlines() if ports.search(line)]
-    assert leftovers == []
-    assert not (tmp_path / "state" / "up.json").exists()
+    assert_nothing_left(result.stderr, tmp_path / "state", 4)
+
+
+def test_talk_to_the_realtime_model_of_a_mesh_it_starts(tmp_path, whisper):
+    port = free_port()
+    out = tmp_path / "answer.wav"
+    result = voicemesh("talk", "--realtime", "--address", f"127.0.0.1:{port}", "--out", str(out), "--state-dir",
+                       str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"realtime\s+SERVING", result.stderr), result.stderr
+    assert word_errors(QUESTION_TEXT, heard(result.stdout)[0])[0] <= 1, result.stdout
+    assert "paris" in " ".join(agent_lines(result.stdout)).lower(), result.stdout
+    assert "paris" in transcribe(whisper, out).lower()
+    assert_nothing_left(result.stderr, tmp_path / "state", 5)
 
 
 def test_up_requires_its_local_key_and_the_tools_send_it(mesh_up, monkeypatch, tmp_path):

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 
 MODEL_SERVICES = ("stt", "llm", "tts")
 # Orchestrator first: it is the client of the others, so it goes down first.
-STOP_ORDER = ("orchestrator", "tts", "llm", "stt")
+STOP_ORDER = ("orchestrator", "realtime", "tts", "llm", "stt")
 
 
 def port_offsets() -> dict[str, int]:
-    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3)."""
+    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3, realtime +4)."""
     base = DEFAULT_PORTS["orchestrator"]
-    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES)}
+    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES, "realtime")}
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -65,6 +65,7 @@ class LocalMeshOptions:
     stt: str = DEFAULT_STT
     llm: str = DEFAULT_LLM
     tts: str = DEFAULT_TTS
+    realtime: bool = False  # also run the realtime service (the local cascade of the three models)
     preload: bool = True
     auth: bool = True
     grace_s: float = 5.0
@@ -77,7 +78,9 @@ class LocalMesh:
     def __init__(self, options: LocalMeshOptions):
         self.options = options
         self.state_dir = Path(options.state_dir).expanduser()
-        self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()}
+        self.services = (*MODEL_SERVICES, "realtime") if options.realtime else MODEL_SERVICES
+        self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()
+                      if name == "orchestrator" or name in self.services}
         self.mesh_path = self.state_dir / "mesh.json"
         self.log_dir = self.state_dir / "logs"
         self.ledger_url = f"sqlite:///{self.state_dir / 'ledger.db'}"
@@ -104,20 +107,24 @@ class LocalMesh:
                                "stop what holds them or pick another --port-base")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         client_host = self.address("stt").rpartition(":")[0]
-        MeshConfig.local(client_host, {m: self.ports[m] for m in MODEL_SERVICES}).write(self.mesh_path)
+        MeshConfig({m: {"*": [f"{client_host}:{self.ports[m]}"]} for m in self.services}).write(self.mesh_path)
         common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
-        models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts}
+        models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts,
+                  "realtime": "voicemesh/cascade"}
         # Every service meters into one ledger; with auth (the default) each RPC needs the local key.
         metering = {"VOICEMESH_LEDGER": self.ledger_url, "VOICEMESH_AUTH": "1" if self.options.auth else "0"}
         if self.options.auth:
             from voicemesh.metering.keys import ensure_local_key
 
             self.api_key = ensure_local_key(self.ledger_url, self.key_path)
-        for name in (*MODEL_SERVICES, "orchestrator"):
+        for name in (*self.services, "orchestrator"):
             args = list(common)
             env = dict(metering)
             if name in models and self.options.preload:
                 args += ["--preload", models[name]]
+            if name == "realtime":  # the cascade runs the same models as the pipeline
+                args += ["--cascade-stt", self.options.stt, "--cascade-llm", self.options.llm,
+                         "--cascade-tts", self.options.tts]
             if name == "orchestrator":
                 args += ["--mesh", str(self.mesh_path)]
                 env["VOICEMESH_MESH"] = str(self.mesh_path)
@@ -143,7 +150,7 @@ class LocalMesh:
     def wait_serving(self, timeout: float = 180.0, on_ready=None) -> None:
         """Block until every service reports SERVING (``on_ready(name, seconds)`` as each one does)."""
         started = time.monotonic()
-        for name in (*MODEL_SERVICES, "orchestrator"):
+        for name in (*self.services, "orchestrator"):
             remaining = max(1.0, timeout - (time.monotonic() - started))
             self.processes[name].wait_serving(remaining)
             if on_ready is not None:
