@@ -39,7 +39,7 @@ def turn_metrics(turn_id: int, timing: TurnTiming, times, *, models: tuple[str, 
         end_of_utterance_delay_ms=_ms(eos, timing.decided),
         stt_final_latency_ms=_ms(eos, timing.final),
         llm_ttft_ms=_ms(times.llm_request, times.llm_first),
-        tts_ttfb_ms=_ms(times.tts_first_text, times.first_audio),
+        tts_ttfb_ms=_ms(times.tts_first_text, times.first_synthesized or times.first_audio),  # held or not
         voice_to_voice_ms=_ms(eos, times.first_audio),
         stt_model=timing.stt_model,
         llm_model=models[0],

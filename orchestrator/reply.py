@@ -7,6 +7,12 @@ The speaker reads the TTS stream and sends the audio paced at real time plus
 a small lead, which makes "audio sent" a good measure of "audio played" for
 truncation on barge-in.
 
+A held reply (generated ahead of the turn's end, see ``anticipation.py``) runs
+the same way, text into its TTS stream included, but sends nothing: its text
+events wait in a list and its speaker waits before the first audio chunk
+until ``release()``; then they go out and the audio is paced as for any reply.
+A held reply that is stopped instead has sent nothing at all.
+
 Fallback: an LLM or voice that errors or gives no first result within the
 session's timeout is replaced by the next target while the turn has sent no
 audio; once audio went out, an error ends the reply with a SessionError.
@@ -47,7 +53,8 @@ class ReplyTimes:
     llm_request: float | None = None
     llm_first: float | None = None
     tts_first_text: float | None = None
-    first_audio: float | None = None
+    first_synthesized: float | None = None  # the first audio chunk came from the voice
+    first_audio: float | None = None  # the first audio chunk went to the client (a held reply: at release)
 
 
 @dataclass
@@ -69,7 +76,7 @@ class Reply:
     fallbacks: FallbackLog = field(default_factory=FallbackLog)
     add_to_history: bool = True
     prefix: str = ""  # text of the reply already played before a resume
-    held: bool = False  # generated ahead of the turn's end: no text or audio goes out before release()
+    held: bool = False  # generated ahead of the turn's end: synthesized, but nothing goes out before release()
 
     def __post_init__(self) -> None:
         self.playout = Playout(self.host.spec.output_rate)  # its speaking-rate guess is set with the voice
@@ -80,12 +87,20 @@ class Reply:
         self._writer: asyncio.Task | None = None
         self._lane: LlmLane | None = None
         self._generation: str | None = None
-        self._held: list[str] = []  # text generated while held
+        self._held: list[agent_pb2.SessionResponse] = []  # text events produced while held
+        self._released = asyncio.Event()  # set when the reply may send (at once unless held)
+        if not self.held:
+            self._released.set()
 
     @property
     def lane_target(self) -> Target | None:
         """The LLM target that generated this reply, if any."""
         return self._lane.target if self._lane is not None else None
+
+    @property
+    def held_text(self) -> str:
+        """Text generated while held (not sent to the client yet)."""
+        return "".join(m.agent_text.delta for m in self._held)
 
     @property
     def audio_sent(self) -> bool:
@@ -114,7 +129,9 @@ class Reply:
         if self.stopped:
             return
         self.stopped = True
-        self._first_text.set()  # a speaker still waiting for text (a held reply) ends too
+        self._first_text.set()  # a speaker still waiting for text ends too
+        self._released.set()  # and one waiting for release (a held reply) drops its audio
+        self._held.clear()
         self.host.outbox.drop_audio(self.turn_id)
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
@@ -144,8 +161,7 @@ class Reply:
                 await self._generate()
         finally:
             self._writer_done = True
-            if not self.held or self.stopped:
-                await self._end_text()
+            await self._end_text()
 
     async def _end_text(self) -> None:
         self._first_text.set()  # a reply without text wakes the speaker too
@@ -155,24 +171,24 @@ class Reply:
                     await self.tts.done_writing()
 
     async def release(self) -> None:
-        """The turn ended with the words this held reply answers: what it generated goes out, then the rest live."""
-        if not self.held:
+        """The turn ended with the words this held reply answers: its text and audio go out, then the rest live."""
+        if not self.held or self.stopped:
             return
         self.held = False
-        text, self._held = "".join(self._held), []
-        await self._text(text)  # one piece, so it stays ahead of the writer's next delta
-        if self._writer_done:
-            await self._end_text()
+        held, self._held = self._held, []
+        for message in held:  # before any audio: the speaker only goes on once released
+            self.host.outbox.put(message)
+        self._released.set()
 
     async def _text(self, delta: str) -> None:
         if not delta:
             return
-        if self.held:
-            self._held.append(delta)
-            return
         if self.say is None:
-            self.host.outbox.put(agent_pb2.SessionResponse(
-                agent_text=agent_pb2.AgentText(turn_id=self.turn_id, delta=delta)))
+            message = agent_pb2.SessionResponse(agent_text=agent_pb2.AgentText(turn_id=self.turn_id, delta=delta))
+            if self.held:
+                self._held.append(message)
+            else:
+                self.host.outbox.put(message)
         async with self._tts_lock:  # a voice failover resends self.text under the same lock
             self.text += delta
             self.playout.add_text(delta)
@@ -308,6 +324,11 @@ class Reply:
                 self.playout.segment_done(segment_id=done.segment_id, char_start=done.char_start,
                                           char_end=done.char_end, samples=done.samples)
             elif kind == "audio" and not self.stopped:
+                if self.times.first_synthesized is None:
+                    self.times.first_synthesized = time.monotonic()
+                    await self._released.wait()  # a held reply keeps its audio until the turn ends
+                    if self.stopped:
+                        continue
                 chunk = response.audio
                 samples = len(chunk.audio) // 2
                 self.playout.chunk(segment_id=chunk.segment_id, char_start=chunk.char_start,

@@ -32,8 +32,10 @@ def test_same_words_ignores_case_and_punctuation_only():
 class Scripted:
     """A Session fed with scripted STT events; records what it sends to the client."""
 
-    def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800):
-        config = session_config(turn_detection=agent_pb2.TurnDetection(min_endpointing_delay_ms=min_delay_ms))
+    def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800,
+                 max_delay_ms: int = 0):
+        config = session_config(turn_detection=agent_pb2.TurnDetection(
+            min_endpointing_delay_ms=min_delay_ms, max_endpointing_delay_ms=max_delay_ms))  # 0: the default
         self.clients = MeshClients(mesh.config())
         self.session = Session(validate(config, self.clients.mesh), self.clients, session_id="scripted",
                                max_tokens=40, preemptive=preemptive, turn_model=turn_model)
@@ -86,36 +88,62 @@ class Scripted:
 async def held_text(scripted: Scripted) -> str:
     """Wait until the reply generated ahead has text, and return it (the turn has not ended yet)."""
     session = scripted.session
-    await scripted.until(lambda: session.preemption is not None and session.preemption.reply._held)
-    return "".join(session.preemption.reply._held)
+    await scripted.until(lambda: session.preemption is not None and session.preemption.reply.held_text)
+    return session.preemption.reply.held_text
+
+
+async def held_audio(scripted: Scripted) -> str:
+    """Wait until the voice has spoken the start of the reply generated ahead; returns its text so far."""
+    session = scripted.session
+    await scripted.until(lambda: session.preemption is not None
+                         and session.preemption.reply.times.first_synthesized is not None)
+    return session.preemption.reply.held_text
+
+
+def fire_now(scripted: Scripted, timer: str) -> None:
+    """Make a running timer of the session fire now (posted as its own call_later would)."""
+    _handle, token = scripted.session._timers[timer]
+    scripted.session.events.put_nowait(("timer", timer, token))
+
+
+# A turn end far enough away (the final is scripted at 1 s of audio the session never got: +1 s more)
+# that the reply generated ahead is synthesized before it, even on a busy machine.
+LONG_WAIT_MS = 8000
 
 
 async def test_a_reply_generated_ahead_is_spoken_when_the_turn_ends_with_the_same_words(mesh):
-    async with Scripted(mesh) as s:
+    async with Scripted(mesh, min_delay_ms=LONG_WAIT_MS, max_delay_ms=LONG_WAIT_MS) as s:
         s.utterance("What is the capital", FIRST, at_ms=0)
-        ahead = await held_text(s)
+        ahead = await held_audio(s)  # generated and already synthesized
+        await asyncio.sleep(0.3)  # time for anything it would send to reach the client
         assert ahead and not s.of("agent_text") and not s.of("agent_audio")  # held: nothing went out
         reply = s.session.preemption.reply
+        fire_now(s, "eot")  # the turn ends now rather than after the long wait
         done = await s.until(lambda: s.of("turn_done"))
         assert done[0].turn_id == 1 and not done[0].interrupted
         assert reply.text.startswith(ahead)  # the reply generated ahead is the one spoken
         assert "".join(t.delta for t in s.of("agent_text")) == reply.text
         assert s.of("agent_audio")
+        # Its first audio counts from when it went to the client, not from when the voice made it.
+        assert reply.times.first_audio > reply.times.first_synthesized
         assert s.user_messages() == [FIRST]
 
 
 async def test_no_audio_for_words_the_user_did_not_say_when_the_final_transcript_differs(mesh):
-    async with Scripted(mesh) as s:
+    async with Scripted(mesh, min_delay_ms=LONG_WAIT_MS, max_delay_ms=LONG_WAIT_MS) as s:
         s.utterance("What is the capital", FIRST, at_ms=0)
-        ahead = await held_text(s)
+        ahead = await held_audio(s)  # generated and already synthesized
         dropped = s.session.preemption.reply
         # The user goes on before the turn ends: the interim already differs from the text generated for.
         s.utterance("And what about", GOES_ON, at_ms=1500)
+        await s.until(lambda: "eot" in s.session._timers and GOES_ON in s.session.user.final_text)
+        fire_now(s, "eot")
         done = await s.until(lambda: s.of("turn_done"))
-        assert dropped.stopped and dropped.text == ""  # its text never went to a voice or the client
+        assert dropped.stopped and dropped.text.startswith(ahead)  # it went to its voice, never to the client
         assert done[0].turn_id == 1 and not done[0].interrupted
         texts = s.of("agent_text")
         assert texts and all(t.turn_id == 1 for t in texts)
+        assert "".join(t.delta for t in texts).strip() == done[0].text  # only the turn's own reply
         said = [m for m in s.sent if m.WhichOneof("event") in ("agent_text", "agent_audio", "user_transcript")]
         first_agent = next(i for i, m in enumerate(said) if m.WhichOneof("event") != "user_transcript")
         finals = [i for i, m in enumerate(said) if m.WhichOneof("event") == "user_transcript" and m.user_transcript.final]
