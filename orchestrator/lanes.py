@@ -57,6 +57,53 @@ class _Call:
         self.call.cancel()
 
 
+class AudioPump:
+    """The user's audio for one stream, written by its own task.
+
+    What accumulated since the last write goes as one message (at most
+    ``step`` bytes): the session's loop never waits for a write, and a slow
+    stream gets fewer, larger messages instead of a growing backlog.
+    """
+
+    def __init__(self, write, done_writing, *, step: int, spawn, name: str):
+        self._write, self._done_writing, self._step = write, done_writing, step
+        self.pending = bytearray()
+        self._wake = asyncio.Event()
+        self._ending = self._stopped = False
+        spawn(self._run(), name)
+
+    def put(self, pcm: bytes) -> None:
+        self.pending += pcm
+        self._wake.set()
+
+    def end(self) -> None:
+        """Write what is queued, then half-close the stream."""
+        self._ending = True
+        self._wake.set()
+
+    def stop(self) -> bytes:
+        """Stop writing (the stream is replaced or closed); returns the audio not yet written."""
+        self._stopped = True
+        self._wake.set()
+        left, self.pending = bytes(self.pending), bytearray()
+        return left
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            if not self.pending:
+                if self._ending:
+                    with contextlib.suppress(*BROKEN):
+                        await self._done_writing()  # the service finishes what it heard, reports usage, ends
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            piece = bytes(self.pending[:self._step])
+            del self.pending[:self._step]
+            with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
+                await self._write(piece)
+
+
 class SttLane(_Call):
     """The session's Recognize stream."""
 
@@ -192,6 +239,9 @@ class RealtimeLane(_Call):
     the realtime model knows what was said before the switch.
     """
 
+    pump: AudioPump | None = None  # the user's audio to the stream (set by the session once the stream is up)
+    _lock: asyncio.Lock | None = None
+
     @classmethod
     async def open(cls, clients: MeshClients, target: Target, metadata, *, instructions: str, input_rate: int,
                    output_rate: int, silence_ms: int, interruption: bool, tools: list[llm_pb2.Tool],
@@ -211,10 +261,20 @@ class RealtimeLane(_Call):
                     item_create=realtime_pb2.ConversationItemCreate(item=message)))
         return lane
 
-    async def send(self, **request) -> None:
-        await self.write(realtime_pb2.ConverseRequest(**request))
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The audio writer and the session write in turn (a call takes one write at a time)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
-    async def audio(self, pcm: bytes, rate: int) -> None:
-        step = rate * 2  # a second per message (the service takes at most two)
-        for start in range(0, len(pcm), step):
-            await self.send(input_audio_append=pcm[start:start + step])
+    async def send(self, **request) -> None:
+        async with self.lock:
+            await self.write(realtime_pb2.ConverseRequest(**request))
+
+    async def done_writing(self) -> None:
+        async with self.lock:
+            await super().done_writing()
+
+    async def audio(self, pcm: bytes) -> None:
+        await self.send(input_audio_append=pcm)

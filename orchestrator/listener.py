@@ -1,9 +1,6 @@
 """The session's ear: one STT Recognize stream, with fallback to the next STT target.
 
-Audio goes to the current stream through a writer task that sends what
-accumulated since its last write as one message: the session's loop never
-waits for a write, and a slow stream gets fewer, larger messages instead of
-a growing backlog. Events are posted to the session's queue tagged with the
+Audio goes to the current stream through its ``AudioPump``. Events are posted to the session's queue tagged with the
 stream, so events of a replaced stream are ignored.
 After a failover the new stream gets the audio since the last utterance
 ended (at most ``REPLAY_S``) again, and its times are shifted to the
@@ -12,7 +9,6 @@ session's audio timeline.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import grpc
@@ -20,7 +16,7 @@ import grpc
 from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
-from voicemesh.orchestrator.lanes import BROKEN, SttLane
+from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
 
 REPLAY_S = 30.0
 
@@ -38,9 +34,8 @@ class Listener:
         self.ended = False
         self._replay: list[bytes] = []
         self._replay_bytes = 0
-        self._pending = bytearray()  # audio not yet written to the current stream
-        self._wake = asyncio.Event()
-        self._ending = False
+        self._pump: AudioPump | None = None  # writes the audio to the current stream
+        self._ending = False  # no more audio comes: every stream from now on is half-closed once written
 
     @property
     def model(self) -> str:
@@ -58,11 +53,15 @@ class Listener:
                 self.fallbacks.failed(target, exc)
                 continue
             old, self.lane, self.ended = self.lane, lane, False
+            left = self._pump.stop() if self._pump is not None else b""  # audio the old stream did not get
             # The new stream's time 0 is the first sample it gets: the replay, then what waits to be written.
-            self.offset_ms = now_ms - (len(audio) + len(self._pending)) / 2 * 1000 / self.rate
+            self.offset_ms = now_ms - (len(audio) + len(left)) / 2 * 1000 / self.rate
             self._spawn(self._read(lane), "stt")
-            self._spawn(self._pump(lane), "stt-writer")
-            self._wake.set()  # the old stream's writer sees it was replaced
+            self._pump = AudioPump(lane.audio, lane.done_writing, step=self.rate * 2, spawn=self._spawn,
+                                   name="stt-writer")  # at most a second per message
+            self._pump.put(left)
+            if self._ending:
+                self._pump.end()
             if old is not None:
                 with contextlib.suppress(*BROKEN):
                     await old.done_writing()  # it finishes its utterance and reports usage
@@ -80,24 +79,8 @@ class Listener:
         self._replay_bytes += len(pcm)
         while self._replay_bytes > REPLAY_S * self.rate * 2 and len(self._replay) > 1:
             self._replay_bytes -= len(self._replay.pop(0))
-        self._pending += pcm
-        self._wake.set()
-
-    async def _pump(self, lane: SttLane) -> None:
-        step = self.rate * 2  # at most a second per message
-        while self.lane is lane:
-            if not self._pending:
-                if self._ending:
-                    with contextlib.suppress(*BROKEN):
-                        await lane.done_writing()  # it finishes its utterance, reports usage and ends
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            piece = bytes(self._pending[:step])
-            del self._pending[:step]
-            with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
-                await lane.audio(piece)
+        if self._pump is not None:
+            self._pump.put(pcm)
 
     def utterance_done(self) -> None:
         """Audio before now need not be replayed."""
@@ -107,9 +90,10 @@ class Listener:
         """Stop listening (the session goes on a realtime model): the stream finishes its utterance and
         reports its usage; ``open`` starts a new one."""
         lane, self.lane = self.lane, None
-        self._pending.clear()
+        if self._pump is not None:
+            self._pump.stop()
+            self._pump = None
         self._replay, self._replay_bytes = [], 0
-        self._wake.set()  # its writer sees it was replaced
         if lane is not None:
             with contextlib.suppress(*BROKEN):
                 await lane.done_writing()
@@ -117,7 +101,8 @@ class Listener:
     def end(self) -> None:
         """No more audio: the stream gets what is queued, then the half-close."""
         self._ending = True
-        self._wake.set()
+        if self._pump is not None:
+            self._pump.end()
 
     async def _read(self, lane: SttLane) -> None:
         try:
@@ -131,7 +116,9 @@ class Listener:
         """The current stream broke: go on with the next target, replaying the open utterance."""
         self.fallbacks.failed(lane.target, exc)
         self.lane = None
-        self._pending.clear()  # the replay holds it
+        if self._pump is not None:
+            self._pump.stop()  # what it did not write is in the replay
+            self._pump = None
         await self.open([t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
 
     def take_fallbacks(self) -> list[str]:

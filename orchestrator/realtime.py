@@ -32,7 +32,7 @@ import grpc
 from voicemesh.errors import Unavailable, error_for_code
 from voicemesh.orchestrator.events import TurnTiming, turn_metrics
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of
-from voicemesh.orchestrator.lanes import BROKEN, RealtimeLane
+from voicemesh.orchestrator.lanes import BROKEN, AudioPump, RealtimeLane
 from voicemesh.orchestrator.playout import Pacer, Playout, cut
 from voicemesh.orchestrator.reply import ReplyTimes
 from voicemesh.orchestrator.turns import UserTurn
@@ -119,6 +119,8 @@ class Realtime:
                                  else Unavailable(f"realtime {target} ended the stream at once"))
                 continue
             self._spawn(self._read_realtime(lane, responses), "realtime")
+            lane.pump = AudioPump(lane.audio, lane.done_writing, step=spec.input_rate * 2, spawn=self._spawn,
+                                  name="realtime-writer")  # a second per message (the service takes at most two)
             log.info("realtime model %s at %s (history of %d messages replayed)", target.descriptor,
                      target.address, len([m for m in self.chat.history if m.role != "system"]))
             return lane
@@ -168,18 +170,17 @@ class Realtime:
             await self._realtime_finish(turn, force=True)
 
         async def close() -> None:
-            with contextlib.suppress(*BROKEN):
-                await lane.done_writing()
             await asyncio.sleep(CLOSE_TIMEOUT_S)
             lane.cancel()
+
+        lane.pump.end()
 
         self._spawn(close(), "realtime-close")
 
     # -- client messages while on a realtime model ------------------------------------------
 
-    async def _realtime_audio(self, pcm: bytes) -> None:
-        with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
-            await self.realtime.audio(pcm, self.spec.input_rate)
+    def _realtime_audio(self, pcm: bytes) -> None:
+        self.realtime.pump.put(pcm)
 
     async def _realtime_text(self, text: str) -> None:
         message = llm_pb2.ChatMessage(role="user", content=text)

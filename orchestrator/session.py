@@ -9,7 +9,6 @@ only through the few methods at the end of this class.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -21,7 +20,6 @@ from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import TurnTiming, session_error, turn_metrics
 from voicemesh.orchestrator.hearing import Hearing
-from voicemesh.orchestrator.lanes import BROKEN
 from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.realtime import Realtime
@@ -208,8 +206,7 @@ class Session(Anticipation, Hearing, Realtime):
         self.closing = True
         self.listener.end()
         if self.realtime is not None:
-            with contextlib.suppress(*BROKEN):
-                await self.realtime.done_writing()  # the service answers what it heard, then ends
+            self.realtime.pump.end()  # the service answers what it heard, then ends
 
     async def _audio(self, pcm: bytes) -> None:
         if len(pcm) % 2:
@@ -218,7 +215,7 @@ class Session(Anticipation, Hearing, Realtime):
             raise InvalidInput(f"audio message longer than {MAX_CHUNK_S:.0f} s; send chunks of 10-100 ms")
         self.clock.received(len(pcm) // 2)
         if self.realtime is not None:
-            await self._realtime_audio(pcm)
+            self._realtime_audio(pcm)
             return
         self.listener.audio(pcm)
         if self.recent is not None:
