@@ -31,7 +31,7 @@ import grpc
 
 from voicemesh.errors import Unavailable, error_for_code
 from voicemesh.orchestrator.events import TurnTiming, turn_metrics
-from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of
+from voicemesh.orchestrator.fallback import FallbackLog, Target, failure_reason, first_of
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, RealtimeLane
 from voicemesh.orchestrator.playout import Pacer, Playout, cut
 from voicemesh.orchestrator.reply import ReplyTimes
@@ -228,8 +228,11 @@ class Realtime:
             turn.status = turn.status or "failed"
             await self._realtime_finish(turn, force=True)
         others = [t for t in self.clients.targets("realtime", self.spec.realtime) if t != lane.target]
+        if not others:  # the session cannot hear any more: it ends with the failure
+            raise Unavailable(f"realtime {lane.target} failed and no other realtime model is configured: "
+                              f"{failure_reason(why)}")
         self._error(turn.turn_id if turn else 0, why)
-        self.realtime = await self._open_realtime(others)  # none left: the session ends with UNAVAILABLE
+        self.realtime = await self._open_realtime(others)  # none answers: the session ends with UNAVAILABLE
         self._realtime_offset_ms, self._realtime_interim = self.clock.ms, ""
 
     async def _on_realtime(self, lane: RealtimeLane, response: realtime_pb2.ConverseResponse) -> None:

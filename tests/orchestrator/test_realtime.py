@@ -164,3 +164,30 @@ async def test_bad_realtime_choices_get_clear_errors(realtime_orchestrator):
         done = await s.turn_done(1)
         assert "paris" in done.text.lower()
         assert s.metrics(1).llm_model == LLM
+
+
+async def test_a_dead_realtime_service_hands_the_session_to_the_next_one(mesh, service_process, tmp_path):
+    ports = [free_port(), free_port()]
+    services = [service_process("realtime", args=["--metrics-port", str(port), "--max-response-tokens", "40"])
+                for port in ports]
+    path = write_mesh(tmp_path, mesh.config(realtime={"*": [s.address for s in services]}))
+    orchestrator = service_process("orchestrator", args=["--mesh", str(path), "--max-tokens", "40"])
+    async with AgentClient(orchestrator.address, realtime_config()) as s:
+        s.send(text="What is the capital of France?")
+        await s.turn_done(1, timeout=120)
+        serving = [i for i, port in enumerate(ports) if streams_open(port, "Converse")]
+        assert len(serving) == 1, serving
+        services[serving[0]].proc.kill()
+        error = (await s.wait_for(lambda e: e.kind == "error", timeout=60)).event
+        assert error.code == "UNAVAILABLE", error
+        # The other service took the session over, with the history: it answers the next question.
+        s.send(text="What is the capital of Italy?")
+        done = await s.turn_done(2, timeout=120)
+        assert "rome" in done.text.lower(), done.text
+        assert streams_open(ports[1 - serving[0]], "Converse") == 1
+        # With both dead the session cannot hear any more: it ends with UNAVAILABLE.
+        services[1 - serving[0]].proc.kill()
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await s.ended(60)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "realtime" in ended.value.details()
