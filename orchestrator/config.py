@@ -15,6 +15,9 @@ from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.fallback import Candidate
+from voicemesh.services.llm.backend import Tool as LlmTool
+from voicemesh.services.llm.backend import ToolChoice
+from voicemesh.services.llm.tools import check_tools
 from voicemesh.v1 import agent_pb2
 
 DEFAULT_OUTPUT_RATE = 24000
@@ -52,6 +55,7 @@ class SessionSpec:
     false_interruption_ms: int
     first_result_ms: int
     tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)  # of the first generation of a turn
     realtime: list[Candidate] = field(default_factory=list)  # set: the session starts on a realtime model
 
 
@@ -125,8 +129,9 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
             if not isinstance(schema, dict):
                 raise InvalidInput(f"tools[{i}].parameters_json must be a JSON object (a JSON Schema)")
         tools.append(Tool(tool.name, tool.description, tool.parameters_json))
-    if len({t.name for t in tools}) != len(tools):
-        raise InvalidInput("tools: names must be unique")
+    # The LLM service's own check of a tool set against a choice (unique names, a named function among them).
+    tool_choice = check_tools([LlmTool(t.name, t.description) for t in tools],
+                              ToolChoice(config.tool_choice.mode or "auto", config.tool_choice.name))
     return SessionSpec(
         instructions=config.instructions,
         # With realtime, pipeline models are optional: they are what the session switches back to.
@@ -145,4 +150,5 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
                                   "interruption.false_interruption_timeout_ms"),
         first_result_ms=_ms(config.first_result_timeout_ms, DEFAULT_FIRST_RESULT_MS, "first_result_timeout_ms"),
         tools=tools,
+        tool_choice=tool_choice,
     )

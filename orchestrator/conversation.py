@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from voicemesh.orchestrator.clients import MeshClients
-from voicemesh.orchestrator.config import Tool
+from voicemesh.orchestrator.config import Tool, ToolChoice
 from voicemesh.orchestrator.fallback import Target
 from voicemesh.orchestrator.lanes import LlmLane
 from voicemesh.v1 import llm_pb2
@@ -22,7 +22,7 @@ class Conversation:
     """History, LLM targets and one Chat stream per target in use."""
 
     def __init__(self, clients: MeshClients, metadata, *, instructions: str, targets: list[Target],
-                 tools: list[Tool], max_tokens: int, on_usage):
+                 tools: list[Tool], max_tokens: int, on_usage, tool_choice: ToolChoice | None = None):
         self.clients, self.metadata = clients, metadata
         self.history: list[llm_pb2.ChatMessage] = []
         if instructions:
@@ -31,6 +31,8 @@ class Conversation:
         self.current: Target | None = None  # the target that served last
         self.tools = [llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
                       for t in tools]
+        # How the first generation of a turn may use them (later ones, after tool results, are "auto").
+        self.tool_choice = llm_pb2.ToolChoice(mode=tool_choice.mode, name=tool_choice.name) if tool_choice else None
         self.max_tokens = max_tokens
         self._on_usage = on_usage  # callback(turn_id, Usage)
         self._lanes: dict[Target, LlmLane] = {}

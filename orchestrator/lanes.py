@@ -183,11 +183,11 @@ class LlmLane(_Call):
             raise
 
     async def generate(self, generation_id: str, messages: list[llm_pb2.ChatMessage], *, replace: bool,
-                       tools: list[llm_pb2.Tool]) -> None:
+                       tools: list[llm_pb2.Tool], tool_choice: llm_pb2.ToolChoice | None = None) -> None:
         await self.settle()
         self.unfinished = generation_id
         await self.write(llm_pb2.ChatRequest(generate=llm_pb2.Generate(
-            id=generation_id, messages=messages, replace_history=replace, tools=tools,
+            id=generation_id, messages=messages, replace_history=replace, tools=tools, tool_choice=tool_choice,
         )))
 
     async def events(self, generation_id: str) -> AsyncIterator[llm_pb2.ChatResponse]:

@@ -97,8 +97,6 @@ class Realtime:
     async def _open_realtime(self, targets: list[Target]) -> RealtimeLane:
         """Open the first target that accepts the session (its session_updated within the timeout)."""
         spec, fallbacks = self.spec, FallbackLog()
-        tools = [llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
-                 for t in spec.tools]
         instructions = self.chat.history[0].content if self.chat.history and self.chat.history[0].role == "system" \
             else spec.instructions
         for target in targets:
@@ -107,7 +105,7 @@ class Realtime:
                 lane = await RealtimeLane.open(
                     self.clients, target, self.metadata, instructions=instructions, input_rate=spec.input_rate,
                     output_rate=spec.output_rate, silence_ms=spec.min_delay_ms,
-                    interruption=spec.interruption_enabled, tools=tools, history=self.chat.history)
+                    interruption=spec.interruption_enabled, tools=self.chat.tools, history=self.chat.history)
                 responses = lane.responses()
                 first = await first_of(responses, spec.first_result_ms / 1000, f"realtime {target}")
                 if first.WhichOneof("event") != "session_updated":

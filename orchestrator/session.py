@@ -55,7 +55,8 @@ class Session(Anticipation, Hearing, Realtime):
         self.stt_targets = clients.targets("stt", spec.stt)
         self.tts_targets = clients.targets("tts", spec.tts)
         self.chat = Conversation(clients, self.metadata, instructions=spec.instructions,
-                                 targets=clients.targets("llm", spec.llm), tools=spec.tools, max_tokens=max_tokens,
+                                 targets=clients.targets("llm", spec.llm), tools=spec.tools,
+                                 tool_choice=spec.tool_choice, max_tokens=max_tokens,
                                  on_usage=lambda turn, usage: self.report_usage(turn, "llm", usage))
         self.detector = (SpeechDetector(spec.input_rate, spec.min_interruption_ms, post=self.events.put_nowait,
                                         spawn=self._spawn) if local_vad else None)

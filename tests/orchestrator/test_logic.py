@@ -11,6 +11,7 @@ from voicemesh.orchestrator.fallback import Candidate, Target, order_from, targe
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.playout import Playout
 from voicemesh.orchestrator.turns import BargeIn, UserTurn, completeness, endpoint_wait_ms, looks_finished
+from voicemesh.services.llm.backend import ToolChoice
 from voicemesh.v1 import agent_pb2
 
 MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]},
@@ -168,6 +169,22 @@ def test_config_rejects_missing_and_bad_models():
     config.tools.add(name="bad name", parameters_json="{}")
     with pytest.raises(InvalidInput, match="tools"):
         validate(config, MESH)
+    config = _config(tool_choice={"mode": "required"})
+    with pytest.raises(InvalidInput, match="needs at least one tool"):
+        validate(config, MESH)
+    config.tools.add(name="get_weather", parameters_json="{}")
+    config.tools.add(name="get_weather", parameters_json="{}")
+    with pytest.raises(InvalidInput, match="unique"):
+        validate(config, MESH)
+    del config.tools[1]
+    config.tool_choice.mode, config.tool_choice.name = "function", "get_time"
+    with pytest.raises(InvalidInput, match="'get_time', which is not among the tools"):
+        validate(config, MESH)
+    config.tool_choice.mode = "sometimes"
+    with pytest.raises(InvalidInput, match="mode 'sometimes' is invalid"):
+        validate(config, MESH)
+    config.tool_choice.mode = "required"  # one tool: required means that one
+    assert validate(config, MESH).tool_choice == ToolChoice("function", "get_weather")
 
 
 def test_a_realtime_config_needs_no_pipeline_but_keeps_one_given():

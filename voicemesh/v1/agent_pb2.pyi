@@ -65,7 +65,7 @@ class InterruptionSettings(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., min_duration_ms: _Optional[int] = ..., false_interruption_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms")
+    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms", "tool_choice")
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     STT_FIELD_NUMBER: _ClassVar[int]
     LLM_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class SessionConfig(_message.Message):
     INTERRUPTION_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     FIRST_RESULT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     instructions: str
     stt: ModelChoice
     llm: ModelChoice
@@ -88,7 +89,8 @@ class SessionConfig(_message.Message):
     interruption: InterruptionSettings
     tools: _containers.RepeatedCompositeFieldContainer[_llm_pb2.Tool]
     first_result_timeout_ms: int
-    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ...) -> None: ...
+    tool_choice: _llm_pb2.ToolChoice
+    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ..., tool_choice: _Optional[_Union[_llm_pb2.ToolChoice, _Mapping]] = ...) -> None: ...
 
 class UpdateModels(_message.Message):
     __slots__ = ("stt", "llm", "tts", "realtime", "instructions")
