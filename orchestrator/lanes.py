@@ -183,11 +183,13 @@ class LlmLane(_Call):
             raise
 
     async def generate(self, generation_id: str, messages: list[llm_pb2.ChatMessage], *, replace: bool,
-                       tools: list[llm_pb2.Tool], tool_choice: llm_pb2.ToolChoice | None = None) -> None:
+                       tools: list[llm_pb2.Tool], tool_choice: llm_pb2.ToolChoice | None = None,
+                       turn_id: int = 0) -> None:
         await self.settle()
         self.unfinished = generation_id
         await self.write(llm_pb2.ChatRequest(generate=llm_pb2.Generate(
             id=generation_id, messages=messages, replace_history=replace, tools=tools, tool_choice=tool_choice,
+            turn_id=turn_id,
         )))
 
     async def events(self, generation_id: str) -> AsyncIterator[llm_pb2.ChatResponse]:

@@ -241,7 +241,8 @@ class Reply:
                 generation = chat.generation_id(host.id, self.turn_id)
                 self.times.llm_request = time.monotonic()
                 await lane.generate(generation, messages, replace=replace, tools=chat.tools,
-                                    tool_choice=None if self.tool_calls else chat.tool_choice)  # forced once
+                                    tool_choice=None if self.tool_calls else chat.tool_choice,  # forced once
+                                    turn_id=self.turn_id)
                 lane.synced = len(chat.history)
                 self._lane, self._generation = lane, generation
                 stream = lane.events(generation)

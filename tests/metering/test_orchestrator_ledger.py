@@ -51,6 +51,9 @@ async def test_ledger_totals_equal_the_usage_the_services_emitted(mesh):
     records = store.usage(key_id=record.id)
     assert Counter(units(r.service, r) for r in records) == emitted
     assert {r.session_id for r in records} == {session_id}
+    # Each record is under the turn its usage was emitted for (the LLM's one chat stream included).
+    assert Counter((r.service, r.turn) for r in records) == Counter((u.service, u.turn_id) for u in session.of("usage"))
+    assert {r.turn for r in records if r.service == "llm"} == {1, 2}
     for unit in ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "characters"):
         assert sum(getattr(r, unit) for r in records) == sum(getattr(r.usage, unit) for r in session.of("usage"))
     secret = keys.split_key(key)[1]

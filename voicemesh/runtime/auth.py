@@ -91,11 +91,14 @@ class Caller:
     turn: int
 
     async def requests(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
-        """The stream's requests; one that starts a turn first passes the key and quota check."""
+        """The stream's requests; one that starts a turn first passes the key and quota check, and the
+        usage from then on is recorded under the turn it names (if it names one)."""
         async for request in requests:
             field = TURN_REQUESTS.get(request.DESCRIPTOR.full_name)
-            if field and self.key is not None and request.WhichOneof("request") == field:
-                await self.guard.check(self.key)
+            if field and request.WhichOneof("request") == field:
+                if self.key is not None:
+                    await self.guard.check(self.key)
+                self.turn = getattr(getattr(request, field), "turn_id", 0) or self.turn
             yield request
 
     async def observe(self, response: Message) -> None:

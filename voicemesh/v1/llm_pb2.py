@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from voicemesh.v1 import common_pb2 as voicemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/llm.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19LlmServiceDescribeRequest\"S\n\x1aLlmServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"\xa4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"t\n\nChatConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08sampling\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.Sampling\x12-\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"(\n\nToolChoice\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"n\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12*\n\ntool_calls\x18\x03 \x03(\x0b\x32\x16.voicemesh.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"\xd8\x01\n\x08Generate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.voicemesh.v1.ChatMessage\x12\x17\n\x0freplace_history\x18\x03 \x01(\x08\x12!\n\x05tools\x18\x04 \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12-\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x18.voicemesh.v1.ToolChoice\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.voicemesh.v1.Sampling\"\x98\x01\n\x0b\x43hatRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.ChatConfigH\x00\x12*\n\x08generate\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.GenerateH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.voicemesh.v1.CancelH\x00\x42\t\n\x07request\"a\n\x08\x43hatDone\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.voicemesh.v1.FinishReason\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.voicemesh.v1.Usage\"\x99\x01\n\x0c\x43hatResponse\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12+\n\ttool_call\x18\x03 \x01(\x0b\x32\x16.voicemesh.v1.ToolCallH\x00\x12&\n\x04\x64one\x18\x04 \x01(\x0b\x32\x16.voicemesh.v1.ChatDoneH\x00\x42\x07\n\x05\x65vent*\x9a\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xae\x01\n\nLlmService\x12\x41\n\x04\x43hat\x12\x19.voicemesh.v1.ChatRequest\x1a\x1a.voicemesh.v1.ChatResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.LlmServiceDescribeRequest\x1a(.voicemesh.v1.LlmServiceDescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/llm.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19LlmServiceDescribeRequest\"S\n\x1aLlmServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"\xa4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"t\n\nChatConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08sampling\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.Sampling\x12-\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"(\n\nToolChoice\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"n\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12*\n\ntool_calls\x18\x03 \x03(\x0b\x32\x16.voicemesh.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"\xe9\x01\n\x08Generate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.voicemesh.v1.ChatMessage\x12\x17\n\x0freplace_history\x18\x03 \x01(\x08\x12!\n\x05tools\x18\x04 \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12-\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x18.voicemesh.v1.ToolChoice\x12(\n\x08sampling\x18\x06 \x01(\x0b\x32\x16.voicemesh.v1.Sampling\x12\x0f\n\x07turn_id\x18\x07 \x01(\x05\"\x98\x01\n\x0b\x43hatRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.ChatConfigH\x00\x12*\n\x08generate\x18\x02 \x01(\x0b\x32\x16.voicemesh.v1.GenerateH\x00\x12&\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.voicemesh.v1.CancelH\x00\x42\t\n\x07request\"a\n\x08\x43hatDone\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.voicemesh.v1.FinishReason\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.voicemesh.v1.Usage\"\x99\x01\n\x0c\x43hatResponse\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12+\n\ttool_call\x18\x03 \x01(\x0b\x32\x16.voicemesh.v1.ToolCallH\x00\x12&\n\x04\x64one\x18\x04 \x01(\x0b\x32\x16.voicemesh.v1.ChatDoneH\x00\x42\x07\n\x05\x65vent*\x9a\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xae\x01\n\nLlmService\x12\x41\n\x04\x43hat\x12\x19.voicemesh.v1.ChatRequest\x1a\x1a.voicemesh.v1.ChatResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.LlmServiceDescribeRequest\x1a(.voicemesh.v1.LlmServiceDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voicemesh.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1380
-  _globals['_FINISHREASON']._serialized_end=1534
+  _globals['_FINISHREASON']._serialized_start=1397
+  _globals['_FINISHREASON']._serialized_end=1551
   _globals['_LLMSERVICEDESCRIBEREQUEST']._serialized_start=67
   _globals['_LLMSERVICEDESCRIBEREQUEST']._serialized_end=94
   _globals['_LLMSERVICEDESCRIBERESPONSE']._serialized_start=96
@@ -51,13 +51,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=638
   _globals['_CHATMESSAGE']._serialized_end=748
   _globals['_GENERATE']._serialized_start=751
-  _globals['_GENERATE']._serialized_end=967
-  _globals['_CHATREQUEST']._serialized_start=970
-  _globals['_CHATREQUEST']._serialized_end=1122
-  _globals['_CHATDONE']._serialized_start=1124
-  _globals['_CHATDONE']._serialized_end=1221
-  _globals['_CHATRESPONSE']._serialized_start=1224
-  _globals['_CHATRESPONSE']._serialized_end=1377
-  _globals['_LLMSERVICE']._serialized_start=1537
-  _globals['_LLMSERVICE']._serialized_end=1711
+  _globals['_GENERATE']._serialized_end=984
+  _globals['_CHATREQUEST']._serialized_start=987
+  _globals['_CHATREQUEST']._serialized_end=1139
+  _globals['_CHATDONE']._serialized_start=1141
+  _globals['_CHATDONE']._serialized_end=1238
+  _globals['_CHATRESPONSE']._serialized_start=1241
+  _globals['_CHATRESPONSE']._serialized_end=1394
+  _globals['_LLMSERVICE']._serialized_start=1554
+  _globals['_LLMSERVICE']._serialized_end=1728
 # @@protoc_insertion_point(module_scope)
