@@ -13,10 +13,9 @@ ended before the verdict (unless the model is slower than ``VERDICT_GRACE_MS``
 beyond the plain wait), and not while the audio after the end of speech
 already has voice again (the STT reports it only after its final decode).
 
-Preemptive generation: as soon as the words so far read as a whole turn (an
-interim that looks finished, such as the STT's decode of the utterance when
-the user pauses, or the final while that timer runs), the LLM already
-generates a reply to them, and its voice already speaks it. The
+Preemptive generation: while that timer runs, the LLM already generates a
+reply to what the user said so far, and its voice already speaks the start
+of it (the rest waits, as the reply may yet be dropped). The
 reply is held: its text and audio wait in the orchestrator, nothing goes to
 the client. When the turn ends with the same words, the held reply is
 released (its text and audio so far at once, then the rest as it comes);

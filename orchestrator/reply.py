@@ -7,11 +7,13 @@ The speaker reads the TTS stream and sends the audio paced at real time plus
 a small lead, which makes "audio sent" a good measure of "audio played" for
 truncation on barge-in.
 
-A held reply (generated ahead of the turn's end, see ``anticipation.py``) runs
-the same way, text into its TTS stream included, but sends nothing: its text
-events wait in a list and its speaker waits before the first audio chunk
+A held reply (generated ahead of the turn's end, see ``anticipation.py``)
+runs the same way, text into its TTS stream included, but sends nothing: its
+text events wait in a list and its speaker waits before the first audio chunk
 until ``release()``; then they go out and the audio is paced as for any reply.
-A held reply that is stopped instead has sent nothing at all.
+Once its first audio is ready, its further text waits for the release too, so
+a reply that may be dropped leaves the CPU to the user's words. A held reply
+that is stopped instead has sent nothing at all.
 
 Fallback: an LLM or voice that errors or gives no first result within the
 session's timeout is replaced by the next target while the turn has sent no
@@ -76,7 +78,7 @@ class Reply:
     fallbacks: FallbackLog = field(default_factory=FallbackLog)
     add_to_history: bool = True
     prefix: str = ""  # text of the reply already played before a resume
-    held: bool = False  # generated ahead of the turn's end: synthesized, but nothing goes out before release()
+    held: bool = False  # generated ahead of the turn's end: nothing goes out before release()
 
     def __post_init__(self) -> None:
         self.playout = Playout(self.host.spec.output_rate)  # its speaking-rate guess is set with the voice
@@ -183,6 +185,11 @@ class Reply:
     async def _text(self, delta: str) -> None:
         if not delta:
             return
+        if self.held and self.times.first_synthesized is not None:
+            # Its first audio is ready: the rest waits for the release (it may yet be dropped).
+            await self._released.wait()
+            if self.stopped:
+                return
         if self.say is None:
             message = agent_pb2.SessionResponse(agent_text=agent_pb2.AgentText(turn_id=self.turn_id, delta=delta))
             if self.held:

@@ -118,6 +118,9 @@ async def test_a_reply_generated_ahead_is_spoken_when_the_turn_ends_with_the_sam
         await asyncio.sleep(0.3)  # time for anything it would send to reach the client
         assert ahead and not s.of("agent_text") and not s.of("agent_audio")  # held: nothing went out
         reply = s.session.preemption.reply
+        voiced = reply.text
+        await asyncio.sleep(0.3)
+        assert reply.text == voiced  # with its first audio ready, the rest waits for the turn's end
         fire_now(s, "eot")  # the turn ends now rather than after the long wait
         done = await s.until(lambda: s.of("turn_done"))
         assert done[0].turn_id == 1 and not done[0].interrupted
