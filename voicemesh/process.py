@@ -19,6 +19,9 @@ from voicemesh import tls
 
 log = logging.getLogger(__name__)
 
+# Set on a service this module starts: the pid of the process that started it (see runtime.server).
+PARENT_ENV = "VOICEMESH_PARENT_PID"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
@@ -77,8 +80,10 @@ class ServiceProcess:
                "--port", str(self.port), *self.args]
         if self.log_path:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # The service stops (draining, as on SIGTERM) if this process dies without stopping it.
+        env = {**self.env, PARENT_ENV: str(os.getpid())}
         self.proc = subprocess.Popen(
-            cmd, env=self.env, stdout=self._log_file or subprocess.DEVNULL, stderr=subprocess.STDOUT
+            cmd, env=env, stdout=self._log_file or subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         log.info("started %s (pid %d) on %s", self.service, self.proc.pid, self.address)
         return self

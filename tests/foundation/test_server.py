@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -188,3 +189,40 @@ def test_every_command_has_help(args):
     if args[:1] == ("serve",) and len(args) == 2:
         assert "VOICEMESH_PORT" in result.stdout and "--preload" in result.stdout
 
+
+
+def test_a_service_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    # A parent that starts a service the way `voicemesh up` and the benchmarks do, then is killed with SIGKILL,
+    # so it has no chance to stop it.
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from voicemesh.process import ServiceProcess\n"
+        f"proc = ServiceProcess('tts', args=['--metrics-port', '-1'], log_path={str(tmp_path / 'tts.log')!r}).start()\n"
+        "proc.wait_serving(120)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(proc.proc.pid))\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    child = None
+    try:
+        child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=120))
+        parent.kill()
+        parent.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            return open(f"/proc/{child}/stat").read().split()[2] == "Z"  # exited, not yet reaped
+
+        wait_for(gone, timeout=30, interval=0.2)
+    finally:
+        parent.kill()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)  # a child this test failed to see stop does not outlive it
+    log = (tmp_path / "tts.log").read_text()
+    assert "is gone: stopping" in log and "tts service stopped" in log

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from voicemesh import tls
 from voicemesh.errors import VoiceMeshError
+from voicemesh.process import PARENT_ENV
 from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
@@ -137,6 +139,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop), name="parent-watch")
 
     exit_code = 0
     starting = asyncio.create_task(service.start(), name=f"{service.name}-start")
@@ -156,12 +159,25 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
 
+    orphan_watch.cancel()
     log.info("shutting down: no new streams; open streams have %.1f s to finish", settings.grace_s)
     await health.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
     await service.stop()
     log.info("%s service stopped", service.name)
     return exit_code
+
+
+async def _stop_when_orphaned(stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """A service started by another VoiceMesh process (``voicemesh up``, a benchmark, a test) stops as on
+    SIGTERM when that process is gone, even killed without a chance to stop it: no service is left behind."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    while os.getppid() == int(parent):
+        await asyncio.sleep(every_s)
+    log.warning("the process that started this service (pid %s) is gone: stopping", parent)
+    stop.set()
 
 
 def _transport(settings: ServerSettings) -> str:
