@@ -47,3 +47,19 @@ class Mesh:
     def stop(self) -> None:
         for proc in [*self.orchestrators, *self.services.values()]:
             proc.stop()
+
+
+def run_sql(url: str, sql: str) -> list[tuple]:
+    """Run ``sql`` on the ledger database at ``url`` over a connection of its own (a change under a server)."""
+    if url.startswith("sqlite://"):
+        import sqlite3
+
+        from voicemesh.metering.ledger import sqlite_path
+
+        with sqlite3.connect(sqlite_path(url)) as db:
+            return db.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        cursor = db.execute(sql)
+        return cursor.fetchall() if cursor.description else []

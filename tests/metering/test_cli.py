@@ -1,4 +1,4 @@
-"""``voicemesh keys`` and ``voicemesh usage`` as subprocesses on a real SQLite ledger."""
+"""``voicemesh keys`` and ``voicemesh usage`` as subprocesses on a real SQLite ledger and a real PostgreSQL one."""
 
 from __future__ import annotations
 
@@ -6,30 +6,34 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.metering.postgres import PASSWORD
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import open_store
 from voicemesh.metering.prices import EXAMPLE, PriceTable
 from voicemesh.metering.records import UsageRecord
+from voicemesh.process import free_port
 
 DAY1 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC).timestamp()
 DAY2 = dt.datetime(2026, 11, 21, 10, tzinfo=dt.UTC).timestamp()
 
 
-def voicemesh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "voicemesh.cli", *args], capture_output=True, text=True)
+def voicemesh(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "voicemesh.cli", *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
 @pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path}/ledger.db"
+def url(ledger_url):
+    return ledger_url
 
 
 def test_keys_create_list_revoke(url, tmp_path):
@@ -84,6 +88,27 @@ def test_bad_arguments_exit_2_with_a_clear_message(url, args, message):
 def test_bad_ledger_url_is_reported(tmp_path):
     result = voicemesh("usage", "--ledger", "mysql://db/ledger", check=False)
     assert result.returncode == 2 and "unsupported ledger URL scheme 'mysql'" in result.stderr
+
+
+def test_postgresql_ledger_from_the_environment(postgres_url):
+    env = {"VOICEMESH_LEDGER": postgres_url}
+    key = voicemesh("keys", "create", "ci", "--quota", "characters=10/day", env=env).stdout.strip()
+    store = open_store(postgres_url)
+    record = keys.verify(store, key)
+    store.add_usage(UsageRecord(key_id=record.id, session_id="s", service="tts", model="piper/en_US-joe-medium",
+                                characters=10))
+    store.close()
+    listing = json.loads(voicemesh("keys", "list", "--format", "json", env=env).stdout)
+    assert [(e["id"], e["quotas"][0]["used"]) for e in listing] == [(record.id, 10)]
+    report = json.loads(voicemesh("usage", "--by", "key", "--format", "json", env=env).stdout)
+    assert [(r["key"], r["records"], r["characters"]) for r in report["rows"]] == [(record.id, 1, 10)]
+
+
+def test_unreachable_postgresql_is_reported_without_its_password(postgres_server):
+    url = postgres_server.url().replace(f":{postgres_server.port}/", f":{free_port()}/")
+    result = voicemesh("keys", "list", "--ledger", url, check=False)
+    assert result.returncode == 2 and "cannot connect to the ledger postgresql://voicemesh:***@" in result.stderr
+    assert PASSWORD not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_help_texts():

@@ -1,4 +1,4 @@
-"""API keys on a real SQLite ledger: hashing, verification states, the local key of ``voicemesh up``."""
+"""API keys on a real SQLite ledger and a real PostgreSQL one: hashing, verification states, the local key of ``voicemesh up``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.metering.helpers import run_sql
 from voicemesh.errors import InvalidInput, PermissionDenied, Unauthenticated
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import open_store
@@ -14,13 +15,13 @@ from voicemesh.metering.records import Quota
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/ledger.db")
+def store(ledger_url):
+    store = open_store(ledger_url)
     yield store
     store.close()
 
 
-def test_key_is_stored_only_as_salted_hash(store, tmp_path):
+def test_key_is_stored_only_as_salted_hash(store, ledger_url, tmp_path):
     record, text = keys.create_key(store, "alice", quotas=[Quota("characters", 100, "day")])
     secret = keys.split_key(text)[1]
     assert text.startswith(f"vm_{record.id}_") and len(secret) >= 40
@@ -29,7 +30,9 @@ def test_key_is_stored_only_as_salted_hash(store, tmp_path):
     assert secret not in stored.hash and stored.salt
     other, other_text = keys.create_key(store, "bob")
     assert other.salt != record.salt
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    rows = repr(run_sql(ledger_url, "SELECT * FROM keys"))
+    assert record.hash in rows and secret not in rows and keys.split_key(other_text)[1] not in rows
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))  # the SQLite files, pages and all
     assert secret.encode() not in raw and keys.split_key(other_text)[1].encode() not in raw
     assert keys.verify(store, text).id == record.id
     assert keys.verify(store, f"  {text}\n").id == record.id

@@ -1,4 +1,4 @@
-"""Quotas on a real SQLite ledger: periods, unit and cost limits, messages naming the quota and its reset."""
+"""Quotas on a real SQLite ledger and a real PostgreSQL one: periods, unit and cost limits, messages naming the quota and its reset."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ DAY = 86400.0
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/ledger.db")
+def store(ledger_url):
+    store = open_store(ledger_url)
     yield store
     store.close()
 

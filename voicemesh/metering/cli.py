@@ -13,7 +13,8 @@ from voicemesh.metering.ledger import LEDGER_ENV, LedgerStore, default_url, open
 from voicemesh.metering.prices import PRICES_ENV, PriceTable
 from voicemesh.metering.records import COST, PERIODS, UNITS, KeyRecord, Quota
 
-_LEDGER_HELP = (f"ledger URL, e.g. sqlite:///path/ledger.db [env {LEDGER_ENV}; default ledger.db in "
+_LEDGER_HELP = (f"ledger URL, e.g. sqlite:///path/ledger.db or postgresql://user:password@host:5432/db "
+                f"[env {LEDGER_ENV}; default ledger.db in "
                 "$VOICEMESH_STATE_DIR or ~/.voicemesh, where `voicemesh up` keeps it]")
 
 
@@ -83,8 +84,8 @@ def _run(args: argparse.Namespace, work) -> int:
     """Open the ledger, run ``work(store)``, print errors for a person."""
     try:
         store = open_store(args.ledger or default_url())
-    except (ValueError, OSError) as exc:
-        print(f"voicemesh {args.command}: cannot open the ledger: {exc}", file=sys.stderr)
+    except (VoiceMeshError, ValueError, OSError) as exc:
+        print(f"voicemesh {args.command}: cannot open the ledger: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     try:
         return work(store)
