@@ -7,6 +7,7 @@ New sessions are spread over a provider's addresses round-robin.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import socket
@@ -57,6 +58,7 @@ class MeshClients:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._rotation: dict[tuple[str, str], itertools.count] = defaultdict(itertools.count)
         self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._refreshing: set[str] = set()  # names being resolved again in a thread
 
     def targets(self, modality: str, candidates: list[Candidate]) -> list[Target]:
         """The targets of a session for ``modality``: a new session takes the next address of each provider.
@@ -70,15 +72,40 @@ class MeshClients:
         rotation = [next(self._rotation[(modality, c.provider)]) for c in candidates]
         return targets(candidates, addresses, rotation)
 
+    async def resolve_all(self) -> None:
+        """Resolve every address of the mesh (off the event loop), so no session waits on DNS."""
+        addresses = {a for table in self.mesh.routes.values() for addrs in table.values() for a in addrs}
+        found = await asyncio.gather(*(asyncio.to_thread(replicas, a) for a in addresses))
+        now = time.monotonic()
+        self._resolved.update({a: (now, f) for a, f in zip(addresses, found, strict=True)})
+
     def _replicas(self, address: str) -> list[str]:
-        """``host:port`` as one ``ip:port`` per address the host resolves to (cached briefly)."""
+        """``host:port`` as one ``ip:port`` per address the host resolves to.
+
+        The answer is reused for ``RESOLVE_TTL_S``; after that the last answer is still used while a
+        thread resolves the name again, so a slow DNS server never stalls the event loop (and with it
+        every session). Only an address never seen before is resolved in place.
+        """
         now = time.monotonic()
         cached = self._resolved.get(address)
-        if cached is not None and now - cached[0] < RESOLVE_TTL_S:
-            return cached[1]
-        found = replicas(address)
-        self._resolved[address] = (now, found)
-        return found
+        if cached is None:
+            found = replicas(address)
+            self._resolved[address] = (now, found)
+            return found
+        if now - cached[0] >= RESOLVE_TTL_S and address not in self._refreshing:
+            self._refresh(address)
+        return cached[1]
+
+    def _refresh(self, address: str) -> None:
+        self._refreshing.add(address)
+        future = asyncio.get_running_loop().run_in_executor(None, replicas, address)
+
+        def done(result: asyncio.Future) -> None:
+            self._refreshing.discard(address)
+            if not result.cancelled() and result.exception() is None:
+                self._resolved[address] = (time.monotonic(), result.result())
+
+        future.add_done_callback(done)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)

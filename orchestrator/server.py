@@ -70,6 +70,7 @@ class Orchestrator:
 
     async def start(self) -> None:
         log.info("mesh: %s", self.clients.mesh.to_json().replace("\n", " "))
+        await self.clients.resolve_all()
         if self.servicer.turn_model is not None:  # warm-up: the first turn does not pay onnxruntime's first run
             await self.servicer.turn_model.predict(np.zeros(smart_turn.RATE, dtype=np.float32))
 
