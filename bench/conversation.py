@@ -49,12 +49,15 @@ from voicemesh.samples import synthesize
 # --- phase 1: through the mesh ---------------------------------------------------------------------
 
 async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpointing_ms: int,
-                       timeout_s: float, *, mode: str = "mesh", api_key: str | None = None) -> list[Turn]:
-    """One session, one turn per question, sent as one continuous real-time audio stream."""
+                       timeout_s: float, *, mode: str = "mesh", api_key: str | None = None,
+                       realtime: str | None = None) -> list[Turn]:
+    """One session, one turn per question, sent as one continuous real-time audio stream (on the pipeline,
+    or on the ``realtime`` model)."""
     turns: list[Turn] = []
     state = {"turn": None, "first_audio": None, "done": asyncio.Event(), "metrics": asyncio.Event()}
     silence = bytes(2 * RATE * CHUNK_MS // 1000)
     session = AgentSession(address=address, api_key=api_key, instructions=INSTRUCTIONS, input_sample_rate=RATE,
+                           realtime=realtime,
                            output_sample_rate=OUT_RATE, first_result_timeout_ms=30000,
                            turn_detection=TurnDetection(min_endpointing_delay_ms=endpointing_ms))
 
@@ -116,20 +119,23 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
     return turns
 
 
-def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace) -> list[Turn]:
+def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace, *,
+             realtime: str | None = None) -> list[Turn]:
+    """The orchestrator over separate processes: the pipeline, or (``realtime``) the realtime service."""
+    mode = "mesh-realtime" if realtime else "mesh"
     with tempfile.TemporaryDirectory(prefix="voicemesh-bench-") as state_dir:
         options = LocalMeshOptions(state_dir=Path(state_dir), port_base=free_port_base(), stt=args.stt,
-                                   llm=args.llm, tts=args.tts, log_level="WARNING")
+                                   llm=args.llm, tts=args.tts, log_level="WARNING", realtime=bool(realtime))
         started = time.monotonic()
         with LocalMesh(options) as mesh:
             print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
             # One warm-up turn (not measured), as a deployed mesh would have had.
             asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout,
-                                     mode="warm-up", api_key=mesh.api_key))
+                                     mode="warm-up", api_key=mesh.api_key, realtime=realtime))
             turns: list[Turn] = []
             for group in groups:
                 turns += asyncio.run(mesh_session(mesh.orchestrator_address, group, args.endpointing_ms,
-                                                  args.timeout, api_key=mesh.api_key))
+                                                  args.timeout, api_key=mesh.api_key, mode=mode, realtime=realtime))
     return turns
 
 

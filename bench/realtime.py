@@ -12,7 +12,11 @@ speech in the audio sent to the first audio delta received.
 Phase 2 (pipeline): the orchestrator over separate stt, llm and tts
 processes, driven the same way (the mesh phase of bench/conversation.py).
 
-Prints p50/p95 of both phases in one table and saves JSON to bench/results/.
+Phase 3 (orchestrator-realtime): the same orchestrator sessions configured
+with realtime="voicemesh/cascade" (``voicemesh up --realtime``): what the
+orchestrator adds in front of the realtime service.
+
+Prints p50/p95 of the phases in one table and saves JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt", default=pipeline.DEFAULT_STT)
     parser.add_argument("--llm", default=pipeline.DEFAULT_LLM)
     parser.add_argument("--tts", default=pipeline.DEFAULT_TTS)
-    parser.add_argument("--phases", default="realtime,pipeline", help="which phases to run (default both)")
+    parser.add_argument("--phases", default="realtime,pipeline,orchestrator-realtime",
+                        help="which phases to run (default all three)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "realtime.json")
     args = parser.parse_args(argv)
 
@@ -160,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     if "pipeline" in phases:
         print("phase 2: the orchestrator over stt, llm and tts processes", flush=True)
         pipeline_turns = pipeline.run_mesh(groups, args)
+    orchestrated_turns: list[pipeline.Turn] = []
+    if "orchestrator-realtime" in phases:
+        print("phase 3: the orchestrator over the realtime service (sessions with realtime=)", flush=True)
+        orchestrated_turns = pipeline.run_mesh(groups, args, realtime="voicemesh/cascade")
 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -169,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         "endpointing_ms": args.endpointing_ms,
         "realtime": pipeline.summarize(realtime_turns),
         "pipeline": pipeline.summarize(pipeline_turns),
-        "per_turn": [asdict(t) for t in realtime_turns + pipeline_turns],
+        "orchestrator-realtime": pipeline.summarize(orchestrated_turns),
+        "per_turn": [asdict(t) for t in realtime_turns + pipeline_turns + orchestrated_turns],
     }
     print("\nvoice to voice (ms, client clock)      p50       p95     n")
-    for mode in ("realtime", "pipeline"):
+    for mode in ("realtime", "pipeline", "orchestrator-realtime"):
         row = report[mode]["voice_to_voice_ms"]
         print(f"  {mode:<34} {row['p50']:>7.0f}  {row['p95']:>8.0f}  {row['n']:>4}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
