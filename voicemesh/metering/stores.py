@@ -102,6 +102,7 @@ class SqlStore:
 
     PARAM = "?"
     BEGIN = "BEGIN"
+    OUTAGES: tuple[type[BaseException], ...] = ()  # errors that mean the database is unreachable or busy
     TYPES = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
     DAY_START = f"CAST(time / {_DAY_S} AS INTEGER) * {_DAY_S}"
     SCHEMA_LOCK: str | None = None
@@ -226,6 +227,7 @@ class SqliteStore(SqlStore):
     """A ledger in one SQLite file (WAL, synchronous=FULL, one transaction per write)."""
 
     BEGIN = "BEGIN IMMEDIATE"  # take the write lock at once: no upgrade deadlock between writers
+    OUTAGES = (sqlite3.OperationalError,)  # locked past the busy timeout, the file gone or unreadable
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
         self.path = Path(path)
@@ -260,6 +262,12 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str):
         self.url = url
         super().__init__()
+
+    @property
+    def OUTAGES(self) -> tuple[type[BaseException], ...]:  # noqa: N802 - the dialect attribute of SqlStore
+        import psycopg
+
+        return (psycopg.OperationalError, psycopg.InterfaceError)  # the server is down or the connection lost
 
     def _connect(self) -> Any:
         require_module("psycopg", "postgres")
