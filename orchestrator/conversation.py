@@ -74,6 +74,11 @@ class Conversation:
         self._generations[generation] = turn_id
         return generation
 
+    @property
+    def instructions(self) -> str:
+        """The system message in force ("" when there is none)."""
+        return self.history[0].content if self.history and self.history[0].role == "system" else ""
+
     def set_instructions(self, instructions: str) -> None:
         system = llm_pb2.ChatMessage(role="system", content=instructions)
         if self.history and self.history[0].role == "system":

@@ -59,16 +59,13 @@ class RealtimeTurn:
     stopped: bool = False  # interrupted, cancelled or refused: no more audio goes out
     refused: bool = False  # the key may not start a turn: nothing of it is kept
     truncating: bool = False  # an item_truncate was sent; its item_truncated gives the heard text
+    awaiting_tools: bool = False  # the response called tools: the turn goes on with the response to their results
     kept: str | None = None  # the heard text after a truncation
     audio: asyncio.Queue = field(default_factory=asyncio.Queue)  # PCM to play; None ends it
     player: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
         self.playout = Playout(self.rate)  # what of the audio the client was sent and has played
-
-    @property
-    def audio_sent_ms(self) -> int:
-        return self.playout.sent_samples * 1000 // self.rate
 
     def heard_text(self, now: float) -> str:
         """The text of the audio the client has played: the whole text, or its share by audio played."""
@@ -97,13 +94,11 @@ class Realtime:
     async def _open_realtime(self, targets: list[Target]) -> RealtimeLane:
         """Open the first target that accepts the session (its session_updated within the timeout)."""
         spec, fallbacks = self.spec, FallbackLog()
-        instructions = self.chat.history[0].content if self.chat.history and self.chat.history[0].role == "system" \
-            else spec.instructions
         for target in targets:
             lane = None
             try:
                 lane = await RealtimeLane.open(
-                    self.clients, target, self.metadata, instructions=instructions, input_rate=spec.input_rate,
+                    self.clients, target, self.metadata, instructions=self.chat.instructions, input_rate=spec.input_rate,
                     output_rate=spec.output_rate, silence_ms=spec.min_delay_ms,
                     interruption=spec.interruption_enabled, tools=self.chat.tools, history=self.chat.history)
                 responses = lane.responses()
@@ -171,8 +166,7 @@ class Realtime:
             await asyncio.sleep(CLOSE_TIMEOUT_S)
             lane.cancel()
 
-        lane.pump.end()
-
+        lane.pump.end()  # what the user said so far goes up, then the half-close
         self._spawn(close(), "realtime-close")
 
     # -- client messages while on a realtime model ------------------------------------------
@@ -184,16 +178,12 @@ class Realtime:
         message = llm_pb2.ChatMessage(role="user", content=text)
         self.chat.history.append(message)
         self.timing = TurnTiming(end_of_speech=time.monotonic(), final=time.monotonic())
-        await self._realtime_send(item_create=realtime_pb2.ConversationItemCreate(item=message),
-                                  response_create=None)
+        await self._realtime_send(item_create=realtime_pb2.ConversationItemCreate(item=message))
+        await self._realtime_send(response_create=realtime_pb2.ResponseCreate())
 
-    async def _realtime_send(self, **requests) -> None:
-        """Send each request in order (a None value sends the empty message of that field)."""
-        for name, value in requests.items():
-            if value is None:
-                value = getattr(realtime_pb2, _EMPTY[name])()
-            with contextlib.suppress(*BROKEN):
-                await self.realtime.send(**{name: value})
+    async def _realtime_send(self, **request) -> None:
+        with contextlib.suppress(*BROKEN):  # a broken stream is reported by its reader
+            await self.realtime.send(**request)
 
     async def _realtime_interrupt(self) -> None:
         turn = self.realtime_turn
@@ -255,10 +245,8 @@ class Realtime:
         elif kind == "response_created":
             await self._realtime_response(lane, event)
         elif turn is None or turn.response_id != getattr(event, "response_id", turn.response_id):
-            if kind == "error":
+            if kind == "error":  # of no turn (an item_truncated of a turn that ended is dropped)
                 self._error(0, _realtime_error(event))
-            elif kind == "item_truncated":
-                pass  # of a turn that already ended
         elif kind == "text_delta":
             turn.times.llm_first = turn.times.llm_first or time.monotonic()
             turn.times.tts_first_text = turn.times.tts_first_text or time.monotonic()
@@ -270,9 +258,10 @@ class Realtime:
                 turn.audio.put_nowait(event.audio)
         elif kind == "response_done":
             turn.status = event.status
-            turn.audio.put_nowait(None)
             if event.tool_calls and not turn.stopped:
                 self._realtime_tools(turn, list(event.tool_calls))
+                return
+            turn.audio.put_nowait(None)
             await self._realtime_finish(turn)
         elif kind == "item_truncated":
             if event.item_id == turn.item_id:
@@ -304,6 +293,10 @@ class Realtime:
 
     async def _realtime_response(self, lane: RealtimeLane, event: realtime_pb2.ResponseCreated) -> None:
         previous = self.realtime_turn
+        if previous is not None and previous.awaiting_tools:  # the answer to the tool results: the same turn
+            previous.response_id, previous.item_id = event.response_id, event.item_id
+            previous.status, previous.awaiting_tools = "", False
+            return
         timing, self.timing = self.timing, TurnTiming()
         timing.decided, timing.stt_model = time.monotonic(), lane.target.descriptor
         turn = RealtimeTurn(self.next_turn, event.response_id, event.item_id, self.spec.output_rate, timing)
@@ -312,7 +305,7 @@ class Realtime:
         self.realtime_turn = turn
         if not await self._admitted(turn.turn_id):
             turn.stopped = turn.refused = True
-            await self._realtime_send(response_cancel=None)
+            await self._realtime_send(response_cancel=realtime_pb2.ResponseCancel())
         else:
             self._state(A.AGENT_STATE_THINKING, turn.turn_id)
         turn.player = self._spawn(self._realtime_play(turn, previous), f"realtime-{turn.turn_id}")
@@ -347,7 +340,7 @@ class Realtime:
         self.outbox.drop_audio(turn.turn_id)
         turn.audio.put_nowait(None)
         if cancel and not turn.status:
-            await self._realtime_send(response_cancel=None)
+            await self._realtime_send(response_cancel=realtime_pb2.ResponseCancel())
         if truncate and turn.playout.sent_samples:
             end_ms = turn.playout.played_samples(time.monotonic()) * 1000 // turn.rate
             turn.truncating = True
@@ -359,7 +352,8 @@ class Realtime:
         """End the turn once the response is done, its audio out and its truncation answered."""
         if self.realtime_turn is not turn:
             return
-        if not force and (not turn.status or turn.truncating or (turn.player is not None and not turn.player.done())):
+        waiting = turn.truncating or (turn.awaiting_tools and not turn.stopped)
+        if not force and (not turn.status or waiting or (turn.player is not None and not turn.player.done())):
             return
         self.realtime_turn = None
         if turn.refused:
@@ -374,30 +368,29 @@ class Realtime:
         self._state(A.AGENT_STATE_LISTENING, turn.turn_id)
 
     def _realtime_tools(self, turn: RealtimeTurn, calls: list[llm_pb2.ToolCall]) -> None:
-        """The model called tools: the client runs them; their results go back as items, then a new response."""
+        """The model called tools: the client runs them; their results go back as items, then a response to
+        them goes on with the same turn (as a pipeline reply does)."""
         self.chat.history.append(llm_pb2.ChatMessage(role="assistant", content=turn.text, tool_calls=calls))
-        turn.text = ""  # the text is in the history with the calls
+        turn.text, turn.awaiting_tools = "", True  # the text is in the history with the calls
         waits = [self.expect_tool_result(call.id) for call in calls]
         for call in calls:
             self._emit(tool_call=call)
 
         async def answer() -> None:
             outputs = await asyncio.gather(*waits)
-            self.events.put_nowait(("realtime_tool_results", self.realtime, calls, outputs))
+            self.events.put_nowait(("realtime_tool_results", self.realtime, turn, calls, outputs))
 
         self._spawn(answer(), f"realtime-tools-{turn.turn_id}")
 
-    async def _on_realtime_tool_results(self, lane: RealtimeLane, calls, outputs) -> None:
-        if lane is not self.realtime:
-            return
+    async def _on_realtime_tool_results(self, lane: RealtimeLane, turn: RealtimeTurn, calls, outputs) -> None:
+        """The results go into the history and up as items; the model answers them unless the user spoke."""
         for call, output in zip(calls, outputs, strict=True):
             message = llm_pb2.ChatMessage(role="tool", content=output, tool_call_id=call.id)
             self.chat.history.append(message)
-            await self._realtime_send(item_create=realtime_pb2.ConversationItemCreate(item=message))
-        await self._realtime_send(response_create=None)
-
-
-_EMPTY = {"response_create": "ResponseCreate", "response_cancel": "ResponseCancel"}
+            if lane is self.realtime:
+                await self._realtime_send(item_create=realtime_pb2.ConversationItemCreate(item=message))
+        if lane is self.realtime and turn is self.realtime_turn and not turn.stopped:
+            await self._realtime_send(response_create=realtime_pb2.ResponseCreate())
 
 
 def _realtime_error(event: realtime_pb2.RealtimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from tests.orchestrator.client import LLM, RATE, STT, TTS, AgentClient, choice, 
 from tests.orchestrator.conftest import streams_open, transcribe, write_mesh
 from tests.speech import speak, silence, wer
 from voicemesh.process import ServiceProcess, free_port
-from voicemesh.v1 import agent_pb2, agent_pb2_grpc
+from voicemesh.v1 import agent_pb2, agent_pb2_grpc, common_pb2, llm_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +192,31 @@ async def test_a_dead_realtime_service_hands_the_session_to_the_next_one(mesh, s
             await s.ended(60)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
     assert "realtime" in ended.value.details()
+
+
+async def test_a_realtime_tool_call_goes_to_the_client_and_the_answer_continues_the_turn(realtime_orchestrator):
+    # The remote realtime backend against a local server that speaks the OpenAI Realtime protocol: it calls the
+    # session's first tool when the last item is the user's, and answers with its fixed reply after the result.
+    from tests.realtime.openai_server import REPLY, FakeRealtimeServer
+
+    fake = FakeRealtimeServer(pace_s=0.01).start()
+    try:
+        config = realtime_config(tools=[llm_pb2.Tool(
+            name="get_weather", description="Weather of a city",
+            parameters_json='{"type": "object", "properties": {"city": {"type": "string"}}}')])
+        config.realtime.candidates[0].descriptor = "openai/gpt-realtime"
+        config.realtime.candidates[0].backend.CopyFrom(common_pb2.BackendOptions(base_url=fake.url, api_key="test-key",
+                                                                                 timeout_s=10))
+        async with AgentClient(realtime_orchestrator.address, config) as s:
+            s.send(text="What is the weather in Paris?")
+            call = (await s.wait_for(lambda e: e.kind == "tool_call", timeout=60)).event
+            assert call.name == "get_weather" and json.loads(call.arguments_json) == {"city": "Paris"}
+            s.send(tool_result=agent_pb2.ToolResult(call_id=call.id, output="Sunny, 21 C"))
+            done = await s.turn_done(1, timeout=60)
+            assert done.text == REPLY and not done.interrupted
+            assert not s.of("turn_done", 2) and len(s.of("metrics")) == 1  # one turn: the call and the answer
+            assert s.agent_audio(1) and not s.of("error")
+    finally:
+        fake.stop()
+    output = [e["item"] for e in fake.seen.events if e["type"] == "conversation.item.create"][-1]
+    assert output == {"type": "function_call_output", "call_id": call.id, "output": "Sunny, 21 C"}
