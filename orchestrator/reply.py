@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
 from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
-from voicemesh.orchestrator.playout import Playout
+from voicemesh.orchestrator.playout import Pacer, Playout
 from voicemesh.v1 import agent_pb2, llm_pb2
 
 log = logging.getLogger(__name__)
 
-LEAD_S = 0.08  # audio sent ahead of real time, so the client's playback never starves
 FAILURES = BROKEN
 
 
@@ -323,7 +322,7 @@ class Reply:
 
     async def _play(self, responses) -> None:
         host, rate = self.host, self.host.spec.output_rate
-        play_end = 0.0  # when the client will have played all audio queued so far
+        pacer = Pacer(rate)
         async for response in responses:
             kind = response.WhichOneof("event")
             if kind == "usage":
@@ -345,14 +344,10 @@ class Reply:
                 if self.times.first_audio is None:
                     self.times.first_audio = time.monotonic()
                     host.agent_speaking(self)
-                # Real time plus a small lead; after a stall, go on from now rather than send a burst.
-                play_end = max(play_end, time.monotonic())
-                ahead = play_end - time.monotonic() - LEAD_S
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                await pacer.wait()
                 if self.stopped:
                     continue
-                play_end = max(play_end, time.monotonic()) + samples / rate
+                pacer.advance(samples)
                 host.outbox.put(
                     agent_pb2.SessionResponse(agent_audio=agent_pb2.AgentAudio(
                         turn_id=self.turn_id, audio=chunk.audio, sample_rate_hz=rate)),
