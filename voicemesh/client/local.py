@@ -122,6 +122,10 @@ class LocalMesh:
             env = dict(metering)
             if name in models and self.options.preload:
                 args += ["--preload", models[name]]
+            if name == "llm" and self.options.llm == DEFAULT_LLM:
+                # SmolLM2-135M rambles and drifts into other languages when sampled; greedy, it answers plainly
+                # (as the realtime cascade does by default). A request's own sampling still wins.
+                args += ["--temperature", "0"]
             if name == "realtime":  # the cascade runs the same models as the pipeline
                 args += ["--cascade-stt", self.options.stt, "--cascade-llm", self.options.llm,
                          "--cascade-tts", self.options.tts]
