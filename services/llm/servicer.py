@@ -80,6 +80,8 @@ async def _inputs(requests: AsyncIterator[llm_pb2.ChatRequest]) -> AsyncIterator
 
 
 def _generate(generate: llm_pb2.Generate) -> GenerateInput:
+    if generate.turn_id < 0:
+        raise InvalidInput(f"Generate.turn_id must be 0 (none) or a turn number, got {generate.turn_id}")
     return GenerateInput(
         id=generate.id,
         messages=[_message(m) for m in generate.messages],

@@ -256,6 +256,9 @@ def test_bad_input_gets_clear_errors_and_other_streams_keep_working(service_proc
     error = _error(address, then=[_generate(messages=[llm_pb2.ChatMessage(role="wizard", content="hi")])])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "'wizard'" in error.details()
 
+    error = _error(address, then=[_generate(messages=[user(QUESTION)], turn_id=-1)])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "turn_id" in error.details()
+
     bad_schemas = ["{not json", '{"type": "array"}', '{"type": "object", "properties": {"a": {"type": "strnig"}}}',
                    '{"type": "object", "required": "a"}']
     for text in bad_schemas:
