@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.orchestrator.client import LLM, TTS
@@ -63,3 +64,13 @@ def run_sql(url: str, sql: str) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as db:
         cursor = db.execute(sql)
         return cursor.fetchall() if cursor.description else []
+
+
+async def recorded_usage(store, key_id: str, timeout_s: float = 10.0) -> list:
+    """The key's usage records once there are any (a service commits them a moment after the RPC ends)."""
+    for _ in range(int(timeout_s / 0.05)):
+        records = store.usage(key_id=key_id)
+        if records:
+            return records
+        await asyncio.sleep(0.05)
+    return store.usage(key_id=key_id)

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from tests.metering.helpers import units
+from tests.metering.helpers import recorded_usage, units
 from tests.orchestrator.client import LLM
 from tests.speech import silence, speak
 from voicemesh.audio import chunks
@@ -186,11 +186,7 @@ async def test_stt_audio_of_a_client_that_left_is_still_metered(mesh):
                     heard_ms = event.final.end_ms
                     break
         call.cancel()
-    for _ in range(100):
-        records = store.usage(key_id=record.id)
-        if records:
-            break
-        await asyncio.sleep(0.1)
+    records = await recorded_usage(store, record.id)
     store.close()
     assert [(r.service, r.session_id) for r in records] == [("stt", "gone")]
     # what the service had read when the client left: at least the utterance it finalized, at most all sent

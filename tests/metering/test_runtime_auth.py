@@ -10,6 +10,7 @@ import time
 import grpc
 import pytest
 
+from tests.metering.helpers import recorded_usage
 from voicemesh.metering import keys
 from voicemesh.metering.ledger import Ledger, open_store
 from voicemesh.metering.records import Quota
@@ -134,11 +135,7 @@ async def test_usage_of_a_client_that_left_is_still_recorded(served):
     call = stub.Synthesize(feed(), metadata=_meta(key, "gone", turn=4))
     assert (await call.read()).WhichOneof("event") == "audio"
     call.cancel()
-    for _ in range(200):
-        records = store.usage(key_id=record.id)
-        if records:
-            break
-        await asyncio.sleep(0.05)
+    records = await recorded_usage(store, record.id)
     assert [(r.session_id, r.turn, r.characters, r.model) for r in records] == [("gone", 4, 3, "fake/voice")]
 
 
