@@ -1,8 +1,10 @@
 """A server interceptor that gives every RPC the same treatment.
 
 It maps exceptions to status codes (through ``status.abort``), counts
-messages, errors and durations, and binds the session id (``x-session-id``
-metadata, or a fresh one) to the logs of the RPC.
+messages, errors and durations, binds the session id (``x-session-id``
+metadata, or a fresh one) to the logs of the RPC, and turns a request that is
+not a valid protobuf message (corrupt wire format, a string that is not UTF-8)
+into INVALID_ARGUMENT instead of an internal error.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from voicemesh.errors import InvalidInput
 from voicemesh.runtime import auth, logs, metrics, status
 from voicemesh.runtime.limits import Limits
 
@@ -26,6 +30,38 @@ def _session_id(context: grpc.aio.ServicerContext) -> str:
         if key == "x-session-id" and value:
             return str(value)[:64]
     return uuid.uuid4().hex[:12]
+
+
+class _Malformed:
+    """What a request that failed to parse becomes; the wrapper raises its error in the RPC."""
+
+    def __init__(self, error: InvalidInput):
+        self.error = error
+
+
+def _tolerant(deserializer: Callable | None) -> Callable | None:
+    """``deserializer``, returning a ``_Malformed`` instead of raising on bytes that do not parse.
+
+    grpc calls the deserializer outside the servicer: its exception would end a stream as INTERNAL
+    and a unary call as UNKNOWN, with a traceback in the log, for what is the client's bad input.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Malformed(InvalidInput(f"the request is not a valid protobuf message: {exc}"))
+
+    return parse
+
+
+def _parsed(request):
+    """``request``, or raise INVALID_ARGUMENT if it did not parse."""
+    if isinstance(request, _Malformed):
+        raise request.error
+    return request
 
 
 class _Call:
@@ -52,7 +88,7 @@ class _Call:
         counter = metrics.MESSAGES_IN.labels(*self.labels)
         async for request in requests:
             counter.inc()
-            yield request
+            yield _parsed(request)
 
     def finish(self, code: grpc.StatusCode) -> None:
         if self.finished:
@@ -108,13 +144,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 self._wrap_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -190,7 +226,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if self.guard is not None:
                     await self.guard.admit(context, new_stream=False)
-                response = await behavior(request, context)
+                response = await behavior(_parsed(request), context)
                 call.sent()
                 return response
             except asyncio.CancelledError:
