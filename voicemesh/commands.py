@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -14,9 +15,9 @@ from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base, 
 from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.mesh import DEFAULT_PORTS
+from voicemesh.tls import CERT_ENV, LOOPBACK_HOSTS, plaintext_warning
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class _Stop(Exception):
@@ -93,6 +94,9 @@ def _up(args: argparse.Namespace) -> int:
     mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=args.port_base, host=args.host))
     previous = _on_signal_raise()
     try:
+        warning = plaintext_warning(args.host, bool(os.environ.get(CERT_ENV)))
+        if warning:
+            _say(f"voicemesh up: WARNING: {warning}")
         _say(f"voicemesh up: starting {', '.join(mesh.services)} and the orchestrator (logs in {mesh.log_dir})")
         mesh.start()
         mesh.wait_serving(args.timeout, on_ready=lambda name, s: _say(
@@ -162,7 +166,7 @@ def _add_talk(commands: argparse._SubParsersAction) -> None:
 
 def _start_mesh_for_talk(args: argparse.Namespace) -> LocalMesh:
     host, _, port_text = args.address.rpartition(":")
-    if host not in LOCAL_HOSTS or args.no_start:
+    if host not in LOOPBACK_HOSTS or args.no_start:
         raise RuntimeError(f"no VoiceMesh orchestrator answers at {args.address}; start one with `voicemesh up`")
     port = int(port_text)
     span = 5 if args.realtime else 4

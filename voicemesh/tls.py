@@ -21,6 +21,8 @@ import grpc
 
 from voicemesh.errors import InvalidInput
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
 CA_ENV = "VOICEMESH_TLS_CA"
 CERT_ENV = "VOICEMESH_TLS_CERT"
 KEY_ENV = "VOICEMESH_TLS_KEY"
@@ -92,3 +94,13 @@ def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerC
         root_certificates=_read(client_ca, "client CA certificate") if client_ca else None,
         require_client_auth=bool(client_ca),
     )
+
+
+def plaintext_warning(host: str, tls_enabled: bool) -> str | None:
+    """What to tell the operator of a server on ``host`` without TLS, or None when it only listens on loopback
+    or has TLS: beyond this machine, plaintext gRPC shows every key, transcript and word of audio to the network."""
+    if tls_enabled or host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (f"serving plaintext gRPC on {host}: API keys, audio and transcripts cross the network unencrypted. "
+            f"Turn TLS on with --tls-cert/--tls-key (or {CERT_ENV}/{KEY_ENV}; clients trust {CA_ENV}); "
+            "see docs/security.md")

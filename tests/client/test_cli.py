@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -190,3 +191,18 @@ def test_up_requires_its_local_key_and_the_tools_send_it(mesh_up, monkeypatch, t
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
     talk = voicemesh("talk", "--text", "Hello?", "--address", mesh_up.orchestrator, "--no-start")
     assert talk.returncode == 1 and "UNAUTHENTICATED" in talk.stderr + talk.stdout
+
+
+def test_up_on_all_interfaces_warns_of_plaintext_and_keeps_its_state_private(tmp_path):
+    state = tmp_path / "state"
+    up = start_up(state, "--no-preload", "--host", "0.0.0.0")
+    try:
+        assert "WARNING: serving plaintext gRPC on 0.0.0.0" in up.output()
+        assert "--tls-cert" in up.output()
+        assert "serving plaintext gRPC on 0.0.0.0" in (state / "logs" / "stt.log").read_text()
+        modes = {path.relative_to(state).as_posix(): stat.S_IMODE(path.stat().st_mode)
+                 for path in [state, state / "logs", *state.glob("logs/*.log"), state / "ledger.db", state / "api_key"]}
+        assert modes == {name: 0o700 if name in (".", "logs") else 0o600 for name in modes}
+        assert len(modes) >= 8  # the folder, logs/, four logs, the ledger and the key
+    finally:
+        stop_up(up)

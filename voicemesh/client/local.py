@@ -22,6 +22,7 @@ from pathlib import Path
 
 from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.mesh import DEFAULT_PORTS, MeshConfig
+from voicemesh.private import private_dir, private_file
 from voicemesh.process import ServiceProcess
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class LocalMesh:
         if busy:
             raise RuntimeError(f"port(s) {', '.join(map(str, busy))} on {self.options.host} are in use; "
                                "stop what holds them or pick another --port-base")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)  # the key, the ledger and logs: for this user only
+        private_dir(self.log_dir)
         client_host = self.address("stt").rpartition(":")[0]
         MeshConfig({m: {"*": [f"{client_host}:{self.ports[m]}"]} for m in self.services}).write(self.mesh_path)
         common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
@@ -133,7 +135,7 @@ class LocalMesh:
                 args += ["--mesh", str(self.mesh_path)]
                 env["VOICEMESH_MESH"] = str(self.mesh_path)
             log_path = self.log_dir / f"{name}.log"
-            log_path.write_bytes(b"")  # a fresh log per run
+            private_file(log_path).write_bytes(b"")  # a fresh log per run
             self.processes[name] = ServiceProcess(
                 name, port=self.ports[name], host=self.options.host, args=args, env=env, log_path=log_path,
             ).start()

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from voicemesh.errors import Unavailable
 from voicemesh.metering.records import UsageRecord
 from voicemesh.metering.stores import LedgerStore, PostgresStore, SqliteStore, redact_url
+from voicemesh.private import private_file
 
 __all__ = ["LEDGER_ENV", "STORES", "Ledger", "LedgerStore", "default_url", "open_store", "redact_url",
            "replay_spool", "spool", "spool_path", "sqlite_path", "state_dir"]
@@ -94,7 +95,7 @@ def spool_path(url: str) -> Path:
 def spool(path: Path, record: UsageRecord) -> None:
     """Append ``record`` to the spool file and fsync it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with open(private_file(path), "a", encoding="utf-8") as f:
         f.write(json.dumps(dataclasses.asdict(record)) + "\n")
         f.flush()
         os.fsync(f.fileno())

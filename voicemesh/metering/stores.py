@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from voicemesh.errors import Unavailable, require_module
 from voicemesh.metering.records import UNITS, KeyRecord, Quota, UsageRecord
+from voicemesh.private import private_file
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ class SqliteStore(SqlStore):
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # SQLite gives the -wal and -shm files the same mode
         # isolation_level=None: we open every transaction ourselves.
         db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")

@@ -133,6 +133,9 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
         return 1
     await server.start()
     log.info("%s service listening on %s:%d (%s)", service.name, settings.host, port, _transport(settings))
+    warning = tls.plaintext_warning(settings.host, bool(settings.tls_cert))
+    if warning:
+        log.warning("%s", warning)
     serve_metrics(settings.metrics_host, settings.metrics_port)
 
     stop = asyncio.Event()
