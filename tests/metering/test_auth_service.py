@@ -170,3 +170,25 @@ async def test_kill_9_mid_stream_keeps_completed_streams_once(service_process, l
     await synthesize(again.address, key, session="after")
     sessions = [r.session_id for r in store.usage(key_id=key_record.id)]
     assert sorted(sessions) == ["after", "done-0", "done-1", "done-2"]
+
+
+async def test_failed_key_guesses_are_audited_and_slowed_per_address(service_process, ledger):
+    url, store = ledger
+    good, good_key = keys.create_key(store, "good")
+    server = service_process("tts", args=["--preload", JOE], env={"VOICEMESH_LEDGER": url})
+    guesses = [f"vm_guess{n}_{'x' * 40}" for n in range(7)] + ["not-a-key"]
+    waits = []
+    for guess in guesses:
+        started = time.monotonic()
+        assert (await refused(server.address, guess)).code() == grpc.StatusCode.UNAUTHENTICATED
+        waits.append(time.monotonic() - started)
+    # Five failures are free; the 6th, 7th and 8th wait 0.25, 0.5 and 1 s before their refusal.
+    assert waits[5] >= 0.25 and waits[6] >= 0.5 and waits[7] >= 1.0, waits
+    # The same address with a valid key is served, and that clears its count.
+    assert _usages(await synthesize(server.address, good_key))
+    assert (await refused(server.address, guesses[0])).code() == grpc.StatusCode.UNAUTHENTICATED
+    log_text = server.log_path.read_text()
+    assert "API key refused: peer=127.0.0.1 key_id=guess3 failures=4" in log_text
+    assert "peer=127.0.0.1 key_id=- failures=8 backoff=1.00s" in log_text
+    assert "key_id=guess0 failures=1 backoff=0.00s" in log_text.split("failures=8")[1], "a success clears the count"
+    assert "x" * 40 not in log_text, "a guessed secret appeared in the log"

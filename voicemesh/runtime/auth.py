@@ -28,12 +28,13 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import Message
 
-from voicemesh.errors import Unauthenticated
+from voicemesh.errors import PermissionDenied, Unauthenticated
 from voicemesh.metering import keys, quotas
 from voicemesh.metering.ledger import Ledger, redact_url
 from voicemesh.metering.prices import PriceTable
 from voicemesh.metering.records import KeyRecord, UsageRecord
 from voicemesh.runtime import logs
+from voicemesh.runtime.audit import FailedAuth
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Guard:
         self.auth = auth
         self.prices = prices
         self._writes: set[asyncio.Task] = set()  # ledger writes in flight
+        self.failures = FailedAuth()  # audit lines and a backoff per address for refused keys
 
     async def open(self) -> Guard:
         await self.ledger.open()
@@ -158,7 +160,12 @@ class Guard:
         key = None
         token = bearer(metadata)
         if self.auth:
-            key = await self.ledger.call(keys.verify, token)
+            try:
+                key = await self.ledger.call(keys.verify, token)
+            except (Unauthenticated, PermissionDenied) as exc:  # not a ledger outage
+                await self.failures.refused(context.peer(), token, exc)
+                raise
+            self.failures.admitted(context.peer())
             if new_stream:
                 await self.ledger.call(quotas.check, key, self.prices)
         try:
