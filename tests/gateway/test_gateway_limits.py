@@ -264,3 +264,12 @@ def test_a_stalled_body_gets_408(mesh):
         status, _headers, body = read_response(sock, timeout=TIMEOUT_S + 8)
     assert_openai_error(status, body, 408, "request body")
     assert time.monotonic() - start < TIMEOUT_S + 3
+
+
+def test_a_key_grpc_cannot_carry_gets_401(mesh):
+    base, _proc, _key = mesh
+    with connect(base) as sock:
+        sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nhost: x\r\nauthorization: Bearer vm_\xe9\r\n"
+                     b"content-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        status, _headers, body = read_response(sock)
+    assert_openai_error(status, body, 401, "malformed Authorization header")

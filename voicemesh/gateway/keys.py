@@ -47,7 +47,10 @@ class KeyCheck:
         addresses = sorted({a for route in self.mesh.routes.get(modality, {}).values() for a in route})
         if not addresses:
             return  # the route itself answers that the mesh has no such service
-        entry = (modality, hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest())
+        if not all(" " <= c <= "~" for c in authorization):  # gRPC metadata takes printable ASCII only
+            raise Refused(401, "malformed Authorization header: send 'Authorization: Bearer <key>'",
+                          "authentication_error", "unauthenticated")
+        entry = (modality, hashlib.sha256(authorization.encode()).hexdigest())
         now = time.monotonic()
         if self._accepted.get(entry, 0.0) > now:
             return

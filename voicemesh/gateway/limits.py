@@ -71,7 +71,7 @@ class Admission:
         try:
             await self.authorize(scope["method"], scope["path"], headers)
             length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
                 raise too_large(self.max_body_bytes, int(length))
         except Refused as exc:
             await exc.response()(scope, receive, send)
