@@ -167,12 +167,38 @@ def test_a_chunked_body_is_counted_and_stopped_at_the_limit(mesh):
     assert sent < 50 * MiB
 
 
-def test_an_oversize_wav_upload_gets_413(mesh):
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversize_wav_upload_gets_413(mesh, chunked):
     base, _proc, key = mesh
     wav = wav_bytes(b"\0\0" * (MAX_BODY // 2), 48000)  # a file part alone over --max-body-bytes
-    response = httpx.post(base + "/audio/transcriptions", headers={"authorization": f"Bearer {key}"},
-                          data={"model": STT}, files={"file": ("big.wav", wav)}, timeout=30)
-    assert_openai_error(response.status_code, response.content, 413, "limit")
+    if not chunked:
+        response = httpx.post(base + "/audio/transcriptions", headers={"authorization": f"Bearer {key}"},
+                              data={"model": STT}, files={"file": ("big.wav", wav)}, timeout=30)
+        assert_openai_error(response.status_code, response.content, 413, "limit")
+        return
+    body = (b"--b0undary\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\n" + STT.encode()
+            + b"\r\n--b0undary\r\ncontent-disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+            + b"content-type: audio/wav\r\n\r\n" + wav + wav + b"\r\n--b0undary--\r\n")
+    with connect(base) as sock:
+        sock.sendall(head("/audio/transcriptions", {"content-type": "multipart/form-data; boundary=b0undary",
+                                                    "authorization": f"Bearer {key}",
+                                                    "transfer-encoding": "chunked"}))
+        try:
+            for start in range(0, len(body), 65536):
+                piece = body[start:start + 65536]
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the end
+        status, _headers, response_body = read_response(sock)
+    assert_openai_error(status, response_body, 413, "limit")
+
+
+def test_a_malformed_multipart_body_gets_a_json_400(mesh):
+    base, _proc, key = mesh
+    response = httpx.post(base + "/audio/transcriptions", content=b"--x\r\n", timeout=30,
+                          headers={"authorization": f"Bearer {key}", "content-type": "multipart/form-data"})
+    assert_openai_error(response.status_code, response.content, 400, "boundary")
 
 
 def test_audio_longer_than_the_limit_is_refused(mesh):
@@ -252,6 +278,29 @@ def test_slowloris_sockets_are_closed_within_the_header_timeout(mesh):
             sock.close()
     assert not open_socks, f"{len(open_socks)} of 20 slow sockets still open after {closed_after:.1f} s"
     assert closed_after < TIMEOUT_S + 3
+
+
+def test_a_kept_alive_connection_dripping_its_next_request_is_closed(mesh):
+    base, _proc, _key = mesh
+    with connect(base) as sock:
+        sock.sendall(b"GET /v1/nowhere HTTP/1.1\r\nhost: x\r\n\r\n")
+        status, _headers, _body = read_response(sock)
+        assert status == 404
+        start = time.monotonic()
+        closed = False
+        for byte in b"GET /v1/nowhere HTTP/1.1\r\nhost: x\r\n\r\n":  # each byte within the keep-alive wait
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(0.5)
+                closed = sock.recv(1024) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            if closed:
+                break
+    assert closed, "the connection was still open after its next request's headers were due"
+    assert time.monotonic() - start < TIMEOUT_S + 3
 
 
 def test_a_stalled_body_gets_408(mesh):
