@@ -322,3 +322,17 @@ def test_a_key_grpc_cannot_carry_gets_401(mesh):
                      b"content-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
         status, _headers, body = read_response(sock)
     assert_openai_error(status, body, 401, "malformed Authorization header")
+
+
+def test_an_http_client_streaming_a_huge_body_reads_the_refusal(mesh):
+    base, _proc, _key = mesh
+
+    def body():
+        for _ in range(200):
+            yield b" " * MiB
+
+    start = time.monotonic()
+    response = httpx.post(base + "/chat/completions", content=body(), timeout=30,
+                          headers={"authorization": WRONG_KEY, "content-type": "application/json"})
+    assert_openai_error(response.status_code, response.content, 401, "unknown API key")
+    assert time.monotonic() - start < 5
