@@ -26,6 +26,7 @@ MiB = 1024 * 1024
 MAX_BODY = 2_000_000
 MAX_AUDIO_S = 5
 TIMEOUT_S = 2  # header and body timeouts of the gateway under test
+MAX_CONNECTIONS = 40
 STT = "faster-whisper/tiny.en:en"
 LLM = "llama.cpp/smollm2-135m-instruct"
 WRONG_KEY = "Bearer vm_000000000000_wrong"
@@ -46,7 +47,7 @@ def mesh(tmp_path_factory):
         for proc in services.values():
             proc.wait_serving()
         env = {"VOICEMESH_MAX_AUDIO_S": str(MAX_AUDIO_S), "VOICEMESH_HEADER_TIMEOUT_S": str(TIMEOUT_S),
-               "VOICEMESH_BODY_TIMEOUT_S": str(TIMEOUT_S)}
+               "VOICEMESH_BODY_TIMEOUT_S": str(TIMEOUT_S), "VOICEMESH_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
         with gateway_process(MeshConfig({m: {"*": [p.address]} for m, p in services.items()}), tmp,
                              args=["--max-body-bytes", str(MAX_BODY)], env=env) as (base, proc):
             yield base, proc, key
@@ -336,3 +337,18 @@ def test_an_http_client_streaming_a_huge_body_reads_the_refusal(mesh):
                           headers={"authorization": WRONG_KEY, "content-type": "application/json"})
     assert_openai_error(response.status_code, response.content, 401, "unknown API key")
     assert time.monotonic() - start < 5
+
+
+def test_connections_over_the_cap_get_a_json_503(mesh):
+    base, _proc, _key = mesh
+    held = [connect(base) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)  # all accepted
+        with connect(base) as sock:
+            status, _headers, body = read_response(sock)
+        assert_openai_error(status, body, 503, "--max-connections")
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)
+    assert httpx.get(base + "/nowhere", timeout=10).status_code == 404  # served again once they are gone

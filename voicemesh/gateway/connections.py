@@ -5,9 +5,11 @@ long a client may take to send its request headers: a socket that connects and
 sends nothing, or sends its headers a byte at a time (slowloris), is held for
 ever, and every byte restarts the keep-alive timer. ``guarded_protocol`` adds
 that bound (``--header-timeout-s``, counted from the connection or from the
-previous response, never restarted by data), stops reading a request body once
-its response has gone out (nobody will read the rest), and answers HTTP that
-cannot be parsed with an OpenAI-style JSON error instead of plain text.
+previous response, never restarted by data), a cap on open connections (503
+beyond it, before the process runs out of file descriptors), stops reading a
+request body once its response has gone out (nobody will read the rest), and
+answers HTTP that cannot be parsed with an OpenAI-style JSON error instead of
+plain text (uvicorn's own ``limit_concurrency`` answers in plain text).
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a header deadline; subclassed by ``guarded_protocol``."""
 
     header_timeout_s = 10.0
+    max_connections = 512
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("refusing a connection: %d open, the limit is %d (--max-connections)",
+                        len(self.connections) - 1, self.max_connections)
+            self._send_error(503, b"Service Unavailable", f"the gateway has {self.max_connections} connections "
+                             "open, its limit (--max-connections); retry shortly", "server_error", "unavailable")
+            return
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -55,11 +64,16 @@ class GuardedH11Protocol(H11Protocol):
             self._await_headers()  # keep-alive: the next request's headers get the same deadline
 
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps(error_body(f"malformed HTTP request: {msg}", "invalid_request_error",
-                                     "bad_request")).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        self._send_error(400, b"Bad Request", f"malformed HTTP request: {msg}", "invalid_request_error",
+                         "bad_request")
+
+    def _send_error(self, status: int, reason: bytes, message: str, kind: str, code: str) -> None:
+        """An OpenAI error response, then the connection closes (h11 lets a server answer before a request)."""
+        body = json.dumps(error_body(message, kind, code)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
         try:
-            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            for event in (h11.Response(status_code=status, headers=headers, reason=reason),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:
@@ -84,6 +98,7 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float) -> type[GuardedH11Protocol]:
-    """The protocol class to give uvicorn (``http=``) for a header deadline of ``header_timeout_s``."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": header_timeout_s})
+def guarded_protocol(*, header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
+    """The protocol class to give uvicorn (``http=``) with these bounds."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,),
+                {"header_timeout_s": header_timeout_s, "max_connections": max_connections})

@@ -31,6 +31,8 @@ class Settings:
                                       "opens or its previous response ends; then it is closed")
     body_timeout_s: float = setting(30.0, "seconds the gateway waits for the next part of a request body (408 beyond)")
     keep_alive_s: float = setting(5.0, "seconds an idle keep-alive connection stays open")
+    max_connections: int = setting(512, "most connections open at once (503 beyond); keep it under the open-file "
+                                   "limit (ulimit -n), which also covers gRPC channels and upload spool files")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log format", choices=("text", "json"))
 
@@ -50,6 +52,7 @@ def run(settings: Settings) -> int:
                   max_audio_s=settings.max_audio_s, body_timeout_s=settings.body_timeout_s).app()
     log.info("gateway on http://%s:%d/v1 for mesh %s", settings.host, settings.port, mesh.routes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                log_config=None, http=guarded_protocol(settings.header_timeout_s),
+                log_config=None, http=guarded_protocol(header_timeout_s=settings.header_timeout_s,
+                                                          max_connections=settings.max_connections),
                 timeout_keep_alive=settings.keep_alive_s)
     return 0
