@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline; subclassed by ``guarded_protocol``."""
+    """uvicorn's h11 protocol with a header deadline and a connection cap; subclassed by ``guarded_protocol``."""
 
     header_timeout_s = 10.0
     max_connections = 512
