@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,12 +43,21 @@ WEATHER_TOOL = {
 @contextlib.contextmanager
 def running_gateway(mesh: MeshConfig, tmp: Path) -> Iterator[str]:
     """``voicemesh serve gateway`` for ``mesh``; yields its base URL once /v1/models answers."""
+    with gateway_process(mesh, tmp) as (base, _proc):
+        yield base
+
+
+@contextlib.contextmanager
+def gateway_process(mesh: MeshConfig, tmp: Path, args=(), env=None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``voicemesh serve gateway`` for ``mesh`` with ``args`` and ``env``; yields its base URL (once
+    /v1/models answers) and its process."""
     mesh.write(tmp / "mesh.json")
     port = free_port()
     with open(tmp / "gateway.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "voicemesh.cli", "serve", "gateway", "--port", str(port),
-             "--mesh", str(tmp / "mesh.json")], stdout=log, stderr=subprocess.STDOUT)
+             "--mesh", str(tmp / "mesh.json"), *args], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         try:
             base = f"http://127.0.0.1:{port}/v1"
             deadline = time.monotonic() + 60
@@ -59,7 +69,7 @@ def running_gateway(mesh: MeshConfig, tmp: Path) -> Iterator[str]:
                 except httpx.TransportError:
                     assert time.monotonic() < deadline, "gateway did not come up"
                     time.sleep(0.2)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             proc.wait(15)

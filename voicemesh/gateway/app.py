@@ -3,7 +3,8 @@
 Each route turns an OpenAI request into one gRPC stream to the service that
 serves the model's provider (from the mesh config), forwarding the caller's
 ``Authorization`` header so the services apply the same API keys, metering
-and quotas as for gRPC clients.
+and quotas as for gRPC clients. Before a route reads a body, ``Admission``
+(voicemesh.gateway.limits) has the mesh check the key from the headers alone.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from collections.abc import AsyncIterator
 
 import grpc
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, chunks, convert, read_wav, wav_bytes
+from voicemesh.audio import check_sample_rate, chunks, read_wav, wav_bytes
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.gateway import openai_format as fmt
+from voicemesh.gateway.keys import DESCRIBED, KeyCheck
+from voicemesh.gateway.limits import Admission, Refused, parse_json
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.runtime.status import to_status
@@ -38,17 +44,23 @@ log = logging.getLogger(__name__)
 SPEECH_RATE_HZ = 24000  # OpenAI's "pcm" format: 24 kHz s16le mono
 SPEECH_FORMATS = ("pcm", "wav")
 TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
+# POST route -> the modality whose service checks the caller's key before the body is read.
+KEYED_ROUTES = {"/v1/chat/completions": "llm", "/v1/audio/transcriptions": "stt", "/v1/audio/speech": "tts"}
 
 
 class Gateway:
     """Routes and the gRPC clients they share."""
 
-    def __init__(self, mesh: MeshConfig, *, timeout_s: float = 120.0, max_body_bytes: int = 25 * 1024 * 1024):
+    def __init__(self, mesh: MeshConfig, *, timeout_s: float = 120.0, max_body_bytes: int = 25 * 1024 * 1024,
+                 max_audio_s: float = 600.0, body_timeout_s: float = 30.0):
         self.clients = MeshClients(mesh)
         self.mesh = mesh
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
+        self.max_audio_s = max_audio_s
+        self.body_timeout_s = body_timeout_s
         self._rotation: dict[tuple[str, str], itertools.count] = defaultdict(itertools.count)
+        self.keys = KeyCheck(mesh, self.clients)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -58,7 +70,10 @@ class Gateway:
                 Route("/v1/audio/transcriptions", self.transcribe, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_allowed},
+            middleware=[Middleware(Admission, authorize=self._authorize, max_body_bytes=self.max_body_bytes,
+                                   body_timeout_s=self.body_timeout_s)],
+            exception_handlers={404: self._not_found, 405: self._not_allowed, HTTPException: self._http_error,
+                                Refused: self._refused, Exception: self._crashed},
             lifespan=self._lifespan,
         )
 
@@ -82,17 +97,14 @@ class Gateway:
             metadata.append(("authorization", request.headers["authorization"]))
         return tuple(metadata)
 
-    async def _json(self, request: Request) -> dict:
-        body = await request.body()
-        if len(body) > self.max_body_bytes:
-            raise InvalidInput(f"request body of {len(body)} bytes is over the limit of {self.max_body_bytes}")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("request body must be a JSON object")
-        return data
+    @staticmethod
+    async def _json(request: Request) -> dict:
+        return parse_json(await request.body())  # Admission bounds its size and pace
+
+    async def _authorize(self, method: str, path: str, headers: Headers) -> None:
+        modality = KEYED_ROUTES.get(path) if method == "POST" else None
+        if modality is not None:
+            await self.keys.check(modality, headers.get("authorization", ""))
 
     @staticmethod
     def error(exc: BaseException) -> JSONResponse:
@@ -115,16 +127,28 @@ class Gateway:
         return JSONResponse(fmt.error_body(f"method {request.method} not allowed on {request.url.path}",
                                            "invalid_request_error", "method_not_allowed"), status_code=405)
 
+    async def _http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own refusals (a malformed multipart body, say) in the OpenAI shape, not plain text.
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(fmt.error_body(str(exc.detail), kind, None), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    async def _refused(self, request: Request, exc: Refused) -> JSONResponse:
+        return exc.response()
+
+    async def _crashed(self, request: Request, exc: Exception) -> JSONResponse:
+        # The last resort: Starlette logs the traceback; the client still gets the OpenAI shape.
+        return JSONResponse(fmt.error_body("the gateway failed to handle the request", "server_error",
+                                           "internal"), status_code=500)
+
     # -- /v1/models -------------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
         from voicemesh.client.describe import DESCRIBABLE
 
         seen: dict[str, dict] = {}
-        describe = {"stt": "voicemesh.v1.SttService", "llm": "voicemesh.v1.LlmService",
-                    "tts": "voicemesh.v1.TtsService", "realtime": "voicemesh.v1.RealtimeService"}
         for modality, table in self.mesh.routes.items():
-            stub_cls, request_cls = DESCRIBABLE[describe[modality]]
+            stub_cls, request_cls = DESCRIBABLE[DESCRIBED[modality]]
             for address in sorted({a for addresses in table.values() for a in addresses}):
                 try:
                     response = await stub_cls(self.clients.channel(address)).Describe(
@@ -221,10 +245,13 @@ class Gateway:
             if response_format not in TRANSCRIPTION_FORMATS:
                 raise InvalidInput(f"response_format must be one of {', '.join(TRANSCRIPTION_FORMATS)}",
                                    reason="response_format")
-            data = await upload.read()
-            pcm, rate = read_wav(io.BytesIO(data))
-            if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
-                pcm, rate = convert(pcm, rate, 16000), 16000
+            pcm, rate = read_wav(io.BytesIO(await upload.read()))  # Admission bounds the upload's size
+            # Refused, not resampled: a tiny file claiming 1 Hz would resample to gigabytes, and the
+            # service bills the audio it is sent.
+            check_sample_rate(rate, "the WAV file's sample rate")
+            if len(pcm) / 2 / rate > self.max_audio_s:
+                raise InvalidInput(f"the audio is {len(pcm) / 2 / rate:.1f} s long; the limit is "
+                                   f"{self.max_audio_s:g} s (--max-audio-s)", reason="file")
             config = stt_pb2.RecognitionConfig(model=model, language=str(form.get("language") or ""),
                                                sample_rate_hz=rate)
             requests = [stt_pb2.RecognizeRequest(config=config)]

@@ -24,7 +24,15 @@ class Settings:
     port: int = setting(8080, "HTTP port")
     mesh: str = setting("", "mesh config file (provider -> service addresses); VOICEMESH_MESH_<MODALITY> also work")
     timeout_s: float = setting(120.0, "deadline of each forwarded gRPC call, in seconds")
-    max_body_bytes: int = setting(25 * 1024 * 1024, "largest request body accepted, in bytes")
+    max_body_bytes: int = setting(25 * 1024 * 1024, "largest request body accepted, in bytes, file uploads included "
+                                  "(413 beyond it; counted as the body arrives, chunked bodies too)")
+    max_audio_s: float = setting(600.0, "longest audio file /v1/audio/transcriptions accepts, in seconds")
+    header_timeout_s: float = setting(10.0, "seconds a connection has to send its request headers, from when it "
+                                      "opens or its previous response ends; then it is closed")
+    body_timeout_s: float = setting(30.0, "seconds the gateway waits for the next part of a request body (408 beyond)")
+    keep_alive_s: float = setting(5.0, "seconds an idle keep-alive connection stays open")
+    max_connections: int = setting(512, "most connections open at once (503 beyond); keep it under the open-file "
+                                   "limit (ulimit -n), which also covers gRPC channels and upload spool files")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log format", choices=("text", "json"))
 
@@ -36,11 +44,15 @@ def run(settings: Settings) -> int:
     import uvicorn
 
     from voicemesh.gateway.app import Gateway
+    from voicemesh.gateway.connections import guarded_protocol
 
     logs.setup(settings.log_level, settings.log_format, "gateway")
     mesh = MeshConfig.load(settings.mesh or None)
-    app = Gateway(mesh, timeout_s=settings.timeout_s, max_body_bytes=settings.max_body_bytes).app()
+    app = Gateway(mesh, timeout_s=settings.timeout_s, max_body_bytes=settings.max_body_bytes,
+                  max_audio_s=settings.max_audio_s, body_timeout_s=settings.body_timeout_s).app()
     log.info("gateway on http://%s:%d/v1 for mesh %s", settings.host, settings.port, mesh.routes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                log_config=None)
+                log_config=None, http=guarded_protocol(header_timeout_s=settings.header_timeout_s,
+                                                          max_connections=settings.max_connections),
+                timeout_keep_alive=settings.keep_alive_s)
     return 0
