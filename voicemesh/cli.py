@@ -19,6 +19,7 @@ SERVICES = {
     "realtime": "voicemesh.services.realtime.server",
     "orchestrator": "voicemesh.orchestrator.server",
     "gateway": "voicemesh.gateway.server",
+    "wyoming": "voicemesh.edges.wyoming.server",
 }
 
 
