@@ -20,6 +20,7 @@ SERVICES = {
     "orchestrator": "voicemesh.orchestrator.server",
     "gateway": "voicemesh.gateway.server",
     "wyoming": "voicemesh.edges.wyoming.server",
+    "twilio": "voicemesh.edges.twilio.server",
 }
 
 
