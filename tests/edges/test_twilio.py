@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from websockets.asyncio.client import connect
@@ -15,6 +19,7 @@ from tests.edges.conftest import start_twilio
 from tests.edges.phone import RATE, Phone
 from tests.orchestrator.conftest import transcribe
 from tests.speech import speak, words
+from voicemesh.edges.twilio.app import STREAM_PATH
 from voicemesh.audio import convert
 from voicemesh.metering.keys import split_key
 from voicemesh.metering.ledger import open_store
@@ -148,3 +153,12 @@ async def test_a_wrong_token_or_key_gets_a_clear_close(edge_mesh, tmp_path):
         edge.stop()
     assert [c for c, _ in closes] == [1008, 1008, 1011], closes
     assert "token" in closes[0][1] and "UNAUTHENTICATED" in closes[2][1], closes
+
+
+def test_the_docs_twiml_connects_the_call_to_the_stream_route():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "clients.md").read_text()
+    (twiml,) = re.findall(r"```xml twilio\n(.*?)```", doc, flags=re.S)
+    stream = ET.fromstring(twiml.encode()).find("./Connect/Stream")
+    url = urlparse(stream.get("url"))
+    assert url.scheme == "wss" and url.path == STREAM_PATH
+    assert [p.get("name") for p in stream.findall("Parameter")] == ["token"]  # what --stream-token-file checks

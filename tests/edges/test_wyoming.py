@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +217,16 @@ async def test_bad_events_get_an_error_and_the_server_keeps_serving(wyoming):
         await conn.write_event(Synthesize(text="Hello.").event())
         audio, _, _ = await synthesized(conn)
         assert audio
+
+
+def test_the_docs_wyoming_example_runs(wyoming, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    (code,) = re.findall(r"```python wyoming\n(.*?)```", (root / "docs" / "clients.md").read_text(), flags=re.S)
+    code = code.replace('"voicemesh/samples/', f'"{root}/voicemesh/samples/')
+    code = code.replace('AsyncTcpClient("127.0.0.1", 10300)', f'AsyncTcpClient("{wyoming.host}", {wyoming.port})')
+    (tmp_path / "example.py").write_text(code)
+    result = subprocess.run([sys.executable, str(tmp_path / "example.py")], capture_output=True, text=True,
+                            timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "transcript: What is the capital of France?" in result.stdout
+    assert float(re.search(r"spoken: ([\d.]+) s", result.stdout).group(1)) > 1.0
