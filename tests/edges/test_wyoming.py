@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,22 @@ def test_the_docs_wyoming_example_runs(wyoming, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "transcript: What is the capital of France?" in result.stdout
     assert float(re.search(r"spoken: ([\d.]+) s", result.stdout).group(1)) > 1.0
+
+
+async def test_zeroconf_announces_the_server_for_home_assistant(tmp_path):
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncZeroconf
+
+    name = f"voicemesh-test-{uuid.uuid4().hex[:8]}"
+    mesh = tmp_path / "mesh.json"
+    mesh.write_text("{}")
+    server = start_wyoming(mesh, tmp_path / "announced.log", "--zeroconf", name)
+    browser = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)  # loopback only
+    try:
+        found = await browser.async_get_service_info("_wyoming._tcp.local.", f"{name}._wyoming._tcp.local.",
+                                                     timeout=5000)
+    finally:
+        await browser.async_close()
+        server.stop()
+    assert found is not None and found.port == server.port
+    assert found.parsed_addresses() == ["127.0.0.1"]

@@ -42,6 +42,8 @@ class Settings:
     tts: str = setting(DEFAULT_TTS, "voice of a synthesize that names none")
     tts_rate_hz: int = setting(22050, "sample rate of the audio sent back (piper voices speak at 22050 Hz)")
     timeout_s: float = setting(120.0, "deadline of each call to the mesh, in seconds")
+    zeroconf: str = setting("", "announce the server on mDNS under this name, for Home Assistant's discovery "
+                            "(on the interface of --host); empty: no announcement")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log format", choices=("text", "json"))
 
@@ -71,18 +73,32 @@ async def serve(settings: Settings) -> None:
     defaults = Defaults(stt=settings.stt, tts=settings.tts, tts_rate_hz=settings.tts_rate_hz,
                         timeout_s=settings.timeout_s)
     server = AsyncTcpServer(settings.host, settings.port)
-    watch = asyncio.create_task(_stop_when_orphaned(server), name="parent-watch")
+    await server.start(functools.partial(WyomingHandler, link=link, defaults=defaults))  # bound before announced
+    announced = None
+    if settings.zeroconf:
+        from voicemesh.edges.wyoming.announce import announce
+
+        announced = await announce(settings.zeroconf, settings.host, settings.port)
+        log.info("announced on mDNS as %s", settings.zeroconf)
+    stopped = asyncio.Event()
+    watch = asyncio.create_task(_stop_when_orphaned(stopped), name="parent-watch")
     log.info("wyoming server on tcp://%s:%d for mesh %s (%s)", settings.host, settings.port, mesh.routes,
              "with an API key" if key else "without an API key")
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
     try:
-        await server.run(functools.partial(WyomingHandler, link=link, defaults=defaults))
+        await stopped.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await server.stop()
+        if announced is not None:
+            await announced.async_close()  # says goodbye on mDNS first
         watch.cancel()
         await link.close()
         log.info("wyoming server stopped")
 
 
-async def _stop_when_orphaned(server, every_s: float = 1.0) -> None:
+async def _stop_when_orphaned(stopped: asyncio.Event, every_s: float = 1.0) -> None:
     """Started by ``voicemesh up`` or a test: stop when that process is gone, even killed without a word."""
     parent = os.environ.get(PARENT_ENV, "")
     if not parent.isdigit():
@@ -90,4 +106,4 @@ async def _stop_when_orphaned(server, every_s: float = 1.0) -> None:
     while os.getppid() == int(parent):
         await asyncio.sleep(every_s)
     log.warning("the process that started this server (pid %s) is gone: stopping", parent)
-    os.kill(os.getpid(), signal.SIGTERM)  # as: the server's own handler stops it
+    stopped.set()
