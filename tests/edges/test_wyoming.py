@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -21,7 +21,6 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
 from tests.speech import speak, word_errors
-from voicemesh.audio import convert
 from voicemesh.edges.wyoming import info as wyoming_info
 from voicemesh.edges.wyoming.probe import describe as probe
 from voicemesh.mesh import MeshConfig
