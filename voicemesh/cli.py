@@ -19,6 +19,8 @@ SERVICES = {
     "realtime": "voicemesh.services.realtime.server",
     "orchestrator": "voicemesh.orchestrator.server",
     "gateway": "voicemesh.gateway.server",
+    "wyoming": "voicemesh.edges.wyoming.server",
+    "twilio": "voicemesh.edges.twilio.server",
 }
 
 

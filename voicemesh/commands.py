@@ -14,6 +14,7 @@ from pathlib import Path
 from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base, port_is_free
 from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
+from voicemesh.edges.wyoming.server import DEFAULT_PORT as WYOMING_PORT
 from voicemesh.mesh import DEFAULT_PORTS
 from voicemesh.tls import CERT_ENV, LOOPBACK_HOSTS, plaintext_warning
 
@@ -58,7 +59,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, host: str) -> LocalMeshOptions:
     return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
                             tts=args.tts, realtime=args.realtime, preload=not getattr(args, "no_preload", False),
-                            auth=not args.no_auth)
+                            auth=not args.no_auth,
+                            wyoming_port=args.wyoming_port if getattr(args, "wyoming", False) else None)
 
 
 # --- up --------------------------------------------------------------------------------------------
@@ -85,6 +87,11 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
                     help="serve without API keys (usage is still recorded in the state directory's ledger.db); "
                     "by default every RPC needs the key written to <state-dir>/api_key, which talk and the SDK "
                     "send")
+    up.add_argument("--wyoming", action="store_true",
+                    help="also run a Wyoming server over the STT and TTS services, for Home Assistant "
+                    "(voicemesh serve wyoming; it calls the mesh with the local key)")
+    up.add_argument("--wyoming-port", type=int, default=WYOMING_PORT,
+                    help=f"port of the Wyoming server (default {WYOMING_PORT})")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
     up.set_defaults(handler=_up)
 
@@ -97,12 +104,15 @@ def _up(args: argparse.Namespace) -> int:
         warning = plaintext_warning(args.host, bool(os.environ.get(CERT_ENV)))
         if warning:
             _say(f"voicemesh up: WARNING: {warning}")
-        _say(f"voicemesh up: starting {', '.join(mesh.services)} and the orchestrator (logs in {mesh.log_dir})")
+        edges = " and a Wyoming server" if mesh.wyoming_uri else ""
+        _say(f"voicemesh up: starting {', '.join(mesh.services)}, the orchestrator{edges} (logs in {mesh.log_dir})")
         mesh.start()
         mesh.wait_serving(args.timeout, on_ready=lambda name, s: _say(
             f"  {name:<12} {mesh.address(name):<22} SERVING after {s:.1f} s"))
         print(f"VoiceMesh is up: orchestrator at {mesh.orchestrator_address} "
               f"({', '.join(f'{name} {mesh.address(name)}' for name in mesh.services)})", flush=True)
+        if mesh.wyoming_uri:
+            print(f"Wyoming (Home Assistant) at {mesh.wyoming_uri}", flush=True)
         keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY)"
                 if mesh.api_key else "no API keys (--no-auth)")
         _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"

@@ -17,6 +17,7 @@ from voicemesh.mesh import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_SERVICES = ("stt", "llm", "tts", "realtime")
+EDGES = {"wyoming": 10300}  # edge servers: clients of the mesh, each in a profile of its own
 
 
 def compose(*args: str, compose_file: Path = ROOT / "docker-compose.yml",
@@ -56,20 +57,34 @@ def test_compose_config_check_rejects_a_broken_file(tmp_path):
     assert "condition" in result.stderr
 
 
-def test_the_five_services_each_build_their_own_target(config):
+def test_the_five_services_and_the_edges_each_build_their_own_target(config):
     stages = dockerfile.load(ROOT / "Dockerfile")
-    assert set(config["services"]) == set(DEFAULT_PORTS)
+    assert set(config["services"]) == set(DEFAULT_PORTS) | set(EDGES)
     for name, service in config["services"].items():
         assert service["build"]["target"] == name
         # depends_on ... service_healthy needs a health check; the image carries it.
         assert stages[name].last("HEALTHCHECK"), name
 
 
-def test_only_the_orchestrator_publishes_a_port(config):
+def test_only_the_orchestrator_and_the_edges_publish_a_port(config):
     published = {name: s.get("ports") for name, s in config["services"].items() if s.get("ports")}
-    assert list(published) == ["orchestrator"]
-    (port,) = published["orchestrator"]
-    assert int(port["target"]) == DEFAULT_PORTS["orchestrator"]
+    assert sorted(published) == sorted(["orchestrator", *EDGES])
+    for name, port in {"orchestrator": DEFAULT_PORTS["orchestrator"], **EDGES}.items():
+        (published_port,) = published[name]
+        assert int(published_port["target"]) == port, name
+
+
+def test_the_wyoming_edge_is_opt_in_and_calls_stt_and_tts_with_its_key(tmp_path):
+    env_file = tmp_path / "wyoming.env"
+    env_file.write_text("VOICEMESH_WYOMING_API_KEY=vm_abc_secret\nVOICEMESH_WYOMING_PORT=10400\n")
+    wyoming = resolved("--env-file", str(env_file))["services"]["wyoming"]
+    assert wyoming["profiles"] == ["wyoming"]  # `docker-compose up` alone does not start it
+    assert wyoming["depends_on"] == {name: {"condition": "service_healthy"} for name in ("stt", "tts")}
+    env = wyoming["environment"]
+    assert (env["VOICEMESH_MESH_STT"], env["VOICEMESH_MESH_TTS"]) == ("stt:50061", "tts:50063")
+    assert env["VOICEMESH_API_KEY"] == "vm_abc_secret"
+    (port,) = wyoming["ports"]
+    assert int(port["published"]) == 10400 and int(port["target"]) == EDGES["wyoming"]
 
 
 def test_model_services_can_scale(config):

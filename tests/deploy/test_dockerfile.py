@@ -113,3 +113,17 @@ def test_build_context_keeps_what_the_images_copy_and_drops_secrets():
     assert all((ROOT / path).exists() for path in copied)
     assert not copied & ignored
     assert {".git", ".venv", "*.env"} <= ignored
+
+
+def test_wyoming_target_installs_only_its_extra_and_probes_describe(stages):
+    got = dockerfile.installs(stages, "wyoming")
+    assert got.project and got.extras == {"wyoming"} and got.packages == set()
+    chain = dockerfile.lineage(stages, "wyoming")
+    assert stages["wyoming"].last("USER") == "voicemesh" and "runtime" in [s.name for s in chain]
+    # The Wyoming protocol has no gRPC health: the probe asks for describe.
+    assert dockerfile.exec_form(stages["wyoming"].last("HEALTHCHECK")) == [
+        "python", "-m", "voicemesh.edges.wyoming.probe", "127.0.0.1:10300"]
+    assert dockerfile.exec_form(stages["wyoming"].last("CMD")) == ["voicemesh", "serve", "wyoming"]
+    env = dict(w.split("=", 1) for s in reversed(chain) for e in s.all("ENV") for w in shlex.split(e))
+    assert env["VOICEMESH_PORT"] == "10300" and env["VOICEMESH_HOST"] == "0.0.0.0"
+    assert "10300" in " ".join(stages["wyoming"].all("EXPOSE")).split()

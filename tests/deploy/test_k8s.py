@@ -142,3 +142,21 @@ def test_pods_run_as_the_images_user(resources):
     for service in DEFAULT_PORTS:
         context = resources[("Deployment", service)]["spec"]["template"]["spec"]["securityContext"]
         assert (str(context["runAsUser"]), str(context["runAsGroup"])) == (uid, gid), service
+
+
+def test_wyoming_edge_reaches_stt_and_tts_by_name_with_a_key_from_a_secret(resources):
+    deployment, svc = resources[("Deployment", "wyoming")], resources[("Service", "wyoming")]
+    c = container(deployment)
+    assert c["args"] == ["voicemesh", "serve", "wyoming"] and c["image"].split(":")[0] == "voicemesh-wyoming"
+    assert {"name": "wyoming", "containerPort": 10300} in c["ports"]
+    assert svc["spec"]["ports"] == [{"name": "wyoming", "port": 10300, "targetPort": "wyoming"}]
+    assert svc["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    env = {e["name"]: e for e in c["env"]}
+    for modality, port in (("STT", 50061), ("TTS", 50063)):
+        host, _, value = env[f"VOICEMESH_MESH_{modality}"]["value"].partition(":")
+        assert resources[("Service", host)]["spec"]["clusterIP"] == "None" and int(value) == port
+    secret = env["VOICEMESH_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret["name"] == "voicemesh-wyoming" and secret["optional"] is True
+    assert c["readinessProbe"]["exec"]["command"][-1] == "127.0.0.1:10300"
+    assert c["livenessProbe"]["tcpSocket"] == {"port": 10300}
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True

@@ -6,6 +6,8 @@ the mesh config the orchestrator reads (``mesh.json``), one log file per
 service (``logs/``), ``up.json`` (addresses and process ids), the usage
 ledger every service records into (``ledger.db``) and, with auth on (the
 default), the local API key (``api_key``) that ``talk`` and the SDK send.
+With ``wyoming_port`` set, a Wyoming server for Home Assistant runs over the
+STT and TTS services too, calling them with that key.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from voicemesh.process import ServiceProcess
 log = logging.getLogger(__name__)
 
 MODEL_SERVICES = ("stt", "llm", "tts")
-# Orchestrator first: it is the client of the others, so it goes down first.
-STOP_ORDER = ("orchestrator", "realtime", "tts", "llm", "stt")
+# The clients of the others first (the Wyoming edge, the orchestrator), so they go down first.
+STOP_ORDER = ("wyoming", "orchestrator", "realtime", "tts", "llm", "stt")
 
 
 def port_offsets() -> dict[str, int]:
@@ -69,6 +71,7 @@ class LocalMeshOptions:
     realtime: bool = False  # also run the realtime service (the local cascade of the three models)
     preload: bool = True
     auth: bool = True
+    wyoming_port: int | None = None  # also run a Wyoming server (voicemesh serve wyoming) on this port
     grace_s: float = 5.0
     log_level: str = "INFO"
 
@@ -82,6 +85,8 @@ class LocalMesh:
         self.services = (*MODEL_SERVICES, "realtime") if options.realtime else MODEL_SERVICES
         self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()
                       if name == "orchestrator" or name in self.services}
+        if options.wyoming_port is not None:
+            self.ports["wyoming"] = options.wyoming_port
         self.mesh_path = self.state_dir / "mesh.json"
         self.log_dir = self.state_dir / "logs"
         self.ledger_url = f"sqlite:///{self.state_dir / 'ledger.db'}"
@@ -139,8 +144,24 @@ class LocalMesh:
             self.processes[name] = ServiceProcess(
                 name, port=self.ports[name], host=self.options.host, args=args, env=env, log_path=log_path,
             ).start()
+        if "wyoming" in self.ports:
+            self._start_wyoming()
         self._write_state()
         return self
+
+    def _start_wyoming(self) -> None:
+        """The Wyoming edge: a client of the STT and TTS services, with the local key (Wyoming sends none)."""
+        args = ["--log-level", self.options.log_level, "--mesh", str(self.mesh_path), "--stt", self.options.stt, "--tts", self.options.tts]
+        if self.options.auth:
+            args += ["--api-key-file", str(self.key_path)]
+        log_path = self.log_dir / "wyoming.log"
+        private_file(log_path).write_bytes(b"")
+        self.processes["wyoming"] = ServiceProcess("wyoming", port=self.ports["wyoming"], host=self.options.host,
+                                                   args=args, log_path=log_path).start()
+
+    @property
+    def wyoming_uri(self) -> str | None:
+        return f"tcp://{self.address('wyoming')}" if "wyoming" in self.ports else None
 
     def _write_state(self) -> None:
         state = {
@@ -161,6 +182,23 @@ class LocalMesh:
             self.processes[name].wait_serving(remaining)
             if on_ready is not None:
                 on_ready(name, time.monotonic() - started)
+        if "wyoming" in self.processes:
+            self._wait_wyoming(max(1.0, timeout - (time.monotonic() - started)))
+            if on_ready is not None:
+                on_ready("wyoming", time.monotonic() - started)
+
+    def _wait_wyoming(self, timeout: float) -> None:
+        """The Wyoming protocol has no health check: wait until ``describe`` is answered."""
+        from voicemesh.edges.wyoming.probe import describe
+
+        proc, deadline = self.processes["wyoming"], time.monotonic() + timeout
+        while describe(self.address("wyoming"), timeout=2.0) is None:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                raise RuntimeError(f"wyoming exited with code {proc.proc.returncode}:\n{proc.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"wyoming at {self.address('wyoming')} not answering after {timeout:.0f} s:\n"
+                                   f"{proc.log_tail()}")
+            time.sleep(0.2)
 
     def dead(self) -> list[str]:
         """Services whose process has exited."""
