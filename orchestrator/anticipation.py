@@ -29,36 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass
 
 from voicemesh.errors import VoiceMeshError
 from voicemesh.orchestrator.reply import Reply
-from voicemesh.orchestrator.smart_turn import turn_target_ms
-from voicemesh.orchestrator.turns import completeness, has_words
+from voicemesh.speech.turn import Judge, TurnDetector
+from voicemesh.speech.turn.text import same_words
 from voicemesh.runtime.auth import check_quota
 from voicemesh.v1 import llm_pb2
 
 log = logging.getLogger(__name__)
 
-QUICK_MS = 300  # silence after which a turn the model is sure of ends (the STT's endpointing then)
-VERDICT_GRACE_MS = 400  # how long past the plain wait the turn waits for the model's verdict
 STOP_TIMEOUT_S = 5.0
-
-
-def voice_in(samples) -> bool:
-    """Whether 16 kHz audio holds voice (the Silero VAD of the stt extra; blocking)."""
-    from voicemesh.services.stt.vad import shared_vad
-
-    probs = shared_vad().stream().process(samples)
-    return bool(len(probs)) and float(probs.max()) >= 0.5
-
-
-def same_words(a: str, b: str) -> bool:
-    """Whether two transcripts say the same words (case and punctuation aside)."""
-    def words(text: str) -> list[str]:
-        return re.findall(r"[\w']+", text.lower())
-    return bool(words(a)) and words(a) == words(b)
 
 
 @dataclass
@@ -74,53 +56,36 @@ class Preemption:
 class Anticipation:
     """End-of-turn timing and preemptive generation of a Session."""
 
-    turn_model = None  # a SmartTurn, or None
+    turns: TurnDetector
     preemptive = False
     preemption: Preemption | None = None
     verdict: tuple[float | None, float] | None = None  # last (model probability or None, silence target ms)
     _turn_check = 0
 
-    def silence_ms_for_stt(self, min_delay_ms: int) -> int:
-        """The STT's endpointing silence: short when the turn model can judge the turn sooner."""
-        return min(min_delay_ms, QUICK_MS) if self.turn_model is not None else min_delay_ms
-
-    def _target_ms(self, probability: float | None) -> float:
-        spec = self.spec
-        return turn_target_ms(probability, self.user.final_text, min_delay_ms=spec.min_delay_ms,
-                              max_delay_ms=spec.max_delay_ms, quick_ms=self.silence_ms_for_stt(spec.min_delay_ms))
-
     async def _end_of_speech(self, end_ms: float) -> None:
         """The STT closed an utterance with words at ``end_ms``: end the turn now, or set the timer."""
         self._turn_check += 1
-        wait = self._target_ms(None) - (self.clock.ms - end_ms)
-        judged = self.turn_model is not None and completeness(self.user.final_text) > 0.0 and not self.closing
-        if judged:
-            # The STT's final came after the plain wait already (a slow decode): only the voice check is left.
-            use_model = wait > 0
-            wait = max(wait, VERDICT_GRACE_MS)
-            # The window ends a little after the end of speech, as the model was trained; the rest is checked for voice.
+        text = self.user.final_text
+        decision = self.turns.end_of_speech(text, self.clock.ms - end_ms, closing=self.closing)
+        if decision.judge is not None:
             samples = self.recent.until(self.clock.ms)
-            after = int(max(0.0, self.clock.ms - end_ms - QUICK_MS) * 16)  # 16 kHz samples past end + QUICK_MS
-            self._spawn(self._judge(self._turn_check, end_ms, samples, after, use_model), "turn-model")
+            self._spawn(self._judge(self._turn_check, end_ms, samples, decision.judge), "turn-model")
         else:
-            self.verdict = (None, self._target_ms(None))
-        if wait <= 0 or self.closing:
+            self.verdict = (None, self.turns.target_ms(text))
+        if decision.wait_ms <= 0 or self.closing:
             await self._commit_user_turn()
             return
-        self._timer("eot", wait)
-        await self._preempt(self.user.final_text)
+        self._timer("eot", decision.wait_ms)
+        await self._preempt(text)
 
-    async def _judge(self, check: int, end_ms: float, samples, after: int, use_model: bool) -> None:
-        head = samples[:len(samples) - after] if after else samples
-        probability = await self.turn_model.predict(head) if use_model else None
-        if after and await asyncio.to_thread(voice_in, samples[len(samples) - after:]):
-            probability = 0.0  # the user already speaks again: the STT will say so after its decode
+    async def _judge(self, check: int, end_ms: float, samples, judge: Judge) -> None:
+        probability = await self.turns.verdict(samples, judge)
         self.events.put_nowait(("turn_probability", check, end_ms, probability))
 
     async def _on_turn_probability(self, check: int, end_ms: float, probability: float | None) -> None:
         if check != self._turn_check or "eot" not in self._timers:
             return  # the user went on, or the turn already ended
-        target = self._target_ms(probability)
+        target = self.turns.target_ms(self.user.final_text, probability)
         self.verdict = (probability, target)
         wait = target - (self.clock.ms - end_ms)
         log.debug("turn model: %s for %r: end of turn after %.0f ms of silence", probability,
@@ -138,7 +103,7 @@ class Anticipation:
 
     async def _preempt(self, text: str) -> None:
         """Start a held reply to ``text`` (the user's words so far) unless one to the same words runs."""
-        if not self.preemptive or not has_words(text) or self.closing or completeness(text) == 0.0:
+        if not self.preemptive or self.closing or not self.turns.may_preempt(text):
             return  # an open last word ("order a"): the user almost surely goes on
         if self.reply is not None or self.suspended is not None:
             return  # the agent has the floor: the turn's end interrupts it first

@@ -33,7 +33,7 @@ from voicemesh.errors import Unavailable, error_for_code
 from voicemesh.orchestrator.events import TurnTiming, turn_metrics
 from voicemesh.orchestrator.fallback import FallbackLog, Target, failure_reason, first_of
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, RealtimeLane
-from voicemesh.orchestrator.playout import Pacer, Playout, cut
+from voicemesh.speech.playout import Pacer, Playout, cut
 from voicemesh.orchestrator.reply import ReplyTimes
 from voicemesh.orchestrator.turns import UserTurn
 from voicemesh.v1 import agent_pb2, llm_pb2, realtime_pb2

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
 from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
-from voicemesh.orchestrator.playout import Pacer, Playout
+from voicemesh.speech.playout import Pacer, Playout
 from voicemesh.v1 import agent_pb2, llm_pb2
 
 log = logging.getLogger(__name__)

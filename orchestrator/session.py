@@ -24,10 +24,11 @@ from voicemesh.orchestrator.listener import Listener
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.realtime import Realtime
 from voicemesh.orchestrator.reply import Reply
-from voicemesh.orchestrator.smart_turn import RecentAudio
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.runtime.auth import check_quota
+from voicemesh.speech.turn import turn_detector
+from voicemesh.speech.turn.model import RecentAudio
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
 
@@ -42,10 +43,13 @@ class Session(Anticipation, Hearing, Realtime):
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
                  authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False,
-                 turn_model=None, preemptive: bool = False):
+                 turn_model=None, turn_policy: str | None = None, preemptive: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
-        self.turn_model, self.preemptive = turn_model, preemptive  # a SmartTurn or None; generate ahead
-        self.recent = RecentAudio(spec.input_rate) if turn_model is not None else None
+        self.preemptive = preemptive  # generate a reply ahead of the turn's end
+        # The end-of-turn policy (by default the Smart Turn model's when one is given, else the transcript's).
+        self.turns = turn_detector(turn_policy or ("smart-turn" if turn_model is not None else "transcript"),
+                                   min_delay_ms=spec.min_delay_ms, max_delay_ms=spec.max_delay_ms, model=turn_model)
+        self.recent = RecentAudio(spec.input_rate) if self.turns.needs_audio else None
         self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
         self.authorization = authorization
         self.metadata = call_metadata(authorization, session_id)
@@ -61,7 +65,7 @@ class Session(Anticipation, Hearing, Realtime):
         self.detector = (SpeechDetector(spec.input_rate, spec.min_interruption_ms, post=self.events.put_nowait,
                                         spawn=self._spawn) if local_vad else None)
         self.listener = Listener(clients, self.metadata, rate=spec.input_rate,
-                                 min_silence_ms=self.silence_ms_for_stt(spec.min_delay_ms),
+                                 min_silence_ms=self.turns.stt_silence_ms,
                                  post=self.events.put_nowait, spawn=self._spawn)
         self.user = UserTurn()
         self.timing = TurnTiming()

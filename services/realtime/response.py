@@ -24,7 +24,7 @@ from voicemesh.services.llm.backend import TextDelta as LlmText
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.realtime.conversation import Item, SpokenSpan
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
-from voicemesh.services.tts.segmenter import Segment, Segmenter
+from voicemesh.speech.segmenter import Segment, Segmenter
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 from typing import Self
 
 from tests.orchestrator.client import session_config
-from voicemesh.orchestrator.anticipation import same_words
+from voicemesh.speech.turn.text import same_words
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.session import Session
@@ -33,12 +33,13 @@ class Scripted:
     """A Session fed with scripted STT events; records what it sends to the client."""
 
     def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800,
-                 max_delay_ms: int = 0):
+                 max_delay_ms: int = 0, turn_policy: str | None = None):
         config = session_config(turn_detection=agent_pb2.TurnDetection(
             min_endpointing_delay_ms=min_delay_ms, max_endpointing_delay_ms=max_delay_ms))  # 0: the default
         self.clients = MeshClients(mesh.config())
         self.session = Session(validate(config, self.clients.mesh), self.clients, session_id="scripted",
-                               max_tokens=40, preemptive=preemptive, turn_model=turn_model)
+                               max_tokens=40, preemptive=preemptive, turn_model=turn_model,
+                               turn_policy=turn_policy)
         self.sent: list[agent_pb2.SessionResponse] = []
         self._requests: asyncio.Queue = asyncio.Queue()
 
