@@ -9,7 +9,7 @@ voice; the STT events still decide whether the user said words. Without the
 stt extra the session relies on the STT events alone.
 
 The detector runs in its own task: the session hands it audio without
-waiting, and it posts ``("vad", epoch, start_ms)`` once per burst of speech
+waiting, and it posts a ``VoiceHeard(epoch, start_ms)`` once per burst of speech
 long enough to interrupt.
 """
 
@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from voicemesh.audio import StreamResampler, pcm_to_float
+from voicemesh.orchestrator.inbox import VoiceHeard
 
 log = logging.getLogger(__name__)
 
@@ -109,4 +110,4 @@ class SpeechDetector:
             probs = await asyncio.to_thread(stream.process, samples) if len(samples) else np.zeros(0)
             found = counter.feed(probs)
             if found is not None:
-                self._post(("vad", epoch, start_ms + found))
+                self._post(VoiceHeard(epoch, start_ms + found))

@@ -15,6 +15,7 @@ from tests.orchestrator.client import session_config
 from voicemesh.speech.turn.text import same_words
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import validate
+from voicemesh.orchestrator.inbox import SttEvent, TimerFired
 from voicemesh.orchestrator.session import Session
 from voicemesh.v1 import agent_pb2, stt_pb2
 
@@ -70,7 +71,7 @@ class Scripted:
         return check()
 
     def stt(self, **event) -> None:
-        self.session.events.put_nowait(("stt", self.session.listener.lane, stt_pb2.RecognizeResponse(**event)))
+        self.session.events.put_nowait(SttEvent(self.session.listener.lane, stt_pb2.RecognizeResponse(**event)))
 
     def utterance(self, interim: str, final: str, at_ms: int) -> None:
         """An utterance as the STT reports it: start, an interim, the final, the end."""
@@ -104,7 +105,7 @@ async def held_audio(scripted: Scripted) -> str:
 def fire_now(scripted: Scripted, timer: str) -> None:
     """Make a running timer of the session fire now (posted as its own call_later would)."""
     _handle, token = scripted.session._timers[timer]
-    scripted.session.events.put_nowait(("timer", timer, token))
+    scripted.session.events.put_nowait(TimerFired(timer, token))
 
 
 # A turn end far enough away (the final is scripted at 1 s of audio the session never got: +1 s more)
