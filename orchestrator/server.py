@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from voicemesh.mesh import MeshConfig
 from voicemesh.errors import InvalidInput
+from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator import voice
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.servicer import AgentServicer

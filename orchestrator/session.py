@@ -21,9 +21,9 @@ from voicemesh.orchestrator import config as session_config
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter, TurnTiming
-from voicemesh.orchestrator.inbox import (ClientEnded, ClientMessage, RealtimeEnded, RealtimeEvent, RealtimePlayed,
-                                          RealtimeToolResults, ReplyDone, SttEnded, SttEvent, SttFailed, TimerFired,
-                                          TurnVerdict, VoiceHeard)
+from voicemesh.orchestrator.inbox import (ClientEnded, ClientMessage, Event, RealtimeEnded, RealtimeEvent,
+                                          RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded, SttEvent, SttFailed,
+                                          TimerFired, TurnVerdict, VoiceHeard)
 from voicemesh.orchestrator.mode import Mode
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.pipeline import PipelineMode
@@ -127,7 +127,7 @@ class Session:
         except Exception as exc:
             self.outbox.end(exc)
 
-    async def _handle(self, event) -> None:
+    async def _handle(self, event: Event) -> None:
         pipeline, realtime = self.pipeline, self.realtime
         match event:
             case ClientMessage(request):

@@ -9,11 +9,11 @@ from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.fallback import Candidate, Target, order_from, targets
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
-from voicemesh.speech.playout import Playout
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
+from voicemesh.services.llm.backend import ToolChoice
+from voicemesh.speech.playout import Playout
 from voicemesh.speech.turn import turn_detector
 from voicemesh.speech.turn.text import completeness, looks_finished
-from voicemesh.services.llm.backend import ToolChoice
 from voicemesh.v1 import agent_pb2
 
 MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]},

@@ -12,11 +12,11 @@ import time
 from typing import Self
 
 from tests.orchestrator.client import session_config
-from voicemesh.speech.turn.text import same_words
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.inbox import SttEvent, TimerFired
 from voicemesh.orchestrator.session import Session
+from voicemesh.speech.turn.text import same_words
 from voicemesh.v1 import agent_pb2, stt_pb2
 
 FIRST = "What is the capital of France?"
