@@ -47,7 +47,7 @@ class InProcess:
         from voicemesh.services.llm.backend import CancelToken, GenerationRequest, Message, TextDelta
         from voicemesh.services.stt.backend import RecognitionOptions, TranscriptEvent
         from voicemesh.services.tts.backend import VoiceOptions
-        from voicemesh.services.tts.segmenter import Segmenter
+        from voicemesh.speech.segmenter import Segmenter
 
         turn = Turn("in-process", question, round(len(pcm) / 2 / RATE, 2))
         heard = asyncio.Event()

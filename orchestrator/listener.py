@@ -16,6 +16,7 @@ import grpc
 from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
+from voicemesh.orchestrator.inbox import SttEnded, SttEvent, SttFailed
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
 
 REPLAY_S = 30.0
@@ -107,10 +108,10 @@ class Listener:
     async def _read(self, lane: SttLane) -> None:
         try:
             async for response in lane.responses():
-                self._post(("stt", lane, response))
-            self._post(("stt_end", lane))
+                self._post(SttEvent(lane, response))
+            self._post(SttEnded(lane))
         except grpc.aio.AioRpcError as exc:
-            self._post(("stt_error", lane, exc))
+            self._post(SttFailed(lane, exc))
 
     async def failed(self, lane: SttLane, exc: BaseException, targets: list[Target], now_ms: float) -> None:
         """The current stream broke: go on with the next target, replaying the open utterance."""

@@ -7,7 +7,7 @@ The speaker reads the TTS stream and sends the audio paced at real time plus
 a small lead, which makes "audio sent" a good measure of "audio played" for
 truncation on barge-in.
 
-A held reply (generated ahead of the turn's end, see ``anticipation.py``)
+A held reply (generated ahead of the turn's end, see ``replies.py``)
 runs the same way, text into its TTS stream included, but sends nothing: its
 text events wait in a list and its speaker waits before the first audio chunk
 until ``release()``; then they go out and the audio is paced as for any reply.
@@ -27,12 +27,17 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from voicemesh.errors import Unavailable
+from voicemesh.orchestrator.clients import MeshClients
+from voicemesh.orchestrator.config import SessionSpec
+from voicemesh.orchestrator.conversation import Conversation
+from voicemesh.orchestrator.events import Emitter
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
 from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
-from voicemesh.orchestrator.playout import Pacer, Playout
-from voicemesh.v1 import agent_pb2, llm_pb2
+from voicemesh.speech.playout import Pacer, Playout
+from voicemesh.v1 import llm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,23 @@ class AudioAlreadySent(Exception):
     def __init__(self, cause: BaseException):
         super().__init__(str(cause))
         self.cause = cause
+
+
+class ReplyHost(Protocol):
+    """What a reply uses of the session that runs it (the pipeline mode)."""
+
+    id: str  # the session's id
+    spec: SessionSpec
+    clients: MeshClients
+    chat: Conversation
+    emit: Emitter
+    tts_targets: list[Target]
+
+    def turn_metadata(self, turn_id: int) -> tuple[tuple[str, str], ...]: ...
+
+    def expect_tool_result(self, call_id: str) -> asyncio.Future: ...
+
+    def agent_speaking(self, reply: Reply) -> None: ...
 
 
 @dataclass
@@ -62,7 +84,7 @@ class ReplyTimes:
 class Reply:
     """An agent reply of turn ``turn_id``; ``say`` is given text to speak instead of generating."""
 
-    host: object  # the Session (duck-typed: outbox, spec, lanes, history, tool waits)
+    host: ReplyHost
     turn_id: int
     say: str | None = None
     text: str = ""  # all text produced (sent to TTS)
@@ -88,7 +110,7 @@ class Reply:
         self._writer: asyncio.Task | None = None
         self._lane: LlmLane | None = None
         self._generation: str | None = None
-        self._held: list[agent_pb2.SessionResponse] = []  # text events produced while held
+        self._held: list[str] = []  # text deltas produced while held
         self._released = asyncio.Event()  # set when the reply may send (at once unless held)
         if not self.held:
             self._released.set()
@@ -101,7 +123,7 @@ class Reply:
     @property
     def held_text(self) -> str:
         """Text generated while held (not sent to the client yet)."""
-        return "".join(m.agent_text.delta for m in self._held)
+        return "".join(self._held)
 
     @property
     def audio_sent(self) -> bool:
@@ -133,7 +155,7 @@ class Reply:
         self._first_text.set()  # a speaker still waiting for text ends too
         self._released.set()  # and one waiting for release (a held reply) drops its audio
         self._held.clear()
-        self.host.outbox.drop_audio(self.turn_id)
+        self.host.emit.drop_audio(self.turn_id)
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         if self.tts is not None and not self.tts.closed_for_writing:
@@ -177,8 +199,8 @@ class Reply:
             return
         self.held = False
         held, self._held = self._held, []
-        for message in held:  # before any audio: the speaker only goes on once released
-            self.host.outbox.put(message)
+        for delta in held:  # before any audio: the speaker only goes on once released
+            self.host.emit.agent_text(self.turn_id, delta)
         self._released.set()
 
     async def _text(self, delta: str) -> None:
@@ -190,11 +212,10 @@ class Reply:
             if self.stopped:
                 return
         if self.say is None:
-            message = agent_pb2.SessionResponse(agent_text=agent_pb2.AgentText(turn_id=self.turn_id, delta=delta))
             if self.held:
-                self._held.append(message)
+                self._held.append(delta)
             else:
-                self.host.outbox.put(message)
+                self.host.emit.agent_text(self.turn_id, delta)
         async with self._tts_lock:  # a voice failover resends self.text under the same lock
             self.text += delta
             self.playout.add_text(delta)
@@ -227,7 +248,7 @@ class Reply:
             self.history_start = len(self.text)
             waits = [host.expect_tool_result(call.id) for call in calls]
             for call in calls:
-                host.outbox.put(agent_pb2.SessionResponse(tool_call=call))
+                host.emit.tool_call(call)
             outputs = await asyncio.gather(*waits)
             host.chat.history.extend(llm_pb2.ChatMessage(role="tool", content=out, tool_call_id=call.id)
                                 for call, out in zip(calls, outputs, strict=True))
@@ -326,7 +347,7 @@ class Reply:
         async for response in responses:
             kind = response.WhichOneof("event")
             if kind == "usage":
-                host.report_usage(self.turn_id, "tts", response.usage)
+                host.emit.usage(self.turn_id, "tts", response.usage)
             elif kind == "segment_done":
                 done = response.segment_done
                 self.playout.segment_done(segment_id=done.segment_id, char_start=done.char_start,
@@ -348,11 +369,8 @@ class Reply:
                 if self.stopped:
                     continue
                 pacer.advance(samples)
-                host.outbox.put(
-                    agent_pb2.SessionResponse(agent_audio=agent_pb2.AgentAudio(
-                        turn_id=self.turn_id, audio=chunk.audio, sample_rate_hz=rate)),
-                    on_sent=lambda n=samples: self.playout.sent(n, time.monotonic()),
-                )
+                host.emit.agent_audio(self.turn_id, chunk.audio, rate,
+                                      on_sent=lambda n=samples: self.playout.sent(n, time.monotonic()))
 
 
 async def _prepend(first, rest):
@@ -361,4 +379,4 @@ async def _prepend(first, rest):
         yield item
 
 
-__all__ = ["Reply", "ReplyTimes", "AudioAlreadySent"]
+__all__ = ["Reply", "ReplyHost", "ReplyTimes", "AudioAlreadySent"]

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from voicemesh.errors import InvalidInput
 from voicemesh.mesh import MeshConfig
-from voicemesh.orchestrator import smart_turn, voice
+from voicemesh.orchestrator import voice
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.servicer import AgentServicer
 from voicemesh.runtime.server import ServerSettings
 from voicemesh.settings import setting
+from voicemesh.speech.turn import POLICIES
+from voicemesh.speech.turn import model as smart_turn
 from voicemesh.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,11 @@ class Settings(ServerSettings):
     max_tokens: int = setting(256, "most tokens the LLM may generate per reply (0: the LLM service's default)")
     barge_in_vad: bool = setting(True, "also run a Silero VAD on the user's audio while the agent talks, so barge-in "
                                        "does not wait for the STT service's speech events (needs the stt extra)")
-    turn_model: bool = setting(True, "end turns with the Smart Turn v3 model on the user's audio as well as the "
-                                     "transcript: sooner when clearly complete, later when not (needs the turn extra)")
+    turn_policy: str = setting("smart-turn", "when a user's turn ends: smart-turn (the Smart Turn v3 model on the "
+                                             "user's audio and the transcript: sooner when clearly complete, later "
+                                             "when not; needs the turn extra, else transcript), transcript (sooner "
+                                             "when the transcript looks finished), silence (after a fixed silence)",
+                               choices=POLICIES)
     preemptive_generation: bool = setting(True, "start the reply while the end of the turn is still uncertain; it "
                                                 "is spoken only if the turn ends with the same words")
 
@@ -57,13 +63,10 @@ class Orchestrator:
         local_vad = settings.barge_in_vad and voice.available()
         if settings.barge_in_vad and not local_vad:
             log.warning("barge-in waits for the STT service's speech events: the stt extra is not installed")
-        turn_model = None
-        if settings.turn_model and smart_turn.available():
-            turn_model = smart_turn.shared_smart_turn()
-        elif settings.turn_model:
-            log.warning("turns end on silence and the transcript only: the turn extra (pipecat-ai) is not installed")
+        policy, turn_model = turn_policy(settings)
         self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad,
-                                      turn_model=turn_model, preemptive=settings.preemptive_generation)
+                                      turn_model=turn_model, turn_policy=policy,
+                                      preemptive=settings.preemptive_generation)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
@@ -76,6 +79,18 @@ class Orchestrator:
 
     async def stop(self) -> None:
         await self.clients.close()
+
+
+def turn_policy(settings: Settings):
+    """The end-of-turn policy of the settings, and the Smart Turn model it runs (or None)."""
+    if settings.turn_policy not in POLICIES:
+        raise InvalidInput(f"unknown turn policy {settings.turn_policy!r}; known: {', '.join(POLICIES)}")
+    if settings.turn_policy != "smart-turn":
+        return settings.turn_policy, None
+    if not smart_turn.available():
+        log.warning("turns end on silence and the transcript only: the turn extra (pipecat-ai) is not installed")
+        return "transcript", None
+    return "smart-turn", smart_turn.shared_smart_turn()
 
 
 def create(settings: Settings) -> Orchestrator:

@@ -27,12 +27,14 @@ class AgentServicer:
     """voicemesh.v1.AgentService over the model services of a mesh."""
 
     def __init__(self, clients: MeshClients, *, max_tokens: int = 0, local_vad: bool = False,
-                 describe_timeout_s: float = 2.0, turn_model=None, preemptive: bool = False):
+                 describe_timeout_s: float = 2.0, turn_model=None, turn_policy: str | None = None,
+                 preemptive: bool = False):
         self.clients = clients
         self.max_tokens = max_tokens
         self.local_vad = local_vad
         self.describe_timeout_s = describe_timeout_s
         self.turn_model, self.preemptive = turn_model, preemptive  # a SmartTurn or None; generate ahead
+        self.turn_policy = turn_policy  # the end-of-turn policy's name (None: by the model)
 
     async def Session(self, requests: AsyncIterator[agent_pb2.SessionRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.SessionResponse]:
@@ -41,7 +43,8 @@ class AgentServicer:
         metadata = dict(context.invocation_metadata() or ())
         session = Session(spec, self.clients, session_id=logs.session_id.get(),
                           authorization=metadata.get("authorization"), max_tokens=self.max_tokens,
-                          local_vad=self.local_vad, turn_model=self.turn_model, preemptive=self.preemptive)
+                          local_vad=self.local_vad, turn_model=self.turn_model, turn_policy=self.turn_policy,
+                          preemptive=self.preemptive)
         log.info("session: %s", f"realtime={spec.realtime[0].descriptor}" if spec.realtime else
                  f"stt={spec.stt[0].descriptor} llm={spec.llm[0].descriptor} tts={spec.tts[0].descriptor}")
         async for event in session.run(requests):

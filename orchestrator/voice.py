@@ -3,13 +3,13 @@
 Turns come from the STT service's speech events. Barge-in must be faster than
 that: on a busy machine the STT stream's speech_started can trail the audio
 by half a second. While the agent talks, the session also runs the Silero VAD
-the STT service uses (``voicemesh.services.stt.vad``, from the stt extra) on
+the STT service uses (``voicemesh.speech.vad``, from the stt extra) on
 the user's audio itself and interrupts once it has heard ``min_speech_ms`` of
 voice; the STT events still decide whether the user said words. Without the
 stt extra the session relies on the STT events alone.
 
 The detector runs in its own task: the session hands it audio without
-waiting, and it posts ``("vad", epoch, start_ms)`` once per burst of speech
+waiting, and it posts a ``VoiceHeard(epoch, start_ms)`` once per burst of speech
 long enough to interrupt.
 """
 
@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from voicemesh.audio import StreamResampler, pcm_to_float
+from voicemesh.orchestrator.inbox import VoiceHeard
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class SpeechDetector:
     """Barge-in detection on one session's user audio, as times on its audio timeline."""
 
     def __init__(self, rate: int, min_speech_ms: int, *, post, spawn):
-        from voicemesh.services.stt.vad import FRAME, RATE, shared_vad
+        from voicemesh.speech.vad import FRAME, RATE, shared_vad
 
         self._vad, self._rate, self._vad_rate = shared_vad(), rate, RATE
         self._frame_ms = FRAME * 1000 / RATE
@@ -109,4 +110,4 @@ class SpeechDetector:
             probs = await asyncio.to_thread(stream.process, samples) if len(samples) else np.zeros(0)
             found = counter.feed(probs)
             if found is not None:
-                self._post(("vad", epoch, start_ms + found))
+                self._post(VoiceHeard(epoch, start_ms + found))

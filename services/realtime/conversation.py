@@ -3,31 +3,20 @@
 Pure logic, no I/O. Each assistant item remembers which of its text spans
 each stretch of sent audio speaks, so ``truncate(item_id, audio_end_ms)``
 can cut the item's text to what the listener heard: whole spans that ended
-before the cut, and, inside the span playing at the cut, the words whose
-middle was reached (the position inside a span is estimated in proportion to
-its characters, as the voice gives no finer timing).
+before the cut, and, inside the span playing at the cut, the words spoken by
+then, by the same rule as the orchestrator's (``voicemesh.speech.playout``:
+time spread over the characters, longer at punctuation, as the voice gives no
+finer timing).
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 
 from voicemesh.errors import InvalidInput
 from voicemesh.services.llm.backend import Message, ToolCall
-
-_WORD = re.compile(r"\S+")
-
-
-@dataclass(frozen=True)
-class SpokenSpan:
-    """Audio ``[start_ms, end_ms)`` of an item speaks its text ``[char_start, char_end)``."""
-
-    start_ms: int
-    end_ms: int
-    char_start: int
-    char_end: int
+from voicemesh.speech.playout import SpokenSpan, heard_chars
 
 
 @dataclass
@@ -48,24 +37,6 @@ class Item:
 
     def message(self) -> Message:
         return Message(role=self.role, content=self.text, tool_calls=self.tool_calls, tool_call_id=self.tool_call_id)
-
-
-def heard_chars(text: str, spans: list[SpokenSpan], audio_end_ms: int) -> int:
-    """How many characters of ``text`` the audio up to ``audio_end_ms`` speaks (cut at a word end)."""
-    heard = 0
-    for span in spans:
-        if span.end_ms <= audio_end_ms:
-            heard = span.char_end
-            continue
-        if span.start_ms >= audio_end_ms:
-            break
-        position = span.char_start + (span.char_end - span.char_start) * (audio_end_ms - span.start_ms) / (
-            span.end_ms - span.start_ms)
-        for word in _WORD.finditer(text, span.char_start, span.char_end):
-            if (word.start() + word.end()) / 2 <= position:
-                heard = word.end()
-        break
-    return heard
 
 
 class Conversation:

@@ -2,9 +2,11 @@
 
 ``VadListener`` is server VAD: it feeds the live input into one streaming
 recognition (the STT backend's Silero VAD endpointing, with the session's
-threshold and silence duration), so its utterance starts and finals become
-speech started/stopped, interim and final input transcription, and user
-turns. ``BufferListener`` keeps the input until the client commits it and
+threshold), so its utterance starts and finals become speech started/stopped,
+interim and final input transcription, and user turns. When a turn ends is
+the ``TurnDetector``'s (``voicemesh.speech.turn``), as in the orchestrator:
+server VAD is its silence policy with the session's silence duration, which
+the endpointing waits out, so a final ends the turn. ``BufferListener`` keeps the input until the client commits it and
 then transcribes the committed audio. Both report to a ``Sink`` (the
 session) and own the tasks they start.
 """
@@ -20,6 +22,7 @@ from typing import Protocol
 from voicemesh.errors import InvalidInput
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.stt.backend import RecognitionOptions, SpeechStartedEvent, SttBackend, TranscriptEvent
+from voicemesh.speech.turn import SilenceTurnDetector
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class VadListener:
 
     def __init__(self, stt: SttBackend, language: str, rate: int, vad: rt.ServerVad, sink: Sink):
         self.stt, self.language, self.rate, self.vad, self.sink = stt, language, rate, vad, sink
+        self.turns = SilenceTurnDetector(min_delay_ms=vad.silence_duration_ms, max_delay_ms=vad.silence_duration_ms)
         self.offset_ms = 0  # input before the current recognition
         self._fed = 0  # bytes fed to the current recognition
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -62,7 +66,7 @@ class VadListener:
         self._queue = asyncio.Queue()
         self._fed = 0
         options = RecognitionOptions(language=self.language, sample_rate_hz=self.rate, interim_results=True,
-                                     min_silence_ms=self.vad.silence_duration_ms,
+                                     min_silence_ms=self.turns.stt_silence_ms,
                                      speech_threshold=self.vad.threshold)
         self._task = asyncio.create_task(self._consume(options, self._queue), name="realtime-vad")
 
@@ -90,6 +94,7 @@ class VadListener:
             item, self._item = self._item, ""
             self.sink.emit(rt.SpeechStopped(item, offset + event.end_ms))
             self.sink.emit(rt.InputTranscription(item, event.text, final=True))
+            # The endpointing waited out the policy's silence before this final: nothing is left to wait.
             self.sink.user_turn(item, event.text, from_vad=True)
 
     def _interim(self, event: TranscriptEvent) -> None:

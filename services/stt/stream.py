@@ -26,7 +26,7 @@ from voicemesh.services.stt.backend import (
     TranscriptEvent,
     UsageEvent,
 )
-from voicemesh.services.stt.vad import RATE, Boundary, Endpointer, SileroVad
+from voicemesh.speech.vad import RATE, Boundary, Endpointer, SileroVad
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from enum import Enum
 
 from voicemesh.errors import InvalidInput
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
-from voicemesh.services.tts.segmenter import Segment, Segmenter
+from voicemesh.speech.segmenter import Segment, Segmenter
 
 log = logging.getLogger(__name__)
 

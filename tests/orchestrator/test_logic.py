@@ -9,9 +9,11 @@ from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.fallback import Candidate, Target, order_from, targets
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
-from voicemesh.orchestrator.playout import Playout
-from voicemesh.orchestrator.turns import BargeIn, UserTurn, completeness, endpoint_wait_ms, looks_finished
+from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.services.llm.backend import ToolChoice
+from voicemesh.speech.playout import Playout
+from voicemesh.speech.turn import turn_detector
+from voicemesh.speech.turn.text import completeness, looks_finished
 from voicemesh.v1 import agent_pb2
 
 MESH = MeshConfig({"stt": {"*": ["a:1"]}, "llm": {"*": ["b:1", "b:2"]}, "tts": {"piper": ["c:1"]},
@@ -36,11 +38,12 @@ def test_trailing_open_word_beats_period():
 
 
 def test_endpoint_wait_extends_unfinished_turns():
-    finished = endpoint_wait_ms("What time is it?", silence_ms=500, min_delay_ms=500, max_delay_ms=3000)
-    unfinished = endpoint_wait_ms("What time is it and", silence_ms=500, min_delay_ms=500, max_delay_ms=3000)
+    turns = turn_detector("transcript", min_delay_ms=500, max_delay_ms=3000)  # the live rule without the model
+    finished = turns.wait_ms("What time is it?", silence_ms=500)
+    unfinished = turns.wait_ms("What time is it and", silence_ms=500)
     assert finished == 0
     assert unfinished == 2500
-    assert endpoint_wait_ms("and", silence_ms=4000, min_delay_ms=500, max_delay_ms=3000) == 0
+    assert turns.wait_ms("and", silence_ms=4000) == 0
 
 
 def test_user_turn_joins_utterances():

@@ -12,10 +12,11 @@ import time
 from typing import Self
 
 from tests.orchestrator.client import session_config
-from voicemesh.orchestrator.anticipation import same_words
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import validate
+from voicemesh.orchestrator.inbox import SttEvent, TimerFired
 from voicemesh.orchestrator.session import Session
+from voicemesh.speech.turn.text import same_words
 from voicemesh.v1 import agent_pb2, stt_pb2
 
 FIRST = "What is the capital of France?"
@@ -33,12 +34,13 @@ class Scripted:
     """A Session fed with scripted STT events; records what it sends to the client."""
 
     def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800,
-                 max_delay_ms: int = 0):
+                 max_delay_ms: int = 0, turn_policy: str | None = None):
         config = session_config(turn_detection=agent_pb2.TurnDetection(
             min_endpointing_delay_ms=min_delay_ms, max_endpointing_delay_ms=max_delay_ms))  # 0: the default
         self.clients = MeshClients(mesh.config())
         self.session = Session(validate(config, self.clients.mesh), self.clients, session_id="scripted",
-                               max_tokens=40, preemptive=preemptive, turn_model=turn_model)
+                               max_tokens=40, preemptive=preemptive, turn_model=turn_model,
+                               turn_policy=turn_policy)
         self.sent: list[agent_pb2.SessionResponse] = []
         self._requests: asyncio.Queue = asyncio.Queue()
 
@@ -69,7 +71,7 @@ class Scripted:
         return check()
 
     def stt(self, **event) -> None:
-        self.session.events.put_nowait(("stt", self.session.listener.lane, stt_pb2.RecognizeResponse(**event)))
+        self.session.events.put_nowait(SttEvent(self.session.listener.lane, stt_pb2.RecognizeResponse(**event)))
 
     def utterance(self, interim: str, final: str, at_ms: int) -> None:
         """An utterance as the STT reports it: start, an interim, the final, the end."""
@@ -103,7 +105,7 @@ async def held_audio(scripted: Scripted) -> str:
 def fire_now(scripted: Scripted, timer: str) -> None:
     """Make a running timer of the session fire now (posted as its own call_later would)."""
     _handle, token = scripted.session._timers[timer]
-    scripted.session.events.put_nowait(("timer", timer, token))
+    scripted.session.events.put_nowait(TimerFired(timer, token))
 
 
 # A turn end far enough away (the final is scripted at 1 s of audio the session never got: +1 s more)

@@ -7,8 +7,9 @@ import pytest
 
 from tests.speech import silence, speak
 from voicemesh.audio import pcm_to_float
-from voicemesh.orchestrator import smart_turn
-from voicemesh.orchestrator.smart_turn import CONFIDENT, UNLIKELY, RecentAudio, turn_target_ms
+from voicemesh.speech.turn import model as smart_turn
+from voicemesh.speech.turn.model import RecentAudio
+from voicemesh.speech.turn.smart import CONFIDENT, UNLIKELY, turn_target_ms
 from voicemesh.v1 import stt_pb2
 
 pytestmark = pytest.mark.skipif(not smart_turn.available(), reason="needs pipecat-ai (the turn extra) and the stt extra")

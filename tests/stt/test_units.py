@@ -11,7 +11,7 @@ from voicemesh.audio import pcm_to_float
 from voicemesh.errors import ResourceExhausted
 from voicemesh.services.stt.backend import Admission
 from voicemesh.services.stt.stream import StablePrefix
-from voicemesh.services.stt.vad import FRAME, FRAME_MS, Endpointer, shared_vad
+from voicemesh.speech.vad import FRAME, FRAME_MS, Endpointer, shared_vad
 
 
 def _feed(endpointer: Endpointer, probs: list[float]):

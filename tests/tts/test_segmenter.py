@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from voicemesh.services.tts.segmenter import Segmenter
+from voicemesh.speech.segmenter import Segmenter
 from tests.speech import SENTENCES
 
 

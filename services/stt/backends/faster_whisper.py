@@ -29,7 +29,7 @@ from voicemesh.services.stt.backend import (
     WordTiming,
 )
 from voicemesh.services.stt.stream import RecognizeStream
-from voicemesh.services.stt.vad import RATE, shared_vad
+from voicemesh.speech.vad import RATE, shared_vad
 
 log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO

@@ -26,7 +26,7 @@ from voicemesh.errors import (
 )
 from voicemesh.services.stt.backend import Hypothesis, RecognitionOptions, SttBackend, SttEvent, WordTiming
 from voicemesh.services.stt.stream import RecognizeStream
-from voicemesh.services.stt.vad import RATE, shared_vad
+from voicemesh.speech.vad import RATE, shared_vad
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ the waveform normalized to zero mean and unit variance first. Its output
 The features come from faster-whisper's own extractor (the stt extra), so no
 code of the framework is imported: the file is found with ``find_spec``.
 
-``turn_target_ms`` combines that probability with the transcript's look
-(``turns.completeness``) into the silence to wait before the turn ends.
+``smart.SmartTurnDetector`` combines that probability with the transcript's
+look into the silence to wait before the turn ends.
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ import numpy as np
 
 from voicemesh.audio import StreamResampler, pcm_to_float
 from voicemesh.errors import MissingExtra
-from voicemesh.orchestrator.turns import completeness
 
 log = logging.getLogger(__name__)
 
 RATE = 16000
 WINDOW_S = 8
-CONFIDENT = 0.85  # at or above: the turn is clearly complete
-UNLIKELY = 0.5  # below: the user is probably going on
 
 
 def model_path() -> Path:
@@ -128,27 +125,3 @@ class RecentAudio:
         joined = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
         stop = len(joined) - max(0, self.end - int(end_ms * RATE / 1000))
         return joined[max(0, stop - self._keep): max(0, stop)]
-
-
-def turn_target_ms(probability: float | None, text: str, *, min_delay_ms: float, max_delay_ms: float,
-                   quick_ms: float) -> float:
-    """Silence (ms after the end of speech) to wait before ending the turn.
-
-    ``probability`` is the model's (None: no model). A transcript whose last
-    word opens a clause waits the longest, whatever the audio sounds like.
-    A clearly complete turn (the model confident and the transcript
-    finished-looking) ends after ``quick_ms``; an unlikely one waits longer
-    the less likely it is, up to ``max_delay_ms``; the rest waits
-    ``min_delay_ms``.
-    """
-    longest = max(max_delay_ms, min_delay_ms)
-    look = completeness(text)
-    if look == 0.0:
-        return longest
-    if probability is None:
-        return min_delay_ms if look >= 0.5 else longest
-    if probability >= CONFIDENT and look >= 0.5:
-        return min(quick_ms, min_delay_ms)
-    if probability < UNLIKELY:
-        return min_delay_ms + (longest - min_delay_ms) * (1.0 - probability / UNLIKELY)
-    return min_delay_ms if look >= 0.5 else longest

@@ -1,4 +1,4 @@
-"""What of the agent's reply the user has heard.
+"""What of the agent's reply the user has heard, and audio sent at real time.
 
 Pure logic. A reply's text goes to a TTS stream; its audio comes back in
 chunks tagged with the character span of the segment they speak. The
@@ -6,7 +6,8 @@ session sends that audio to the client paced at real time, so the audio
 the client has played is about the audio sent, bounded by the wall time
 since the first chunk went out. On an interruption the reply is cut to the
 text of that audio: whole segments played, plus the words of the segment in
-progress in proportion to the part of it played.
+progress in proportion to the part of it played (``cut``). The realtime
+cascade's conversation cuts its items with the same rule (``heard_chars``).
 """
 
 from __future__ import annotations
@@ -148,3 +149,28 @@ def cut(text: str, fraction: float) -> int:
             break
         end = match.end()
     return end
+
+
+@dataclass(frozen=True)
+class SpokenSpan:
+    """Audio ``[start_ms, end_ms)`` of an item speaks its text ``[char_start, char_end)``."""
+
+    start_ms: int
+    end_ms: int
+    char_start: int
+    char_end: int
+
+
+def heard_chars(text: str, spans: list[SpokenSpan], audio_end_ms: int) -> int:
+    """How many characters of ``text`` the audio up to ``audio_end_ms`` speaks (``cut`` inside the span
+    playing at that time, whole spans before it)."""
+    heard = 0
+    for span in spans:
+        if span.end_ms <= audio_end_ms:
+            heard = span.char_end
+            continue
+        if span.start_ms < audio_end_ms:
+            fraction = (audio_end_ms - span.start_ms) / (span.end_ms - span.start_ms)
+            heard = max(heard, span.char_start + cut(text[span.char_start:span.char_end], fraction))
+        break
+    return heard

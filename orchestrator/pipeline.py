@@ -1,0 +1,268 @@
+"""The pipeline mode of a session: the user's audio to an STT stream, turns ended by the TurnDetector, replies
+from the LLM through a voice (``replies.py``).
+
+What it hears: STT events (speech started, interim and final transcripts,
+speech ended) collect the user's turn; the local VAD (``voice.py``) and the
+STT's speech start make barge-in. When the STT closes an utterance with
+words, the session's ``TurnDetector`` (``voicemesh.speech.turn``) says how
+long to wait before the turn ends (the "eot" timer) and may ask for a
+verdict on the user's last audio, which moves that wait; meanwhile a reply
+may be generated ahead (``Replies.preempt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from voicemesh.errors import DeadlineExceeded, InvalidInput
+from voicemesh.orchestrator.events import TurnTiming
+from voicemesh.orchestrator.inbox import TurnVerdict
+from voicemesh.orchestrator.lanes import SttLane
+from voicemesh.orchestrator.listener import Listener
+from voicemesh.orchestrator.replies import Replies
+from voicemesh.orchestrator.reply import Reply
+from voicemesh.orchestrator.turns import BargeIn, UserTurn
+from voicemesh.orchestrator.voice import SpeechDetector
+from voicemesh.speech.turn import Judge, TurnDetector
+from voicemesh.speech.turn.model import RecentAudio
+from voicemesh.speech.turn.text import has_words
+from voicemesh.v1 import llm_pb2
+
+if TYPE_CHECKING:
+    from voicemesh.orchestrator.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class PipelineMode:
+    """The session on STT, LLM and TTS services (a ``Mode``)."""
+
+    def __init__(self, session: Session, turns: TurnDetector, *, local_vad: bool):
+        s = self.session = session
+        self.turns = turns
+        self.recent = RecentAudio(s.spec.input_rate) if turns.needs_audio else None  # for the detector's verdict
+        self.detector = (SpeechDetector(s.spec.input_rate, s.spec.min_interruption_ms, post=s.events.put_nowait,
+                                        spawn=s.spawn) if local_vad else None)
+        self.listener = Listener(s.clients, s.metadata, rate=s.spec.input_rate, min_silence_ms=turns.stt_silence_ms,
+                                 post=s.events.put_nowait, spawn=s.spawn)
+        self.user = UserTurn()
+        self.barge = BargeIn(s.spec.min_interruption_ms)
+        self.replies = Replies(self)
+        self.verdict: tuple[float | None, float] | None = None  # last (model probability or None, silence target)
+        self._turn_check = 0  # which end of speech a verdict is for
+
+    # -- the Mode interface ----------------------------------------------------------------
+
+    async def enter(self) -> None:
+        """Listen: open an STT stream (at the start, and back from a realtime model)."""
+        await self.listener.open(self.session.stt_targets, now_ms=self.session.clock.ms)
+
+    async def audio(self, pcm: bytes) -> None:
+        self.listener.audio(pcm)
+        if self.recent is not None:
+            self.recent.feed(pcm)
+        if self.detector is not None:
+            self.detector.feed(pcm)
+        if self.barge.due(self.session.clock.ms) and self.replies.speaking:
+            log.info("barge-in at %.0f ms of user audio (speech from %d ms)", self.session.clock.ms,
+                     self.barge.started_ms)
+            await self.replies.interrupt(confirmed=self.barge.heard_words)
+
+    async def text(self, text: str) -> None:
+        now = time.monotonic()
+        self.session.timing = TurnTiming(end_of_speech=now, final=now, decided=now)
+        self.user = UserTurn(parts=[text])
+        await self.commit_turn()
+
+    async def say(self, text: str, add_to_history: bool) -> None:
+        s = self.session
+        if not text.strip():
+            raise InvalidInput("Say.text is empty")
+        await self.replies.drop_preemption()
+        await self.replies.settle()
+        turn = s.next_turn
+        s.next_turn += 1
+        if not await s.admitted(turn):
+            return
+        s.timings[turn] = TurnTiming(decided=time.monotonic())
+        self.replies.start(Reply(s, turn, say=text), add_to_history=add_to_history)
+
+    async def interrupt(self) -> None:
+        await self.replies.interrupt(confirmed=True)
+
+    async def instructions(self, instructions: str) -> None:
+        """The LLM streams get the new instructions with the history on their next turn."""
+
+    def end_input(self) -> None:
+        self.listener.end()
+
+    def busy(self) -> bool:
+        r = self.replies
+        return (not self.listener.ended or r.reply is not None or r.suspended is not None
+                or bool(self.user.final_text) or self.session.has_timer("eot"))
+
+    async def leave(self) -> None:
+        """Stop listening and talking (the session goes on a realtime model); words not yet answered are dropped."""
+        await self.replies.drop_preemption()
+        await self.replies.settle()
+        self.session.cancel_timer("eot")
+        if self.user.final_text:
+            log.info("words not yet answered are dropped by the switch: %r", self.user.final_text)
+        self.user = UserTurn()
+
+    async def stop_listening(self) -> None:
+        await self.listener.close()  # the STT stream finishes its utterance and reports its usage
+
+    def cancel(self) -> None:
+        self.listener.cancel()
+
+    # -- what it hears -----------------------------------------------------------------------
+
+    async def on_voice(self, epoch: int, start_ms: float) -> None:
+        """The local VAD heard a burst of voice: barge-in while the agent talks, else a check on the STT."""
+        s = self.session
+        if epoch != self.detector.epoch:
+            return
+        if not self.replies.speaking:
+            if not self.user.speaking and len(s.stt_targets) > 1:
+                s.timer("stt_stall", s.spec.first_result_ms)  # the STT should say speech_started by then
+            return
+        if s.spec.interruption_enabled:
+            log.info("barge-in at %.0f ms of user audio (voice from %.0f ms, local VAD)", s.clock.ms, start_ms)
+            self.barge.start(int(start_ms))
+            await self.replies.interrupt(confirmed=self.barge.heard_words)
+
+    async def stt_stalled(self) -> None:
+        """Voice went in and the STT stream said nothing: it counts as failed, the next STT target takes over."""
+        s, lane = self.session, self.listener.lane
+        if lane is None or self.user.speaking:
+            return
+        exc = DeadlineExceeded(f"STT {lane.target}: no speech event within {s.spec.first_result_ms} ms of voice")
+        log.warning("%s", exc.message)
+        lane.cancel()
+        await self.listener.failed(lane, exc, s.stt_targets, s.clock.ms)
+
+    async def on_stt_error(self, lane: SttLane, exc: grpc.aio.AioRpcError) -> None:
+        if lane is self.listener.lane:
+            log.warning("STT %s failed: %s", lane.target, exc.details())
+            await self.listener.failed(lane, exc, self.session.stt_targets, self.session.clock.ms)
+
+    async def on_stt_end(self, lane: SttLane) -> None:
+        if lane is self.listener.lane:
+            self.listener.ended = True
+            if self.session.closing and self.user.final_text:
+                await self.commit_turn()
+
+    async def on_stt(self, lane: SttLane, response) -> None:
+        s = self.session
+        kind = response.WhichOneof("event")
+        if kind == "usage":
+            s.emit.usage(0, "stt", response.usage)
+        if lane is not self.listener.lane:
+            return
+        offset = self.listener.offset_ms
+        log.debug("stt %s at %.0f ms of audio: %s", kind, s.clock.ms, str(getattr(response, kind)).replace("\n", " "))
+        s.cancel_timer("stt_stall")  # the stream is alive
+        if kind == "speech_started":
+            s.cancel_timer("eot")  # the user goes on
+            self._turn_check += 1  # an older verdict is stale
+            self.user.speech_started()
+            if self.replies.speaking and s.spec.interruption_enabled:
+                self.barge.start(int(response.speech_started.time_ms + offset))
+        elif kind == "interim" and has_words(response.interim.text):
+            self.user.interim_result(response.interim.text)
+            await self.replies.check_preemption(self.user.text)
+            s.emit.user_transcript(s.next_turn, self.user.text)
+            # Only words that later hypotheses keep confirm a barge-in: a first guess on a noise can be a word.
+            await self._heard(response.interim.stable_text)
+        elif kind == "final":
+            text = response.final.text.strip() if has_words(response.final.text) else ""  # "." is no turn
+            s.timing.final = time.monotonic()
+            self.user.final_result(text, int(response.final.end_ms + offset))
+            if text:
+                s.emit.user_transcript(s.next_turn, text, final=True)
+                await self._heard(text)
+        elif kind == "speech_ended":
+            end_ms = response.speech_ended.time_ms + offset
+            self.user.speech_ended(int(end_ms))
+            self.barge.end()
+            if self.replies.resume_due and self.replies.suspended is not None and not self.barge.heard_words:
+                await self.replies.resume()  # the utterance ended without words: it was noise
+            self.listener.utterance_done()
+            if self.user.final_text:
+                s.timing.end_of_speech = s.clock.wall_at(end_ms)
+                await self._end_of_speech(end_ms)
+
+    async def _heard(self, text: str) -> None:
+        """The STT heard words: a pending barge-in is real."""
+        if self.barge.words(text) and self.replies.suspended is not None:
+            await self.replies.confirm()
+
+    # -- the end of the turn -----------------------------------------------------------------
+
+    async def _end_of_speech(self, end_ms: float) -> None:
+        """The STT closed an utterance with words at ``end_ms``: end the turn now, or set the timer."""
+        s = self.session
+        self._turn_check += 1
+        text = self.user.final_text
+        decision = self.turns.end_of_speech(text, s.clock.ms - end_ms, closing=s.closing)
+        if decision.judge is not None:
+            samples = self.recent.until(s.clock.ms)
+            s.spawn(self._judge(self._turn_check, end_ms, samples, decision.judge), "turn-model")
+        else:
+            self.verdict = (None, self.turns.target_ms(text))
+        if decision.wait_ms <= 0 or s.closing:
+            await self.commit_turn()
+            return
+        s.timer("eot", decision.wait_ms)
+        await self.replies.preempt(text)
+
+    async def _judge(self, check: int, end_ms: float, samples, judge: Judge) -> None:
+        probability = await self.turns.verdict(samples, judge)
+        self.session.events.put_nowait(TurnVerdict(check, end_ms, probability))
+
+    async def on_verdict(self, check: int, end_ms: float, probability: float | None) -> None:
+        s = self.session
+        if check != self._turn_check or not s.has_timer("eot"):
+            return  # the user went on, or the turn already ended
+        target = self.turns.target_ms(self.user.final_text, probability)
+        self.verdict = (probability, target)
+        wait = target - (s.clock.ms - end_ms)
+        log.debug("turn verdict: %s for %r: end of turn after %.0f ms of silence", probability,
+                  self.user.final_text, target)
+        if wait <= 0:
+            await self.commit_turn()
+        else:
+            s.timer("eot", wait)
+
+    async def commit_turn(self) -> None:
+        """The user's turn ends: the agent answers it (with the reply generated ahead when it fits)."""
+        s = self.session
+        text = self.user.final_text
+        if not text:
+            return
+        s.cancel_timer("eot")
+        timing, s.timing = s.timing, TurnTiming()
+        timing.decided = time.monotonic()
+        timing.stt_model, timing.stt_fallbacks = self.listener.model, self.listener.take_fallbacks()
+        self.user = UserTurn()
+        await self.replies.settle()
+        turn = s.next_turn
+        s.next_turn += 1
+        if not await s.admitted(turn):
+            await self.replies.drop_preemption()
+            return
+        s.timings[turn] = timing
+        ahead = await self.replies.take_preemption(turn, text)
+        if ahead is not None:
+            log.info("turn %d: user said %r (reply generated ahead)", turn, text)
+            self.replies.start(ahead, running=True)
+            await ahead.release()
+            return
+        s.chat.history.append(llm_pb2.ChatMessage(role="user", content=text))
+        log.info("turn %d: user said %r", turn, text)
+        self.replies.start(Reply(s, turn))
