@@ -70,6 +70,8 @@ export interface AgentSessionOptions {
   credentials?: ChannelCredentials;
   /** How long start() waits for SessionStarted (default 30000). */
   startTimeoutMs?: number;
+  /** Events kept for iteration and waitFor while nobody reads them; older ones are dropped (default 10000). */
+  maxQueuedEvents?: number;
 }
 
 export declare const EventType: {
@@ -164,6 +166,8 @@ export declare class AgentSession implements AsyncIterable<Event> {
   readonly sessionId: string;
   /** Whether the stream has ended. */
   readonly ended: boolean;
+  /** Events dropped from the iteration queue because nobody read them (listeners saw them all). */
+  readonly droppedEvents: number;
   /** The SessionConfig message start() sends (a copy, proto field names). */
   readonly config: Record<string, unknown>;
   /** Open the stream, send the config, wait for SessionStarted; resolves to the session id. */

@@ -70,6 +70,10 @@ class AgentSession {
     this._apiKey = options.apiKey !== undefined ? options.apiKey : readClientKey();
     this._credentials = options.credentials || channelCredentials(options.tls);
     this._startTimeoutMs = options.startTimeoutMs ?? 30000;
+    // Listeners see every event; the queue for iteration and waitFor keeps the newest ones only, so a
+    // session whose events nobody iterates (listeners only) does not hold every piece of audio for its life.
+    this._maxQueued = options.maxQueuedEvents ?? 10000;
+    this.droppedEvents = 0;
     this._listeners = new Map();
     this._queue = [];
     this._waiters = [];
@@ -177,8 +181,15 @@ class AgentSession {
       return;
     }
     const waiter = this._waiters.shift();
-    if (waiter) waiter(item);
-    else this._queue.push(item);
+    if (waiter) {
+      waiter(item);
+      return;
+    }
+    if (this._queue.length >= this._maxQueued) {
+      this._queue.shift();
+      this.droppedEvents += 1;
+    }
+    this._queue.push(item);
   }
 
   _next() {

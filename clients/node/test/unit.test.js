@@ -152,3 +152,19 @@ test('a session with no server fails to start with UNAVAILABLE', async () => {
   await assert.rejects(session.sendText('hi'), /UNAVAILABLE/);
   await assert.rejects(new AgentSession({ apiKey: '' }).sendText('hi'), /start the session first/);
 });
+
+test('listeners see every event; the queue keeps the newest maxQueuedEvents for iteration', async () => {
+  const session = new AgentSession({ apiKey: '', maxQueuedEvents: 3 });
+  const heard = [];
+  session.on('agent_text', (event) => heard.push(event.delta));
+  for (const delta of ['a', 'b', 'c', 'd', 'e']) {
+    session._receive(fromResponse({ event: 'agent_text', agent_text: { turn_id: 1, delta } }));
+  }
+  session._finish();
+  const queued = [];
+  for await (const event of session) queued.push(event.delta);
+  assert.deepStrictEqual(heard, ['a', 'b', 'c', 'd', 'e']);
+  assert.deepStrictEqual(queued, ['c', 'd', 'e']);
+  assert.strictEqual(session.droppedEvents, 2);
+  await assert.rejects(session.waitFor('turn_done'), /ended before a turn_done event/);
+});
