@@ -75,8 +75,53 @@ def test_the_packed_package_against_a_live_mesh(up, node_package):
     env = {k: v for k, v in os.environ.items() if k not in ("VOICEMESH_API_KEY", "VOICEMESH_KEY_FILE", "NODE_PATH")}
     env.update(VOICEMESH_ADDRESS=up.orchestrator, VOICEMESH_STATE_DIR=str(up.state_dir),
                VOICEMESH_TEST_QUESTION=str(QUESTION), VOICEMESH_TEST_WORK=str(app))
-    result = node("--test", "--test-concurrency=1", "mesh.test.js", cwd=app, env=env, timeout=600)
+    # Force the exit so that a failed test's open session cannot keep node running until the timeout.
+    result = node("--test", "--test-concurrency=1", "--test-force-exit", "--test-timeout=300000", "mesh.test.js",
+                  cwd=app, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert counts(result.stdout) == {"pass": 6, "fail": 0, "cancelled": 0, "skipped": 0}, result.stdout
     pcm, rate = read_wav(app / "answer.wav")
     assert transcribe(convert(pcm, rate, 16000)).strip()
+
+
+START = """
+const { AgentSession } = require('voicemesh');
+const session = new AgentSession({ address: process.argv[1], startTimeoutMs: 20000 });
+session.start().then((id) => console.log(`started ${id}`), (error) => console.log(`failed ${error.message}`))
+  .finally(() => session.close());
+"""
+
+
+def test_tls_from_the_environment(up, node_package, tmp_path):
+    """An orchestrator on mutual TLS (over the mesh's plaintext model services) takes the package's sessions
+    when VOICEMESH_TLS_CA/_CERT/_KEY are set, and refuses them without a client certificate or TLS."""
+    from tests.reliability.certs import issue, make_ca
+    from voicemesh import tls
+    from voicemesh.mesh import MeshConfig
+    from voicemesh.process import ServiceProcess
+
+    ca = make_ca(tmp_path)
+    server, client = issue(ca, tmp_path, "server"), issue(ca, tmp_path, "client")
+    mesh_path = tmp_path / "mesh.json"
+    MeshConfig({name: {"*": [up.addresses[name]]} for name in ("stt", "llm", "tts")}).write(mesh_path)
+    # The orchestrator serves TLS and calls the model services in plaintext (no CA of its own).
+    env = {tls.CA_ENV: "", "VOICEMESH_LEDGER": f"sqlite:///{up.state_dir / 'ledger.db'}", "VOICEMESH_AUTH": "1"}
+    proc = ServiceProcess("orchestrator", env=env, log_path=tmp_path / "orchestrator.log",
+                          credentials=tls.client_credentials(str(ca.cert), str(client.cert), str(client.key)),
+                          args=["--metrics-port", "-1", "--mesh", str(mesh_path), "--tls-cert", str(server.cert),
+                                "--tls-key", str(server.key), "--tls-client-ca", str(ca.cert)]).start()
+    try:
+        proc.wait_serving()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMESH_TLS_") and k != "VOICEMESH_API_KEY"}
+        base["VOICEMESH_STATE_DIR"] = str(up.state_dir)
+        mutual = {tls.CA_ENV: str(ca.cert), tls.CERT_ENV: str(client.cert), tls.KEY_ENV: str(client.key)}
+        outputs = {}
+        for name, extra in (("mutual", mutual), ("no client certificate", {tls.CA_ENV: str(ca.cert)}),
+                            ("plaintext", {})):
+            result = node("-e", START, proc.address, cwd=node_package.app, env={**base, **extra}, timeout=60)
+            outputs[name] = result.stdout.strip()  # stderr: node's warning about a TLS server name that is an IP
+        assert re.fullmatch(r"started \S+", outputs["mutual"]), outputs
+        assert outputs["no client certificate"].startswith("failed UNAVAILABLE"), outputs
+        assert outputs["plaintext"].startswith("failed UNAVAILABLE"), outputs
+    finally:
+        proc.stop()
