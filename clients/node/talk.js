@@ -98,7 +98,8 @@ async function sendAudio(session, pcm, rate) {
 async function converse(args, pcm, rate) {
   const session = new AgentSession({
     address: args.address, stt: args.stt, llm: args.llm, tts: args.tts, instructions: args.instructions,
-    apiKey: args['api-key'] === null ? readClientKey() : args['api-key'], inputSampleRate: rate, outputSampleRate: 24000,
+    apiKey: args['api-key'] === null ? readClientKey() : args['api-key'],
+    inputSampleRate: rate, outputSampleRate: 24000,
     startTimeoutMs: args.timeout * 1000,
   });
   const deadline = Date.now() + args.timeout * 1000;

@@ -41,7 +41,8 @@ function normalizeTools(tools) {
   const list = Array.isArray(tools) ? tools : Object.entries(tools).map(([name, tool]) => ({ ...tool, name }));
   return list.map((tool) => {
     if (!tool || typeof tool.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(tool.name)) {
-      throw new TypeError(`a tool needs a name of 1-64 letters, digits, _ or -, not ${JSON.stringify(tool && tool.name)}`);
+      const name = JSON.stringify(tool && tool.name);
+      throw new TypeError(`a tool needs a name of 1-64 letters, digits, _ or -, not ${name}`);
     }
     if (tool.execute !== undefined && typeof tool.execute !== 'function') {
       throw new TypeError(`tool ${tool.name}: execute must be a function`);

@@ -288,8 +288,11 @@ class AgentSession {
     if (this._ended) throw this._error || new AgentSessionError('CANCELLED', 'the session has ended');
     await new Promise((resolve, reject) => {
       this._call.write(request, (error) => {
-        if (!error) resolve();
-        else reject(this._error || new AgentSessionError('UNAVAILABLE', `the session's stream failed: ${error.message}`));
+        if (!error) {
+          resolve();
+          return;
+        }
+        reject(this._error || new AgentSessionError('UNAVAILABLE', `the session's stream failed: ${error.message}`));
       });
     });
   }

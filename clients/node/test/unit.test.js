@@ -168,3 +168,30 @@ test('listeners see every event; the queue keeps the newest maxQueuedEvents for 
   assert.strictEqual(session.droppedEvents, 2);
   await assert.rejects(session.waitFor('turn_done'), /ended before a turn_done event/);
 });
+
+test('a tool with execute answers its call; a throw or non-JSON arguments answer with { error }', async () => {
+  const session = new AgentSession({
+    apiKey: '',
+    tools: [
+      { name: 'add', execute: ({ a, b }) => a + b },
+      { name: 'fail', execute: async () => { throw new Error('no network'); } },
+      { name: 'manual' },
+    ],
+  });
+  const written = [];
+  session._call = { write: (request, done) => { written.push(request); done(); } }; // the stream, stubbed
+  const call = (id, name, args) => session._receive(fromResponse({
+    event: 'tool_call', tool_call: { id, name, arguments_json: args },
+  }));
+  call('c1', 'add', '{"a": 2, "b": 3}');
+  call('c2', 'fail', '{}');
+  call('c3', 'add', '{not json');
+  call('c4', 'manual', '{}');
+  await new Promise((resolve) => { setImmediate(resolve); });
+  const results = Object.fromEntries(written.map((r) => [r.tool_result.call_id, r.tool_result.output]));
+  assert.deepStrictEqual(results, {
+    c1: '5', c2: '{"error":"no network"}', c3: '{"error":"the arguments are not JSON: {not json"}',
+  });
+  await session.sendToolResult('c4', { done: true });
+  assert.deepStrictEqual(written.at(-1), { tool_result: { call_id: 'c4', output: '{"done":true}' } });
+});
