@@ -5,25 +5,22 @@
 //   node talk.js --address 127.0.0.1:50060 --in question.wav --out answer.wav
 //
 // Lists the server's services through reflection, checks its health, then
-// streams the WAV file (16-bit PCM mono) to AgentService.Session in real time,
+// streams the WAV file (16-bit PCM mono) to an AgentSession in real time,
 // followed by silence so the end of the turn is detected, prints the
 // transcripts, the agent's words and the turn's latency, and writes the
-// agent's audio to --out.
+// agent's audio to --out. An example of the voicemesh package it ships in.
 
-const path = require('path');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const { readWav, writeWav } = require('./wav');
+const { AgentSession, chunks, silence, readWav, writeWav, loadProtos, channelCredentials, readClientKey } =
+  require('./index');
 
-const PROTO_ROOT = process.env.VOICEMESH_PROTOS || path.resolve(__dirname, '..', '..', 'protos');
-const LOCAL_PROTOS = path.join(__dirname, 'protos');
 const CHUNK_MS = 20;
 
 const USAGE = `usage: node talk.js [--address HOST:PORT] [--in WAV] [--out WAV] [--stt D] [--llm D] [--tts D]
                     [--instructions TEXT] [--api-key KEY] [--timeout SECONDS] [--turns N]
 Streams WAV (16-bit PCM mono) to the VoiceMesh orchestrator and writes the agent's reply audio.
 Defaults: --address 127.0.0.1:50060 --out answer.wav, local models, --timeout 120, --turns 1.
-The API key may also come from VOICEMESH_API_KEY.`;
+The API key may also come from VOICEMESH_API_KEY or the key file of voicemesh up (~/.voicemesh/api_key);
+TLS from VOICEMESH_TLS_CA (and VOICEMESH_TLS_CERT/VOICEMESH_TLS_KEY for mutual TLS).`;
 
 function parseArgs(argv) {
   const args = {
@@ -34,7 +31,7 @@ function parseArgs(argv) {
     llm: 'llama.cpp/smollm2-135m-instruct',
     tts: 'piper/en_US-joe-medium',
     instructions: 'You are a helpful voice assistant. Answer in one short sentence.',
-    'api-key': process.env.VOICEMESH_API_KEY || '',
+    'api-key': null,
     timeout: 120,
     turns: 1,
   };
@@ -60,16 +57,9 @@ function parseArgs(argv) {
   return args;
 }
 
-function load(files, includeDirs) {
-  const definition = protoLoader.loadSync(files, {
-    keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs,
-  });
-  return grpc.loadPackageDefinition(definition);
-}
-
 function listServices(address) {
-  const { grpc: { reflection } } = load(['reflection_list.proto'], [LOCAL_PROTOS]);
-  const client = new reflection.v1alpha.ServerReflection(address, grpc.credentials.createInsecure());
+  const { grpc: { reflection } } = loadProtos(['reflection_list.proto']);
+  const client = new reflection.v1alpha.ServerReflection(address, channelCredentials());
   return new Promise((resolve, reject) => {
     const call = client.ServerReflectionInfo();
     call.on('data', (response) => {
@@ -82,8 +72,8 @@ function listServices(address) {
 }
 
 function checkHealth(address) {
-  const { grpc: { health } } = load(['server_info.proto'], [LOCAL_PROTOS]);
-  const client = new health.v1.Health(address, grpc.credentials.createInsecure());
+  const { grpc: { health } } = loadProtos(['server_info.proto']);
+  const client = new health.v1.Health(address, channelCredentials());
   return new Promise((resolve, reject) => {
     client.Check({ service: '' }, { deadline: Date.now() + 10000 }, (error, response) => {
       if (error) reject(error);
@@ -94,81 +84,54 @@ function checkHealth(address) {
 
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
-async function sendAudio(call, pcm, rate) {
-  const bytesPerChunk = (rate * CHUNK_MS / 1000) * 2;
-  const silence = Buffer.alloc(rate * 2 * 2); // 2 s so the end of turn is detected
-  const audio = Buffer.concat([pcm, silence]);
+async function sendAudio(session, pcm, rate) {
   const start = Date.now();
-  for (let offset = 0, n = 0; offset < audio.length; offset += bytesPerChunk, n += 1) {
-    call.write({ audio: audio.subarray(offset, offset + bytesPerChunk) });
-    const due = start + (n + 1) * CHUNK_MS;
-    const wait = due - Date.now();
+  let n = 0;
+  for (const chunk of chunks(Buffer.concat([pcm, silence(2, rate)]), rate, CHUNK_MS)) {
+    await session.sendAudio(chunk);
+    n += 1;
+    const wait = start + n * CHUNK_MS - Date.now(); // real time, as a microphone would send it
     if (wait > 0) await sleep(wait);
   }
 }
 
-function converse(args, pcm, rate) {
-  const { voicemesh } = load(['voicemesh/v1/agent.proto'], [PROTO_ROOT]);
-  const client = new voicemesh.v1.AgentService(args.address, grpc.credentials.createInsecure());
-  const metadata = new grpc.Metadata();
-  if (args['api-key']) metadata.set('authorization', `Bearer ${args['api-key']}`);
-  const call = client.Session(metadata, { deadline: Date.now() + args.timeout * 1000 });
-  const result = { audio: [], outputRate: 24000, transcripts: [], agentText: '', metrics: [], turnsDone: 0 };
-  const spec = (descriptor) => ({ candidates: [{ descriptor }] });
-
-  return new Promise((resolve, reject) => {
-    call.on('data', (response) => {
-      switch (response.event) {
-        case 'started':
-          console.log(`session ${response.started.session_id}`);
-          break;
-        case 'user_transcript':
-          if (response.user_transcript.final) {
-            result.transcripts.push(response.user_transcript.text);
-            console.log(`user: ${response.user_transcript.text}`);
-          }
-          break;
-        case 'agent_text':
-          result.agentText += response.agent_text.delta;
-          process.stdout.write(response.agent_text.delta);
-          break;
-        case 'agent_audio':
-          result.outputRate = response.agent_audio.sample_rate_hz || result.outputRate;
-          result.audio.push(response.agent_audio.audio);
-          break;
-        case 'metrics': {
-          const m = response.metrics;
-          result.metrics.push(m);
-          console.log(`\nturn ${m.turn_id}: voice-to-voice ${m.voice_to_voice_ms.toFixed(0)} ms `
-            + `(end of turn ${m.end_of_utterance_delay_ms.toFixed(0)}, STT ${m.stt_final_latency_ms.toFixed(0)}, `
-            + `LLM first token ${m.llm_ttft_ms.toFixed(0)}, TTS first audio ${m.tts_ttfb_ms.toFixed(0)} ms)`);
-          break;
-        }
-        case 'turn_done':
-          result.turnsDone += 1;
-          if (result.turnsDone >= args.turns) call.end();
-          break;
-        case 'error':
-          console.error(`session error ${response.error.code}: ${response.error.message}`);
-          break;
-        default:
-          break;
-      }
-    });
-    call.on('error', (error) => reject(error));
-    call.on('end', () => resolve(result));
-    call.write({
-      config: {
-        instructions: args.instructions,
-        stt: spec(args.stt),
-        llm: spec(args.llm),
-        tts: spec(args.tts),
-        input_sample_rate_hz: rate,
-        output_sample_rate_hz: 24000,
-      },
-    });
-    sendAudio(call, pcm, rate).catch(reject);
+async function converse(args, pcm, rate) {
+  const session = new AgentSession({
+    address: args.address, stt: args.stt, llm: args.llm, tts: args.tts, instructions: args.instructions,
+    apiKey: args['api-key'] === null ? readClientKey() : args['api-key'],
+    inputSampleRate: rate, outputSampleRate: 24000,
+    startTimeoutMs: args.timeout * 1000,
   });
+  const deadline = Date.now() + args.timeout * 1000;
+  const result = { audio: [], outputRate: 24000, transcripts: [], metrics: [] };
+  session.on('user_transcript', (event) => {
+    if (!event.final) return;
+    result.transcripts.push(event.text);
+    console.log(`user: ${event.text}`);
+  });
+  session.on('agent_text', (event) => process.stdout.write(event.delta));
+  session.on('agent_audio', (event) => {
+    result.outputRate = event.sampleRate || result.outputRate;
+    result.audio.push(event.audio);
+  });
+  session.on('metrics', (m) => {
+    result.metrics.push(m);
+    console.log(`\nturn ${m.turnId}: voice-to-voice ${m.voiceToVoiceMs.toFixed(0)} ms `
+      + `(end of turn ${m.endOfUtteranceDelayMs.toFixed(0)}, STT ${m.sttFinalLatencyMs.toFixed(0)}, `
+      + `LLM first token ${m.llmTtftMs.toFixed(0)}, TTS first audio ${m.ttsTtfbMs.toFixed(0)} ms)`);
+  });
+  session.on('error', (e) => console.error(`session error ${e.code}: ${e.message}`));
+  try {
+    console.log(`session ${await session.start()}`);
+    const sending = sendAudio(session, pcm, rate);
+    for (let turns = 0; turns < args.turns; turns += 1) {
+      await session.waitFor('turn_done', { timeoutMs: Math.max(1, deadline - Date.now()) });
+    }
+    await sending.catch(() => {}); // the turns are done; audio still being sent does not matter
+  } finally {
+    session.close();
+  }
+  return result;
 }
 
 async function main() {
@@ -190,6 +153,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(`talk.js: ${error.details || error.message}`);
+  console.error(`talk.js: ${error.name === 'AgentSessionError' ? error.message : (error.details || error.message)}`);
   process.exit(1);
 });
