@@ -40,7 +40,7 @@ async def test_three_seconds_of_speech_render_in_sync_and_the_mouth_follows_the_
     pcm = three_seconds_of_speech()
     live = Live(server.address)
     await live.send(config())
-    await asyncio.sleep(0.6)  # silence first: idle frames must flow
+    await live.wait_for(lambda r: len(r.frames()) >= 0.5 * FPS)  # silence first: idle frames must flow
     for request in chunks(pcm):
         await live.send(request)
         await asyncio.sleep(0.05)  # TTS-like: a little faster than real time
