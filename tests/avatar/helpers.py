@@ -67,9 +67,9 @@ class Received:
 class Live:
     """A Render stream driven by hand: write requests, a background task records every response."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, metadata: tuple = ()):
         self.channel = grpc.aio.insecure_channel(address)
-        self.call = avatar_pb2_grpc.AvatarServiceStub(self.channel).Render()
+        self.call = avatar_pb2_grpc.AvatarServiceStub(self.channel).Render(metadata=metadata or None)
         self.received = Received()
         self.reader = asyncio.ensure_future(self._read())
 
