@@ -20,7 +20,7 @@ from voicemesh.backend import Backend, ModelCard
 from voicemesh.errors import ModelNotFound
 
 MIN_SIZE = 16
-MAX_SIZE = 4096
+MAX_SIZE = 2048  # 1080p and 1440p fit; a 4096-pixel face takes seconds to draw its still layers
 MIN_FPS = 1
 MAX_FPS = 60
 AVATAR_CAPABILITIES = {"streaming": True}

@@ -9,6 +9,7 @@ the common service description.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -97,10 +98,12 @@ class AvatarServicer:
             raise InvalidInput(f"{descriptor.provider!r} is not an avatar provider")
         variant = backend.check_variant(descriptor.variant or "")
         options = RenderOptions(variant=variant, width=width, height=height, fps=config.fps, sample_rate_hz=rate)
-        encoder = FrameEncoder(encoding, width=width, height=height, fps=config.fps)
+        # Drawing a face's still layers and opening a codec take milliseconds to seconds (by size): off the loop.
+        encoder = await asyncio.to_thread(FrameEncoder, encoding, width=width, height=height, fps=config.fps)
+        animator = await asyncio.to_thread(backend.open, options)
         settings = self.service.settings
         limits = StreamLimits(max_pending_s=settings.max_pending_s, max_gap_s=settings.max_gap_s)
-        stream = RenderStream(backend.open(options), encoder, options, paced=not config.unpaced, limits=limits)
+        stream = RenderStream(animator, encoder, options, paced=not config.unpaced, limits=limits)
         model = str(descriptor)
         async for event in stream.run(_inputs(requests, rate)):
             yield _response(event, options, model)

@@ -121,12 +121,12 @@ async def test_bad_configs_and_inputs_get_clear_statuses(service_process):
         (config("local/ada:purple"), "NOT_FOUND", "no variant 'purple'"),
         (config(fps=0), "INVALID_ARGUMENT", "fps must be between 1 and 60, got 0"),
         (config(fps=1000), "INVALID_ARGUMENT", "fps must be between 1 and 60, got 1000"),
-        (config(size=0), "INVALID_ARGUMENT", "size.width must be an even number of pixels between 16 and 4096, got 0"),
+        (config(size=0), "INVALID_ARGUMENT", "size.width must be an even number of pixels between 16 and 2048, got 0"),
         (config(size=100000), "INVALID_ARGUMENT", "got 100000"),
         (config(size=(256, 255)), "INVALID_ARGUMENT", "size.height must be an even number"),
         (config(encoding="h265-please"), "INVALID_ARGUMENT", "unknown video encoding 'h265-please'"),
         (config(encoding="aac"), "INVALID_ARGUMENT", "unknown video encoding 'aac'"),
-        (config(size=4096, encoding="rgb24"), "INVALID_ARGUMENT", "beyond this server's message limit"),
+        (config(size=2048, encoding="rgb24"), "INVALID_ARGUMENT", "beyond this server's message limit"),
         (config(rate=1000), "INVALID_ARGUMENT", "sample_rate_hz must be between"),
     ]
     for request, code, message in cases:

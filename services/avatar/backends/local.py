@@ -67,8 +67,9 @@ class AdaFace(Animator):
         self._next_blink = float(self._rng.uniform(0.8, 2.5))
         self._pad = int(math.ceil(4 * self.unit)) + 1
         self._body_top = int(self._y(416))
-        self.base = self._draw_still()
-        self.base8 = draw.to_uint8(self.base)
+        # Kept as uint8 only (a float copy of a 2048x2048 face would be 50 MB); moving parts are redrawn
+        # in float from small crops of it.
+        self.base8 = draw.to_uint8(self._draw_still())
         self.body8 = draw.to_uint8(self._draw_body())
         u = self.unit
         self.mouth_box = self._box(256 - 80, 338 - 58, 256 + 80, 338 + 58)
@@ -147,7 +148,7 @@ class AdaFace(Animator):
 
     def _draw_mouth(self, out: np.ndarray, shape: MouthShape) -> None:
         y0, y1, x0, x1 = self.mouth_box
-        region = self.base[y0:y1, x0:x1].copy()
+        region = self.base8[y0:y1, x0:x1].astype(np.float32)
         u, p = self.unit, self.palette
         cx, cy = self._x(256) - x0, self._y(338) - y0
         rounded = max(0.0, -shape.width)
@@ -171,7 +172,7 @@ class AdaFace(Animator):
     def _draw_lids(self, out: np.ndarray, amount: float) -> None:
         rx, ry = self._eye_radii
         for (y0, y1, x0, x1), ecx in zip(self.eye_boxes, (205, 307)):
-            region = self.base[y0:y1, x0:x1].copy()
+            region = self.base8[y0:y1, x0:x1].astype(np.float32)
             cx, cy = self._x(ecx) - x0, self._y(235) - y0
             eye = draw.ellipse_alpha(region.shape[:2], cx, cy, rx + self.unit, ry + self.unit)
             if eye is None:
