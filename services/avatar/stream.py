@@ -16,6 +16,7 @@ idle and at most one interval away.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -101,6 +102,27 @@ class StreamLimits:
     context_s: float = 0.02  # audio analysed on each side of a frame
 
 
+class Reply:
+    """One reply's audio on the audio clock: received samples, how many frames showed them, whether it ended."""
+
+    def __init__(self, start: int):
+        self.start = start
+        self.end = start  # end of the audio received (exclusive)
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = start  # audio offset of buffer[0]; shown audio is trimmed away
+        self.frames = 0
+        self.ended = False
+
+    def cursor(self, rate: int, fps: int, frames: int | None = None) -> int:
+        """Audio offset where frame number ``frames`` (default: the next) of the reply starts."""
+        return self.start + (self.frames if frames is None else frames) * rate // fps
+
+    def append(self, samples: np.ndarray, offset: int) -> None:
+        gap = np.zeros(offset - self.end, np.float32)
+        self.buffer = np.concatenate([self.buffer, gap, samples])
+        self.end = offset + len(samples)
+
+
 class RenderStream:
     """Runs one stream: a reader task takes inputs, the frame loop renders them on time."""
 
@@ -113,12 +135,8 @@ class RenderStream:
         self.context = int(limits.context_s * self.rate)
         self._clock = clock or asyncio.get_running_loop().time
         self._changed = asyncio.Event()
-        self._buffer = np.zeros(0, np.float32)
-        self._buffer_start = 0  # audio offset of _buffer[0]
-        self._end: int | None = None  # end of the audio received so far
-        self._reply_start: int | None = None  # audio offset of the reply being shown
-        self._reply_frames = 0
-        self._reply_ends: list[int] = []
+        self._replies: deque[Reply] = deque()  # the first is being shown; the others wait their turn
+        self._end = 0  # end of all audio received (offsets never go below it)
         self._phonemes: list[PhonemePiece] = []
         self._clear = False
         self._early = False  # the frame after a Clear may go out early, as the speech frame it replaces would
@@ -137,7 +155,9 @@ class RenderStream:
                 elif isinstance(item, PhonemePiece):
                     self._phonemes.append(item)
                 elif item is Control.REPLY_END:
-                    self._reply_ends.append(self._end if self._reply_start is not None else -1)
+                    if not self._replies or self._replies[-1].ended:
+                        self._replies.append(Reply(self._end))  # an empty reply still gets its mark, in order
+                    self._replies[-1].ended = True
                 elif item is Control.CLEAR:
                     self._clear = True
                 self._changed.set()
@@ -148,45 +168,38 @@ class RenderStream:
             self._changed.set()
 
     def _add_audio(self, piece: AudioPiece) -> None:
-        if self._end is not None and piece.offset < self._end:
+        if piece.offset < self._end:
             raise InvalidInput(f"audio offset_samples {piece.offset} is before the end of the audio already sent "
                                f"({self._end}); offsets only grow")
-        samples = piece.samples
-        if self._reply_start is None:
-            self._reply_start, self._reply_frames = piece.offset, 0
-            self._buffer, self._buffer_start = samples, piece.offset
-        else:
-            gap = piece.offset - self._end
-            if gap > self.limits.max_gap_s * self.rate:
-                raise InvalidInput(f"audio offset_samples {piece.offset} leaves a gap of {gap / self.rate:.1f} s "
-                                   f"within a reply (at most {self.limits.max_gap_s:g} s); send ReplyEnd first")
-            self._buffer = np.concatenate([self._buffer, np.zeros(gap, np.float32), samples])
-        self._end = piece.offset + len(samples)
-        self._received += len(samples)
-        pending = (self._end - self._cursor()) / self.rate
+        if not self._replies or self._replies[-1].ended:
+            self._replies.append(Reply(piece.offset))  # after a ReplyEnd, audio starts the next reply
+        reply = self._replies[-1]
+        gap = piece.offset - reply.end
+        if gap > self.limits.max_gap_s * self.rate:
+            raise InvalidInput(f"audio offset_samples {piece.offset} leaves a gap of {gap / self.rate:.1f} s "
+                               f"within a reply (at most {self.limits.max_gap_s:g} s); send ReplyEnd first")
+        reply.append(piece.samples, piece.offset)
+        self._end = reply.end
+        self._received += len(piece.samples)
+        pending = sum(len(r.buffer) for r in self._replies) / self.rate
         if pending > self.limits.max_pending_s:
             raise ResourceExhausted(f"{pending:.0f} s of audio wait to be shown (at most "
                                     f"{self.limits.max_pending_s:g} s); send audio closer to real time")
 
     # --- frame side ----------------------------------------------------------------------------------
 
-    def _cursor(self, frames: int | None = None) -> int:
-        """Audio offset where the reply's frame number ``frames`` (default: the next) starts."""
-        k = self._reply_frames if frames is None else frames
-        return (self._reply_start or 0) + k * self.rate // self.fps
-
     def _pts(self) -> int:
         return self.index * self.rate // self.fps
 
     def _speech_ready(self) -> bool:
-        if self._reply_start is None or self._end is None:
+        if not self._replies:
             return False
-        cursor = self._cursor()
-        if cursor >= self._end:
+        reply = self._replies[0]
+        cursor = reply.cursor(self.rate, self.fps)
+        if cursor >= reply.end:
             return False
-        next_cursor = self._cursor(self._reply_frames + 1)
-        ending = self._closed or any(end > cursor for end in self._reply_ends)
-        return ending or self._end >= next_cursor + self.context
+        after = reply.cursor(self.rate, self.fps, reply.frames + 1)
+        return reply.ended or self._closed or reply.end >= after + self.context
 
     async def run(self, inputs: AsyncIterator[Input]) -> AsyncIterator[Event]:
         reader = asyncio.create_task(self._read(inputs))
@@ -201,13 +214,13 @@ class RenderStream:
                 if mark is not None:
                     yield mark
                     continue
-                if self._closed and not self._speech_ready():
-                    break
-                due = start + self.index * interval
                 speech = self._speech_ready()
+                if self._closed and not speech:
+                    break
                 if not self.paced and not speech:
                     await self._changed.wait()
                     continue
+                due = start + self.index * interval
                 early = speech or self._early
                 wait = (due - interval if early else due) - self._clock() if self.paced else 0.0
                 if wait > 0:
@@ -227,36 +240,33 @@ class RenderStream:
         """A PlaybackFinished due now (a Clear, or a reply whose audio has all been shown), else None."""
         if self._clear:
             self._clear = False
-            shown = self._end or 0
-            if self._reply_start is not None:
-                shown = min(self._cursor(), self._end)
-            self._reply_start, self._reply_ends, self._phonemes = None, [], []
-            self._buffer = np.zeros(0, np.float32)
+            shown = self._end
+            if self._replies:
+                reply = self._replies[0]
+                shown = min(reply.cursor(self.rate, self.fps), reply.end)
+            self._replies.clear()
+            self._phonemes = []
             self.animator.clear()
             self._early = True
             return PlaybackFinished(audio_offset=shown, pts=self._pts(), interrupted=True)
-        if self._reply_ends and (self._reply_start is None or self._cursor() >= self._reply_ends[0]):
-            end = self._reply_ends.pop(0)
-            return self._finish_reply(end if end >= 0 else (self._end or 0))
-        if self._closed and self._reply_start is not None and self._cursor() >= self._end:
-            return self._finish_reply(self._end)  # a half-close ends the last reply
+        if self._replies:
+            reply = self._replies[0]
+            if (reply.ended or self._closed) and reply.cursor(self.rate, self.fps) >= reply.end:
+                self._replies.popleft()  # a half-close ends the last reply too
+                return PlaybackFinished(audio_offset=reply.end, pts=self._pts(), interrupted=False)
         return None
-
-    def _finish_reply(self, end: int) -> PlaybackFinished:
-        if not self._reply_ends and (self._reply_start is None or self._cursor() >= self._end):
-            self._reply_start = None  # the next audio starts a new reply on the next free frame
-        return PlaybackFinished(audio_offset=end, pts=self._pts(), interrupted=False)
 
     async def _render(self, speech: bool) -> Frame:
         frame_input = FrameInput(time_s=self.index / self.fps)
         audio_offset = -1
         if speech:
-            audio_offset = self._cursor()
-            next_cursor = self._cursor(self._reply_frames + 1)
-            frame_input = FrameInput(time_s=frame_input.time_s, audio=self._window(audio_offset, next_cursor),
-                                     context=self.context, phoneme=self._phoneme(audio_offset, next_cursor))
-            self._reply_frames += 1
-            self._trim(next_cursor - self.context)
+            reply = self._replies[0]
+            audio_offset = reply.cursor(self.rate, self.fps)
+            after = reply.cursor(self.rate, self.fps, reply.frames + 1)
+            frame_input = FrameInput(time_s=frame_input.time_s, audio=self._window(reply, audio_offset, after),
+                                     context=self.context, phoneme=self._phoneme(audio_offset, after))
+            reply.frames += 1
+            self._trim(reply, after - self.context)
         picture, encoded = await asyncio.to_thread(self._draw, frame_input)
         frame = Frame(index=self.index, pts=self._pts(), audio_offset=audio_offset, data=encoded.data,
                       keyframe=encoded.keyframe, mouth_open=picture.mouth_open)
@@ -267,20 +277,21 @@ class RenderStream:
         picture = self.animator.render(frame_input)
         return picture, self.encoder.encode(picture.rgb)
 
-    def _window(self, start: int, end: int) -> np.ndarray:
-        """Audio [start - context, end + context), zeros where none was received."""
+    def _window(self, reply: Reply, start: int, end: int) -> np.ndarray:
+        """The reply's audio [start - context, end + context), zeros where none was received."""
         lo, hi = start - self.context, end + self.context
         out = np.zeros(hi - lo, np.float32)
-        a, b = max(lo, self._buffer_start), min(hi, self._buffer_start + len(self._buffer))
+        a, b = max(lo, reply.buffer_start), min(hi, reply.buffer_start + len(reply.buffer))
         if a < b:
-            out[a - lo : b - lo] = self._buffer[a - self._buffer_start : b - self._buffer_start]
+            out[a - lo : b - lo] = reply.buffer[a - reply.buffer_start : b - reply.buffer_start]
         return out
 
-    def _trim(self, keep_from: int) -> None:
-        drop = keep_from - self._buffer_start
+    @staticmethod
+    def _trim(reply: Reply, keep_from: int) -> None:
+        drop = keep_from - reply.buffer_start
         if drop > 0:
-            self._buffer = self._buffer[drop:]
-            self._buffer_start = keep_from
+            reply.buffer = reply.buffer[drop:]
+            reply.buffer_start = keep_from
 
     def _phoneme(self, start: int, end: int) -> str:
         at = (start + end) // 2 + int(ANTICIPATION_S * self.rate)

@@ -61,3 +61,19 @@ async def test_orb_style_pulses_with_speech_and_breathes_when_idle(service_proce
     assert lit.max() > 1.3 * lit.min()
     assert float(np.corrcoef(lit, loud)[0, 1]) > 0.8
     assert FPS == 25
+
+
+async def test_replies_are_laid_one_after_another_with_a_mark_each(service_process):
+    server = service_process("avatar")
+    first, second = speak("Hi."), speak("The weather is nice today.")
+    later = len(first) // 2 + 16000 * 5  # the second reply starts 5 s later on the audio clock
+    received = await render(server.address, [config(unpaced=True), REPLY_END, *chunks(first), REPLY_END,
+                                             *chunks(second, offset=later), REPLY_END])
+    marks = [(m.audio_offset_samples, m.interrupted) for m in received.marks()]
+    assert marks == [(0, False), (len(first) // 2, False), (later + len(second) // 2, False)]
+    offsets = [f.audio_offset_samples for f in received.frames()]
+    cut = -(-len(first) // 2 // STEP)
+    # The gap between replies is not drawn: the second reply's frames start at its own first sample.
+    assert offsets == [k * STEP for k in range(cut)] + [later + k * STEP for k in range(len(offsets) - cut)]
+    assert len(offsets) - cut == -(-len(second) // 2 // STEP)
+    assert [f.index for f in received.frames()] == list(range(len(offsets)))
