@@ -9,8 +9,8 @@ speech frame says which offset it starts at. A reply's audio is laid on the
 next free frame, and its frames step through the audio by exactly
 ``rate / fps`` samples. Speech frames may go out one frame interval early
 (that is all the lookahead the mouth needs), idle frames go out when due;
-the frame after a ``Clear`` keeps the speech frame's early slot, so it is
-idle and at most one interval away.
+the frame after a ``Clear`` goes out at once: it is idle and its pts is the
+next frame slot, at most one interval after the last speech frame.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ class RenderStream:
         self._end = 0  # end of all audio received (offsets never go below it)
         self._phonemes: list[PhonemePiece] = []
         self._clear = False
-        self._early = False  # the frame after a Clear may go out early, as the speech frame it replaces would
+        # The frame after a Clear goes out at once: the speech frame it replaces may already have been one
+        # interval early, and the client should see the mouth stop now, not one or two intervals later.
+        self._after_clear = False
         self._closed = False
         self._error: BaseException | None = None
         self._received = 0
@@ -221,15 +223,15 @@ class RenderStream:
                     await self._changed.wait()
                     continue
                 due = start + self.index * interval
-                early = speech or self._early
-                wait = (due - interval if early else due) - self._clock() if self.paced else 0.0
+                lead = 2 * interval if self._after_clear else interval if speech else 0.0
+                wait = due - lead - self._clock() if self.paced else 0.0
                 if wait > 0:
                     try:
                         await asyncio.wait_for(self._changed.wait(), wait)
                     except TimeoutError:
                         pass
                     continue
-                self._early = False
+                self._after_clear = False
                 yield await self._render(speech)
             yield Finished(frames=self.index, audio_samples=self._received)
         finally:
@@ -247,7 +249,7 @@ class RenderStream:
             self._replies.clear()
             self._phonemes = []
             self.animator.clear()
-            self._early = True
+            self._after_clear = True
             return PlaybackFinished(audio_offset=shown, pts=self._pts(), interrupted=True)
         if self._replies:
             reply = self._replies[0]

@@ -87,6 +87,7 @@ async def test_three_seconds_of_speech_render_in_sync_and_the_mouth_follows_the_
     assert usage.model == "local/ada"
 
 
+@pytest.mark.flaky(reruns=2)  # the interval is measured on a wall clock shared with the other processes
 async def test_clear_brings_idle_frames_within_one_frame_interval(service_process):
     server = service_process("avatar")
     pcm = three_seconds_of_speech()
@@ -104,9 +105,9 @@ async def test_clear_brings_idle_frames_within_one_frame_interval(service_proces
     after = [(t, r.frame) for t, r in live.received.events if r.WhichOneof("event") == "frame"
              and r.frame.pts_samples >= mark.pts_samples]
     arrived, first = after[0]
+    print(f"\nfirst idle frame {1000 * (arrived - cleared_at):.0f} ms after Clear")
     assert first.idle and first.pts_samples == mark.pts_samples
-    # One frame interval, plus a little for a busy machine's scheduling between two processes.
-    assert arrived - cleared_at <= 1 / FPS + 0.03, f"first idle frame {1000 * (arrived - cleared_at):.0f} ms after Clear"
+    assert arrived - cleared_at <= 1 / FPS, f"first idle frame {1000 * (arrived - cleared_at):.0f} ms after Clear"
     await asyncio.sleep(0.5)
     received = await live.finish()
     later = [f for f in received.frames() if f.pts_samples >= mark.pts_samples]
