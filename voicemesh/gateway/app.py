@@ -122,7 +122,8 @@ class Gateway:
 
         seen: dict[str, dict] = {}
         describe = {"stt": "voicemesh.v1.SttService", "llm": "voicemesh.v1.LlmService",
-                    "tts": "voicemesh.v1.TtsService", "realtime": "voicemesh.v1.RealtimeService"}
+                    "tts": "voicemesh.v1.TtsService", "realtime": "voicemesh.v1.RealtimeService",
+                    "avatar": "voicemesh.v1.AvatarService"}
         for modality, table in self.mesh.routes.items():
             stub_cls, request_cls = DESCRIBABLE[describe[modality]]
             for address in sorted({a for addresses in table.values() for a in addresses}):
