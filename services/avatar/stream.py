@@ -28,6 +28,7 @@ from voicemesh.services.avatar.backend import Animator, FrameInput, RenderOption
 from voicemesh.services.avatar.encoding import FrameEncoder
 
 ANTICIPATION_S = 0.02  # the mouth takes a phoneme's shape slightly before it sounds
+MAX_PENDING_PHONEMES = 20_000  # about 20 minutes of speech; bounds what a client can make the stream hold
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class RenderStream:
                 if isinstance(item, AudioPiece):
                     self._add_audio(item)
                 elif isinstance(item, PhonemePiece):
+                    if len(self._phonemes) >= MAX_PENDING_PHONEMES:
+                        raise ResourceExhausted(f"{len(self._phonemes)} phonemes wait for their audio (at most "
+                                                f"{MAX_PENDING_PHONEMES}); send them with the audio they time")
                     self._phonemes.append(item)
                 elif item is Control.REPLY_END:
                     if not self._replies or self._replies[-1].ended:
