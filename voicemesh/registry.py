@@ -1,7 +1,8 @@
 """Provider registry: entry points map a provider name to a backend class.
 
 Each modality has its own entry-point group (``voicemesh.stt``,
-``voicemesh.llm``, ``voicemesh.tts``, ``voicemesh.realtime``). A third-party
+``voicemesh.llm``, ``voicemesh.tts``, ``voicemesh.realtime``,
+``voicemesh.avatar``). A third-party
 package adds a provider by declaring an entry point in one of them, for
 example in its ``pyproject.toml``::
 
@@ -18,7 +19,7 @@ from voicemesh.errors import InvalidInput, ModelNotFound
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("stt", "llm", "tts", "realtime")
+MODALITIES = ("stt", "llm", "tts", "realtime", "avatar")
 
 
 def group(modality: str) -> str:

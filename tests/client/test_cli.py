@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -53,7 +54,7 @@ def agent_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "Ctrl-C"]),
+    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
     ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "sample question"]),
 ])
 def test_help_describes_every_option(command, flags):
@@ -206,3 +207,31 @@ def test_up_on_all_interfaces_warns_of_plaintext_and_keeps_its_state_private(tmp
         assert len(modes) >= 8  # the folder, logs/, four logs, the ledger and the key
     finally:
         stop_up(up)
+
+
+def test_up_with_avatar_runs_the_avatar_service_in_the_mesh(tmp_path):
+    import asyncio
+
+    from tests.avatar.helpers import REPLY_END, Live, chunks, config
+    from tests.speech import speak
+
+    up = start_up(tmp_path / "up", "--avatar", "--no-preload")
+    try:
+        state = json.loads((up.state_dir / "up.json").read_text())
+        avatar = state["services"]["avatar"]["address"]
+        orchestrator_port = int(up.orchestrator.rpartition(":")[2])
+        assert int(avatar.rpartition(":")[2]) == orchestrator_port + 5
+        assert health(avatar) == "SERVING"
+        assert json.loads((up.state_dir / "mesh.json").read_text())["avatar"] == {"*": [avatar]}
+        assert f"avatar {avatar}" in up.output()
+        key = (up.state_dir / "api_key").read_text().strip()
+
+        async def render() -> list:
+            live = Live(avatar, metadata=(("authorization", f"Bearer {key}"),))
+            await live.send(config(unpaced=True), *chunks(speak("Hi.")), REPLY_END)
+            return (await live.finish()).frames()
+
+        frames = asyncio.run(render())
+        assert frames and not frames[0].idle
+    finally:
+        assert stop_up(up) == 0

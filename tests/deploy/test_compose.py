@@ -16,7 +16,7 @@ from tests.deploy import dockerfile
 from voicemesh.mesh import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_SERVICES = ("stt", "llm", "tts", "realtime")
+MODEL_SERVICES = ("stt", "llm", "tts", "realtime", "avatar")
 EDGES = {"wyoming": 10300}  # edge servers: clients of the mesh, each in a profile of its own
 
 
@@ -27,7 +27,7 @@ def compose(*args: str, compose_file: Path = ROOT / "docker-compose.yml",
     if binary is None:
         pytest.fail("docker-compose is not installed; `scripts/dev setup` installs Debian's package")
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("VOICEMESH_", "STT_", "LLM_", "TTS_", "REALTIME_", "COMPOSE_"))}
+             if not k.startswith(("VOICEMESH_", "STT_", "LLM_", "TTS_", "REALTIME_", "AVATAR_", "COMPOSE_"))}
     return subprocess.run([binary, "--project-directory", str(compose_file.parent), "-f", str(compose_file), *args],
                           capture_output=True, text=True, env={**clean, **(env or {})}, timeout=120)
 
@@ -117,12 +117,12 @@ def test_env_file_swaps_the_llm_backend_and_nothing_else(tmp_path, config):
     assert llm["VOICEMESH_OPENAI_API_KEY"] == "sk-test-123"
     assert not llm["VOICEMESH_PRELOAD"]
     assert config["services"]["llm"]["environment"]["VOICEMESH_PRELOAD"] == "llama.cpp/smollm2-135m-instruct"
-    for name in ("stt", "tts", "realtime", "orchestrator"):
+    for name in ("stt", "tts", "realtime", "avatar", "orchestrator"):
         assert swapped["services"][name] == config["services"][name], name
 
 
 def test_default_preloads_are_the_local_models(config):
     preload = {name: config["services"][name]["environment"]["VOICEMESH_PRELOAD"]
-               for name in ("stt", "llm", "tts", "realtime")}
+               for name in ("stt", "llm", "tts", "realtime", "avatar")}
     assert preload == {"stt": "faster-whisper/tiny.en:en", "llm": "llama.cpp/smollm2-135m-instruct",
-                       "tts": "piper/en_US-joe-medium", "realtime": "voicemesh/cascade"}
+                       "tts": "piper/en_US-joe-medium", "realtime": "voicemesh/cascade", "avatar": "local/ada"}

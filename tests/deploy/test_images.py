@@ -65,7 +65,7 @@ def manifest(service: str) -> dict:
     return container(deployment)
 
 
-@pytest.mark.parametrize("service", ["stt", "llm", "tts", "orchestrator", "realtime"])
+@pytest.mark.parametrize("service", ["stt", "llm", "tts", "orchestrator", "realtime", "avatar"])
 def test_service_serves_with_only_its_image_contents(tmp_path, service):
     image = image_args(service)
     spec = manifest(service)
@@ -108,7 +108,7 @@ def test_a_service_missing_its_extra_does_not_come_up(tmp_path):
 
 def test_k8s_and_compose_preload_the_same_models():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    for service in ("stt", "llm", "tts", "realtime"):
+    for service in ("stt", "llm", "tts", "realtime", "avatar"):
         default = compose[service]["environment"]["VOICEMESH_PRELOAD"].split("-", 1)[1].rstrip("}")
         env = {e["name"]: e["value"] for e in manifest(service)["env"]}
         assert env["VOICEMESH_PRELOAD"] == default, service

@@ -127,7 +127,7 @@ def test_orchestrator_autoscales_on_cpu(resources):
 
 def test_orchestrator_mesh_names_the_headless_services(resources):
     env = {e["name"]: e["value"] for e in container(resources[("Deployment", "orchestrator")])["env"]}
-    for service in ("stt", "llm", "tts", "realtime"):
+    for service in ("stt", "llm", "tts", "realtime", "avatar"):
         host, port = env[f"VOICEMESH_MESH_{service.upper()}"].split(":")
         svc = resources[("Service", host)]
         assert svc["spec"]["clusterIP"] == "None"

@@ -25,7 +25,7 @@ def test_drift_is_detected_when_a_proto_changes(tmp_path):
 
 
 def test_every_service_is_a_config_first_bidi_stream_with_describe():
-    from voicemesh.v1 import agent_pb2, llm_pb2, realtime_pb2, stt_pb2, tts_pb2
+    from voicemesh.v1 import agent_pb2, avatar_pb2, llm_pb2, realtime_pb2, stt_pb2, tts_pb2
 
     cases = [
         (stt_pb2, "SttService", "Recognize", "config"),
@@ -33,6 +33,7 @@ def test_every_service_is_a_config_first_bidi_stream_with_describe():
         (tts_pb2, "TtsService", "Synthesize", "config"),
         (realtime_pb2, "RealtimeService", "Converse", "session_update"),
         (agent_pb2, "AgentService", "Session", "config"),
+        (avatar_pb2, "AvatarService", "Render", "config"),
     ]
     for module, service_name, method_name, first_field in cases:
         service = module.DESCRIPTOR.services_by_name[service_name]

@@ -10,6 +10,8 @@ from voicemesh import tls
 from voicemesh.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    avatar_pb2,
+    avatar_pb2_grpc,
     common_pb2,
     llm_pb2,
     llm_pb2_grpc,
@@ -28,6 +30,7 @@ DESCRIBABLE = {
     "voicemesh.v1.TtsService": (tts_pb2_grpc.TtsServiceStub, tts_pb2.TtsServiceDescribeRequest),
     "voicemesh.v1.RealtimeService": (realtime_pb2_grpc.RealtimeServiceStub, realtime_pb2.RealtimeServiceDescribeRequest),
     "voicemesh.v1.AgentService": (agent_pb2_grpc.AgentServiceStub, agent_pb2.AgentServiceDescribeRequest),
+    "voicemesh.v1.AvatarService": (avatar_pb2_grpc.AvatarServiceStub, avatar_pb2.AvatarServiceDescribeRequest),
 }
 
 

@@ -1,4 +1,5 @@
-"""A whole mesh on this machine: STT, LLM, TTS and the orchestrator as child processes.
+"""A whole mesh on this machine: STT, LLM, TTS and the orchestrator as child processes (and the realtime and
+avatar services when asked for).
 
 Used by ``voicemesh up`` (in the foreground) and ``voicemesh talk`` (when no
 mesh answers, for the duration of the command). The state directory holds
@@ -31,13 +32,14 @@ log = logging.getLogger(__name__)
 
 MODEL_SERVICES = ("stt", "llm", "tts")
 # The clients of the others first (the Wyoming edge, the orchestrator), so they go down first.
-STOP_ORDER = ("wyoming", "orchestrator", "realtime", "tts", "llm", "stt")
+STOP_ORDER = ("wyoming", "orchestrator", "avatar", "realtime", "tts", "llm", "stt")
+DEFAULT_AVATAR = "local/ada"
 
 
 def port_offsets() -> dict[str, int]:
-    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3, realtime +4)."""
+    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3, realtime +4, avatar +5)."""
     base = DEFAULT_PORTS["orchestrator"]
-    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES, "realtime")}
+    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES, "realtime", "avatar")}
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -69,6 +71,7 @@ class LocalMeshOptions:
     llm: str = DEFAULT_LLM
     tts: str = DEFAULT_TTS
     realtime: bool = False  # also run the realtime service (the local cascade of the three models)
+    avatar: str | None = None  # also run the avatar service, preloading this avatar
     preload: bool = True
     auth: bool = True
     wyoming_port: int | None = None  # also run a Wyoming server (voicemesh serve wyoming) on this port
@@ -82,7 +85,8 @@ class LocalMesh:
     def __init__(self, options: LocalMeshOptions):
         self.options = options
         self.state_dir = Path(options.state_dir).expanduser()
-        self.services = (*MODEL_SERVICES, "realtime") if options.realtime else MODEL_SERVICES
+        self.services = (*MODEL_SERVICES, *(("realtime",) if options.realtime else ()),
+                         *(("avatar",) if options.avatar else ()))
         self.ports = {name: options.port_base + offset for name, offset in port_offsets().items()
                       if name == "orchestrator" or name in self.services}
         if options.wyoming_port is not None:
@@ -117,7 +121,7 @@ class LocalMesh:
         MeshConfig({m: {"*": [f"{client_host}:{self.ports[m]}"]} for m in self.services}).write(self.mesh_path)
         common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
         models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts,
-                  "realtime": "voicemesh/cascade"}
+                  "realtime": "voicemesh/cascade", "avatar": self.options.avatar}
         # Every service meters into one ledger; with auth (the default) each RPC needs the local key.
         metering = {"VOICEMESH_LEDGER": self.ledger_url, "VOICEMESH_AUTH": "1" if self.options.auth else "0"}
         if self.options.auth:

@@ -24,7 +24,7 @@ from voicemesh.orchestrator.clients import MeshClients
 log = logging.getLogger(__name__)
 
 DESCRIBED = {"stt": "voicemesh.v1.SttService", "llm": "voicemesh.v1.LlmService", "tts": "voicemesh.v1.TtsService",
-             "realtime": "voicemesh.v1.RealtimeService"}
+             "realtime": "voicemesh.v1.RealtimeService", "avatar": "voicemesh.v1.AvatarService"}
 # A key the mesh accepted is not asked about again for this long: the service still checks it on the
 # forwarded call, so a key revoked meanwhile is refused there. Bounded, so a flood of keys cannot grow it.
 ACCEPTED_S = 5.0

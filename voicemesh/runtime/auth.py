@@ -49,6 +49,7 @@ USAGE_PATHS: Mapping[str, tuple[str, ...]] = {
     "voicemesh.v1.SynthesizeResponse": ("usage",),
     "voicemesh.v1.ChatResponse": ("done", "usage"),
     "voicemesh.v1.ConverseResponse": ("response_done", "usage"),
+    "voicemesh.v1.RenderResponse": ("usage",),
 }
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voicemesh/v1/common.proto\x12\x0cvoicemesh.v1\"\xa3\x01\n\x05Usage\x12\x18\n\x10\x61udio_seconds_in\x18\x01 \x01(\x01\x12\x19\n\x11\x61udio_seconds_out\x18\x02 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x12\n\ncharacters\x18\x06 \x01(\x03\x12\r\n\x05model\x18\x07 \x01(\t\"\xb5\x01\n\x0c\x43\x61pabilities\x12\x11\n\tstreaming\x18\x01 \x01(\x08\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\x12\x12\n\nword_times\x18\x03 \x01(\x08\x12\x12\n\ntool_calls\x18\x04 \x01(\x08\x12\x11\n\talignment\x18\x05 \x01(\x08\x12\x12\n\nserver_vad\x18\x06 \x01(\x08\x12\x10\n\x08truncate\x18\x07 \x01(\x08\x12\x18\n\x10text_only_output\x18\x08 \x01(\x08\"\xdb\x01\n\tModelInfo\x12\x12\n\ndescriptor\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12\x17\n\x0fsample_rates_hz\x18\x05 \x03(\x05\x12\x0e\n\x06voices\x18\x06 \x03(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x07 \x01(\x05\x12\x30\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.Capabilities\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xaa\x01\n\x12ServiceDescription\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.voicemesh.v1.ModelInfo\x12\x1a\n\x12min_sample_rate_hz\x18\x04 \x01(\x05\x12\x1a\n\x12max_sample_rate_hz\x18\x05 \x01(\x05\x12\x11\n\tproviders\x18\x06 \x03(\t\"\xac\x01\n\x0e\x42\x61\x63kendOptions\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x36\n\x05\x65xtra\x18\x04 \x03(\x0b\x32\'.voicemesh.v1.BackendOptions.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05known\x18\x04 \x03(\t\"\x08\n\x06\x43\x61ncel\"\x07\n\x05\x46lushb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voicemesh/v1/common.proto\x12\x0cvoicemesh.v1\"\xbe\x01\n\x05Usage\x12\x18\n\x10\x61udio_seconds_in\x18\x01 \x01(\x01\x12\x19\n\x11\x61udio_seconds_out\x18\x02 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x12\n\ncharacters\x18\x06 \x01(\x03\x12\r\n\x05model\x18\x07 \x01(\t\x12\x19\n\x11video_seconds_out\x18\x08 \x01(\x01\"\xb5\x01\n\x0c\x43\x61pabilities\x12\x11\n\tstreaming\x18\x01 \x01(\x08\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\x12\x12\n\nword_times\x18\x03 \x01(\x08\x12\x12\n\ntool_calls\x18\x04 \x01(\x08\x12\x11\n\talignment\x18\x05 \x01(\x08\x12\x12\n\nserver_vad\x18\x06 \x01(\x08\x12\x10\n\x08truncate\x18\x07 \x01(\x08\x12\x18\n\x10text_only_output\x18\x08 \x01(\x08\"\xdb\x01\n\tModelInfo\x12\x12\n\ndescriptor\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12\x17\n\x0fsample_rates_hz\x18\x05 \x03(\x05\x12\x0e\n\x06voices\x18\x06 \x03(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x07 \x01(\x05\x12\x30\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.Capabilities\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xaa\x01\n\x12ServiceDescription\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.voicemesh.v1.ModelInfo\x12\x1a\n\x12min_sample_rate_hz\x18\x04 \x01(\x05\x12\x1a\n\x12max_sample_rate_hz\x18\x05 \x01(\x05\x12\x11\n\tproviders\x18\x06 \x03(\t\"\xac\x01\n\x0e\x42\x61\x63kendOptions\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x36\n\x05\x65xtra\x18\x04 \x03(\x0b\x32\'.voicemesh.v1.BackendOptions.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05known\x18\x04 \x03(\t\"\x08\n\x06\x43\x61ncel\"\x07\n\x05\x46lushb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKENDOPTIONS_EXTRAENTRY']._loaded_options = None
   _globals['_BACKENDOPTIONS_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_USAGE']._serialized_start=44
-  _globals['_USAGE']._serialized_end=207
-  _globals['_CAPABILITIES']._serialized_start=210
-  _globals['_CAPABILITIES']._serialized_end=391
-  _globals['_MODELINFO']._serialized_start=394
-  _globals['_MODELINFO']._serialized_end=613
-  _globals['_SERVICEDESCRIPTION']._serialized_start=616
-  _globals['_SERVICEDESCRIPTION']._serialized_end=786
-  _globals['_BACKENDOPTIONS']._serialized_start=789
-  _globals['_BACKENDOPTIONS']._serialized_end=961
-  _globals['_BACKENDOPTIONS_EXTRAENTRY']._serialized_start=917
-  _globals['_BACKENDOPTIONS_EXTRAENTRY']._serialized_end=961
-  _globals['_ERRORDETAIL']._serialized_start=963
-  _globals['_ERRORDETAIL']._serialized_end=1041
-  _globals['_CANCEL']._serialized_start=1043
-  _globals['_CANCEL']._serialized_end=1051
-  _globals['_FLUSH']._serialized_start=1053
-  _globals['_FLUSH']._serialized_end=1060
+  _globals['_USAGE']._serialized_end=234
+  _globals['_CAPABILITIES']._serialized_start=237
+  _globals['_CAPABILITIES']._serialized_end=418
+  _globals['_MODELINFO']._serialized_start=421
+  _globals['_MODELINFO']._serialized_end=640
+  _globals['_SERVICEDESCRIPTION']._serialized_start=643
+  _globals['_SERVICEDESCRIPTION']._serialized_end=813
+  _globals['_BACKENDOPTIONS']._serialized_start=816
+  _globals['_BACKENDOPTIONS']._serialized_end=988
+  _globals['_BACKENDOPTIONS_EXTRAENTRY']._serialized_start=944
+  _globals['_BACKENDOPTIONS_EXTRAENTRY']._serialized_end=988
+  _globals['_ERRORDETAIL']._serialized_start=990
+  _globals['_ERRORDETAIL']._serialized_end=1068
+  _globals['_CANCEL']._serialized_start=1070
+  _globals['_CANCEL']._serialized_end=1078
+  _globals['_FLUSH']._serialized_start=1080
+  _globals['_FLUSH']._serialized_end=1087
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Usage(_message.Message):
-    __slots__ = ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "cached_tokens", "characters", "model")
+    __slots__ = ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "cached_tokens", "characters", "model", "video_seconds_out")
     AUDIO_SECONDS_IN_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SECONDS_OUT_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class Usage(_message.Message):
     CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHARACTERS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_SECONDS_OUT_FIELD_NUMBER: _ClassVar[int]
     audio_seconds_in: float
     audio_seconds_out: float
     input_tokens: int
@@ -22,7 +23,8 @@ class Usage(_message.Message):
     cached_tokens: int
     characters: int
     model: str
-    def __init__(self, audio_seconds_in: _Optional[float] = ..., audio_seconds_out: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    video_seconds_out: float
+    def __init__(self, audio_seconds_in: _Optional[float] = ..., audio_seconds_out: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., characters: _Optional[int] = ..., model: _Optional[str] = ..., video_seconds_out: _Optional[float] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("streaming", "interim_results", "word_times", "tool_calls", "alignment", "server_vad", "truncate", "text_only_output")

@@ -1,0 +1,1 @@
+"""Backends of the avatar service, one module per provider (or face style)."""
