@@ -46,7 +46,7 @@ class ServerSettings:
                              "(health turns NOT_SERVING at once; new streams get UNAVAILABLE \"draining\")")
     drain_idle_s: float = setting(2.0, "while draining, a stream with no message either way for this long is closed at "
                                   "once with UNAVAILABLE, so its client reconnects elsewhere")
-    max_loop_lag_ms: float = setting(100.0, "refuse new streams with RESOURCE_EXHAUSTED (\"overloaded, retry elsewhere\") "
+    max_loop_lag_ms: float = setting(200.0, "refuse new streams with RESOURCE_EXHAUSTED (\"overloaded, retry elsewhere\") "
                                      "while the event loop runs this late on average over the last second; "
                                      "admitted streams go on (0: no limit)")
     max_cpu: float = setting(0.0, "refuse new streams likewise while this process used more CPU than this, in cores, "
