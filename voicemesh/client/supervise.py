@@ -55,10 +55,8 @@ class Supervisor:
         for name, proc in self.mesh.processes.items():
             state = self.mesh.states[name]
             if state.state in ("starting", "serving") and proc.proc is not None and proc.proc.poll() is not None:
-                self._exited(name, proc, state)
                 changed = True
-                if state.failures >= self.max_failures:
-                    state.state = "failed"
+                if not self._exited(name, proc, state):
                     self.mesh.write_state()
                     return (f"{name} cannot start: it exited {state.failures} times in a row before reporting "
                             f"SERVING (last exit code {state.exit_code}); see {proc.log_path}")
@@ -76,15 +74,22 @@ class Supervisor:
             self.mesh.write_state()
         return None
 
-    def _exited(self, name: str, proc, state: ServiceState) -> None:
+    def _exited(self, name: str, proc, state: ServiceState) -> bool:
+        """Note an exit and schedule the restart; False when the service is given up (``failed``)."""
         state.exit_code = proc.stop()  # reaps it and closes its log; the next start appends to the log
         lived_s = time.time() - state.started_at
         state.failures = state.failures + 1 if state.state == "starting" else 0
         state.streak = state.streak + 1 if lived_s < self.stable_s else 1
+        state.serving_since = 0.0
+        exited = f"voicemesh up: {name} exited with code {state.exit_code} after {lived_s:.1f} s"
+        if state.failures >= self.max_failures:
+            state.state = "failed"
+            self.say(f"{exited}. Its log ends with:\n{proc.log_tail(10)}")
+            return False
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (state.streak - 1))
-        state.state, state.restart_at, state.serving_since = "restarting", time.monotonic() + delay, 0.0
-        self.say(f"voicemesh up: {name} exited with code {state.exit_code} after {lived_s:.1f} s; restarting it "
-                 f"in {delay:.0f} s. Its log ends with:\n{proc.log_tail(10)}")
+        state.state, state.restart_at = "restarting", time.monotonic() + delay
+        self.say(f"{exited}; restarting it in {delay:.1f} s. Its log ends with:\n{proc.log_tail(10)}")
+        return True
 
 
 def _age(seconds: float) -> str:
