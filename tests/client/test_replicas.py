@@ -1,13 +1,18 @@
-"""The SDK moves to another orchestrator replica when one refuses a new session for load.
+"""An orchestrator refuses new sessions for load, and the SDK moves to another replica.
 
-The overloaded replica is a real orchestrator process whose load threshold is set below any event-loop
-lag (``--max-loop-lag-ms 0.001``), so it refuses every new session as the runtime does past its
-threshold; the other replica is the orchestrator of the package's ``voicemesh up``.
+Two ways to load a real orchestrator process deterministically: a threshold below any event-loop lag
+(``--max-loop-lag-ms 0.001``: it refuses every new session as the runtime does past its threshold), or
+starving it of CPU (SIGSTOP for 0.3 s, SIGCONT for 0.1 s, over and over: its event loop wakes 0.3 s late,
+as on an overloaded machine). The other replica is the orchestrator of the package's ``voicemesh up``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -17,12 +22,78 @@ from voicemesh.client import AgentSession, AgentSessionError, AgentText, TurnDon
 pytestmark = pytest.mark.slow
 
 
+def orchestrator(mesh_up, service_process, max_loop_lag_ms: str):
+    """A second orchestrator of the same mesh and ledger."""
+    state = mesh_up.state_dir
+    return service_process("orchestrator", args=["--mesh", str(state / "mesh.json"), "--max-loop-lag-ms",
+                                                 max_loop_lag_ms],
+                           env={"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}"})
+
+
 @pytest.fixture
 def overloaded(mesh_up, service_process):
-    """A second orchestrator of the same mesh and ledger that takes no new session."""
-    state = mesh_up.state_dir
-    return service_process("orchestrator", args=["--mesh", str(state / "mesh.json"), "--max-loop-lag-ms", "0.001"],
-                           env={"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}"})
+    """An orchestrator that takes no new session."""
+    return orchestrator(mesh_up, service_process, "0.001")
+
+
+class Starve:
+    """Stops and continues a process, over and over, until the block ends (then it runs freely)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.done = pid, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            os.kill(self.pid, signal.SIGSTOP)
+            time.sleep(0.3)
+            os.kill(self.pid, signal.SIGCONT)
+            time.sleep(0.1)
+
+    def __enter__(self) -> Starve:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        os.kill(self.pid, signal.SIGCONT)
+
+
+def test_a_starved_orchestrator_refuses_new_sessions_and_the_admitted_one_goes_on(mesh_up, service_process):
+    orch = orchestrator(mesh_up, service_process, "50")
+
+    def session() -> AgentSession:
+        return AgentSession(address=orch.address, instructions=INSTRUCTIONS, first_result_timeout_ms=STALL_MS)
+
+    async def run() -> tuple[AgentSessionError, list]:
+        async with session() as admitted:
+            with Starve(orch.proc.pid):
+                await asyncio.sleep(1.0)  # a second of lag measured
+                with pytest.raises(AgentSessionError) as refused:
+                    await session().start()
+                # The admitted session is still served: a whole turn, while the process stays starved.
+                await admitted.send_text("What is the capital of France?")
+                events = await collect_turn(admitted, send_silence=False)
+        return refused.value, events
+
+    refused, events = asyncio.run(run())
+    assert refused.code == "RESOURCE_EXHAUSTED" and refused.reason == "OVERLOADED"
+    assert "overloaded, retry elsewhere" in refused.message
+    assert any(isinstance(e, AgentText) and e.delta.strip() for e in events)
+    assert any(isinstance(e, TurnDone) for e in events)
+
+    async def admitted_again() -> str:
+        for _ in range(50):  # the lag of the last second fades once the process runs freely
+            try:
+                async with session() as again:
+                    return again.session_id
+            except AgentSessionError as error:
+                assert error.reason == "OVERLOADED", error
+                await asyncio.sleep(0.2)
+        raise AssertionError("the orchestrator still refuses 10 s after its load is gone")
+
+    assert asyncio.run(admitted_again())
 
 
 def test_an_overloaded_replica_refuses_and_the_sdk_opens_the_session_on_the_next(mesh_up, overloaded):
