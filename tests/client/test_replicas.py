@@ -17,17 +17,18 @@ import time
 import pytest
 
 from tests.client.test_agent_session import INSTRUCTIONS, STALL_MS, collect_turn
-from voicemesh.client import AgentSession, AgentSessionError, AgentText, TurnDone
+from voicemesh.client import AgentAudio, AgentSession, AgentSessionError, AgentText, TurnDone, TurnMetrics
+from voicemesh.client.session import DEFAULT_TTS
 
 pytestmark = pytest.mark.slow
 
 
-def orchestrator(mesh_up, service_process, max_loop_lag_ms: str):
+def orchestrator(mesh_up, service_process, max_loop_lag_ms: str, env: dict | None = None):
     """A second orchestrator of the same mesh and ledger."""
     state = mesh_up.state_dir
     return service_process("orchestrator", args=["--mesh", str(state / "mesh.json"), "--max-loop-lag-ms",
                                                  max_loop_lag_ms],
-                           env={"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}"})
+                           env={"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}", **(env or {})})
 
 
 @pytest.fixture
@@ -117,3 +118,28 @@ def test_an_overloaded_replica_refuses_and_the_sdk_opens_the_session_on_the_next
     assert address == mesh_up.orchestrator
     assert any(isinstance(e, AgentText) and e.delta.strip() for e in events)
     assert any(isinstance(e, TurnDone) for e in events)
+
+
+def test_the_orchestrator_takes_the_next_tts_replica_when_one_refuses_for_load(mesh_up, service_process):
+    state = mesh_up.state_dir
+    refusing = service_process("tts", args=["--max-loop-lag-ms", "0.001", "--preload", DEFAULT_TTS],
+                               env={"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}"})
+    # Two TTS replicas; sessions rotate which one they try first, so one of two sessions starts at the refusing one.
+    orch = orchestrator(mesh_up, service_process, "0",
+                        env={"VOICEMESH_MESH_TTS": f"{refusing.address},{mesh_up.addresses['tts']}"})
+
+    async def turn() -> list:
+        async with AgentSession(address=orch.address, instructions=INSTRUCTIONS,
+                                first_result_timeout_ms=STALL_MS) as session:
+            await session.send_text("What is the capital of France?")
+            return await collect_turn(session, send_silence=False)
+
+    for _ in range(2):
+        events = asyncio.run(turn())
+        assert any(isinstance(e, AgentAudio) and e.audio for e in events)
+        assert any(isinstance(e, TurnDone) for e in events)
+        fallbacks = [f for e in events if isinstance(e, TurnMetrics) for f in e.fallbacks]
+        assert all(refusing.address in f and "overloaded, retry elsewhere" in f for f in fallbacks), fallbacks
+        if fallbacks:
+            break
+    assert fallbacks, "no session tried the refusing replica first"
