@@ -12,6 +12,7 @@ import wave
 from pathlib import Path
 
 from voicemesh.client.local import DEFAULT_AVATAR, LocalMesh, LocalMeshOptions, free_port_base, port_is_free
+from voicemesh.client.supervise import Supervisor, status_report
 from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.edges.wyoming.server import DEFAULT_PORT as WYOMING_PORT
@@ -71,7 +72,10 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
         description="Start the STT, LLM and TTS services and the orchestrator as local processes, with the "
         "default local models loaded so the first turn is warm. Writes the mesh config and one log per "
         "service to the state directory, waits until every service reports SERVING, prints the addresses, "
-        "and runs until Ctrl-C or SIGTERM, which stops every service cleanly. Ports: the orchestrator on "
+        "and runs until Ctrl-C or SIGTERM, which stops every service cleanly. A service that exits is "
+        "restarted with a backoff (1 s, doubling while it keeps dying, at most 30 s); up stops by itself only "
+        "when a service cannot start at all (it exited 3 times in a row before reporting SERVING). "
+        "`voicemesh status` shows each service's state, restarts and uptime. Ports: the orchestrator on "
         "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime, avatar +5 with --avatar).",
     )
     up.add_argument("--host", default="127.0.0.1", help="address the services listen on (default 127.0.0.1; "
@@ -120,13 +124,11 @@ def _up(args: argparse.Namespace) -> int:
                 if mesh.api_key else "no API keys (--no-auth)")
         _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"
              f"try: voicemesh talk --address {mesh.orchestrator_address}\nCtrl-C stops everything.")
+        supervisor = Supervisor(mesh, say=_say)
         while True:
-            dead = mesh.dead()
-            if dead:
-                for name in dead:
-                    proc = mesh.processes[name]
-                    _say(f"voicemesh up: {name} exited with code {proc.proc.returncode}; its log ends with:\n"
-                         f"{proc.log_tail(20)}")
+            reason = supervisor.step()
+            if reason is not None:
+                _say(f"voicemesh up: {reason}; stopping the mesh")
                 return 1
             time.sleep(0.5)
     except _Stop as stop:
@@ -141,6 +143,28 @@ def _up(args: argparse.Namespace) -> int:
             _say("voicemesh up: stopped " + ", ".join(f"{n} (exit {c})" for n, c in codes.items()))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+def _add_status(commands: argparse._SubParsersAction) -> None:
+    status = commands.add_parser(
+        "status", help="show the services of the running `voicemesh up`: state, health, restarts, uptime",
+        description="Read the state directory's up.json (written by `voicemesh up`) and check each service's "
+        "health: prints one line per service with its address, pid, supervisor state (starting, serving, "
+        "restarting, failed), health (SERVING, NOT_SERVING or no answer), restarts and uptime. Exits 0 only "
+        "when every service is SERVING.",
+    )
+    status.add_argument("--state-dir", type=Path, default=None,
+                        help="state directory of the mesh (default $VOICEMESH_STATE_DIR or ~/.voicemesh)")
+    status.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each health check")
+    status.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    serving, lines = status_report((args.state_dir or default_state_dir()).expanduser(), args.timeout)
+    print("\n".join(lines))
+    return 0 if serving else 1
 
 
 # --- talk ------------------------------------------------------------------------------------------
@@ -288,6 +312,7 @@ async def _converse(args: argparse.Namespace, address: str, pcm: bytes, rate: in
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``up`` and ``talk`` to the ``voicemesh`` command line."""
+    """Add ``up``, ``status`` and ``talk`` to the ``voicemesh`` command line."""
     _add_up(commands)
+    _add_status(commands)
     _add_talk(commands)

@@ -127,6 +127,57 @@ def test_talk_with_no_speech_in_the_wav_says_so(mesh_up, tmp_path):
     assert not (tmp_path / "a.wav").exists()
 
 
+def wait_until(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise TimeoutError("condition not met")
+
+
+def test_up_restarts_a_killed_service_and_a_new_session_works(mesh_up, tmp_path):
+    killed = mesh_up.pids["tts"]
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted() -> dict | None:
+        tts = json.loads((mesh_up.state_dir / "up.json").read_text())["services"]["tts"]
+        return tts if tts["pid"] != killed and tts["supervisor"]["state"] == "serving" else None
+
+    tts = wait_until(restarted, timeout=120)
+    mesh_up.pids["tts"] = tts["pid"]  # what the later tests of this mesh stop
+    assert tts["supervisor"]["restarts"] == 1 and tts["supervisor"]["exit_code"] == -signal.SIGKILL
+    assert mesh_up.proc.poll() is None  # up went on, and so did the other services
+    assert all_serving(mesh_up) == dict.fromkeys(mesh_up.addresses, "SERVING")
+    assert all(alive(pid) for pid in mesh_up.pids.values())
+    output = mesh_up.output()
+    assert f"tts exited with code {-signal.SIGKILL}" in output and "restarted tts" in output
+
+    # A new session works through the restarted service, with nothing else restarted.
+    out = tmp_path / "after-restart.wav"
+    result = voicemesh("talk", "--text", "What is the capital of France?", "--out", str(out),
+                       "--address", mesh_up.orchestrator, "--no-start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    pcm, _rate = read_wav(out)
+    assert len(pcm) > 16000
+
+    status = voicemesh("status", "--state-dir", str(mesh_up.state_dir))
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:]}
+    assert set(rows) == set(mesh_up.addresses)
+    for name, (_name, address, pid, state, checked, restarts, uptime) in rows.items():
+        assert (address, int(pid), state, checked) == (mesh_up.addresses[name], mesh_up.pids[name], "serving",
+                                                       "SERVING"), name
+        assert int(restarts) == (1 if name == "tts" else 0), name
+        assert re.fullmatch(r"\d+m\d\ds", uptime), uptime
+
+
+def test_status_without_a_running_up_says_so(tmp_path):
+    result = voicemesh("status", "--state-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "no `voicemesh up` is running" in result.stdout
+
+
 def test_sigterm_stops_up_and_every_service(mesh_up):
     pids = dict(mesh_up.pids)
     assert all(alive(pid) for pid in pids.values())

@@ -160,3 +160,20 @@ def test_wyoming_edge_reaches_stt_and_tts_by_name_with_a_key_from_a_secret(resou
     assert c["readinessProbe"]["exec"]["command"][-1] == "127.0.0.1:10300"
     assert c["livenessProbe"]["tcpSocket"] == {"port": 10300}
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))
+def test_termination_grace_covers_the_prestop_wait_and_the_drain(resources, service):
+    """Kubernetes counts terminationGracePeriodSeconds from the start of preStop: it must hold the preStop
+    sleep, the service's own grace period (VOICEMESH_GRACE_S, or the runtime's default) and the closing of
+    streams still open at its end, or the pod is killed mid-drain."""
+    from voicemesh.runtime.server import ServerSettings
+
+    spec = resources[("Deployment", service)]["spec"]["template"]["spec"]
+    c = container(resources[("Deployment", service)])
+    command = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    grace_s = float(env.get("VOICEMESH_GRACE_S", ServerSettings.grace_s))
+    closing_s = 3.0  # late streams get their status (1 s), then unary calls get a moment (1 s), then exit
+    assert spec["terminationGracePeriodSeconds"] >= float(command[1]) + grace_s + closing_s

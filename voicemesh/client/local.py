@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
+from voicemesh.client.supervise import ServiceState, state_of
 from voicemesh.mesh import DEFAULT_PORTS, MeshConfig
 from voicemesh.private import private_dir, private_file
 from voicemesh.process import ServiceProcess
@@ -97,6 +98,7 @@ class LocalMesh:
         self.key_path = self.state_dir / "api_key"
         self.api_key: str | None = None
         self.processes: dict[str, ServiceProcess] = {}
+        self.states: dict[str, ServiceState] = {}  # kept by voicemesh.client.supervise while `up` runs
 
     def address(self, service: str) -> str:
         host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
@@ -148,9 +150,10 @@ class LocalMesh:
             self.processes[name] = ServiceProcess(
                 name, port=self.ports[name], host=self.options.host, args=args, env=env, log_path=log_path,
             ).start()
+            self.states[name] = ServiceState(started_at=time.time())
         if "wyoming" in self.ports:
             self._start_wyoming()
-        self._write_state()
+        self.write_state()
         return self
 
     def _start_wyoming(self) -> None:
@@ -162,21 +165,26 @@ class LocalMesh:
         private_file(log_path).write_bytes(b"")
         self.processes["wyoming"] = ServiceProcess("wyoming", port=self.ports["wyoming"], host=self.options.host,
                                                    args=args, log_path=log_path).start()
+        self.states["wyoming"] = ServiceState(started_at=time.time())
 
     @property
     def wyoming_uri(self) -> str | None:
         return f"tcp://{self.address('wyoming')}" if "wyoming" in self.ports else None
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
         state = {
             "pid": os.getpid(),
             "mesh": str(self.mesh_path),
             "ledger": self.ledger_url,
             "api_key_file": str(self.key_path) if self.options.auth else None,
             "services": {name: {"address": self.address(name), "pid": proc.proc.pid if proc.proc else None,
-                                "log": str(proc.log_path)} for name, proc in self.processes.items()},
+                                "log": str(proc.log_path), "supervisor": state_of(self.states, name)}
+                         for name, proc in self.processes.items()},
         }
-        (self.state_dir / "up.json").write_text(json.dumps(state, indent=2) + "\n")
+        # Written whole, then renamed: `voicemesh status` never reads half a file.
+        path = self.state_dir / "up.json"
+        path.with_suffix(".tmp").write_text(json.dumps(state, indent=2) + "\n")
+        path.with_suffix(".tmp").replace(path)
 
     def wait_serving(self, timeout: float = 180.0, on_ready=None) -> None:
         """Block until every service reports SERVING (``on_ready(name, seconds)`` as each one does)."""
@@ -184,10 +192,14 @@ class LocalMesh:
         for name in (*self.services, "orchestrator"):
             remaining = max(1.0, timeout - (time.monotonic() - started))
             self.processes[name].wait_serving(remaining)
+            self.states[name].state, self.states[name].serving_since = "serving", time.time()
+            self.write_state()
             if on_ready is not None:
                 on_ready(name, time.monotonic() - started)
         if "wyoming" in self.processes:
             self._wait_wyoming(max(1.0, timeout - (time.monotonic() - started)))
+            self.states["wyoming"].state, self.states["wyoming"].serving_since = "serving", time.time()
+            self.write_state()
             if on_ready is not None:
                 on_ready("wyoming", time.monotonic() - started)
 

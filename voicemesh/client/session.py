@@ -13,6 +13,10 @@ waits for the server's ``SessionStarted``; the send methods write one request
 each; iterating the session yields typed events (``voicemesh.client.events``)
 until the server ends the stream. A failed call raises ``AgentSessionError``
 with the gRPC code and message.
+
+``address`` may list several orchestrator replicas, comma-separated: a replica that refuses the new
+session because it is overloaded (RESOURCE_EXHAUSTED, reason OVERLOADED) or draining (UNAVAILABLE,
+reason DRAINING) is skipped and the next one is tried; ``address`` is then the one that took it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from voicemesh.runtime.status import detail_of
 from voicemesh.v1 import agent_pb2, agent_pb2_grpc, llm_pb2
 
 log = logging.getLogger(__name__)
+
+# Refusal reasons of a new session that another replica may not share (voicemesh.runtime.load).
+TRY_ANOTHER_REPLICA = frozenset({"OVERLOADED", "DRAINING"})
 
 DEFAULT_ADDRESS = "127.0.0.1:50060"
 DEFAULT_STT = "faster-whisper/tiny.en:en"
@@ -107,6 +114,7 @@ class AgentSession:
         start_timeout_s: float = 30.0,
     ):
         self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.session_id = ""
         self._config = self._build_config(
             stt=stt, llm=llm, tts=tts, realtime=realtime, instructions=instructions,
@@ -173,9 +181,24 @@ class AgentSession:
         await self.aclose()
 
     async def start(self) -> str:
-        """Open the stream, send the config and wait for ``SessionStarted``; returns the session id."""
+        """Open the stream, send the config and wait for ``SessionStarted``; returns the session id.
+
+        With several addresses, a replica that is overloaded or draining is skipped for the next one.
+        """
         if self._call is not None:
             raise RuntimeError("the session is already started")
+        for address, following in zip(self.addresses, self.addresses[1:]):
+            try:
+                return await self._start_at(address)
+            except AgentSessionError as refused:
+                if refused.reason not in TRY_ANOTHER_REPLICA:
+                    raise
+                log.info("%s refused the session (%s); trying %s", address, refused, following)
+                self._call, self._events, self._closing, self._error = None, asyncio.Queue(), False, None
+        return await self._start_at(self.addresses[-1])
+
+    async def _start_at(self, address: str) -> str:
+        self.address = address
         # TLS with the given credentials, else with VOICEMESH_TLS_* from the environment, else plaintext.
         self._channel = tls.aio_channel(self.address, credentials=self._credentials)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from voicemesh.errors import InvalidInput
 from voicemesh.runtime import auth, logs, metrics, status
 from voicemesh.runtime.limits import Limits
+from voicemesh.runtime.load import Admission
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,15 @@ class _Call:
         self.start = time.monotonic()
         self.first_sent = False
         self.finished = False
+        # For the drain (voicemesh.runtime.drain): last message either way, the RPC's task, why it was cut.
+        self.active, self.task, self.cut = self.start, None, None
         # Each RPC runs in a task of its own, so its context holds this id alone; nothing to reset
         # (a response generator may be finalized in another context, where a reset would fail).
         logs.session_id.set(_session_id(context))
         metrics.STREAMS_OPEN.labels(*self.labels).inc()
 
     def sent(self) -> None:
+        self.active = time.monotonic()
         metrics.MESSAGES_OUT.labels(*self.labels).inc()
         if not self.first_sent:
             self.first_sent = True
@@ -87,6 +91,7 @@ class _Call:
     async def counted(self, requests: AsyncIterator) -> AsyncIterator:
         counter = metrics.MESSAGES_IN.labels(*self.labels)
         async for request in requests:
+            self.active = time.monotonic()
             counter.inc()
             yield _parsed(request)
 
@@ -129,8 +134,11 @@ async def _close_all(bounded: AsyncIterator | None, responses: AsyncIterator | N
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
-    def __init__(self, service: str, guard: auth.Guard | None = None, limits: Limits | None = None):
+    def __init__(self, service: str, guard: auth.Guard | None = None, limits: Limits | None = None,
+                 admission: Admission | None = None):
         self.service = service
+        # Drain and load refusals of new streams, and the open streams a drain closes (voicemesh.runtime.load).
+        self.admission = admission or Admission()
         # API keys, quotas and usage metering (voicemesh.runtime.auth); None when the server has no ledger.
         self.guard = guard
         # Open-stream and stream-duration limits (voicemesh.runtime.limits).
@@ -164,6 +172,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 caller = await self._admit(request_iterator, context) if self.guard else None
                 slot = await self._take_slot(request_iterator, caller)
+                self.admission.open.add(call)
                 requests = call.counted(request_iterator)
                 responses = behavior(caller.requests(requests) if caller else requests, context)
                 bounded = slot.bounded(responses) if slot.deadline is not None else None  # --max-stream-s
@@ -173,9 +182,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     call.sent()
                     yield response
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                log.info("%s cancelled by the client or by shutdown", method)
-                raise
+                if call.cut is None:
+                    code = grpc.StatusCode.CANCELLED
+                    log.info("%s cancelled by the client or by shutdown", method)
+                    raise
+                code = status.to_status(call.cut)[0]  # closed by the drain: its status, not a bare cancel
+                await _close_all(bounded, responses, method)
+                bounded = responses = None
+                call.finish(code)
+                await status.abort(context, call.cut)
             except grpc.aio.AbortError:
                 code = _final_code(context, grpc.StatusCode.UNKNOWN)
                 raise
@@ -193,6 +208,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 call.finish(code)  # counted before the client can see the status
                 await status.abort(context, exc)
             finally:
+                self.admission.open.discard(call)
                 if bounded is not None:
                     await _close(bounded, method)
                 if responses is not None:
@@ -205,6 +221,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     async def _take_slot(self, requests: AsyncIterator, caller: auth.Caller | None):
         try:
+            self.admission.check()  # draining or overloaded: refused before it takes a slot
             return self.limits.admit(caller.key.id if caller is not None and caller.key is not None else "")
         except Exception:
             await auth.drain(requests)  # as in _admit: let the client finish writing, then refuse

@@ -27,6 +27,7 @@ from voicemesh.process import PARENT_ENV
 from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
+from voicemesh.runtime.load import Admission
 from voicemesh.runtime.metrics import serve_metrics
 from voicemesh.settings import setting
 
@@ -41,7 +42,15 @@ class ServerSettings:
     port: int = setting(50051, "gRPC port (0 picks a free one and logs it)")
     metrics_host: str = setting("127.0.0.1", "address of the Prometheus metrics HTTP server")
     metrics_port: int = setting(0, "Prometheus metrics port (0 picks a free one and logs it, -1 disables)")
-    grace_s: float = setting(10.0, "on SIGTERM/SIGINT, seconds open streams may take to finish before they are cancelled")
+    grace_s: float = setting(10.0, "on SIGTERM/SIGINT, seconds open streams may take to finish before they are closed "
+                             "(health turns NOT_SERVING at once; new streams get UNAVAILABLE \"draining\")")
+    drain_idle_s: float = setting(2.0, "while draining, a stream with no message either way for this long is closed at "
+                                  "once with UNAVAILABLE, so its client reconnects elsewhere")
+    max_loop_lag_ms: float = setting(200.0, "refuse new streams with RESOURCE_EXHAUSTED (\"overloaded, retry elsewhere\") "
+                                     "while the event loop runs this late on average over the last second; "
+                                     "admitted streams go on (0: no limit)")
+    max_cpu: float = setting(0.0, "refuse new streams likewise while this process used more CPU than this, in cores, "
+                             "over the last second (0: no limit)")
     max_message_bytes: int = setting(4 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes")
     keepalive_time_s: float = setting(30.0, "seconds between keepalive pings on idle connections")
     keepalive_timeout_s: float = setting(10.0, "seconds to wait for a keepalive ack before closing the connection")
@@ -110,7 +119,8 @@ async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
 
 
 async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: auth.Guard | None) -> int:
-    interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings))
+    admission = Admission.from_settings(settings, service.name)
+    interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings), admission)
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     service.register(server)
     health = HealthServicer()
@@ -137,6 +147,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     if warning:
         log.warning("%s", warning)
     serve_metrics(settings.metrics_host, settings.metrics_port)
+    admission.monitor.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,9 +174,15 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
         await asyncio.gather(starting, return_exceptions=True)
 
     orphan_watch.cancel()
-    log.info("shutting down: no new streams; open streams have %.1f s to finish", settings.grace_s)
+    # Drain: NOT_SERVING first (balancers and probes move away), then new streams are refused with
+    # UNAVAILABLE "draining" on a port that stays open, while the open ones finish (voicemesh.runtime.drain).
     await health.enter_graceful_shutdown()
-    await server.stop(settings.grace_s)
+    admission.draining = True
+    log.info("draining: NOT_SERVING, no new streams; %d open stream(s) have %.1f s to finish (idle ones are "
+             "closed after %.1f s)", len(admission.open.calls), settings.grace_s, settings.drain_idle_s)
+    await admission.open.drain(settings.grace_s, settings.drain_idle_s)
+    await admission.monitor.stop()
+    await server.stop(1.0)  # unary calls still in flight (Describe, health) get a moment
     await service.stop()
     log.info("%s service stopped", service.name)
     return exit_code
