@@ -24,6 +24,16 @@ def setting(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
+def environ(name: str, default: str = "") -> str:
+    """One environment variable: every read of the environment goes through this module."""
+    return os.environ.get(name, default)
+
+
+def environment() -> dict[str, str]:
+    """The whole environment, for a child process that should see what this one sees."""
+    return dict(os.environ)
+
+
 def env_name(field_name: str) -> str:
     """The environment variable of a settings field."""
     return ENV_PREFIX + field_name.upper()

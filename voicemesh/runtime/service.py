@@ -16,11 +16,12 @@ import grpc
 
 from voicemesh import __version__
 from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
-from voicemesh.backend import Backend, BackendCache, ModelCard, RemoteOptions
+from voicemesh.backend import DEFAULT_MAX_REMOTE, Backend, BackendCache, ModelCard, RemoteOptions
 from voicemesh.descriptors import parse
 from voicemesh.registry import Registry
 from voicemesh.runtime.server import ServerSettings
 from voicemesh.settings import setting
+from voicemesh.targets import Allowlist
 from voicemesh.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ class ModelServiceSettings(ServerSettings):
     """Settings of every model service."""
 
     preload: str = setting("", "comma-separated model descriptors to load before the service reports SERVING")
+    allowed_base_urls: str = setting(
+        "", "comma-separated base URLs a client may name in BackendOptions.base_url (URL prefixes; ':*' as the port "
+        "admits any port); empty: clients use only the operator's VOICEMESH_<PROVIDER>_BASE_URL. The operator's own "
+        "API key is never sent to a URL a client named")
+    max_remote_backends: int = setting(
+        DEFAULT_MAX_REMOTE, "remote backends (one per distinct base_url, key and options) kept open; the least "
+        "recently used is closed once no stream uses it")
 
 
 def remote_options(options: common_pb2.BackendOptions | None) -> RemoteOptions:
@@ -79,7 +87,8 @@ class ModelService:
         self.full_names = (full_name,)
         self.settings = settings
         self.registry = Registry(name)
-        self.backends = BackendCache(self.registry, settings)
+        self.backends = BackendCache(self.registry, settings, allowlist=Allowlist.parse(settings.allowed_base_urls),
+                                     max_remote=settings.max_remote_backends)
         self._add_to_server = add_to_server
         self.servicer = servicer_factory(self)
 
