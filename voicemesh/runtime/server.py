@@ -28,7 +28,7 @@ from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
 from voicemesh.runtime.metrics import serve_metrics
-from voicemesh.settings import setting
+from voicemesh.settings import environ, setting
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
 async def _stop_when_orphaned(stop: asyncio.Event, every_s: float = 1.0) -> None:
     """A service started by another VoiceMesh process (``voicemesh up``, a benchmark, a test) stops as on
     SIGTERM when that process is gone, even killed without a chance to stop it: no service is left behind."""
-    parent = os.environ.get(PARENT_ENV, "")
+    parent = environ(PARENT_ENV)
     if not parent.isdigit():
         return
     while os.getppid() == int(parent):
