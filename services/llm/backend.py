@@ -13,24 +13,15 @@ import asyncio
 import enum
 import threading
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from voicemesh.backend import Backend, RemoteOptions
 from voicemesh.errors import ResourceExhausted
+from voicemesh.tools import Tool, ToolCall, ToolChoice  # shared with the orchestrator; re-exported here
 
 ROLES = ("system", "user", "assistant", "tool")
-TOOL_CHOICE_MODES = ("auto", "none", "required", "function")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A function call made by the model (OpenAI function-calling shape)."""
-
-    id: str
-    name: str
-    arguments_json: str
 
 
 @dataclass(frozen=True)
@@ -41,27 +32,6 @@ class Message:
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A function the model may call; ``parameters`` is its (checked) JSON Schema."""
-
-    name: str
-    description: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ToolChoice:
-    """``auto``, ``none``, ``required``, or ``function`` with ``name``."""
-
-    mode: str = "auto"
-    name: str = ""
-
-    @property
-    def forced(self) -> bool:
-        return self.mode in ("required", "function")
 
 
 @dataclass(frozen=True)

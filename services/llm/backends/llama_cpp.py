@@ -38,7 +38,7 @@ from voicemesh.services.llm.backend import (
     TokenUsage,
     ToolCallMade,
 )
-from voicemesh.services.llm.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
+from voicemesh.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
 
 log = logging.getLogger(__name__)
 

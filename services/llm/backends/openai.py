@@ -35,7 +35,7 @@ from voicemesh.services.llm.backend import (
     ToolCall,
     ToolCallMade,
 )
-from voicemesh.services.llm.tools import new_call_id
+from voicemesh.tools import new_call_id
 
 log = logging.getLogger(__name__)
 
