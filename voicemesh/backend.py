@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from voicemesh.descriptors import Descriptor, split
 from voicemesh.errors import InvalidInput, ModelNotFound
 from voicemesh.registry import Registry
+from voicemesh.settings import from_env
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ class RemoteOptions:
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """Base of the options a backend declares for the operator.
+
+    A backend names its own dataclass (fields made with ``voicemesh.settings.setting``)
+    in ``settings_type``; every service that serves the backend turns each field into a
+    flag and a ``VOICEMESH_*`` variable, and the backend gets one filled instance.
+    """
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What ``Describe`` says of one model; mirrors ``voicemesh.v1.ModelInfo``."""
 
@@ -69,19 +80,21 @@ class Backend:
     provider: ClassVar[str] = ""
     # A remote backend (voicemesh.remote.RemoteBackend) takes a client's base_url, api_key, timeout_s and extra.
     uses_remote_options: ClassVar[bool] = False
+    # The operator's options of this backend: flags and VOICEMESH_* variables of the services that serve it.
+    settings_type: ClassVar[type[BackendSettings]] = BackendSettings
 
-    def __init__(self, *, model: str, options: RemoteOptions, settings: Any):
+    def __init__(self, *, model: str, options: RemoteOptions, settings: BackendSettings):
         self.model = model
         self.options = options
         self.settings = settings
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         """Models this provider can serve with these settings."""
         return []
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         """Raise NOT_FOUND unless ``model`` is in the catalog (remote providers accept any)."""
         cards = cls.catalog(settings)
         names = {split(card.descriptor).model for card in cards}
@@ -94,7 +107,7 @@ class Backend:
             )
 
     @classmethod
-    def accept_options(cls, options: RemoteOptions, settings: Any, allowlist: Any) -> RemoteOptions:
+    def accept_options(cls, options: RemoteOptions, settings: BackendSettings, allowlist: Any) -> RemoteOptions:
         """The options a backend is built with; a local backend takes none, so one copy serves every client."""
         if not options.empty():
             named = [name for name in ("base_url", "api_key", "timeout_s") if getattr(options, name)]
@@ -113,6 +126,20 @@ class Backend:
 DEFAULT_MAX_REMOTE = 16
 
 
+def settings_types(registry: Registry) -> list[type[BackendSettings]]:
+    """The settings types of the backends in ``registry``, each once, in provider order."""
+    found: list[type[BackendSettings]] = []
+    for provider in registry.providers():
+        try:
+            kind = registry.backend_class(provider).settings_type
+        except Exception as exc:  # a broken plugin must not take the others' settings down
+            log.warning("provider %s of %s cannot be loaded: %s", provider, registry.modality, exc)
+            continue
+        if kind not in found:
+            found.append(kind)
+    return found
+
+
 class BackendCache:
     """Creates, loads and keeps backends.
 
@@ -123,10 +150,10 @@ class BackendCache:
     A backend is in use for as long as the task (the RPC) that got it runs.
     """
 
-    def __init__(self, registry: Registry, settings: Any, *, allowlist: Any = None,
-                 max_remote: int = DEFAULT_MAX_REMOTE):
+    def __init__(self, registry: Registry, settings: Mapping[type, BackendSettings] | None = None, *,
+                 allowlist: Any = None, max_remote: int = DEFAULT_MAX_REMOTE):
         self.registry = registry
-        self.settings = settings
+        self.settings = dict(settings or {})  # settings type -> filled settings; missing ones from the environment
         self.allowlist = allowlist
         self.max_remote = max(1, max_remote)
         self._local: dict[tuple, Backend] = {}
@@ -141,7 +168,8 @@ class BackendCache:
         cards: list[ModelCard] = []
         for provider in self.registry.providers():
             try:
-                cards.extend(self.registry.backend_class(provider).catalog(self.settings))
+                cls = self.registry.backend_class(provider)
+                cards.extend(cls.catalog(self.settings_of(cls)))
             except Exception as exc:  # a broken plugin must not hide the others
                 log.warning("provider %s cannot list its models: %s", provider, exc)
         return cards
@@ -153,8 +181,9 @@ class BackendCache:
         does not take, PERMISSION_DENIED for a base_url the operator did not allow.
         """
         cls = self.registry.backend_class(descriptor.provider)
-        cls.check_model(descriptor.model, self.settings)
-        options = cls.accept_options(options or RemoteOptions(), self.settings, self.allowlist)
+        settings = self.settings_of(cls)
+        cls.check_model(descriptor.model, settings)
+        options = cls.accept_options(options or RemoteOptions(), settings, self.allowlist)
         remote = cls.uses_remote_options
         key = (descriptor.provider, descriptor.model, options.cache_key()) if remote else (
             descriptor.provider, descriptor.model)
@@ -176,6 +205,13 @@ class BackendCache:
             self._hold(backend)
             self._evict()
         return backend
+
+    def settings_of(self, cls: type[Backend]) -> BackendSettings:
+        """The settings ``cls`` declares, as the service was given them (else from the environment)."""
+        found = self.settings.get(cls.settings_type)
+        if found is None:
+            found = self.settings[cls.settings_type] = from_env(cls.settings_type)
+        return found
 
     def _hold(self, backend: Backend) -> None:
         task = asyncio.current_task()
@@ -208,7 +244,7 @@ class BackendCache:
         task.add_done_callback(self._closing.discard)
 
     async def _create(self, cls: type, descriptor: Descriptor, options: RemoteOptions) -> Backend:
-        backend = cls(model=descriptor.model, options=options, settings=self.settings)
+        backend = cls(model=descriptor.model, options=options, settings=self.settings_of(cls))
         log.info("loading %s backend for %s/%s", self.registry.modality, descriptor.provider, descriptor.model)
         await backend.load()
         return backend

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import httpx
 
 from voicemesh import targets
-from voicemesh.backend import Backend, RemoteOptions
+from voicemesh.backend import Backend, BackendSettings, RemoteOptions
 from voicemesh.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -36,6 +36,7 @@ from voicemesh.errors import (
     Unavailable,
     VoiceMeshError,
 )
+from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,11 @@ async def send(
     raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
 
-DEFAULT_TIMEOUT_S = 30.0
+@dataclass(frozen=True)
+class RemoteSettings(BackendSettings):
+    """What every remote backend takes from the operator (one flag, whichever remote backends a service has)."""
+
+    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
 
 
 class RemoteBackend(Backend):
@@ -177,17 +182,18 @@ class RemoteBackend(Backend):
     allowlist before the backend exists, and one HTTP client from ``load`` to ``close``."""
 
     uses_remote_options = True
+    settings_type: ClassVar[type[BackendSettings]] = RemoteSettings
+    settings: RemoteSettings
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         """A remote serves what it serves; unknown models come back as its 404."""
 
     @classmethod
-    def accept_options(cls, options: RemoteOptions, settings: Any, allowlist: Any) -> RemoteOptions:
-        timeout_s = float(getattr(settings, "remote_timeout_s", DEFAULT_TIMEOUT_S))
+    def accept_options(cls, options: RemoteOptions, settings: RemoteSettings, allowlist: Any) -> RemoteOptions:
         return targets.resolve(options, provider=cls.provider, default_base_url=cls.default_base_url,
-                               default_timeout_s=timeout_s, allowlist=allowlist or targets.Allowlist())
+                               default_timeout_s=settings.remote_timeout_s, allowlist=allowlist or targets.Allowlist())
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -29,6 +29,7 @@ from voicemesh.services.llm.backend import (
     GenerationRequest,
     LlmBackend,
     LlmEvent,
+    LlmSettings,
     Message,
     TextDelta,
     TokenUsage,
@@ -54,13 +55,20 @@ class _Reply:
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OpenAILlmSettings(remote.RemoteSettings, LlmSettings):
+    """A remote chat model takes the remote timeout and the generation limit of every LLM backend."""
+
+
 class OpenAILlmBackend(remote.RemoteBackend, LlmBackend):
     """Chat with any server that implements OpenAI's streaming ``POST /chat/completions``."""
 
     provider = "openai"
+    settings_type = OpenAILlmSettings
+    settings: OpenAILlmSettings
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: OpenAILlmSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"openai/{model}",

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from voicemesh.audio import StreamResampler, float_to_pcm, pcm_to_float
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import (DeadlineExceeded, InvalidInput, ModelNotFound, PermissionDenied, ResourceExhausted,
                               Unauthenticated, Unavailable, VoiceMeshError, require_module)
 from voicemesh.remote import RemoteBackend, reason
@@ -229,7 +229,7 @@ class OpenAIRealtimeBackend(RemoteBackend, rt.RealtimeBackend):
     default_base_url = DEFAULT_BASE_URL
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         try:
             require_module("websockets", "realtime")
         except VoiceMeshError:
@@ -242,7 +242,7 @@ class OpenAIRealtimeBackend(RemoteBackend, rt.RealtimeBackend):
                 for model in MODELS]
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         if not model:
             raise ModelNotFound("an openai realtime descriptor needs a model name, for example openai/gpt-realtime")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from voicemesh.audio import float_to_pcm, wav_bytes
 from voicemesh import remote
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import (
     Unavailable,
 )
@@ -43,7 +43,7 @@ class OpenAISttBackend(remote.RemoteBackend, SttBackend):
         self._vad: Any = None
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"{cls.provider}/{model}",

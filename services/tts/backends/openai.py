@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from voicemesh import remote
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class OpenAITtsBackend(remote.RemoteBackend, TtsBackend):
     provider = "openai"
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"openai/{model}",
