@@ -14,6 +14,7 @@ import pytest
 
 from tests.llm.chat import Chat, user
 from tests.remote.capture import CaptureServer
+from tests.stt.helpers import recognize
 from tests.tts.helpers import config, synthesize, text
 from voicemesh.v1 import common_pb2, llm_pb2
 
@@ -106,6 +107,24 @@ def test_option_variations_load_no_copies_of_a_local_model(service_process):
         assert "takes no backend options" in error.details()
     print(f"\nLLM service VmRSS {before:.0f} MiB, after 20 option variations {rss_mib(llm.proc.pid):.0f} MiB")
     assert chat_error(llm.address, LOCAL, common_pb2.BackendOptions()) is None  # empty options are no options
+
+
+def test_option_variations_load_no_copies_of_the_local_stt_model(service_process):
+    stt = service_process("stt")  # preloads faster-whisper tiny.en
+    silence = bytes(16000 * 2)  # one second
+    assert recognize(stt.address, silence)[-1].WhichOneof("event") == "usage"
+    before = rss_mib(stt.proc.pid)
+    for i in range(20):
+        backend = common_pb2.BackendOptions(extra={"variation": str(i)})
+        try:
+            recognize(stt.address, silence, backend=backend)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            code = error.code()
+        grown = rss_mib(stt.proc.pid) - before
+        assert grown < 48, f"VmRSS grew {grown:.0f} MiB after {i + 1} option variations"
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, code
+    print(f"\nSTT service VmRSS {before:.0f} MiB, after 20 option variations {rss_mib(stt.proc.pid):.0f} MiB")
 
 
 def test_remote_backends_sit_in_a_bounded_lru_and_one_in_use_stays_open(service_process, allowed):
