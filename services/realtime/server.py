@@ -6,8 +6,9 @@ truncate; events: speech started/stopped, input transcription, response
 text/audio/transcript deltas, response done with usage, truncation, errors)
 and Describe. Models: voicemesh/cascade (faster-whisper, llama.cpp and piper
 in this process) and openai/<realtime-model> over the OpenAI Realtime
-WebSocket protocol (base_url and api_key from the session's backend options
-or VOICEMESH_OPENAI_* / OPENAI_* environment variables).
+WebSocket protocol (base_url and api_key from VOICEMESH_OPENAI_* / OPENAI_*
+environment variables; a session may bring its own key, and a base_url on
+--allowed-base-urls).
 """
 
 from __future__ import annotations

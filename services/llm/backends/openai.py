@@ -3,9 +3,10 @@
 Each generation is one streaming ``POST {base_url}/chat/completions``
 (server-sent events, ``stream_options.include_usage``). Text deltas pass
 through as they come; tool-call deltas are put together per index and sent
-as complete calls when the stream ends. ``base_url`` and ``api_key`` come
-from the stream's backend options, then ``VOICEMESH_OPENAI_*`` and
-``OPENAI_*``. Any model name is accepted: the remote decides what it serves.
+as complete calls when the stream ends. ``base_url`` and ``api_key`` are
+resolved by ``voicemesh.targets`` (the operator's ``VOICEMESH_OPENAI_*`` /
+``OPENAI_*``, or the stream's own on the allowlist). Any model name is
+accepted: the remote decides what it serves.
 """
 
 from __future__ import annotations

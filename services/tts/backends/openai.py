@@ -3,9 +3,9 @@
 Each segment is one ``POST {base_url}/audio/speech`` with
 ``response_format: "pcm"`` (raw s16le mono at 24 kHz, OpenAI's documented
 format), read as a stream so audio flows before the whole answer is made.
-``base_url`` and ``api_key`` come from the stream's backend options, then
-``VOICEMESH_OPENAI_BASE_URL``/``OPENAI_BASE_URL`` and the ``*_API_KEY``
-variables. Any model name is accepted: the remote decides what it serves.
+``base_url`` and ``api_key`` are resolved by ``voicemesh.targets`` (the
+operator's ``VOICEMESH_OPENAI_*`` / ``OPENAI_*``, or the stream's own on the
+allowlist). Any model name is accepted: the remote decides what it serves.
 """
 
 from __future__ import annotations
