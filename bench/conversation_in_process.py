@@ -22,17 +22,11 @@ class InProcess:
         from voicemesh.backend import BackendCache
         from voicemesh.descriptors import parse
         from voicemesh.registry import Registry
-        from voicemesh.services.llm.server import Settings as LlmSettings
-        from voicemesh.services.stt.server import Settings as SttSettings
-        from voicemesh.services.tts.server import Settings as TtsSettings
-        from voicemesh.settings import from_env
 
         self.caches = []
         loaded = []
-        for modality, settings_cls, descriptor in (("stt", SttSettings, self.args.stt),
-                                                   ("llm", LlmSettings, self.args.llm),
-                                                   ("tts", TtsSettings, self.args.tts)):
-            cache = BackendCache(Registry(modality), from_env(settings_cls))
+        for modality, descriptor in (("stt", self.args.stt), ("llm", self.args.llm), ("tts", self.args.tts)):
+            cache = BackendCache(Registry(modality))  # each backend's settings from VOICEMESH_* variables
             self.caches.append(cache)
             loaded.append(await cache.get(parse(descriptor)))
         self.stt, self.llm, self.tts = loaded

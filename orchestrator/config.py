@@ -17,7 +17,7 @@ from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.fallback import Candidate
 from voicemesh.services.llm.backend import Tool as LlmTool
 from voicemesh.services.llm.backend import ToolChoice
-from voicemesh.services.llm.tools import check_tools
+from voicemesh.tools import check_tools
 from voicemesh.v1 import agent_pb2
 
 DEFAULT_OUTPUT_RATE = 24000

@@ -11,25 +11,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from voicemesh.descriptors import Descriptor
-from voicemesh.errors import ModelNotFound
+from voicemesh.descriptors import Descriptor, split
+from voicemesh.errors import InvalidInput, ModelNotFound
 from voicemesh.registry import Registry
+from voicemesh.settings import from_env
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RemoteOptions:
-    """Connection options of a remote (OpenAI-compatible) backend.
+    """Connection options of a remote (OpenAI-compatible) backend, as a client sent them.
 
-    Empty values fall back to ``VOICEMESH_<PROVIDER>_BASE_URL`` /
-    ``VOICEMESH_<PROVIDER>_API_KEY``, then ``OPENAI_BASE_URL`` /
-    ``OPENAI_API_KEY`` for the ``openai`` provider.
+    A remote backend resolves them against the operator's URL, key and allowlist
+    (``voicemesh.targets.resolve``) before it exists; a local backend takes none.
     """
 
     base_url: str = ""
@@ -37,25 +37,23 @@ class RemoteOptions:
     timeout_s: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def resolved(self, provider: str, default_base_url: str = "", default_timeout_s: float = 30.0) -> RemoteOptions:
-        """Fill empty fields from the environment and defaults."""
-        prefix = "VOICEMESH_" + provider.upper().replace(".", "_").replace("-", "_")
-        base_url = self.base_url or os.environ.get(prefix + "_BASE_URL", "")
-        api_key = self.api_key or os.environ.get(prefix + "_API_KEY", "")
-        if provider == "openai":
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL", "")
-            api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
-        return RemoteOptions(
-            base_url=(base_url or default_base_url).rstrip("/"),
-            api_key=api_key,
-            timeout_s=self.timeout_s or default_timeout_s,
-            extra=dict(self.extra),
-        )
+    def empty(self) -> bool:
+        return not (self.base_url or self.api_key or self.timeout_s or self.extra)
 
     def cache_key(self) -> tuple:
         """Identity for caching without keeping the key in clear text."""
         key_hash = hashlib.sha256(self.api_key.encode()).hexdigest() if self.api_key else ""
         return (self.base_url, key_hash, self.timeout_s, tuple(sorted(self.extra.items())))
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Base of the options a backend declares for the operator.
+
+    A backend names its own dataclass (fields made with ``voicemesh.settings.setting``)
+    in ``settings_type``; every service that serves the backend turns each field into a
+    flag and a ``VOICEMESH_*`` variable, and the backend gets one filled instance.
+    """
 
 
 @dataclass(frozen=True)
@@ -80,22 +78,26 @@ class Backend:
     """
 
     provider: ClassVar[str] = ""
+    # A remote backend (voicemesh.remote.RemoteBackend) takes a client's base_url, api_key, timeout_s and extra.
+    uses_remote_options: ClassVar[bool] = False
+    # The operator's options of this backend: flags and VOICEMESH_* variables of the services that serve it.
+    settings_type: ClassVar[type[BackendSettings]] = BackendSettings
 
-    def __init__(self, *, model: str, options: RemoteOptions, settings: Any):
+    def __init__(self, *, model: str, options: RemoteOptions, settings: BackendSettings):
         self.model = model
         self.options = options
         self.settings = settings
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         """Models this provider can serve with these settings."""
         return []
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         """Raise NOT_FOUND unless ``model`` is in the catalog (remote providers accept any)."""
         cards = cls.catalog(settings)
-        names = {_model_part(card.descriptor) for card in cards}
+        names = {split(card.descriptor).model for card in cards}
         if model not in names:
             known = sorted(card.descriptor for card in cards)
             raise ModelNotFound(
@@ -104,6 +106,16 @@ class Backend:
                 known=known,
             )
 
+    @classmethod
+    def accept_options(cls, options: RemoteOptions, settings: BackendSettings, allowlist: Any) -> RemoteOptions:
+        """The options a backend is built with; a local backend takes none, so one copy serves every client."""
+        if not options.empty():
+            named = [name for name in ("base_url", "api_key", "timeout_s") if getattr(options, name)]
+            named += [f"extra[{key!r}]" for key in sorted(options.extra)]
+            raise InvalidInput(f"{cls.provider} runs locally and takes no backend options, got {', '.join(named)}; "
+                               "base_url, api_key, timeout_s and extra apply to remote providers only")
+        return options
+
     async def load(self) -> None:
         """Load weights or open connections; called once before first use."""
 
@@ -111,59 +123,141 @@ class Backend:
         """Release what ``load`` took."""
 
 
-def _model_part(descriptor: str) -> str:
-    rest = descriptor.partition("/")[2]
-    return rest.rpartition(":")[0] if ":" in rest else rest
+DEFAULT_MAX_REMOTE = 16
+
+
+def settings_types(registry: Registry) -> list[type[BackendSettings]]:
+    """The settings types of the backends in ``registry``, each once, in provider order."""
+    found: list[type[BackendSettings]] = []
+    for provider in registry.providers():
+        try:
+            kind = registry.backend_class(provider).settings_type
+        except Exception as exc:  # a broken plugin must not take the others' settings down
+            log.warning("provider %s of %s cannot be loaded: %s", provider, registry.modality, exc)
+            continue
+        if kind not in found:
+            found.append(kind)
+    return found
 
 
 class BackendCache:
-    """Creates, loads and keeps one backend per (provider, model, options)."""
+    """Creates, loads and keeps backends.
 
-    def __init__(self, registry: Registry, settings: Any):
+    A local backend exists once per (provider, model): client options never
+    load another copy of a model. A remote backend is keyed by its resolved
+    connection options too and sits in an LRU of ``max_remote`` entries; one
+    evicted while a stream uses it is closed when the last such stream ends.
+    A backend is in use for as long as the task (the RPC) that got it runs.
+    """
+
+    def __init__(self, registry: Registry, settings: Mapping[type, BackendSettings] | None = None, *,
+                 allowlist: Any = None, max_remote: int = DEFAULT_MAX_REMOTE):
         self.registry = registry
-        self.settings = settings
-        self._backends: dict[tuple, Backend] = {}
+        self.settings = dict(settings or {})  # settings type -> filled settings; missing ones from the environment
+        self.allowlist = allowlist
+        self.max_remote = max(1, max_remote)
+        self._local: dict[tuple, Backend] = {}
+        self._remote: OrderedDict[tuple, Backend] = OrderedDict()
         self._loading: dict[tuple, asyncio.Task] = {}
+        self._users: dict[Backend, int] = {}
+        self._retired: set[Backend] = set()  # evicted while in use: closed when its last user ends
+        self._closing: set[asyncio.Task] = set()
 
     def catalog(self) -> list[ModelCard]:
         """Every model of every registered provider whose engine is installed."""
         cards: list[ModelCard] = []
         for provider in self.registry.providers():
             try:
-                cards.extend(self.registry.backend_class(provider).catalog(self.settings))
+                cls = self.registry.backend_class(provider)
+                cards.extend(cls.catalog(self.settings_of(cls)))
             except Exception as exc:  # a broken plugin must not hide the others
                 log.warning("provider %s cannot list its models: %s", provider, exc)
         return cards
 
     async def get(self, descriptor: Descriptor, options: RemoteOptions | None = None) -> Backend:
-        """The loaded backend for ``descriptor``; raises NOT_FOUND for unknown ones."""
+        """The loaded backend for ``descriptor``.
+
+        NOT_FOUND for unknown models, INVALID_ARGUMENT for options the backend
+        does not take, PERMISSION_DENIED for a base_url the operator did not allow.
+        """
         cls = self.registry.backend_class(descriptor.provider)
-        cls.check_model(descriptor.model, self.settings)
-        options = options or RemoteOptions()
-        key = (descriptor.provider, descriptor.model, options.cache_key())
-        backend = self._backends.get(key)
-        if backend is not None:
-            return backend
-        task = self._loading.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._create(cls, descriptor, options))
-            self._loading[key] = task
-        try:
-            backend = await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._loading.pop(key, None)
-        self._backends[key] = backend
+        settings = self.settings_of(cls)
+        cls.check_model(descriptor.model, settings)
+        options = cls.accept_options(options or RemoteOptions(), settings, self.allowlist)
+        remote = cls.uses_remote_options
+        key = (descriptor.provider, descriptor.model, options.cache_key()) if remote else (
+            descriptor.provider, descriptor.model)
+        table = self._remote if remote else self._local
+        backend = table.get(key)
+        if backend is None:
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.ensure_future(self._create(cls, descriptor, options))
+                self._loading[key] = task
+            try:
+                backend = await asyncio.shield(task)
+            finally:
+                if task.done():
+                    self._loading.pop(key, None)
+            table[key] = backend
+        if remote:
+            self._remote.move_to_end(key)
+            self._hold(backend)
+            self._evict()
         return backend
 
+    def settings_of(self, cls: type[Backend]) -> BackendSettings:
+        """The settings ``cls`` declares, as the service was given them (else from the environment)."""
+        found = self.settings.get(cls.settings_type)
+        if found is None:
+            found = self.settings[cls.settings_type] = from_env(cls.settings_type)
+        return found
+
+    def _hold(self, backend: Backend) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            return
+        self._users[backend] = self._users.get(backend, 0) + 1
+        task.add_done_callback(lambda _: self._release(backend))
+
+    def _release(self, backend: Backend) -> None:
+        left = self._users.get(backend, 0) - 1
+        if left > 0:
+            self._users[backend] = left
+            return
+        self._users.pop(backend, None)
+        if backend in self._retired:
+            self._retired.discard(backend)
+            self._close_soon(backend)
+
+    def _evict(self) -> None:
+        while len(self._remote) > self.max_remote:
+            _, oldest = self._remote.popitem(last=False)
+            if self._users.get(oldest):
+                self._retired.add(oldest)
+            else:
+                self._close_soon(oldest)
+
+    def _close_soon(self, backend: Backend) -> None:
+        task = asyncio.get_running_loop().create_task(backend.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _create(self, cls: type, descriptor: Descriptor, options: RemoteOptions) -> Backend:
-        backend = cls(model=descriptor.model, options=options, settings=self.settings)
+        backend = cls(model=descriptor.model, options=options, settings=self.settings_of(cls))
         log.info("loading %s backend for %s/%s", self.registry.modality, descriptor.provider, descriptor.model)
         await backend.load()
         return backend
 
+    def remote_count(self) -> int:
+        """Remote backends open now (cached, or evicted and still in use)."""
+        return len(self._remote) + len(self._retired)
+
     async def close(self) -> None:
         """Close every backend."""
-        backends, self._backends = list(self._backends.values()), {}
+        backends = [*self._local.values(), *self._remote.values(), *self._retired]
+        self._local, self._remote, self._retired = {}, OrderedDict(), set()
         for backend in backends:
             await backend.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

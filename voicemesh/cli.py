@@ -42,13 +42,28 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
             continue  # service not built yet
         sub = kinds.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0], description=module.__doc__)
         add_arguments(sub, module.Settings)
+        if _model_service(module):
+            from voicemesh.runtime.service import add_backend_arguments
+
+            add_backend_arguments(sub, name)  # each registered backend's own settings, plugins' included
         sub.set_defaults(handler=_run_service, module=module)
+
+
+def _model_service(module) -> bool:
+    """Whether a service module is a model service (stt, llm, tts, realtime), whose flags include its backends'."""
+    from voicemesh.runtime.service import ModelServiceSettings
+
+    return issubclass(module.Settings, ModelServiceSettings)
 
 
 def _run_service(args: argparse.Namespace) -> int:
     from voicemesh.runtime.server import run
 
     settings = from_namespace(args.module.Settings, args)
+    if _model_service(args.module):
+        from voicemesh.runtime.service import backend_settings
+
+        settings.backend_settings = backend_settings(args, args.service)
     if hasattr(args.module, "run"):
         return args.module.run(settings)
     return run(args.module.create(settings), settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ from voicemesh.metering.ledger import state_dir as default_state_dir
 from voicemesh.client.session import DEFAULT_ADDRESS, DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.edges.wyoming.server import DEFAULT_PORT as WYOMING_PORT
 from voicemesh.mesh import DEFAULT_PORTS
+from voicemesh.settings import environ
 from voicemesh.tls import CERT_ENV, LOOPBACK_HOSTS, plaintext_warning
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
@@ -108,7 +108,7 @@ def _up(args: argparse.Namespace) -> int:
     mesh = LocalMesh(_mesh_options(args, state_dir=state_dir, port_base=args.port_base, host=args.host))
     previous = _on_signal_raise()
     try:
-        warning = plaintext_warning(args.host, bool(os.environ.get(CERT_ENV)))
+        warning = plaintext_warning(args.host, bool(environ(CERT_ENV)))
         if warning:
             _say(f"voicemesh up: WARNING: {warning}")
         edges = " and a Wyoming server" if mesh.wyoming_uri else ""

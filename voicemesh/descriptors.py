@@ -2,6 +2,8 @@
 
 The single parser of the project. The provider ends at the first ``/``; the
 variant (an STT language or a TTS voice) starts after the last ``:``.
+``parse`` checks a descriptor a client sent; ``split`` only cuts one that is
+already known to be good (a catalog entry, a usage record's model).
 """
 
 from __future__ import annotations
@@ -31,21 +33,30 @@ class Descriptor:
         return Descriptor(self.provider, self.model, variant or None)
 
 
+def split(text: str) -> Descriptor:
+    """The parts of ``text`` as ``parse`` cuts them, unchecked (never raises).
+
+    ``variant`` is None without a ``:`` after the provider and ``""`` after a trailing one.
+    """
+    provider, slash, rest = text.partition("/")
+    model, colon, variant = (rest if slash else text).rpartition(":")
+    if not colon:
+        return Descriptor(provider, rest, None)
+    return Descriptor(provider, model, variant)
+
+
 def parse(text: str) -> Descriptor:
     """Parse ``provider/model[:variant]``; raise ``InvalidInput`` saying what is wrong."""
     if not isinstance(text, str) or not text:
         raise InvalidInput("model descriptor is empty; expected provider/model[:variant]")
     if text != text.strip() or any(c.isspace() for c in text):
         raise InvalidInput(f"model descriptor {text!r} contains whitespace; expected provider/model[:variant]")
-    provider, slash, rest = text.partition("/")
-    if not slash:
+    if "/" not in text:
         raise InvalidInput(f"model descriptor {text!r} has no '/'; expected provider/model[:variant]")
+    provider, model, variant = (parts := split(text)).provider, parts.model, parts.variant
     if not _PROVIDER.match(provider):
         raise InvalidInput(f"model descriptor {text!r} has an invalid provider {provider!r}")
-    model, colon, variant = rest.rpartition(":")
-    if not colon:
-        model, variant = rest, ""
-    elif not variant:
+    if variant == "":
         raise InvalidInput(f"model descriptor {text!r} ends with ':' but names no variant")
     if not model:
         raise InvalidInput(f"model descriptor {text!r} names no model after '{provider}/'")

@@ -19,12 +19,12 @@ the file.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voicemesh.errors import InvalidInput, ModelNotFound
 from voicemesh.registry import MODALITIES
+from voicemesh.settings import environ
 
 DEFAULT_PORTS = {"orchestrator": 50060, "stt": 50061, "llm": 50062, "tts": 50063, "realtime": 50064, "avatar": 50065}
 
@@ -76,7 +76,7 @@ class MeshConfig:
     @classmethod
     def load(cls, path: str | Path | None = None) -> MeshConfig:
         """Read the file (``path`` or ``$VOICEMESH_MESH``), then apply the env overrides."""
-        path = path or os.environ.get("VOICEMESH_MESH")
+        path = path or environ("VOICEMESH_MESH")
         config = cls()
         if path:
             try:
@@ -84,7 +84,7 @@ class MeshConfig:
             except (OSError, json.JSONDecodeError) as exc:
                 raise InvalidInput(f"cannot read mesh config {path}: {exc}") from exc
         for modality in MODALITIES:
-            value = os.environ.get(f"VOICEMESH_MESH_{modality.upper()}")
+            value = environ(f"VOICEMESH_MESH_{modality.upper()}")
             if value:
                 config.routes.setdefault(modality, {})["*"] = [a.strip() for a in value.split(",") if a.strip()]
         return config

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voicemesh import tls
+from voicemesh.settings import environment
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ServiceProcess:
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**environment(), **(env or {})}
         self.log_path = Path(log_path) if log_path else None
         self.credentials = credentials  # TLS client credentials for the health checks (None: from env)
         self.proc: subprocess.Popen | None = None

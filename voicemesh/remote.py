@@ -3,23 +3,29 @@
 One mapping from HTTP statuses and transport failures to VoiceMesh errors,
 and one way to send a request with retries: exponential backoff with jitter,
 honouring ``Retry-After``, and only before any byte of the answer has been
-used, so a retry never duplicates output or usage.
+used, so a retry never duplicates output or usage. The body of an error
+answer is logged for the operator and never relayed: the client learns the
+status and its reason phrase, not what a remote (perhaps one a client chose)
+wrote back. ``RemoteBackend`` is the client lifecycle every remote backend shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import httpx
 
-from voicemesh.backend import RemoteOptions
+from voicemesh import targets
+from voicemesh.backend import Backend, BackendSettings, RemoteOptions
 from voicemesh.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -30,6 +36,7 @@ from voicemesh.errors import (
     Unavailable,
     VoiceMeshError,
 )
+from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +79,17 @@ def error_detail(body: bytes | str) -> str:
     return str(message or text)[:300]
 
 
-def status_error(status: int, detail: str, *, endpoint: str, model: str = "") -> VoiceMeshError:
-    """The VoiceMesh error of an HTTP error status from ``endpoint``."""
-    message = f"remote {endpoint} answered HTTP {status}: {detail or '(no body)'}"
+def reason(status: int) -> str:
+    """The standard reason phrase of an HTTP status ("Not Found"), or "error"."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
+def status_error(status: int, *, endpoint: str, model: str = "") -> VoiceMeshError:
+    """The VoiceMesh error of an HTTP error status from ``endpoint``: the status and its reason, no body."""
+    message = f"remote {endpoint} answered HTTP {status} ({reason(status)})" + (f" for {model}" if model else "")
     if status == 401:
         return Unauthenticated(message, model=model)
     if status == 403:
@@ -145,10 +160,59 @@ async def send(
             return response
         body = await response.aread()
         await response.aclose()
+        log.warning("%s answered HTTP %d: %s", url, response.status_code, error_detail(body) or "(no body)")
         if last or response.status_code not in RETRYABLE_STATUSES:
-            raise status_error(response.status_code, error_detail(body), endpoint=endpoint, model=model)
+            raise status_error(response.status_code, endpoint=endpoint, model=model)
         delay = policy.delay(attempt, retry_after_s(response))
         log.warning("%s answered HTTP %d; retry %d/%d in %.2f s", url, response.status_code, attempt,
                     policy.attempts - 1, delay)
         await sleep(delay)
     raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+
+@dataclass(frozen=True)
+class RemoteSettings(BackendSettings):
+    """What every remote backend takes from the operator (one flag, whichever remote backends a service has)."""
+
+    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
+
+
+class RemoteBackend(Backend):
+    """What every remote backend shares: options resolved against the operator's URL, key and
+    allowlist before the backend exists, and one HTTP client from ``load`` to ``close``."""
+
+    uses_remote_options = True
+    settings_type: ClassVar[type[BackendSettings]] = RemoteSettings
+    settings: RemoteSettings
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+
+    @classmethod
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
+        """A remote serves what it serves; unknown models come back as its 404."""
+
+    @classmethod
+    def accept_options(cls, options: RemoteOptions, settings: RemoteSettings, allowlist: Any) -> RemoteOptions:
+        return targets.resolve(options, provider=cls.provider, default_base_url=cls.default_base_url,
+                               default_timeout_s=settings.remote_timeout_s, allowlist=allowlist or targets.Allowlist())
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def descriptor(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    async def load(self) -> None:
+        self._client = client(self.options)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def http_client(self) -> httpx.AsyncClient:
+        """The open client; UNAVAILABLE once the backend is closed (evicted or shutting down)."""
+        if self._client is None:
+            raise Unavailable(f"the {self.descriptor} backend is closed", model=self.descriptor)
+        return self._client

@@ -24,6 +24,16 @@ def setting(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
+def environ(name: str, default: str = "") -> str:
+    """One environment variable: every read of the environment goes through this module."""
+    return os.environ.get(name, default)
+
+
+def environment() -> dict[str, str]:
+    """The whole environment, for a child process that should see what this one sees."""
+    return dict(os.environ)
+
+
 def env_name(field_name: str) -> str:
     """The environment variable of a settings field."""
     return ENV_PREFIX + field_name.upper()
@@ -41,13 +51,24 @@ def _convert(kind: Any, text: str) -> Any:
     return text
 
 
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are settings (a field marked ``flag=False`` is filled in code)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per field of the dataclass ``cls``."""
+    """Add one flag per field of the dataclass ``cls``.
+
+    A flag the parser has already (another backend's class declares the same
+    setting) is left as it is: both read the one value.
+    """
     hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         kind = hints[f.name]
         kind = kind if kind in (bool, int, float, str) else str
         flag = "--" + f.name.replace("_", "-")
+        if flag in parser._option_string_actions:
+            continue
         env = env_name(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         if env in os.environ:
@@ -65,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
     """Build ``cls`` from parsed arguments (extra attributes are ignored)."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in flag_fields(cls)}
     return cls(**{k: v for k, v in vars(namespace).items() if k in names})
 
 

@@ -12,7 +12,6 @@ present ``VOICEMESH_TLS_CERT``/``VOICEMESH_TLS_KEY``. A process that is both a s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from voicemesh.errors import InvalidInput
+from voicemesh.settings import environ
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -45,7 +45,7 @@ class ClientTls:
 
     @classmethod
     def from_env(cls) -> ClientTls:
-        return cls(os.environ.get(CA_ENV, ""), os.environ.get(CERT_ENV, ""), os.environ.get(KEY_ENV, ""))
+        return cls(environ(CA_ENV), environ(CERT_ENV), environ(KEY_ENV))
 
     @property
     def enabled(self) -> bool:

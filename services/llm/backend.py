@@ -13,24 +13,16 @@ import asyncio
 import enum
 import threading
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
-from voicemesh.backend import Backend, RemoteOptions
+from voicemesh.backend import Backend, BackendSettings, RemoteOptions
 from voicemesh.errors import ResourceExhausted
+from voicemesh.settings import setting
+from voicemesh.tools import Tool, ToolCall, ToolChoice  # shared with the orchestrator; re-exported here
 
 ROLES = ("system", "user", "assistant", "tool")
-TOOL_CHOICE_MODES = ("auto", "none", "required", "function")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A function call made by the model (OpenAI function-calling shape)."""
-
-    id: str
-    name: str
-    arguments_json: str
 
 
 @dataclass(frozen=True)
@@ -41,27 +33,6 @@ class Message:
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A function the model may call; ``parameters`` is its (checked) JSON Schema."""
-
-    name: str
-    description: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ToolChoice:
-    """``auto``, ``none``, ``required``, or ``function`` with ``name``."""
-
-    mode: str = "auto"
-    name: str = ""
-
-    @property
-    def forced(self) -> bool:
-        return self.mode in ("required", "function")
 
 
 @dataclass(frozen=True)
@@ -189,6 +160,19 @@ class Admission:
             self._running = max(0, self._running - 1)
 
 
+@dataclass(frozen=True)
+class LlmSettings(BackendSettings):
+    """What every LLM backend takes from the operator; a backend's own settings extend it."""
+
+    max_generations: int = setting(
+        2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_generations < 1:
+            raise ValueError(f"max_generations must be at least 1, got {self.max_generations}")
+
+
 class LlmBackend(Backend):
     """Base of the LLM backends.
 
@@ -200,10 +184,12 @@ class LlmBackend(Backend):
     """
 
     context_tokens: int = 0
+    settings_type: ClassVar[type[BackendSettings]] = LlmSettings
+    settings: LlmSettings
 
-    def __init__(self, *, model: str, options: RemoteOptions, settings: Any):
+    def __init__(self, *, model: str, options: RemoteOptions, settings: LlmSettings):
         super().__init__(model=model, options=options, settings=settings)
-        limit = int(getattr(settings, "max_generations", 2))
+        limit = settings.max_generations
         self.admission = Admission(limit, f"{self.provider}/{model}")
 
     @property

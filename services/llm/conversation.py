@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from voicemesh.errors import InvalidInput
+from voicemesh.tools import check_tools
 
 from .backend import ROLES, GenerationRequest, Message, Sampling, Tool, ToolCall, ToolChoice
-from .tools import check_tools
 
 
 def check_messages(messages: Sequence[Message]) -> None:

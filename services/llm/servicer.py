@@ -28,7 +28,7 @@ from voicemesh.services.llm.backend import (
 )
 from voicemesh.services.llm.conversation import Conversation
 from voicemesh.services.llm.stream import CancelInput, ChatStream, GenerateInput, Tagged
-from voicemesh.services.llm.tools import parse_tool
+from voicemesh.tools import parse_tool
 from voicemesh.v1 import common_pb2, llm_pb2
 
 if TYPE_CHECKING:

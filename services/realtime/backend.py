@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import Union
 
 from voicemesh.backend import Backend
 from voicemesh.errors import VoiceMeshError
@@ -231,7 +231,6 @@ class RealtimeBackend(Backend):
     voices: tuple[str, ...] = ()
     #: Whether the session's ``backend`` options (base_url, api_key) mean anything to this provider;
     #: a local backend ignores them, so they must not make the service load it a second time.
-    uses_remote_options: ClassVar[bool] = False
 
     def converse(self, options: SessionOptions, events: AsyncIterator[ClientEvent], *,
                  on_unsent: Callable[[Usage], None] = lambda usage: None) -> AsyncIterator[ServerEvent]:

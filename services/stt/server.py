@@ -22,12 +22,7 @@ class Settings(ModelServiceSettings):
     port: int = setting(DEFAULT_PORTS["stt"], "gRPC port (0 picks a free one and logs it)")
     preload: str = setting("faster-whisper/tiny.en:en",
                            "comma-separated model descriptors to load before the service reports SERVING")
-    workers: int = setting(2, "local decoding threads (each decodes one utterance at a time)")
-    queue: int = setting(8, "streams admitted beyond --workers; more are refused with RESOURCE_EXHAUSTED")
-    threads: int = setting(1, "CPU threads per local decoding worker")
-    beam_size: int = setting(1, "beam size of local decoding (1 = greedy, fastest)")
-    interim_interval_ms: int = setting(500, "audio (ms) between two interim re-decodes of a growing utterance")
-    remote_timeout_s: float = setting(30.0, "default timeout (s) of one request to a remote transcription API")
+    # The backends declare their own settings (FasterWhisperSettings, RemoteSettings): see voicemesh serve stt --help.
 
 
 def create(settings: Settings) -> ModelService:

@@ -19,14 +19,7 @@ class Settings(ModelServiceSettings):
     """Settings of the TTS service."""
 
     port: int = setting(50063, "gRPC port (0 picks a free one and logs it)")
-    piper_voices_dir: str = setting("", "folder of extra piper voices (<name>.onnx next to <name>.onnx.json)")
-    piper_voice_packages: str = setting(
-        "", "comma-separated Python modules offering model_path()/config_path() of a piper voice "
-        "(installed *-piper-voice distributions are found without this)"
-    )
-    piper_threads: int = setting(1, "onnxruntime threads per piper synthesis")
-    piper_workers: int = setting(2, "piper syntheses that may run at once per voice (each uses --piper-threads)")
-    remote_timeout_s: float = setting(30.0, "default timeout of remote API requests, in seconds")
+    # The backends declare their own settings (PiperSettings, RemoteSettings): see voicemesh serve tts --help.
     chunk_ms: int = setting(100, "longest audio chunk sent, in milliseconds (10-100)")
     max_piece_chars: int = setting(4096, "longest text piece accepted in one message, in characters")
     max_pending_chars: int = setting(16384, "most text a stream may hold that is not spoken yet, in characters")

@@ -14,12 +14,15 @@ MODULE = "voicemesh_testplugin"
 
 SOURCE = textwrap.dedent(
     '''
-    """Test providers: a backend whose load waits for a file to appear."""
+    """Test providers: a backend whose load waits for a file to appear, and one with a setting of its own."""
     import asyncio
     import os
+    from dataclasses import dataclass
     from pathlib import Path
 
     from voicemesh.backend import Backend, ModelCard
+    from voicemesh.services.llm.backend import Done, FinishReason, LlmBackend, LlmSettings, TextDelta, TokenUsage
+    from voicemesh.settings import setting
 
 
     class GatedBackend(Backend):
@@ -33,6 +36,26 @@ SOURCE = textwrap.dedent(
             gate = Path(os.environ["GATE_FILE"])
             while not gate.exists():
                 await asyncio.sleep(0.05)
+
+
+    @dataclass(frozen=True)
+    class GreeterSettings(LlmSettings):
+        greeter_greeting: str = setting("hello", "what every answer of the greeter backend says")
+
+
+    class GreeterBackend(LlmBackend):
+        """Answers every turn with the greeting its operator set."""
+
+        provider = "greeter"
+        settings_type = GreeterSettings
+
+        @classmethod
+        def catalog(cls, settings):
+            return [ModelCard(descriptor="greeter/model", description=f"says {settings.greeter_greeting!r}")]
+
+        async def generate(self, request, *, session, cancel):
+            yield TextDelta(self.settings.greeter_greeting)
+            yield Done(FinishReason.STOP, TokenUsage())
     '''
 )
 
@@ -43,6 +66,7 @@ def install(path: Path, modalities: tuple[str, ...] = ("stt", "llm", "tts")) -> 
     info = path / f"{MODULE}-1.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {MODULE}\nVersion: 1.0\n")
-    groups = "".join(f"[voicemesh.{m}]\ngated = {MODULE}:GatedBackend\n\n" for m in modalities)
+    groups = "".join(f"[voicemesh.{m}]\ngated = {MODULE}:GatedBackend\n"
+                     + (f"greeter = {MODULE}:GreeterBackend\n" if m == "llm" else "") + "\n" for m in modalities)
     (info / "entry_points.txt").write_text(groups)
     return path

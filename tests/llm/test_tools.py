@@ -21,7 +21,7 @@ from voicemesh.services.llm.backend import (
 )
 from voicemesh.services.llm.backends.llama_cpp import _Output
 from voicemesh.services.llm.conversation import Conversation
-from voicemesh.services.llm.tools import ToolCallScanner, call_schema, check_tools, forced_call, parse_tool
+from voicemesh.tools import ToolCallScanner, call_schema, check_tools, forced_call, parse_tool
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOL = Tool("get_weather", "weather", SCHEMA)

@@ -21,6 +21,7 @@ from pathlib import Path
 from voicemesh.errors import InvalidInput, PermissionDenied, Unauthenticated
 from voicemesh.metering.ledger import LedgerStore, open_store, state_dir
 from voicemesh.metering.records import KeyRecord, Quota
+from voicemesh.settings import environ
 
 PREFIX = "vm"
 KEY_ENV = "VOICEMESH_API_KEY"
@@ -118,13 +119,13 @@ def parse_time(text: str, *, now: float | None = None, future: bool = True) -> f
 
 def key_file(path: str | Path | None = None) -> Path:
     """The key file: ``path``, else $VOICEMESH_KEY_FILE, else api_key in the state folder (~/.voicemesh)."""
-    return Path(path or os.environ.get(KEY_FILE_ENV) or state_dir() / "api_key").expanduser()
+    return Path(path or environ(KEY_FILE_ENV) or state_dir() / "api_key").expanduser()
 
 
 def read_client_key(path: str | Path | None = None) -> str | None:
     """The key a client should send: $VOICEMESH_API_KEY, else the key file's content, else None."""
-    if os.environ.get(KEY_ENV):
-        return os.environ[KEY_ENV].strip()
+    if environ(KEY_ENV):
+        return environ(KEY_ENV).strip()
     file = key_file(path)
     return file.read_text(encoding="utf-8").strip() or None if file.exists() else None
 

@@ -37,6 +37,7 @@ from voicemesh.errors import Unavailable
 from voicemesh.metering.records import UsageRecord
 from voicemesh.metering.stores import LedgerStore, PostgresStore, SqliteStore, redact_url
 from voicemesh.private import private_file
+from voicemesh.settings import environ
 
 __all__ = ["LEDGER_ENV", "STORES", "Ledger", "LedgerStore", "default_url", "open_store", "redact_url",
            "replay_spool", "spool", "spool_path", "sqlite_path", "state_dir"]
@@ -59,12 +60,12 @@ LEDGER_ENV = "VOICEMESH_LEDGER"
 
 def state_dir() -> Path:
     """$VOICEMESH_STATE_DIR, else ~/.voicemesh (where ``voicemesh up`` keeps its state)."""
-    return Path(os.environ.get("VOICEMESH_STATE_DIR") or Path.home() / ".voicemesh").expanduser()
+    return Path(environ("VOICEMESH_STATE_DIR") or Path.home() / ".voicemesh").expanduser()
 
 
 def default_url() -> str:
     """$VOICEMESH_LEDGER, else ledger.db in the state folder."""
-    return os.environ.get(LEDGER_ENV) or f"sqlite:///{state_dir() / 'ledger.db'}"
+    return environ(LEDGER_ENV) or f"sqlite:///{state_dir() / 'ledger.db'}"
 
 
 def sqlite_path(url: str) -> Path:

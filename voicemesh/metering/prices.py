@@ -17,13 +17,14 @@ computed from the ledger when asked for, never stored.
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voicemesh.descriptors import split
 from voicemesh.metering.records import UNITS
+from voicemesh.settings import environ
 
 PRICES_ENV = "VOICEMESH_PRICES"
 EXAMPLE = Path(__file__).with_name("prices.example.json")
@@ -59,13 +60,14 @@ class PriceTable:
     @classmethod
     def from_setting(cls, path: str | Path | None) -> PriceTable | None:
         """The table at ``path`` or $VOICEMESH_PRICES, or None when neither is set."""
-        chosen = path or os.environ.get(PRICES_ENV)
+        chosen = path or environ(PRICES_ENV)
         return cls.load(chosen) if chosen else None
 
     def price_of(self, model: str) -> Mapping[str, float] | None:
         """The unit prices of a model descriptor, or None when no pattern matches."""
-        provider = model.split("/", 1)[0]
-        base = model.rsplit(":", 1)[0] if ":" in model.split("/", 1)[-1] else model
+        parts = split(model)
+        provider = parts.provider
+        base = model.rpartition(":")[0] if parts.variant is not None else model
         for pattern in (model, base, f"{provider}/*", "*"):
             if pattern in self.prices:
                 return self.prices[pattern]

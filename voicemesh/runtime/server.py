@@ -29,7 +29,7 @@ from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
 from voicemesh.runtime.load import Admission
 from voicemesh.runtime.metrics import serve_metrics
-from voicemesh.settings import setting
+from voicemesh.settings import environ, setting
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    orphan_watch = asyncio.create_task(_stop_when_orphaned(stop), name="parent-watch")
+    orphan_watch = asyncio.create_task(stop_when_orphaned(stop), name="parent-watch")
 
     exit_code = 0
     starting = asyncio.create_task(service.start(), name=f"{service.name}-start")
@@ -188,10 +188,10 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     return exit_code
 
 
-async def _stop_when_orphaned(stop: asyncio.Event, every_s: float = 1.0) -> None:
+async def stop_when_orphaned(stop: asyncio.Event, every_s: float = 1.0) -> None:
     """A service started by another VoiceMesh process (``voicemesh up``, a benchmark, a test) stops as on
     SIGTERM when that process is gone, even killed without a chance to stop it: no service is left behind."""
-    parent = os.environ.get(PARENT_ENV, "")
+    parent = environ(PARENT_ENV)
     if not parent.isdigit():
         return
     while os.getppid() == int(parent):

@@ -7,20 +7,23 @@ answer from the providers' catalogs.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from voicemesh import __version__
 from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
-from voicemesh.backend import Backend, BackendCache, ModelCard, RemoteOptions
+from voicemesh.backend import (DEFAULT_MAX_REMOTE, Backend, BackendCache, BackendSettings, ModelCard, RemoteOptions,
+                               settings_types)
 from voicemesh.descriptors import parse
 from voicemesh.registry import Registry
 from voicemesh.runtime.server import ServerSettings
-from voicemesh.settings import setting
+from voicemesh.settings import add_arguments, from_namespace, setting
+from voicemesh.targets import Allowlist
 from voicemesh.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,27 @@ class ModelServiceSettings(ServerSettings):
     """Settings of every model service."""
 
     preload: str = setting("", "comma-separated model descriptors to load before the service reports SERVING")
+    allowed_base_urls: str = setting(
+        "", "comma-separated base URLs a client may name in BackendOptions.base_url (URL prefixes; ':*' as the port "
+        "admits any port); empty: clients use only the operator's VOICEMESH_<PROVIDER>_BASE_URL. The operator's own "
+        "API key is never sent to a URL a client named")
+    max_remote_backends: int = setting(
+        DEFAULT_MAX_REMOTE, "remote backends (one per distinct base_url, key and options) kept open; the least "
+        "recently used is closed once no stream uses it")
+    # The settings each registered backend declares (Backend.settings_type), filled from the same flags and
+    # environment by ``backend_settings``; a type missing here is read from the environment when first used.
+    backend_settings: dict[type, BackendSettings] = field(default_factory=dict, metadata={"flag": False})
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, modality: str) -> None:
+    """Flags (and VOICEMESH_* variables) for every setting the registered backends declare."""
+    for kind in settings_types(Registry(modality)):
+        add_arguments(parser, kind)
+
+
+def backend_settings(namespace: argparse.Namespace, modality: str) -> dict[type, BackendSettings]:
+    """Each registered backend's settings, from parsed flags (``add_backend_arguments``)."""
+    return {kind: from_namespace(kind, namespace) for kind in settings_types(Registry(modality))}
 
 
 def remote_options(options: common_pb2.BackendOptions | None) -> RemoteOptions:
@@ -79,7 +103,9 @@ class ModelService:
         self.full_names = (full_name,)
         self.settings = settings
         self.registry = Registry(name)
-        self.backends = BackendCache(self.registry, settings)
+        self.backends = BackendCache(self.registry, settings.backend_settings,
+                                     allowlist=Allowlist.parse(settings.allowed_base_urls),
+                                     max_remote=settings.max_remote_backends)
         self._add_to_server = add_to_server
         self.servicer = servicer_factory(self)
 

@@ -33,12 +33,14 @@ from voicemesh.services.llm.backend import (
     GenerationRequest,
     LlmBackend,
     LlmEvent,
+    LlmSettings,
     Message,
     TextDelta,
     TokenUsage,
     ToolCallMade,
 )
-from voicemesh.services.llm.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
+from voicemesh.settings import setting
+from voicemesh.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
 
 log = logging.getLogger(__name__)
 
@@ -84,26 +86,47 @@ class _Slot:
         self.last_used = 0.0
 
 
+@dataclass(frozen=True)
+class LlamaSettings(LlmSettings):
+    """The operator's settings of local llama.cpp models."""
+
+    llama_threads: int = setting(
+        1, "CPU threads of each llama.cpp generation (1 is fastest on a busy machine: llama.cpp threads spin)"
+    )
+    llama_context: int = setting(2048, "context window of local llama.cpp models, in tokens (prompt + reply)")
+    max_tokens: int = setting(512, "tokens generated per turn when the request sets no max_tokens")
+    temperature: float = setting(0.7, "sampling temperature when the request sets none (0 = greedy)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.llama_threads < 1:
+            raise ValueError(f"llama_threads must be at least 1, got {self.llama_threads}")
+        if self.llama_context < 128:
+            raise ValueError(f"llama_context must be at least 128, got {self.llama_context}")
+
+
 class LlamaCppBackend(LlmBackend):
     """``llama.cpp/<model>``: llama-cpp-python with bounded threads and a context per slot."""
 
     provider = "llama.cpp"
+    settings_type = LlamaSettings
+    settings: LlamaSettings
 
-    def __init__(self, *, model, options, settings):
-        super().__init__(model=model, options=options, settings=settings)
-        self.context_tokens = int(settings.llama_context)
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.context_tokens = self.settings.llama_context
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._formatter: Any = None
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: LlamaSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"{cls.provider}/{name}",
                 languages=("en",),
-                context_tokens=int(settings.llama_context),
+                context_tokens=settings.llama_context,
                 capabilities={"streaming": True, "tool_calls": True},
                 description=model.description,
             )
@@ -125,7 +148,7 @@ class LlamaCppBackend(LlmBackend):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        threads = int(self.settings.llama_threads)
+        threads = self.settings.llama_threads
         slots = [
             _Slot(Llama(str(path), n_ctx=self.context_tokens, n_threads=threads, n_threads_batch=threads, verbose=False))
             for _ in range(self.admission.limit)

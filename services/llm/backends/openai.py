@@ -3,9 +3,10 @@
 Each generation is one streaming ``POST {base_url}/chat/completions``
 (server-sent events, ``stream_options.include_usage``). Text deltas pass
 through as they come; tool-call deltas are put together per index and sent
-as complete calls when the stream ends. ``base_url`` and ``api_key`` come
-from the stream's backend options, then ``VOICEMESH_OPENAI_*`` and
-``OPENAI_*``. Any model name is accepted: the remote decides what it serves.
+as complete calls when the stream ends. ``base_url`` and ``api_key`` are
+resolved by ``voicemesh.targets`` (the operator's ``VOICEMESH_OPENAI_*`` /
+``OPENAI_*``, or the stream's own on the allowlist). Any model name is
+accepted: the remote decides what it serves.
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ from voicemesh.services.llm.backend import (
     GenerationRequest,
     LlmBackend,
     LlmEvent,
+    LlmSettings,
     Message,
     TextDelta,
     TokenUsage,
     ToolCall,
     ToolCallMade,
 )
-from voicemesh.services.llm.tools import new_call_id
+from voicemesh.tools import new_call_id
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # A few well-known models for Describe; any other name is passed to the remote as is.
 KNOWN_MODELS = {"gpt-4.1-mini": 1_047_576, "gpt-4.1-nano": 1_047_576, "gpt-4o-mini": 128_000}
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS,
@@ -55,13 +56,20 @@ class _Reply:
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-class OpenAILlmBackend(LlmBackend):
+@dataclass(frozen=True)
+class OpenAILlmSettings(remote.RemoteSettings, LlmSettings):
+    """A remote chat model takes the remote timeout and the generation limit of every LLM backend."""
+
+
+class OpenAILlmBackend(remote.RemoteBackend, LlmBackend):
     """Chat with any server that implements OpenAI's streaming ``POST /chat/completions``."""
 
     provider = "openai"
+    settings_type = OpenAILlmSettings
+    settings: OpenAILlmSettings
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: OpenAILlmSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"openai/{model}",
@@ -72,30 +80,14 @@ class OpenAILlmBackend(LlmBackend):
             for model, context in KNOWN_MODELS.items()
         ]
 
-    @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
-        """A remote serves what it serves; unknown models come back as its 404."""
-
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
-        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
         self.context_tokens = KNOWN_MODELS.get(self.model, 0)
-        self._client: httpx.AsyncClient | None = None
-
-    async def load(self) -> None:
-        self._client = remote.client(self.options)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def generate(
         self, request: GenerationRequest, *, session: object, cancel: CancelToken
     ) -> AsyncIterator[LlmEvent]:
-        if self._client is None:
-            raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
+        self.http_client()  # UNAVAILABLE once closed, before a slot is taken
         self.admission.acquire()
         reply = _Reply()
         try:
@@ -110,7 +102,8 @@ class OpenAILlmBackend(LlmBackend):
         cancelled = asyncio.ensure_future(cancel.wait())
         response: httpx.Response | None = None
         try:
-            sent = remote.send(self._client, self._client.build_request("POST", url, json=self._body(request)),
+            client = self.http_client()
+            sent = remote.send(client, client.build_request("POST", url, json=self._body(request)),
                                endpoint="/chat/completions", model=self.descriptor)
             finished, response = await _unless_cancelled(sent, cancelled)
             if not finished:
@@ -130,7 +123,8 @@ class OpenAILlmBackend(LlmBackend):
         except httpx.HTTPError as exc:
             raise remote.transport_error(exc, url=url, timeout_s=self.options.timeout_s, model=self.descriptor) from None
         except json.JSONDecodeError as exc:
-            raise Unavailable(f"{url} sent a malformed event: {exc}", model=self.descriptor) from None
+            log.warning("%s sent a malformed event: %s", url, exc)
+            raise Unavailable(f"{url} sent a malformed event", model=self.descriptor) from None
         finally:
             cancelled.cancel()
             if response is not None:
@@ -208,9 +202,12 @@ def _wire_message(message: Message) -> dict[str, Any]:
 def _chunk_events(chunk: Any, reply: _Reply, model: str) -> list[LlmEvent]:
     """Text deltas of one streamed chunk; tool-call deltas, finish reason and usage go to ``reply``."""
     if not isinstance(chunk, dict):
-        raise Unavailable(f"the remote sent a chunk that is not an object: {chunk!r:.200}", model=model)
+        log.warning("%s: the remote sent a chunk that is not an object: %r", model, str(chunk)[:200])
+        raise Unavailable("the remote sent a chunk that is not an object", model=model)
     if "error" in chunk:
-        raise Unavailable(f"the remote reported an error mid-stream: {json.dumps(chunk['error'])[:300]}", model=model)
+        # What a remote writes is logged for the operator, not relayed to the client.
+        log.warning("%s: the remote reported an error mid-stream: %s", model, json.dumps(chunk["error"])[:300])
+        raise Unavailable("the remote reported an error mid-stream", model=model)
     if usage := chunk.get("usage"):
         details = usage.get("prompt_tokens_details") or {}
         reply.usage = TokenUsage(

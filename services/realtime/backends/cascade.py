@@ -3,7 +3,7 @@
 The cascade loads the other services' own backends in this process through
 their registries (``--cascade-stt``, ``--cascade-llm``, ``--cascade-tts``;
 by default faster-whisper tiny.en, llama.cpp SmolLM2 and piper joe), each
-with that service's own settings type, so there is one loader per engine.
+with the settings type each component backend declares, so there is one loader per engine.
 A descriptor variant or the session's ``voice`` picks another piper voice.
 Each session is a ``CascadeSession``; ``--max-sessions`` bounds them.
 """
@@ -11,22 +11,22 @@ Each session is a ``CascadeSession``; ``--max-sessions`` bounds them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from voicemesh.backend import BackendCache, ModelCard
+from voicemesh.backend import BackendCache, BackendSettings, ModelCard, settings_types
 from voicemesh.descriptors import parse
 from voicemesh.errors import FailedPrecondition, ModelNotFound
 from voicemesh.registry import Registry
-from voicemesh.services.llm import server as llm_server
 from voicemesh.services.llm.backend import LlmBackend, Sampling
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.realtime.session import CascadeSession
-from voicemesh.services.stt import server as stt_server
 from voicemesh.services.stt.backend import Admission, SttBackend
-from voicemesh.services.tts import server as tts_server
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
+from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +35,58 @@ CAPABILITIES = {"streaming": True, "interim_results": True, "server_vad": True, 
                 "text_only_output": True}
 
 
-def _get(settings: Any, name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
+@dataclass(frozen=True)
+class CascadeSettings(BackendSettings):
+    """The operator's settings of the local cascade: its three models and their engines' sizes."""
+
+    cascade_stt: str = setting("faster-whisper/tiny.en:en", "speech-to-text model of the local cascade")
+    cascade_llm: str = setting("llama.cpp/smollm2-135m-instruct", "language model of the local cascade")
+    cascade_tts: str = setting("piper/en_US-joe-medium", "default voice (text-to-speech model) of the local cascade")
+    max_sessions: int = setting(4, "cascade sessions open at once (one llama.cpp context each); more are refused "
+                                "with RESOURCE_EXHAUSTED")
+    stt_threads: int = setting(1, "CPU threads of the cascade's speech recognition")
+    llm_threads: int = setting(1, "CPU threads of the cascade's llama.cpp generation "
+                               "(more threads slow it down badly when the cores are shared)")
+    llm_context: int = setting(2048, "context window of the cascade's llama.cpp model, in tokens")
+    tts_threads: int = setting(1, "CPU threads of the cascade's piper synthesis")
+    max_response_tokens: int = setting(200, "tokens a cascade response generates at most")
+    temperature: float = setting(0.0, "sampling temperature of cascade responses (0 = greedy)")
+    max_input_seconds: float = setting(120.0, "uncommitted input audio kept at most (s) without server VAD")
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
 
 
-def component_settings(settings: Any) -> dict[str, Any]:
-    """The settings each component backend expects, from the realtime service's settings."""
-    sessions = int(_get(settings, "max_sessions", 4))
-    return {
-        "stt": stt_server.Settings(preload="", workers=2, queue=2 * sessions,
-                                   threads=int(_get(settings, "stt_threads", 1)), interim_interval_ms=500),
-        "llm": llm_server.Settings(preload="", max_generations=sessions,
-                                   llama_threads=int(_get(settings, "llm_threads", 1)),
-                                   llama_context=int(_get(settings, "llm_context", 2048)),
-                                   max_tokens=int(_get(settings, "max_response_tokens", 200)),
-                                   temperature=float(_get(settings, "temperature", 0.0))),
-        "tts": tts_server.Settings(preload="", piper_threads=int(_get(settings, "tts_threads", 1))),
+def component_settings(settings: CascadeSettings) -> dict[str, dict[type, BackendSettings]]:
+    """Per modality, the settings of each component backend type: their defaults, sized for the cascade."""
+    sized = {
+        "stt": {"workers": 2, "queue": 2 * settings.max_sessions, "threads": settings.stt_threads,
+                "interim_interval_ms": 500},
+        "llm": {"max_generations": settings.max_sessions, "llama_threads": settings.llm_threads,
+                "llama_context": settings.llm_context, "max_tokens": settings.max_response_tokens,
+                "temperature": settings.temperature},
+        "tts": {"piper_threads": settings.tts_threads},
     }
+    found: dict[str, dict[type, BackendSettings]] = {}
+    for modality, values in sized.items():
+        found[modality] = {}
+        for kind in settings_types(Registry(modality)):
+            names = {f.name for f in dataclasses.fields(kind)}
+            found[modality][kind] = kind(**{name: value for name, value in values.items() if name in names})
+    return found
 
 
-def _descriptors(settings: Any) -> dict[str, str]:
-    return {"stt": _get(settings, "cascade_stt", "faster-whisper/tiny.en:en"),
-            "llm": _get(settings, "cascade_llm", "llama.cpp/smollm2-135m-instruct"),
-            "tts": _get(settings, "cascade_tts", "piper/en_US-joe-medium")}
+def _descriptors(settings: CascadeSettings) -> dict[str, str]:
+    return {"stt": settings.cascade_stt, "llm": settings.cascade_llm, "tts": settings.cascade_tts}
 
 
 class CascadeBackend(rt.RealtimeBackend):
     """One STT, one LLM and the TTS voices, shared by every session of the service."""
 
     provider = "voicemesh"
+    settings_type = CascadeSettings
+    settings: CascadeSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -71,17 +94,17 @@ class CascadeBackend(rt.RealtimeBackend):
         self.stt: SttBackend | None = None
         self.llm: LlmBackend | None = None
         self.default_voice = ""
-        self.admission = Admission(int(_get(self.settings, "max_sessions", 4)), "realtime sessions")
+        self.admission = Admission(self.settings.max_sessions, "realtime sessions")
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: CascadeSettings) -> list[ModelCard]:
         components = component_settings(settings)
         found: dict[str, list[ModelCard]] = {}
         for modality, descriptor in _descriptors(settings).items():
             provider = parse(descriptor).provider
             try:
                 backend_class = Registry(modality).backend_class(provider)
-                found[modality] = backend_class.catalog(components[modality])
+                found[modality] = backend_class.catalog(components[modality][backend_class.settings_type])
             except Exception as exc:  # a component that is not installed: the cascade is not offered
                 log.info("voicemesh/cascade unavailable: %s provider %s: %s", modality, provider, exc)
                 return []
@@ -140,7 +163,7 @@ class CascadeBackend(rt.RealtimeBackend):
             session = CascadeSession(
                 stt=self.stt, language=self.language, llm=self.llm, voice=self.tts_for, options=options,
                 sampling=Sampling(), model=f"{self.provider}/{self.model}",
-                max_input_seconds=float(_get(self.settings, "max_input_seconds", 120.0)), on_unsent=on_unsent)
+                max_input_seconds=self.settings.max_input_seconds, on_unsent=on_unsent)
             async with contextlib.aclosing(session.run(events)) as server_events:
                 async for event in server_events:
                     yield event

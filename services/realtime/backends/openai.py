@@ -19,9 +19,10 @@ from typing import Any
 from urllib.parse import quote
 
 from voicemesh.audio import StreamResampler, float_to_pcm, pcm_to_float
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import (DeadlineExceeded, InvalidInput, ModelNotFound, PermissionDenied, ResourceExhausted,
                               Unauthenticated, Unavailable, VoiceMeshError, require_module)
+from voicemesh.remote import RemoteBackend, reason
 from voicemesh.services.llm.backend import Message, ToolCall
 from voicemesh.services.realtime import backend as rt
 
@@ -220,15 +221,15 @@ class _Session:
             self.idle.set()
 
 
-class OpenAIRealtimeBackend(rt.RealtimeBackend):
+class OpenAIRealtimeBackend(RemoteBackend, rt.RealtimeBackend):
     """A realtime model behind the OpenAI Realtime WebSocket API (or one that speaks it)."""
 
     provider = "openai"
     voices = VOICES
-    uses_remote_options = True
+    default_base_url = DEFAULT_BASE_URL
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         try:
             require_module("websockets", "realtime")
         except VoiceMeshError:
@@ -241,14 +242,12 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
                 for model in MODELS]
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         if not model:
             raise ModelNotFound("an openai realtime descriptor needs a model name, for example openai/gpt-realtime")
 
     async def load(self) -> None:
-        require_module("websockets", "realtime")
-        timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
-        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, timeout)
+        require_module("websockets", "realtime")  # one WebSocket per session, no HTTP client to open
         self.url = websocket_url(self.options.base_url, self.model)
 
     async def _connect(self) -> Any:
@@ -264,7 +263,10 @@ class OpenAIRealtimeBackend(rt.RealtimeBackend):
         except InvalidStatus as exc:
             status = exc.response.status_code
             body = exc.response.body.decode("utf-8", "replace")[:200] if exc.response.body else ""
-            text = f"the realtime API at {self.options.base_url} answered HTTP {status} to the handshake: {body}"
+            log.warning("the realtime API at %s answered HTTP %d to the handshake: %s", self.options.base_url, status,
+                        body or "(no body)")  # for the operator; the client gets the status and its reason
+            text = (f"the realtime API at {self.options.base_url} answered HTTP {status} ({reason(status)}) "
+                    "to the handshake")
             error = {401: Unauthenticated, 403: PermissionDenied, 404: ModelNotFound, 429: ResourceExhausted}.get(
                 status, Unavailable)
             raise error(text, model=f"{self.provider}/{self.model}") from None

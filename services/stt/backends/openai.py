@@ -20,7 +20,7 @@ import numpy as np
 
 from voicemesh.audio import float_to_pcm, wav_bytes
 from voicemesh import remote
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import (
     Unavailable,
 )
@@ -30,24 +30,20 @@ from voicemesh.speech.vad import RATE, shared_vad
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 
 
-class OpenAISttBackend(SttBackend):
+class OpenAISttBackend(remote.RemoteBackend, SttBackend):
     """``openai/<model>:<language>``, or any server speaking OpenAI's transcription API."""
 
     provider = "openai"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
-        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
-        self._client: httpx.AsyncClient | None = None
         self._vad: Any = None
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"{cls.provider}/{model}",
@@ -58,22 +54,9 @@ class OpenAISttBackend(SttBackend):
             for model in KNOWN_MODELS
         ]
 
-    @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
-        """A remote server may serve any model name; it answers 404 for unknown ones."""
-
     async def load(self) -> None:
-        self._client = remote.client(self.options)
+        await super().load()
         self._vad = await asyncio.to_thread(shared_vad)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def descriptor(self) -> str:
-        return f"{self.provider}/{self.model}"
 
     async def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
         stream = RecognizeStream(
@@ -101,13 +84,12 @@ class OpenAISttBackend(SttBackend):
         return form
 
     async def _transcribe(self, samples: np.ndarray, offset_ms: int, final: bool, *, language: str) -> Hypothesis:
-        if self._client is None:
-            raise Unavailable(f"the {self.descriptor} backend is closed", model=self.descriptor)
+        client = self.http_client()
         wav = await asyncio.to_thread(lambda: wav_bytes(float_to_pcm(samples), RATE))
         files = {"file": ("utterance.wav", wav, "audio/wav")}
-        request = self._client.build_request("POST", "/audio/transcriptions", data=self._form(language), files=files)
+        request = client.build_request("POST", "/audio/transcriptions", data=self._form(language), files=files)
         try:
-            response = await remote.send(self._client, request, endpoint="/audio/transcriptions",
+            response = await remote.send(client, request, endpoint="/audio/transcriptions",
                                          model=self.descriptor)
             try:
                 await response.aread()
@@ -124,8 +106,9 @@ class OpenAISttBackend(SttBackend):
         try:
             body = response.json()
         except ValueError as exc:
-            raise Unavailable(f"transcription API sent a body that is not JSON: {response.text[:200]!r}",
-                              model=self.descriptor) from exc
+            log.warning("%s: the transcription API sent a body that is not JSON: %r", self.descriptor,
+                        response.text[:200])
+            raise Unavailable("the transcription API sent a body that is not JSON", model=self.descriptor) from exc
         words = tuple(
             WordTiming(word=str(w.get("word", "")).strip(), start_ms=offset_ms + round(float(w.get("start", 0)) * 1000),
                        end_ms=offset_ms + round(float(w.get("end", 0)) * 1000),

@@ -3,9 +3,9 @@
 Each segment is one ``POST {base_url}/audio/speech`` with
 ``response_format: "pcm"`` (raw s16le mono at 24 kHz, OpenAI's documented
 format), read as a stream so audio flows before the whole answer is made.
-``base_url`` and ``api_key`` come from the stream's backend options, then
-``VOICEMESH_OPENAI_BASE_URL``/``OPENAI_BASE_URL`` and the ``*_API_KEY``
-variables. Any model name is accepted: the remote decides what it serves.
+``base_url`` and ``api_key`` are resolved by ``voicemesh.targets`` (the
+operator's ``VOICEMESH_OPENAI_*`` / ``OPENAI_*``, or the stream's own on the
+allowlist). Any model name is accepted: the remote decides what it serves.
 """
 
 from __future__ import annotations
@@ -17,25 +17,24 @@ from typing import Any
 import httpx
 
 from voicemesh import remote
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PCM_RATE = 24000  # OpenAI's "pcm" response format: 24 kHz, 16-bit signed little-endian, mono
 DEFAULT_VOICE = "alloy"
 OPENAI_MODELS = ("gpt-4o-mini-tts", "tts-1", "tts-1-hd")
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
 
 
-class OpenAITtsBackend(TtsBackend):
+class OpenAITtsBackend(remote.RemoteBackend, TtsBackend):
     """Speech from any server that implements OpenAI's ``POST /audio/speech``."""
 
     provider = "openai"
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
             ModelCard(
                 descriptor=f"openai/{model}",
@@ -47,24 +46,6 @@ class OpenAITtsBackend(TtsBackend):
             for model in OPENAI_MODELS
         ]
 
-    @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
-        """A remote serves what it serves; unknown models come back as its 404."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        default_timeout = float(getattr(self.settings, "remote_timeout_s", 30.0))
-        self.options = self.options.resolved(self.provider, DEFAULT_BASE_URL, default_timeout)
-        self._client: httpx.AsyncClient | None = None
-
-    async def load(self) -> None:
-        self._client = remote.client(self.options)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     def native_rate(self, voice: str) -> int:
         return PCM_RATE
 
@@ -72,8 +53,7 @@ class OpenAITtsBackend(TtsBackend):
         return voice or self.options.extra.get("voice", "") or DEFAULT_VOICE
 
     async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
-        if self._client is None:
-            raise RuntimeError("openai backend used before load()")
+        client = self.http_client()
         url = f"{self.options.base_url}/audio/speech"
         body = {
             "model": self.model,
@@ -87,8 +67,8 @@ class OpenAITtsBackend(TtsBackend):
         model = f"{self.provider}/{self.model}"
         carry = b""
         try:
-            request = self._client.build_request("POST", url, json=body)
-            response = await remote.send(self._client, request, endpoint="/audio/speech", model=model)
+            request = client.build_request("POST", url, json=body)
+            response = await remote.send(client, request, endpoint="/audio/speech", model=model)
             try:
                 async for data in response.aiter_bytes():
                     data = carry + data

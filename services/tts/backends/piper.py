@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from voicemesh.audio import float_to_pcm
-from voicemesh.backend import ModelCard
+from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import ModelNotFound, require_module
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
+from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,24 @@ def _package_voices(extra: str) -> tuple[VoiceFiles, ...]:
     return tuple(voices)
 
 
-def discover_voices(settings: Any) -> dict[str, VoiceFiles]:
+@dataclass(frozen=True)
+class PiperSettings(BackendSettings):
+    """The operator's settings of piper voices."""
+
+    piper_voices_dir: str = setting("", "folder of extra piper voices (<name>.onnx next to <name>.onnx.json)")
+    piper_voice_packages: str = setting(
+        "", "comma-separated Python modules offering model_path()/config_path() of a piper voice "
+        "(installed *-piper-voice distributions are found without this)"
+    )
+    piper_threads: int = setting(1, "onnxruntime threads per piper synthesis")
+    piper_workers: int = setting(2, "piper syntheses that may run at once per voice (each uses --piper-threads)")
+
+
+def discover_voices(settings: PiperSettings) -> dict[str, VoiceFiles]:
     """Every voice in installed voice packages and in the voices folder (read each time), by name."""
-    packaged = _package_voices(getattr(settings, "piper_voice_packages", ""))
+    packaged = _package_voices(settings.piper_voice_packages)
     voices = {voice.name: voice for voice in reversed(packaged)}  # the first package offering a name wins
-    folder = getattr(settings, "piper_voices_dir", "")
+    folder = settings.piper_voices_dir
     if folder:
         for model in sorted(Path(folder).expanduser().glob("*.onnx")):
             config = model.with_name(model.name + ".json")
@@ -122,9 +136,11 @@ class PiperBackend(TtsBackend):
     """One piper voice, loaded once, synthesizing on a bounded executor."""
 
     provider = "piper"
+    settings_type = PiperSettings
+    settings: PiperSettings
 
     @classmethod
-    def catalog(cls, settings: Any) -> list[ModelCard]:
+    def catalog(cls, settings: PiperSettings) -> list[ModelCard]:
         if not _piper_installed():
             return []
         return [
@@ -140,7 +156,7 @@ class PiperBackend(TtsBackend):
         ]
 
     @classmethod
-    def check_model(cls, model: str, settings: Any) -> None:
+    def check_model(cls, model: str, settings: PiperSettings) -> None:
         require_module("piper", "tts")  # a missing extra says so, rather than "unknown voice"
         super().check_model(model, settings)
 
@@ -155,10 +171,8 @@ class PiperBackend(TtsBackend):
         files = discover_voices(self.settings).get(self.model)
         if files is None:
             raise ModelNotFound(f"piper voice {self.model!r} is no longer installed", model=f"piper/{self.model}")
-        threads = max(1, int(getattr(self.settings, "piper_threads", 1)))
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, int(getattr(self.settings, "piper_workers", 2))), thread_name_prefix="piper"
-        )
+        threads = max(1, self.settings.piper_threads)
+        self._executor = ThreadPoolExecutor(max_workers=max(1, self.settings.piper_workers), thread_name_prefix="piper")
         loop = asyncio.get_running_loop()
         self._voice = await loop.run_in_executor(self._executor, _load_voice, files, threads)
         self.voice_files = files

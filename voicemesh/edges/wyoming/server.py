@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import signal
 from dataclasses import dataclass
 
 from voicemesh.client.session import DEFAULT_STT, DEFAULT_TTS
 from voicemesh.errors import require_module
 from voicemesh.mesh import MeshConfig
-from voicemesh.process import PARENT_ENV
 from voicemesh.runtime import logs
+from voicemesh.runtime.server import stop_when_orphaned
 from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ async def serve(settings: Settings) -> None:
         announced = await announce(settings.zeroconf, settings.host, settings.port)
         log.info("announced on mDNS as %s", settings.zeroconf)
     stopped = asyncio.Event()
-    watch = asyncio.create_task(_stop_when_orphaned(stopped), name="parent-watch")
+    watch = asyncio.create_task(stop_when_orphaned(stopped), name="parent-watch")
     log.info("wyoming server on tcp://%s:%d for mesh %s (%s)", settings.host, settings.port, mesh.routes,
              "with an API key" if key else "without an API key")
     loop = asyncio.get_running_loop()
@@ -96,14 +95,3 @@ async def serve(settings: Settings) -> None:
         watch.cancel()
         await link.close()
         log.info("wyoming server stopped")
-
-
-async def _stop_when_orphaned(stopped: asyncio.Event, every_s: float = 1.0) -> None:
-    """Started by ``voicemesh up`` or a test: stop when that process is gone, even killed without a word."""
-    parent = os.environ.get(PARENT_ENV, "")
-    if not parent.isdigit():
-        return
-    while os.getppid() == int(parent):
-        await asyncio.sleep(every_s)
-    log.warning("the process that started this server (pid %s) is gone: stopping", parent)
-    stopped.set()

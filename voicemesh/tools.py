@@ -1,6 +1,9 @@
-"""Tools (function calling): checking the schemas clients send, describing
-tools to a local model, the JSON Schema that constrains a forced call, and
-reading tool calls back out of generated text.
+"""Tools (function calling): the typed values, checking the schemas clients
+send, describing tools to a local model, the JSON Schema that constrains a
+forced call, and reading tool calls back out of generated text.
+
+Shared by the LLM service and the orchestrator (which checks a session's
+tools before any turn), so it lives beside the other shared modules.
 """
 
 from __future__ import annotations
@@ -9,18 +12,48 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicemesh.errors import InvalidInput
 
-from .backend import Tool, ToolCall, ToolChoice
-
+TOOL_CHOICE_MODES = ("auto", "none", "required", "function")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 _NUMBERS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call made by the model (OpenAI function-calling shape)."""
+
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its (checked) JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """``auto``, ``none``, ``required``, or ``function`` with ``name``."""
+
+    mode: str = "auto"
+    name: str = ""
+
+    @property
+    def forced(self) -> bool:
+        return self.mode in ("required", "function")
 
 
 def new_call_id() -> str:
