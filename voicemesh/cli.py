@@ -62,8 +62,14 @@ def _run_service(args: argparse.Namespace) -> int:
     settings = from_namespace(args.module.Settings, args)
     if _model_service(args.module):
         from voicemesh.runtime.service import backend_settings
+        from voicemesh.targets import Allowlist
 
         settings.backend_settings = backend_settings(args, args.service)
+        try:
+            Allowlist.parse(settings.allowed_base_urls)
+        except ValueError as exc:  # a usage error, before any model loads
+            print(f"voicemesh serve {args.service}: error: --allowed-base-urls: {exc}", file=sys.stderr)
+            return 2
     if hasattr(args.module, "run"):
         return args.module.run(settings)
     return run(args.module.create(settings), settings)

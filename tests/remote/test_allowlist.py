@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from voicemesh.backend import RemoteOptions
@@ -55,3 +58,12 @@ def test_the_operator_key_goes_only_to_the_operator_url(monkeypatch):
         resolve(RemoteOptions(base_url="https://elsewhere.example/v1", api_key="sk-client"), **args)
     with pytest.raises(InvalidInput):
         resolve(RemoteOptions(timeout_s=-1), **args)
+
+
+def test_a_bad_allowlist_entry_is_a_usage_error_not_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "voicemesh.cli", "serve", "tts", "--port", "0",
+                             "--allowed-base-urls", "http://127.0.0.1:*,ftp://files.example"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--allowed-base-urls" in result.stderr and "'ftp://files.example'" in result.stderr
+    assert "Traceback" not in result.stderr
