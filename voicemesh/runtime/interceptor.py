@@ -1,8 +1,10 @@
 """A server interceptor that gives every RPC the same treatment.
 
 It maps exceptions to status codes (through ``status.abort``), counts
-messages, errors and durations, and binds the session id (``x-session-id``
-metadata, or a fresh one) to the logs of the RPC.
+messages, errors and durations, binds the session id (``x-session-id``
+metadata, or a fresh one) to the logs of the RPC, and runs every stream under
+a ``StreamWatch`` (idle timeout, longest stream, usage and key checks as it goes).
+A malformed ``x-session-id`` or ``x-turn-id`` is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ import grpc
 
 from voicemesh.runtime import auth, logs, metrics, status
 from voicemesh.runtime.limits import Limits
+from voicemesh.runtime.watch import StreamWatch
 
 log = logging.getLogger(__name__)
 
 
 def _session_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-session-id" and value:
-            return str(value)[:64]
-    return uuid.uuid4().hex[:12]
+    """The client's session id if well formed, else a fresh one (``_check_ids`` refuses a malformed one)."""
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    try:
+        return auth.session_of(metadata) or uuid.uuid4().hex[:12]
+    except Exception:
+        return uuid.uuid4().hex[:12]
+
+
+def _check_ids(context: grpc.aio.ServicerContext) -> None:
+    """INVALID_ARGUMENT for a malformed ``x-session-id`` or ``x-turn-id`` (the ledger stores both)."""
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    auth.session_of(metadata)
+    auth.turn_of(metadata)
 
 
 class _Call:
@@ -84,8 +96,8 @@ async def _close(responses: AsyncIterator, method: str) -> None:
         log.exception("%s: the servicer failed while closing", method)
 
 
-async def _close_all(bounded: AsyncIterator | None, responses: AsyncIterator | None, method: str) -> None:
-    for generator in (bounded, responses):
+async def _close_all(guarded: AsyncIterator | None, responses: AsyncIterator | None, method: str) -> None:
+    for generator in (guarded, responses):
         if generator is not None:
             await _close(generator, method)
 
@@ -123,15 +135,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request_iterator, context):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
-            responses = bounded = None
+            responses = guarded = None
             slot = None
             try:
+                _check_ids(context)
                 caller = await self._admit(request_iterator, context) if self.guard else None
                 slot = await self._take_slot(request_iterator, caller)
-                requests = call.counted(request_iterator)
+                limits = self.limits
+                watch = StreamWatch(idle_s=limits.idle_timeout_s, deadline=slot.deadline, expired=slot.expired,
+                                    every_s=limits.usage_interval_s, check=caller.checkpoint if caller else None)
+                requests = watch.requests(call.counted(request_iterator))
+                if caller is not None:
+                    caller.stop = watch.stop
                 responses = behavior(caller.requests(requests) if caller else requests, context)
-                bounded = slot.bounded(responses) if slot.deadline is not None else None  # --max-stream-s
-                async for response in bounded or responses:
+                guarded = watch.guarded(responses)
+                async for response in guarded:
                     if caller is not None:
                         await caller.observe(response)
                     call.sent()
@@ -149,16 +167,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 # out: a grpc-python client still writing when it arrives reports INTERNAL ("Internal
                 # error from Core") in its place (grpc/grpc#36066). Briefly: a client streaming live
                 # audio never stops writing, and its error must not wait.
-                await _close_all(bounded, responses, method)
-                bounded = responses = None
+                await _close_all(guarded, responses, method)
+                guarded = responses = None
                 await auth.drain(request_iterator, timeout_s=0.25)
                 if slot is not None:
                     slot.release()
                 call.finish(code)  # counted before the client can see the status
                 await status.abort(context, exc)
             finally:
-                if bounded is not None:
-                    await _close(bounded, method)
+                if guarded is not None:
+                    await _close(guarded, method)
                 if responses is not None:
                     await _close(responses, method)
                 if slot is not None:
@@ -188,6 +206,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
             try:
+                _check_ids(context)
                 if self.guard is not None:
                     await self.guard.admit(context, new_stream=False)
                 response = await behavior(request, context)

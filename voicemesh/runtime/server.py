@@ -58,10 +58,15 @@ class ServerSettings:
                                  "certificate this CA signed")
     max_streams: int = setting(0, "streaming RPCs open at once in this process; one more gets RESOURCE_EXHAUSTED "
                                "(0: no limit)")
-    max_streams_per_key: int = setting(0, "streaming RPCs open at once per API key when keys are checked; "
+    max_streams_per_key: int = setting(4, "streaming RPCs open at once per API key when keys are checked; "
                                        "one more gets RESOURCE_EXHAUSTED (0: no limit)")
     max_stream_s: float = setting(0.0, "longest a streaming RPC may last, in seconds; then it ends with "
                                   "RESOURCE_EXHAUSTED (0: no limit)")
+    idle_timeout_s: float = setting(120.0, "a streaming RPC with no message in either direction for this many "
+                                    "seconds ends with DEADLINE_EXCEEDED (0: never)")
+    usage_interval_s: float = setting(2.0, "with a ledger, seconds between writes of an open stream's usage so far "
+                                      "and re-checks of its key and quotas (a revoked key's streams end within "
+                                      "about this; 0: only at the start and the end)")
 
 
 class ServiceDefinition(Protocol):
