@@ -170,6 +170,8 @@ class Caller:
 
     def final_record(self, usage: Message) -> UsageRecord:
         live = self._live.pop(usage.model, None)
+        if live is None and len(self._live) == 1:  # metered under another spelling of the same model
+            live = self._live.pop(next(iter(self._live)))
         record = self.usage_record(usage)
         if live is None:
             return record
