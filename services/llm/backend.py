@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from voicemesh.backend import Backend, RemoteOptions
-from voicemesh.errors import ResourceExhausted
+from voicemesh.runtime.admission import Admission
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOL_CHOICE_MODES = ("auto", "none", "required", "function")
@@ -159,36 +159,6 @@ class CancelToken:
         await self._event.wait()
 
 
-class Admission:
-    """Counts running generations of one model and refuses beyond ``limit``."""
-
-    def __init__(self, limit: int, model: str):
-        self.limit = max(1, limit)
-        self.model = model
-        self._running = 0
-        self._lock = threading.Lock()
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    def acquire(self) -> None:
-        """Take a slot or raise RESOURCE_EXHAUSTED."""
-        with self._lock:
-            if self._running >= self.limit:
-                raise ResourceExhausted(
-                    f"{self.model} is already running {self._running} generation(s), its limit "
-                    f"(--max-generations); retry when one finishes",
-                    model=self.model,
-                )
-            self._running += 1
-
-    def release(self) -> None:
-        """Give a slot back (thread-safe)."""
-        with self._lock:
-            self._running = max(0, self._running - 1)
-
-
 class LlmBackend(Backend):
     """Base of the LLM backends.
 
@@ -203,8 +173,12 @@ class LlmBackend(Backend):
 
     def __init__(self, *, model: str, options: RemoteOptions, settings: Any):
         super().__init__(model=model, options=options, settings=settings)
-        limit = int(getattr(settings, "max_generations", 2))
-        self.admission = Admission(limit, f"{self.provider}/{model}")
+        # Generation slots, shared fairly among API keys; a key's request waits (bounded) for its turn.
+        self.admission = Admission(
+            int(getattr(settings, "max_generations", 2)), "generation slots", flag="--max-generations",
+            per_key=int(getattr(settings, "max_generations_per_key", 0)),
+            queue=int(getattr(settings, "generation_queue", 16)),
+            wait_s=float(getattr(settings, "generation_wait_s", 30.0)), model=f"{self.provider}/{model}")
 
     @property
     def descriptor(self) -> str:

@@ -22,7 +22,17 @@ class Settings(ModelServiceSettings):
 
     port: int = setting(50062, "gRPC port (0 picks a free one and logs it)")
     max_generations: int = setting(
-        2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
+        2, "generations one model runs at once (one llama.cpp context each); more wait (with API keys) or get "
+        "RESOURCE_EXHAUSTED"
+    )
+    max_generations_per_key: int = setting(
+        0, "generations one API key may run at once per model (0: --max-generations minus one, so one slot is "
+        "always left to other keys; at least 1)"
+    )
+    generation_queue: int = setting(16, "generations of API keys that may wait for a slot; more get RESOURCE_EXHAUSTED")
+    generation_wait_s: float = setting(
+        30.0, "longest a generation of an API key waits for a slot, in seconds; then RESOURCE_EXHAUSTED with a "
+        "retry hint (0: no waiting)"
     )
     llama_threads: int = setting(
         1, "CPU threads of each llama.cpp generation (1 is fastest on a busy machine: llama.cpp threads spin)"

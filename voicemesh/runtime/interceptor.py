@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from voicemesh.runtime import auth, logs, metrics, status
+from voicemesh.runtime import admission, auth, logs, metrics, status
 from voicemesh.runtime.limits import Limits
 from voicemesh.runtime.watch import StreamWatch
 
@@ -141,6 +141,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 _check_ids(context)
                 caller = await self._admit(request_iterator, context) if self.guard else None
                 slot = await self._take_slot(request_iterator, caller)
+                # Slots of the backends (generation, decoding) are shared fairly among the keys.
+                admission.owner.set(slot.key_id)
                 limits = self.limits
                 watch = StreamWatch(idle_s=limits.idle_timeout_s, deadline=slot.deadline, expired=slot.expired,
                                     every_s=limits.usage_interval_s, check=caller.checkpoint if caller else None)

@@ -96,13 +96,13 @@ class OpenAILlmBackend(LlmBackend):
     ) -> AsyncIterator[LlmEvent]:
         if self._client is None:
             raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
-        self.admission.acquire()
+        ticket = await self.admission.wait()
         reply = _Reply()
         try:
             async for event in self._events(request, cancel, reply):
                 yield event
         finally:
-            self.admission.release()  # before Done, so the slot is free when the client hears of it
+            ticket.release()  # before Done, so the slot is free when the client hears of it
         yield Done(reply.reason, reply.usage)
 
     async def _events(self, request: GenerationRequest, cancel: CancelToken, reply: _Reply) -> AsyncIterator[LlmEvent]:

@@ -24,7 +24,8 @@ from voicemesh.services.llm.backend import LlmBackend, Sampling
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.realtime.session import CascadeSession
 from voicemesh.services.stt import server as stt_server
-from voicemesh.services.stt.backend import Admission, SttBackend
+from voicemesh.runtime.admission import Admission
+from voicemesh.services.stt.backend import SttBackend
 from voicemesh.services.tts import server as tts_server
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
 
@@ -71,7 +72,8 @@ class CascadeBackend(rt.RealtimeBackend):
         self.stt: SttBackend | None = None
         self.llm: LlmBackend | None = None
         self.default_voice = ""
-        self.admission = Admission(int(_get(self.settings, "max_sessions", 4)), "realtime sessions")
+        self.admission = Admission(int(_get(self.settings, "max_sessions", 4)), "realtime sessions",
+                                   flag="--max-sessions")
 
     @classmethod
     def catalog(cls, settings: Any) -> list[ModelCard]:
@@ -133,7 +135,7 @@ class CascadeBackend(rt.RealtimeBackend):
 
     async def converse(self, options: rt.SessionOptions, events: AsyncIterator[rt.ClientEvent], *,
                        on_unsent: Callable[[rt.Usage], None] = lambda usage: None) -> AsyncIterator[rt.ServerEvent]:
-        self.admission.acquire()
+        ticket = self.admission.acquire()
         try:
             if not options.instructions:
                 options = rt.SessionOptions(**{**options.__dict__, "instructions": DEFAULT_INSTRUCTIONS})
@@ -145,4 +147,4 @@ class CascadeBackend(rt.RealtimeBackend):
                 async for event in server_events:
                     yield event
         finally:
-            self.admission.release()
+            ticket.release()

@@ -20,8 +20,8 @@ import numpy as np
 
 from voicemesh.backend import ModelCard
 from voicemesh.errors import require_module
+from voicemesh.runtime.admission import Admission
 from voicemesh.services.stt.backend import (
-    Admission,
     Hypothesis,
     RecognitionOptions,
     SttBackend,
@@ -59,7 +59,8 @@ class FasterWhisperBackend(SttBackend):
         self.languages = MODELS.get(self.model, ())
         workers = max(1, int(_setting(self.settings, "workers", 2)))
         self._workers = workers
-        self._admission = Admission(workers + max(0, int(_setting(self.settings, "queue", 8))), "recognition streams")
+        self._admission = Admission(workers + max(0, int(_setting(self.settings, "queue", 8))), "recognition streams",
+                                    flag="--workers + --queue")
         self._pool: ThreadPoolExecutor | None = None
         self._whisper: Any = None
         self._vad: Any = None
@@ -114,7 +115,7 @@ class FasterWhisperBackend(SttBackend):
         self._whisper = None
 
     async def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
-        self._admission.acquire()
+        ticket = self._admission.acquire()
         try:
             stream = RecognizeStream(
                 options=options,
@@ -130,7 +131,7 @@ class FasterWhisperBackend(SttBackend):
             finally:
                 await events.aclose()
         finally:
-            self._admission.release()
+            ticket.release()
 
     async def _decode(self, samples: np.ndarray, offset_ms: int, final: bool, *, language: str) -> Hypothesis:
         return await self._run(self._transcribe, samples, offset_ms, final, language)
