@@ -28,6 +28,7 @@ from voicemesh.orchestrator.smart_turn import RecentAudio
 from voicemesh.orchestrator.turns import BargeIn, UserTurn
 from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.runtime.auth import check_quota
+from voicemesh.runtime.intake import AudioIntake
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.v1 import agent_pb2, llm_pb2
 
@@ -52,6 +53,7 @@ class Session(Anticipation, Hearing, Realtime):
         self.outbox = Outbox()
         self.events: asyncio.Queue = asyncio.Queue()
         self.clock = AudioClock(spec.input_rate)
+        self.intake = AudioIntake(spec.input_rate)  # client audio beyond 2x real time is dropped
         self.stt_targets = clients.targets("stt", spec.stt)
         self.tts_targets = clients.targets("tts", spec.tts)
         self.chat = Conversation(clients, self.metadata, instructions=spec.instructions,
@@ -102,6 +104,8 @@ class Session(Anticipation, Hearing, Realtime):
     async def _read_client(self, requests) -> None:
         try:
             async for request in requests:
+                if request.WhichOneof("request") == "audio" and not self.intake.admit(len(request.audio) // 2):
+                    continue  # faster than 2x real time: dropped and counted, so no buffer grows with it
                 self.events.put_nowait(("client", request))
             self.events.put_nowait(("client_end",))
         except asyncio.CancelledError:
