@@ -193,7 +193,7 @@ class Caller:
             live.units[unit] += amount
         for unit, left in self.left.items():
             unwritten = self.unwritten(unit)
-            if unwritten > left and self.stop is not None:
+            if unwritten > left + 1e-9 and self.stop is not None:  # float sums of chunks: not a hair over
                 self.stop(self.guard.over_quota(self.key, unit, left, unwritten))
                 return
 
