@@ -13,7 +13,6 @@ import contextlib
 
 import grpc
 
-from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
@@ -42,7 +41,7 @@ class Listener:
         return self.lane.target.descriptor if self.lane is not None else ""
 
     async def open(self, order: list[Target], *, now_ms: float, replay: bool = False) -> None:
-        """Open the first target of ``order`` that takes a stream (NOT fatal per target; Unavailable if none)."""
+        """Open the first target of ``order`` that takes a stream (NOT fatal per target; if none does, their common refusal or UNAVAILABLE)."""
         audio = b"".join(self._replay) if replay else b""
         for target in order:
             try:
@@ -66,7 +65,8 @@ class Listener:
                 with contextlib.suppress(*BROKEN):
                     await old.done_writing()  # it finishes its utterance and reports usage
             return
-        raise Unavailable("no speech-to-text service answered: " + "; ".join(self.fallbacks.entries))
+        # Every target refused the same way (a used-up quota, a revoked key): that status, not UNAVAILABLE.
+        raise self.fallbacks.exhausted("no speech-to-text service answered")
 
     async def _write(self, lane: SttLane, pcm: bytes) -> None:
         step = self.rate * 2  # at most a second per message

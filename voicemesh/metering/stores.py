@@ -106,6 +106,7 @@ class SqlStore:
     TYPES = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
     DAY_START = f"CAST(time / {_DAY_S} AS INTEGER) * {_DAY_S}"
     SCHEMA_LOCK: str | None = None
+    LOCK_ROW = ""  # what locks a selected row until the transaction ends (SQLite's BEGIN IMMEDIATE locks all)
 
     def __init__(self) -> None:
         self._db = self._connect()
@@ -186,14 +187,15 @@ class SqlStore:
         values = dataclasses.asdict(record)
         day = record.time // _DAY_S * _DAY_S
         with self._transaction() as db:
-            old = db.execute(f"SELECT time, key_id, model, {', '.join(UNITS)} FROM usage WHERE id = {self.PARAM}",
-                             (record.id,)).fetchone()
-            if old is not None and old[0] >= record.time:
-                return False
-            if old is None:
-                db.execute(f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) "
-                           f"VALUES ({self._params(len(_USAGE_COLUMNS))})", [values[c] for c in _USAGE_COLUMNS])
-            else:
+            # Insert first: of two writers of a new record exactly one inserts it (the other finds it there).
+            inserted = db.execute(f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) "
+                                  f"VALUES ({self._params(len(_USAGE_COLUMNS))}) ON CONFLICT (id) DO NOTHING",
+                                  [values[c] for c in _USAGE_COLUMNS]).rowcount == 1
+            if not inserted:
+                old = db.execute(f"SELECT time, key_id, model, {', '.join(UNITS)} FROM usage "
+                                 f"WHERE id = {self.PARAM}{self.LOCK_ROW}", (record.id,)).fetchone()
+                if old[0] >= record.time:
+                    return False
                 changed = [c for c in _USAGE_COLUMNS if c != "id"]
                 db.execute(f"UPDATE usage SET {', '.join(f'{c} = {self.PARAM}' for c in changed)} "
                            f"WHERE id = {self.PARAM}", [*(values[c] for c in changed), record.id])
@@ -274,6 +276,7 @@ class PostgresStore(SqlStore):
 
     PARAM = "%s"
     TYPES = {"text": 'TEXT COLLATE "C"', "real": "DOUBLE PRECISION", "integer": "BIGINT"}
+    LOCK_ROW = " FOR UPDATE"
     DAY_START = f"FLOOR(time / {_DAY_S}) * {_DAY_S}"
     # Replicas starting at once would race on CREATE TABLE IF NOT EXISTS; a transaction lock orders them.
     SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(8675309001)"
