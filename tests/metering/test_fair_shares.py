@@ -161,3 +161,36 @@ async def test_a_flood_of_audio_into_a_session_is_dropped_not_buffered(mesh):
     print(f"\norchestrator RSS {before:.0f} -> peak {peak:.0f} MiB")
     assert peak - before < 60, f"the orchestrator grew from {before:.0f} to {peak:.0f} MiB"
     assert "faster than 2 x real time: dropped" in log
+
+
+async def test_a_session_goes_on_after_its_idle_llm_stream_was_closed(mesh, tmp_path):
+    """The orchestrator's one Chat stream per session idles between turns; closed by the LLM's idle
+    timeout, it is opened again for the next turn."""
+    from voicemesh.mesh import MeshConfig
+    from voicemesh.process import ServiceProcess
+
+    llm = ServiceProcess("llm", env=mesh.env, log_path=tmp_path / "llm.log",
+                         args=["--metrics-port", "-1", "--preload", LLM, "--temperature", "0", "--llama-threads", "1",
+                               "--idle-timeout-s", "2"]).start()
+    orchestrator = None
+    try:
+        llm.wait_serving()
+        MeshConfig({"stt": {"*": [mesh.services["stt"].address]}, "llm": {"*": [llm.address]},
+                    "tts": {"*": [mesh.services["tts"].address]}}).write(tmp_path / "mesh.json")
+        orchestrator = ServiceProcess("orchestrator", env=mesh.env, log_path=tmp_path / "orchestrator.log",
+                                      args=["--metrics-port", "-1", "--mesh", str(tmp_path / "mesh.json"),
+                                            "--max-tokens", "24"]).start().wait_serving()
+        _, key = new_key(mesh, "pauses")
+        async with AgentClient(orchestrator.address, session_config(), metadata=tuple(bearer(key))) as session:
+            await session.wait_for(lambda e: e.kind == "started")
+            session.send(text="What is the capital of France?")
+            assert (await session.turn_done(1, timeout=120)).text
+            await asyncio.sleep(4.0)  # the LLM closes the idle Chat stream meanwhile
+            session.send(text="What is the capital of Germany?")
+            assert (await session.turn_done(2, timeout=120)).text
+            assert not session.of("error"), session.of("error")
+        assert "IDLE_TIMEOUT" in llm.log_path.read_text() or "idle timeout" in llm.log_path.read_text()
+    finally:
+        for proc in (orchestrator, llm):
+            if proc is not None:
+                proc.stop()
