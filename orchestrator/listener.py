@@ -16,6 +16,7 @@ import grpc
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
+from voicemesh.runtime.status import detail_of
 
 REPLAY_S = 30.0
 
@@ -113,13 +114,16 @@ class Listener:
             self._post(("stt_error", lane, exc))
 
     async def failed(self, lane: SttLane, exc: BaseException, targets: list[Target], now_ms: float) -> None:
-        """The current stream broke: go on with the next target, replaying the open utterance."""
-        self.fallbacks.failed(lane.target, exc)
+        """The current stream broke: go on with the next target, replaying the open utterance. A stream the
+        service closed for idling (no audio came: a text-only client) is opened again on the same target."""
+        idle = isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
+        if not idle:
+            self.fallbacks.failed(lane.target, exc)
         self.lane = None
         if self._pump is not None:
             self._pump.stop()  # what it did not write is in the replay
             self._pump = None
-        await self.open([t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
+        await self.open(targets if idle else [t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
 
     def take_fallbacks(self) -> list[str]:
         entries, self.fallbacks = self.fallbacks.entries, FallbackLog()

@@ -163,34 +163,38 @@ async def test_a_flood_of_audio_into_a_session_is_dropped_not_buffered(mesh):
     assert "faster than 2 x real time: dropped" in log
 
 
-async def test_a_session_goes_on_after_its_idle_llm_stream_was_closed(mesh, tmp_path):
-    """The orchestrator's one Chat stream per session idles between turns; closed by the LLM's idle
-    timeout, it is opened again for the next turn."""
+async def test_a_text_session_goes_on_after_its_idle_streams_were_closed(mesh, tmp_path):
+    """The orchestrator's STT and Chat streams of a session idle while a client only sends text; closed
+    by the services' idle timeout, they are opened again and the next turn is answered."""
     from voicemesh.mesh import MeshConfig
     from voicemesh.process import ServiceProcess
 
-    llm = ServiceProcess("llm", env=mesh.env, log_path=tmp_path / "llm.log",
-                         args=["--metrics-port", "-1", "--preload", LLM, "--temperature", "0", "--llama-threads", "1",
-                               "--idle-timeout-s", "2"]).start()
-    orchestrator = None
+    idle = ["--metrics-port", "-1", "--idle-timeout-s", "2"]
+    procs = {"stt": ServiceProcess("stt", env=mesh.env, log_path=tmp_path / "stt.log",
+                                   args=[*idle, "--workers", "1", "--threads", "1"]),
+             "llm": ServiceProcess("llm", env=mesh.env, log_path=tmp_path / "llm.log",
+                                   args=[*idle, "--preload", LLM, "--temperature", "0", "--llama-threads", "1"])}
     try:
-        llm.wait_serving()
-        MeshConfig({"stt": {"*": [mesh.services["stt"].address]}, "llm": {"*": [llm.address]},
+        for proc in procs.values():
+            proc.start()
+        for proc in procs.values():
+            proc.wait_serving()
+        MeshConfig({"stt": {"*": [procs["stt"].address]}, "llm": {"*": [procs["llm"].address]},
                     "tts": {"*": [mesh.services["tts"].address]}}).write(tmp_path / "mesh.json")
-        orchestrator = ServiceProcess("orchestrator", env=mesh.env, log_path=tmp_path / "orchestrator.log",
-                                      args=["--metrics-port", "-1", "--mesh", str(tmp_path / "mesh.json"),
-                                            "--max-tokens", "24"]).start().wait_serving()
+        procs["orchestrator"] = ServiceProcess("orchestrator", env=mesh.env, log_path=tmp_path / "orchestrator.log",
+                                               args=["--metrics-port", "-1", "--mesh", str(tmp_path / "mesh.json"),
+                                                     "--max-tokens", "24"]).start().wait_serving()
         _, key = new_key(mesh, "pauses")
-        async with AgentClient(orchestrator.address, session_config(), metadata=tuple(bearer(key))) as session:
+        async with AgentClient(procs["orchestrator"].address, session_config(), metadata=tuple(bearer(key))) as session:
             await session.wait_for(lambda e: e.kind == "started")
             session.send(text="What is the capital of France?")
             assert (await session.turn_done(1, timeout=120)).text
-            await asyncio.sleep(4.0)  # the LLM closes the idle Chat stream meanwhile
+            await asyncio.sleep(5.0)  # the services close the idle streams meanwhile
             session.send(text="What is the capital of Germany?")
             assert (await session.turn_done(2, timeout=120)).text
             assert not session.of("error"), session.of("error")
-        assert "IDLE_TIMEOUT" in llm.log_path.read_text() or "idle timeout" in llm.log_path.read_text()
+        for name in ("stt", "llm"):
+            assert "idle timeout" in procs[name].log_path.read_text(), f"the {name} stream was not closed"
     finally:
-        for proc in (orchestrator, llm):
-            if proc is not None:
-                proc.stop()
+        for proc in procs.values():
+            proc.stop()
