@@ -184,6 +184,24 @@ class LlmBackend(Backend):
     def descriptor(self) -> str:
         return f"{self.provider}/{self.model}"
 
+    async def slot(self, cancel: CancelToken):
+        """A generation slot (a ``voicemesh.runtime.admission.Ticket``), or None when the client cancelled
+        while waiting for one: the backend then yields ``Done(CANCELLED)`` at once, as a Cancel promises."""
+        waiting = asyncio.ensure_future(self.admission.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({waiting, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            waiting.cancel()  # a slot granted meanwhile goes back
+            raise
+        finally:
+            cancelled.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return None
+
     @abstractmethod
     def generate(self, request: GenerationRequest, *, session: object, cancel: CancelToken) -> AsyncIterator[LlmEvent]:
         """Generate the assistant's next message for the conversation in ``request``.

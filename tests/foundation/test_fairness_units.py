@@ -87,3 +87,28 @@ def test_audio_beyond_twice_real_time_is_dropped_and_counted():
         now[0] += 0.1 / 3
         accepted += intake.admit(chunk)
     assert 640 <= accepted <= 651, accepted  # the 5 s burst + 2 x 30 s = 65 s of the 90 s sent
+
+
+async def test_a_generation_cancelled_while_it_waits_for_a_slot_gives_up_its_place():
+    from types import SimpleNamespace
+
+    from voicemesh.backend import RemoteOptions
+    from voicemesh.runtime import admission as runtime_admission
+    from voicemesh.services.llm.backend import CancelToken, LlmBackend
+
+    class Waiting(LlmBackend):
+        provider = "test"
+
+        async def generate(self, request, *, session, cancel):  # only slot() is exercised here
+            raise NotImplementedError
+
+    backend = Waiting(model="m", options=RemoteOptions(), settings=SimpleNamespace(max_generations=1))
+    held = backend.admission.acquire("a")
+    runtime_admission.owner.set("b")  # as the runtime binds the caller's key
+    token = CancelToken()
+    waiting = asyncio.create_task(backend.slot(token))
+    await asyncio.sleep(0.05)
+    token.cancel()
+    assert await asyncio.wait_for(waiting, 1) is None, "a Cancel ends the wait at once"
+    held.release()
+    assert backend.admission.open == 0, "the cancelled waiter took no slot"

@@ -152,7 +152,10 @@ class LlamaCppBackend(LlmBackend):
     ) -> AsyncIterator[LlmEvent]:
         if self._executor is None:
             raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
-        ticket = await self.admission.wait()
+        ticket = await self.slot(cancel)
+        if ticket is None:
+            yield Done(FinishReason.CANCELLED, TokenUsage())
+            return
         slot = self._take_slot(id(session))
         slot.ticket = ticket
         loop = asyncio.get_running_loop()

@@ -96,7 +96,10 @@ class OpenAILlmBackend(LlmBackend):
     ) -> AsyncIterator[LlmEvent]:
         if self._client is None:
             raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
-        ticket = await self.admission.wait()
+        ticket = await self.slot(cancel)
+        if ticket is None:
+            yield Done(FinishReason.CANCELLED, TokenUsage())
+            return
         reply = _Reply()
         try:
             async for event in self._events(request, cancel, reply):
