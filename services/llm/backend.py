@@ -176,7 +176,8 @@ class LlmBackend(Backend):
         # Generation slots, shared fairly among API keys; a key's request waits (bounded) for its turn.
         self.admission = Admission(
             int(getattr(settings, "max_generations", 2)), "generation slots", flag="--max-generations",
-            per_key=int(getattr(settings, "max_generations_per_key", 0)),
+            per_key=int(getattr(settings, "max_generations_per_key", 0)) or None,
+            key_flag="--max-generations-per-key",
             queue=int(getattr(settings, "generation_queue", 16)),
             wait_s=float(getattr(settings, "generation_wait_s", 30.0)), model=f"{self.provider}/{model}")
 

@@ -1,10 +1,11 @@
 """Slots of a scarce resource (generation contexts, decoding streams, cascade sessions), shared fairly
 among API keys. The one admission class of the mesh; backends use it (it never imports grpc).
 
-- ``capacity`` slots in all. Without keys (auth off: the owner is ""), a request takes a free slot or is
-  refused at once, as before.
+- ``capacity`` slots in all (0: no limit). Without keys (auth off: the owner is ""), a request takes a
+  free slot or is refused at once, as before.
 - With keys, one key holds at most ``per_key`` slots (by default ``capacity - 1``: one slot is always
-  left to the other keys, so one key cannot hold every slot while another waits).
+  left to the other keys, so one key cannot hold every slot while another waits; 0: no per-key limit).
+  The runtime's stream limits (``voicemesh.runtime.limits``) count open streams with it too.
 - A key's request that finds no slot it may take waits in a bounded queue (``queue`` requests, at most
   ``wait_s``) when ``wait_s`` > 0; a freed slot goes to the waiting key that holds the fewest, first come
   first served among equals. Otherwise, or when the queue is full or the wait runs out, RESOURCE_EXHAUSTED
@@ -52,12 +53,12 @@ class _Waiter:
 class Admission:
     """Counts held slots against ``capacity``; fair among keys, optionally with a bounded wait."""
 
-    def __init__(self, capacity: int, what: str = "slots", *, flag: str = "", per_key: int = 0, queue: int = 0,
-                 wait_s: float = 0.0, model: str = ""):
-        self.capacity = max(1, int(capacity))
+    def __init__(self, capacity: int, what: str = "slots", *, flag: str = "", per_key: int | None = None,
+                 key_flag: str = "", queue: int = 0, wait_s: float = 0.0, model: str = ""):
+        self.capacity = max(0, int(capacity))
         self.what = what
-        self.flag = flag  # the setting that sizes it, named in refusals
-        self.per_key = int(per_key) if per_key > 0 else max(1, self.capacity - 1)
+        self.flag, self.key_flag = flag, key_flag  # the settings that size it, named in refusals
+        self.per_key = max(1, self.capacity - 1) if per_key is None else max(0, int(per_key))
         self.queue = max(0, int(queue))
         self.wait_s = max(0.0, float(wait_s))
         self.model = model
@@ -78,8 +79,14 @@ class Admission:
     def held(self, key: str) -> int:
         return self._held.get(key, 0)
 
+    def _free(self) -> bool:
+        return not self.capacity or self._open < self.capacity
+
+    def _under_share(self, key: str) -> bool:
+        return not key or not self.per_key or self._held.get(key, 0) < self.per_key
+
     def _may_take(self, key: str) -> bool:
-        return self._open < self.capacity and (not key or self._held.get(key, 0) < self.per_key)
+        return self._free() and self._under_share(key)
 
     def _take(self, key: str) -> Ticket:
         self._open += 1
@@ -158,7 +165,7 @@ class Admission:
         """The waiter that gets the next free slot: of the key holding fewest, the earliest (lock held)."""
         best = None
         for waiter in self._waiters:
-            if waiter.future.done() or self._held.get(waiter.owner, 0) >= self.per_key:
+            if waiter.future.done() or not self._under_share(waiter.owner):
                 continue
             if best is None or self._held.get(waiter.owner, 0) < self._held.get(best.owner, 0):
                 best = waiter
@@ -166,7 +173,7 @@ class Admission:
 
     def _grant(self) -> None:
         with self._lock:
-            while self._open < self.capacity:
+            while self._free():
                 waiter = self._eligible_waiter()
                 if waiter is None:
                     return
@@ -176,14 +183,16 @@ class Admission:
     def retry_after_s(self) -> int:
         """A guess of when a slot frees: the mean hold time times the queue ahead, per slot (1-60 s)."""
         hold = self._hold_s or 1.0
-        return int(min(60, max(1, math.ceil(hold * (len(self._waiters) + 1) / self.capacity))))
+        return int(min(60, max(1, math.ceil(hold * (len(self._waiters) + 1) / max(1, self.capacity)))))
 
     def _refusal(self, key: str, *, waited: bool = False) -> ResourceExhausted:
         hint = self.retry_after_s()
         flag = f" ({self.flag})" if self.flag else ""
-        if key and self._held.get(key, 0) >= self.per_key:
-            message = (f"API key {key} holds {self._held[key]} of the {self.capacity} {self.what}, its share "
-                       f"(the others are kept for other keys); retry in about {hint} s")
+        if not self._under_share(key):
+            total = f" of the {self.capacity}" if self.capacity else ""
+            key_flag = f" ({self.key_flag})" if self.key_flag else ""
+            message = (f"API key {key} holds {self._held[key]}{total} {self.what}, its share{key_flag} (the rest "
+                       f"is kept for other keys); close one or retry in about {hint} s")
         else:
             queued = f", {len(self._waiters)} request(s) waiting" if self._waiters else ""
             waited_text = f" after waiting {self.wait_s:g} s" if waited else ""
