@@ -87,6 +87,7 @@ async def test_a_quota_is_enforced_mid_stream_within_one_second_of_audio(mesh):
     records = await recorded_usage(store, record.id)
     store.close()
     used = sum(r.audio_seconds_in for r in records)
+    print(f"\n2 s audio quota: stream stopped after {used:.2f} s recorded ({sent:.1f} s sent)")
     assert 2.0 <= used <= 3.0, f"the key used {used:.2f} s of audio on a 2 s quota"
 
 
@@ -126,6 +127,7 @@ async def test_a_revoked_keys_open_stream_ends_within_the_bound(mesh, service):
     revoked_at = time.monotonic()
     code, details, _, ended = await asyncio.wait_for(task, 30)
     store.close()
+    print(f"\n{service}: the revoked key's stream ended {ended - revoked_at:.2f} s after revocation")
     assert code == grpc.StatusCode.PERMISSION_DENIED, (code, details)
     assert ended - revoked_at <= REVOCATION_BOUND_S, f"the stream went on {ended - revoked_at:.1f} s after revocation"
 
