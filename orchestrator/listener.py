@@ -13,11 +13,11 @@ import contextlib
 
 import grpc
 
-from voicemesh.errors import Unavailable
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.fallback import FallbackLog, Target
 from voicemesh.orchestrator.inbox import SttEnded, SttEvent, SttFailed
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
+from voicemesh.runtime.status import detail_of
 
 REPLAY_S = 30.0
 
@@ -43,7 +43,7 @@ class Listener:
         return self.lane.target.descriptor if self.lane is not None else ""
 
     async def open(self, order: list[Target], *, now_ms: float, replay: bool = False) -> None:
-        """Open the first target of ``order`` that takes a stream (NOT fatal per target; Unavailable if none)."""
+        """Open the first target of ``order`` that takes a stream (NOT fatal per target; if none does, their common refusal or UNAVAILABLE)."""
         audio = b"".join(self._replay) if replay else b""
         for target in order:
             try:
@@ -67,7 +67,8 @@ class Listener:
                 with contextlib.suppress(*BROKEN):
                     await old.done_writing()  # it finishes its utterance and reports usage
             return
-        raise Unavailable("no speech-to-text service answered: " + "; ".join(self.fallbacks.entries))
+        # Every target refused the same way (a used-up quota, a revoked key): that status, not UNAVAILABLE.
+        raise self.fallbacks.exhausted("no speech-to-text service answered")
 
     async def _write(self, lane: SttLane, pcm: bytes) -> None:
         step = self.rate * 2  # at most a second per message
@@ -114,13 +115,16 @@ class Listener:
             self._post(SttFailed(lane, exc))
 
     async def failed(self, lane: SttLane, exc: BaseException, targets: list[Target], now_ms: float) -> None:
-        """The current stream broke: go on with the next target, replaying the open utterance."""
-        self.fallbacks.failed(lane.target, exc)
+        """The current stream broke: go on with the next target, replaying the open utterance. A stream the
+        service closed for idling (no audio came: a text-only client) is opened again on the same target."""
+        idle = isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
+        if not idle:
+            self.fallbacks.failed(lane.target, exc)
         self.lane = None
         if self._pump is not None:
             self._pump.stop()  # what it did not write is in the replay
             self._pump = None
-        await self.open([t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
+        await self.open(targets if idle else [t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
 
     def take_fallbacks(self) -> list[str]:
         entries, self.fallbacks = self.fallbacks.entries, FallbackLog()

@@ -30,6 +30,7 @@ from voicemesh.orchestrator.pipeline import PipelineMode
 from voicemesh.orchestrator.realtime import RealtimeMode
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.runtime.auth import check_quota
+from voicemesh.runtime.intake import AudioIntake
 from voicemesh.runtime.streams import reject_second_config
 from voicemesh.speech.turn import turn_detector
 from voicemesh.v1 import agent_pb2
@@ -55,6 +56,7 @@ class Session:
         self.emit = Emitter(self.outbox)
         self.events: asyncio.Queue = asyncio.Queue()
         self.clock = AudioClock(spec.input_rate)
+        self.intake = AudioIntake(spec.input_rate)  # client audio beyond 2x real time is dropped
         self.stt_targets = clients.targets("stt", spec.stt)
         self.tts_targets = clients.targets("tts", spec.tts)
         self.chat = Conversation(clients, self.metadata, instructions=spec.instructions,
@@ -110,6 +112,8 @@ class Session:
     async def _read_client(self, requests) -> None:
         try:
             async for request in requests:
+                if request.WhichOneof("request") == "audio" and not self.intake.admit(len(request.audio) // 2):
+                    continue  # faster than 2x real time: dropped and counted, so no buffer grows with it
                 self.events.put_nowait(ClientMessage(request))
             self.events.put_nowait(ClientEnded())
         except asyncio.CancelledError:

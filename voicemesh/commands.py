@@ -20,6 +20,8 @@ from voicemesh.settings import environ
 from voicemesh.tls import CERT_ENV, LOOPBACK_HOSTS, plaintext_warning
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
+# Flags of `up` passed to every service (fair shares among API keys).
+_FAIR_SHARES = ("max_streams_per_key", "idle_timeout_s", "max_stream_s")
 
 
 class _Stop(Exception):
@@ -61,7 +63,8 @@ def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, 
     return LocalMeshOptions(state_dir=state_dir, host=host, port_base=port_base, stt=args.stt, llm=args.llm,
                             tts=args.tts, realtime=args.realtime, avatar=getattr(args, "avatar", None),
                             preload=not getattr(args, "no_preload", False), auth=not args.no_auth,
-                            wyoming_port=args.wyoming_port if getattr(args, "wyoming", False) else None)
+                            wyoming_port=args.wyoming_port if getattr(args, "wyoming", False) else None,
+                            **{name: getattr(args, name) for name in _FAIR_SHARES if getattr(args, name, None) is not None})
 
 
 # --- up --------------------------------------------------------------------------------------------
@@ -100,6 +103,13 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--wyoming-port", type=int, default=WYOMING_PORT,
                     help=f"port of the Wyoming server (default {WYOMING_PORT})")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
+    up.add_argument("--max-streams-per-key", type=int, default=4, metavar="N",
+                    help="streams one API key may hold open on each service (default 4; 0: no limit)")
+    up.add_argument("--idle-timeout-s", type=float, default=120.0, metavar="S",
+                    help="a stream with no message either way for S seconds ends with DEADLINE_EXCEEDED "
+                    "(default 120; 0: never)")
+    up.add_argument("--max-stream-s", type=float, default=0.0, metavar="S",
+                    help="longest a stream may last on any service, in seconds (default 0: no limit)")
     up.set_defaults(handler=_up)
 
 

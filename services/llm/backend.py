@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from voicemesh.backend import Backend, BackendSettings, RemoteOptions
-from voicemesh.errors import ResourceExhausted
+from voicemesh.runtime.admission import Admission
 from voicemesh.settings import setting
 from voicemesh.tools import Tool, ToolCall, ToolChoice  # shared with the orchestrator; re-exported here
 
@@ -130,42 +130,22 @@ class CancelToken:
         await self._event.wait()
 
 
-class Admission:
-    """Counts running generations of one model and refuses beyond ``limit``."""
-
-    def __init__(self, limit: int, model: str):
-        self.limit = max(1, limit)
-        self.model = model
-        self._running = 0
-        self._lock = threading.Lock()
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    def acquire(self) -> None:
-        """Take a slot or raise RESOURCE_EXHAUSTED."""
-        with self._lock:
-            if self._running >= self.limit:
-                raise ResourceExhausted(
-                    f"{self.model} is already running {self._running} generation(s), its limit "
-                    f"(--max-generations); retry when one finishes",
-                    model=self.model,
-                )
-            self._running += 1
-
-    def release(self) -> None:
-        """Give a slot back (thread-safe)."""
-        with self._lock:
-            self._running = max(0, self._running - 1)
-
-
 @dataclass(frozen=True)
 class LlmSettings(BackendSettings):
     """What every LLM backend takes from the operator; a backend's own settings extend it."""
 
     max_generations: int = setting(
-        2, "generations one model runs at once (one llama.cpp context each); more get RESOURCE_EXHAUSTED"
+        2, "generations one model runs at once (one llama.cpp context each); more wait (with API keys) or get "
+        "RESOURCE_EXHAUSTED"
+    )
+    max_generations_per_key: int = setting(
+        0, "generations one API key may run at once per model (0: --max-generations minus one, so one slot is "
+        "always left to other keys; at least 1)"
+    )
+    generation_queue: int = setting(16, "generations of API keys that may wait for a slot; more get RESOURCE_EXHAUSTED")
+    generation_wait_s: float = setting(
+        30.0, "longest a generation of an API key waits for a slot, in seconds; then RESOURCE_EXHAUSTED with a "
+        "retry hint (0: no waiting)"
     )
 
     def __post_init__(self) -> None:
@@ -189,12 +169,33 @@ class LlmBackend(Backend):
 
     def __init__(self, *, model: str, options: RemoteOptions, settings: LlmSettings):
         super().__init__(model=model, options=options, settings=settings)
-        limit = settings.max_generations
-        self.admission = Admission(limit, f"{self.provider}/{model}")
+        # Generation slots, shared fairly among API keys; a key's request waits (bounded) for its turn.
+        self.admission = Admission(
+            settings.max_generations, "generation slots", flag="--max-generations",
+            per_key=settings.max_generations_per_key or None, key_flag="--max-generations-per-key",
+            queue=settings.generation_queue, wait_s=settings.generation_wait_s, model=f"{self.provider}/{model}")
 
     @property
     def descriptor(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    async def slot(self, cancel: CancelToken):
+        """A generation slot (a ``voicemesh.runtime.admission.Ticket``), or None when the client cancelled
+        while waiting for one: the backend then yields ``Done(CANCELLED)`` at once, as a Cancel promises."""
+        waiting = asyncio.ensure_future(self.admission.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({waiting, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            waiting.cancel()  # a slot granted meanwhile goes back
+            raise
+        finally:
+            cancelled.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return None
 
     @abstractmethod
     def generate(self, request: GenerationRequest, *, session: object, cancel: CancelToken) -> AsyncIterator[LlmEvent]:

@@ -7,13 +7,16 @@ plain inputs to ``ChatStream``, translating its events back into
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
 
 from voicemesh.errors import InvalidInput
-from voicemesh.runtime.auth import record_unsent
+from voicemesh.runtime.auth import quota_left, record_unsent
 from voicemesh.runtime.streams import read_config, reject_second_config
 from voicemesh.services.llm.backend import (
     Done,
@@ -30,6 +33,8 @@ from voicemesh.services.llm.conversation import Conversation
 from voicemesh.services.llm.stream import CancelInput, ChatStream, GenerateInput, Tagged
 from voicemesh.tools import parse_tool
 from voicemesh.v1 import common_pb2, llm_pb2
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from voicemesh.runtime.service import ModelService
@@ -65,8 +70,23 @@ class LlmServicer:
             raise InvalidInput(f"{config.model!r} is not served by a language-model provider")
         model = backend.descriptor
         stream = ChatStream(backend, conversation, on_unsent=lambda done: record_unsent(_usage(done, model)))
-        async for tagged in stream.run(_inputs(requests)):
+        default_max = conversation.defaults.max_tokens or getattr(self.service.settings, "max_tokens", 0)
+        async for tagged in stream.run(_capped(_inputs(requests), default_max)):
             yield _response(tagged, backend.descriptor)
+
+
+async def _capped(inputs: AsyncIterator[GenerateInput | CancelInput], default_max: int) -> AsyncIterator:
+    """Each Generate with ``max_tokens`` capped at what the key's output-token quotas have left (checked
+    just before, as the runtime checks quotas before every Generate), so a reply cannot overrun them."""
+    async for item in inputs:
+        left = quota_left("output_tokens") if isinstance(item, GenerateInput) else None
+        if left is not None:
+            wanted = item.sampling.max_tokens or default_max
+            cap = max(1, math.ceil(left))
+            if not wanted or wanted > cap:
+                log.info("generation %s capped at %d tokens: what the key's output_tokens quota has left", item.id, cap)
+                item = dataclasses.replace(item, sampling=dataclasses.replace(item.sampling, max_tokens=cap))
+        yield item
 
 
 async def _inputs(requests: AsyncIterator[llm_pb2.ChatRequest]) -> AsyncIterator[GenerateInput | CancelInput]:

@@ -7,13 +7,11 @@ never import grpc; the servicer translates these dataclasses to protobuf.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from voicemesh.backend import Backend
-from voicemesh.errors import ResourceExhausted
 
 DEFAULT_MIN_SILENCE_MS = 500
 DEFAULT_SPEECH_THRESHOLD = 0.5
@@ -107,30 +105,3 @@ class SttBackend(Backend):
 
     def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
         raise NotImplementedError
-
-
-@dataclass
-class Admission:
-    """Counts open streams against a fixed capacity; refuses beyond it at once."""
-
-    capacity: int
-    what: str = "streams"
-    _open: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def acquire(self) -> None:
-        """Take a slot or raise RESOURCE_EXHAUSTED (never waits)."""
-        with self._lock:
-            if self._open >= self.capacity:
-                raise ResourceExhausted(
-                    f"the server is busy: {self._open} of {self.capacity} {self.what} are open; retry later"
-                )
-            self._open += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self._open = max(0, self._open - 1)
-
-    @property
-    def open(self) -> int:
-        return self._open

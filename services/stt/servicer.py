@@ -16,7 +16,7 @@ import grpc
 from voicemesh.audio import check_pcm, check_sample_rate
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
-from voicemesh.runtime.auth import record_unsent
+from voicemesh.runtime.auth import meter, record_unsent
 from voicemesh.runtime.service import ModelService
 from voicemesh.runtime.streams import read_config, reject_second_config
 from voicemesh.services.stt.backend import (
@@ -60,8 +60,9 @@ def recognition_options(config: stt_pb2.RecognitionConfig, backend: SttBackend) 
 
 
 async def audio_chunks(requests: AsyncIterator[stt_pb2.RecognizeRequest], rate: int,
-                       received: list[int] | None = None) -> AsyncIterator[bytes]:
-    """The audio of the messages after the config, each chunk validated; ``received[0]`` counts the samples."""
+                       received: list[int] | None = None, model: str = "") -> AsyncIterator[bytes]:
+    """The audio of the messages after the config, each chunk validated; ``received[0]`` counts the samples,
+    and with ``model`` each chunk is metered as it arrives (a quota stops the stream within one chunk)."""
     async for request in requests:
         kind = request.WhichOneof("request")
         if kind != "audio":
@@ -69,6 +70,8 @@ async def audio_chunks(requests: AsyncIterator[stt_pb2.RecognizeRequest], rate: 
         chunk = check_pcm(request.audio, rate=rate, max_seconds=MAX_CHUNK_SECONDS)
         if received is not None:
             received[0] += len(chunk) // 2
+        if model:
+            meter(model, audio_seconds_in=len(chunk) / 2 / rate)
         yield chunk
 
 
@@ -117,7 +120,9 @@ class SttServicer:
         log.info("recognize %s at %d Hz (interim %s, min silence %d ms)", config.model, options.sample_rate_hz,
                  options.interim_results, options.min_silence_ms)
         received, usage_sent = [0], False
-        audio = audio_chunks(requests, options.sample_rate_hz, received)
+        descriptor = parse(config.model)
+        model = f"{descriptor.provider}/{descriptor.model}:{options.language}"
+        audio = audio_chunks(requests, options.sample_rate_hz, received, model)
         try:
             async with contextlib.aclosing(backend.recognize(options, audio)) as events:
                 async for event in events:
@@ -126,6 +131,4 @@ class SttServicer:
         finally:
             if not usage_sent and received[0]:
                 # The client left (or the stream failed) before USAGE: the audio it sent is still metered.
-                descriptor = parse(config.model)
-                record_unsent(common_pb2.Usage(audio_seconds_in=received[0] / options.sample_rate_hz,
-                                               model=f"{descriptor.provider}/{descriptor.model}:{options.language}"))
+                record_unsent(common_pb2.Usage(audio_seconds_in=received[0] / options.sample_rate_hz, model=model))

@@ -15,6 +15,7 @@ import grpc
 from voicemesh.audio import check_sample_rate
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
+from voicemesh.runtime.auth import meter, record_unsent
 from voicemesh.runtime.streams import read_config, reject_second_config
 from voicemesh.services.tts.backend import MAX_SPEED, MIN_SPEED, TtsBackend, VoiceOptions
 from voicemesh.services.tts.stream import (
@@ -68,8 +69,23 @@ class TtsServicer:
         )
         stream = SynthesisStream(backend, VoiceOptions(voice=voice, speed=speed, sample_rate_hz=rate), limits)
         model = str(descriptor)
-        async for event in stream.run(_inputs(requests, settings.max_piece_chars)):
-            yield _response(event, rate, model)
+        sent_samples, usage_sent, segments = 0, False, set()
+        try:
+            async for event in stream.run(_inputs(requests, settings.max_piece_chars)):
+                if isinstance(event, Chunk):
+                    # Metered as sent: a quota stops the stream within one chunk; usage is written as it grows.
+                    sent_samples += len(event.audio) // 2
+                    meter(model, audio_seconds_out=len(event.audio) / 2 / rate)
+                    if event.segment.index not in segments:
+                        segments.add(event.segment.index)
+                        meter(model, characters=len(event.segment.text))
+                usage_sent = usage_sent or isinstance(event, Finished)
+                yield _response(event, rate, model)
+        finally:
+            if not usage_sent and (sent_samples or stream.characters):
+                # Cancelled, cut or failed before its Usage: what was synthesized is still metered.
+                record_unsent(common_pb2.Usage(characters=stream.characters, audio_seconds_out=sent_samples / rate,
+                                               model=model))
 
 
 async def _inputs(requests: AsyncIterator[tts_pb2.SynthesizeRequest], max_piece_chars: int) -> AsyncIterator:

@@ -104,6 +104,11 @@ class SynthesisStream:
         self._characters = 0
         self._worker: asyncio.Task | None = None
 
+    @property
+    def characters(self) -> int:
+        """Characters of the segments synthesis has started on (what the stream's Usage counts)."""
+        return self._characters
+
     async def run(self, inputs: AsyncIterator[str | Control]) -> AsyncIterator[Event]:
         """Events for the client until the input ends and all is spoken (or an error)."""
         sent_samples, finished = 0, False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from tests.orchestrator.client import LLM, TTS
@@ -66,11 +67,18 @@ def run_sql(url: str, sql: str) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
-async def recorded_usage(store, key_id: str, timeout_s: float = 10.0) -> list:
-    """The key's usage records once there are any (a service commits them a moment after the RPC ends)."""
-    for _ in range(int(timeout_s / 0.05)):
-        records = store.usage(key_id=key_id)
-        if records:
-            return records
+async def recorded_usage(store, key_id: str, timeout_s: float = 10.0, settle_s: float = 1.0) -> list:
+    """The key's usage records once there are any and they have settled: a service commits them a moment
+    after the RPC ends, and a long stream's record grows while it runs (its last version lands as it ends)."""
+    deadline = time.monotonic() + timeout_s
+    records = store.usage(key_id=key_id)
+    while not records and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return store.usage(key_id=key_id)
+        records = store.usage(key_id=key_id)
+    stable_since = time.monotonic()
+    while records and time.monotonic() - stable_since < settle_s and time.monotonic() < deadline + settle_s:
+        await asyncio.sleep(0.05)
+        again = store.usage(key_id=key_id)
+        if again != records:
+            records, stable_since = again, time.monotonic()
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -123,8 +124,13 @@ async def test_quota_refuses_its_key_and_not_another(service_process, ledger):
     _, free_key = keys.create_key(store, "free", quotas=[Quota("audio_seconds_out", 1000.0, "day")])
     server = service_process("tts", args=["--preload", JOE], env={"VOICEMESH_LEDGER": url})
 
-    first = _usages(await synthesize(server.address, limited_key))  # under the limit: the stream runs to its end
-    assert first[0].audio_seconds_out > 1.0, "the sentence should be longer than the quota"
+    # The sentence is longer than the quota: the stream stops as it overruns it (within one 100 ms chunk),
+    # and what it sent is recorded.
+    cut = await refused(server.address, limited_key)
+    assert cut.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and detail_of(cut).reason == "QUOTA_EXCEEDED"
+    assert "audio_seconds_out" in cut.details()
+    await asyncio.sleep(0.5)  # the cut stream's record is written as it ends
+    assert 1.0 < sum(r.audio_seconds_out for r in store.usage(key_id=limited.id)) <= 1.1 + 1e-6
     error = await refused(server.address, limited_key)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "audio_seconds_out=1/day" in error.details() and "resets at" in error.details()

@@ -281,3 +281,18 @@ async def test_lost_postgres_connection_is_opened_again(postgres_url, caplog):
     assert [r.id for r in await ledger.call(lambda store: store.usage())] == ["before", "after"]
     await ledger.close()
     assert "connecting again" in caplog.text and PASSWORD not in caplog.text
+
+
+def test_a_growing_record_replaces_its_earlier_versions(ledger_url):
+    """A long stream's usage is written as it grows (same id, later time); the last version counts once."""
+    store = open_store(ledger_url)
+    first = _record(key_id="grows", characters=10, audio_seconds_out=1.0, id="live", time=1000.0)
+    later = _record(key_id="grows", characters=30, audio_seconds_out=2.5, id="live", time=1002.0)
+    assert store.add_usage(first) and store.add_usage(later)
+    assert not store.add_usage(first), "an older version (a replayed spool) changes nothing"
+    assert not store.add_usage(later), "the same version again changes nothing"
+    assert [(r.characters, r.audio_seconds_out) for r in store.usage(key_id="grows")] == [(30, 2.5)]
+    totals = store.totals("grows", None)["piper/en_US-joe-medium"]
+    assert (totals["characters"], totals["audio_seconds_out"]) == (30, 2.5)
+    assert store.totals("grows", 0.0) == store.totals("grows", 999.5), "per-day totals differ from the records"
+    store.close()

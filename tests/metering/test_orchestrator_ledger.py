@@ -11,7 +11,7 @@ from collections import Counter
 import grpc
 import pytest
 
-from tests.metering.helpers import units
+from tests.metering.helpers import recorded_usage, units
 from tests.orchestrator.client import RATE, AgentClient, session_config
 from tests.speech import speak
 from voicemesh.metering import keys
@@ -67,8 +67,14 @@ async def test_quota_refuses_the_exhausted_key_and_not_another(mesh):
     limited, limited_key = keys.create_key(store, "stt-limited", quotas=[Quota("audio_seconds_in", 1.0, "day")])
     _, other_key = keys.create_key(store, "other", quotas=[Quota("audio_seconds_in", 3600.0, "day")])
     orchestrator = mesh.orchestrator()
-    await converse(orchestrator.address, limited_key, QUESTIONS[:1])
-    assert sum(r.audio_seconds_in for r in store.usage(key_id=limited.id)) > 1.0
+    # The quota runs out during the first question: the STT stream stops within a chunk of it, and the
+    # session ends with the quota's status.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await converse(orchestrator.address, limited_key, QUESTIONS[:1])
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert "audio_seconds_in" in info.value.details()
+    await recorded_usage(store, limited.id)
+    assert 1.0 < sum(r.audio_seconds_in for r in store.usage(key_id=limited.id)) <= 2.0  # one message: <= 1 s
 
     async with AgentClient(orchestrator.address, session_config(), metadata=bearer(limited_key)) as refused:
         with pytest.raises(grpc.aio.AioRpcError) as info:

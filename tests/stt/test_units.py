@@ -9,7 +9,7 @@ from tests.speech import SENTENCES, noise, silence, speak
 from tests.stt.helpers import speech_bounds
 from voicemesh.audio import pcm_to_float
 from voicemesh.errors import ResourceExhausted
-from voicemesh.services.stt.backend import Admission
+from voicemesh.runtime.admission import Admission
 from voicemesh.services.stt.stream import StablePrefix
 from voicemesh.speech.vad import FRAME, FRAME_MS, Endpointer, shared_vad
 

@@ -78,6 +78,10 @@ class LocalMeshOptions:
     wyoming_port: int | None = None  # also run a Wyoming server (voicemesh serve wyoming) on this port
     grace_s: float = 5.0
     log_level: str = "INFO"
+    # Fair shares, passed to every service (the defaults of `voicemesh serve`; 0 turns one off).
+    max_streams_per_key: int = 4
+    idle_timeout_s: float = 120.0
+    max_stream_s: float = 0.0
 
 
 class LocalMesh:
@@ -121,7 +125,9 @@ class LocalMesh:
         private_dir(self.log_dir)
         client_host = self.address("stt").rpartition(":")[0]
         MeshConfig({m: {"*": [f"{client_host}:{self.ports[m]}"]} for m in self.services}).write(self.mesh_path)
-        common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level]
+        common = ["--grace-s", str(self.options.grace_s), "--log-level", self.options.log_level,
+                  "--max-streams-per-key", str(self.options.max_streams_per_key),
+                  "--idle-timeout-s", str(self.options.idle_timeout_s), "--max-stream-s", str(self.options.max_stream_s)]
         models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts,
                   "realtime": "voicemesh/cascade", "avatar": self.options.avatar}
         # Every service meters into one ledger; with auth (the default) each RPC needs the local key.

@@ -3,7 +3,7 @@
 Each route turns an OpenAI request into one gRPC stream to the service that
 serves the model's provider (from the mesh config), forwarding the caller's
 ``Authorization`` header so the services apply the same API keys, metering
-and quotas as for gRPC clients. Before a route reads a body, ``Admission``
+and quotas as for gRPC clients. Before a route reads a body, ``AuthFirst``
 (voicemesh.gateway.limits) has the mesh check the key from the headers alone.
 """
 
@@ -33,7 +33,7 @@ from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.gateway import openai_format as fmt
 from voicemesh.gateway.keys import DESCRIBED, KeyCheck
-from voicemesh.gateway.limits import Admission, Refused, parse_json
+from voicemesh.gateway.limits import AuthFirst, Refused, parse_json
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.runtime.status import to_status
@@ -70,7 +70,7 @@ class Gateway:
                 Route("/v1/audio/transcriptions", self.transcribe, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
             ],
-            middleware=[Middleware(Admission, authorize=self._authorize, max_body_bytes=self.max_body_bytes,
+            middleware=[Middleware(AuthFirst, authorize=self._authorize, max_body_bytes=self.max_body_bytes,
                                    body_timeout_s=self.body_timeout_s)],
             exception_handlers={404: self._not_found, 405: self._not_allowed, HTTPException: self._http_error,
                                 Refused: self._refused, Exception: self._crashed},
@@ -99,7 +99,7 @@ class Gateway:
 
     @staticmethod
     async def _json(request: Request) -> dict:
-        return parse_json(await request.body())  # Admission bounds its size and pace
+        return parse_json(await request.body())  # AuthFirst bounds its size and pace
 
     async def _authorize(self, method: str, path: str, headers: Headers) -> None:
         modality = KEYED_ROUTES.get(path) if method == "POST" else None
@@ -245,7 +245,7 @@ class Gateway:
             if response_format not in TRANSCRIPTION_FORMATS:
                 raise InvalidInput(f"response_format must be one of {', '.join(TRANSCRIPTION_FORMATS)}",
                                    reason="response_format")
-            pcm, rate = read_wav(io.BytesIO(await upload.read()))  # Admission bounds the upload's size
+            pcm, rate = read_wav(io.BytesIO(await upload.read()))  # AuthFirst bounds the upload's size
             # Refused, not resampled: a tiny file claiming 1 Hz would resample to gigabytes, and the
             # service bills the audio it is sent.
             check_sample_rate(rate, "the WAV file's sample rate")

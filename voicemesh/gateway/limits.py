@@ -1,6 +1,6 @@
 """What the gateway checks before it does any work: the key first, then a body within limits.
 
-``Admission`` is ASGI middleware in front of the routes. A request to a
+``AuthFirst`` is ASGI middleware in front of the routes. A request to a
 route that forwards to a model service is refused before a byte of its body
 is read when the mesh refuses its key (401/403) or its Content-Length is over
 the limit (413). A body that is read is counted as it streams in, chunked
@@ -49,7 +49,7 @@ def too_large(limit: int, size: int | None = None) -> Refused:
     return Refused(413, f"{what} is over the limit of {limit} bytes (--max-body-bytes)", code="request_too_large")
 
 
-class Admission:
+class AuthFirst:
     """ASGI middleware: authorize from the headers, then admit the body within its limits.
 
     ``authorize(method, path, headers)`` raises ``Refused`` for a request whose

@@ -2,9 +2,11 @@
 
 A quota limits one unit (``audio_seconds_in``, ``output_tokens`` ...) or the
 cost (with the price table) per UTC day, UTC month or in total. ``check`` is
-called before each new stream (by the server runtime) and before each turn
-(by the orchestrator); work already under way is never cut, so a key can
-overrun its limit by at most the turn that was running when it was reached.
+called before each new stream (by the server runtime), before each turn
+(by the orchestrator) and every ``--usage-interval-s`` of an open stream;
+between those checks the runtime meters a stream's units against ``left``, so
+a unit quota stops a stream the moment it is overrun. A cost quota can be
+overrun by at most one interval of use.
 """
 
 from __future__ import annotations
@@ -112,3 +114,15 @@ def check(
             )
             error.retryable = False  # another provider or a retry hits the same quota
             raise error
+
+
+def left(store: LedgerStore, key: KeyRecord, prices: PriceTable | None, now: float | None = None) -> dict[str, float]:
+    """Unit -> what the unit quotas of ``key`` have left in their periods (the least of them); cost quotas
+    are not here (they are checked against the ledger, not metered per unit)."""
+    remaining: dict[str, float] = {}
+    for use in status(store, key, prices, now):
+        if use.quota.unit == COST or use.used is None:
+            continue
+        rest = max(0.0, use.quota.limit - use.used)
+        remaining[use.quota.unit] = min(rest, remaining.get(use.quota.unit, rest))
+    return remaining

@@ -107,6 +107,7 @@ class SqlStore:
     TYPES = {"text": "TEXT", "real": "REAL", "integer": "INTEGER"}
     DAY_START = f"CAST(time / {_DAY_S} AS INTEGER) * {_DAY_S}"
     SCHEMA_LOCK: str | None = None
+    LOCK_ROW = ""  # what locks a selected row until the transaction ends (SQLite's BEGIN IMMEDIATE locks all)
 
     def __init__(self) -> None:
         self._db = self._connect()
@@ -177,16 +178,36 @@ class SqlStore:
         return self._write(sql, (when, key_id)) == 1
 
     def add_usage(self, record: UsageRecord) -> bool:
-        """Insert ``record`` and add it to its day's totals; False when a record with its id is already there."""
+        """Insert ``record`` and add it to its day's totals; False when that record (or a later version of it)
+        is already there.
+
+        A long stream's usage is written as it grows: each version has the same id and a later ``time``, and
+        replaces the one before (its units leave their day's totals and the new ones join theirs). An older
+        or the same version written again (a retry, a replayed spool) changes nothing.
+        """
         values = dataclasses.asdict(record)
-        sql = (f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({self._params(len(_USAGE_COLUMNS))}) "
-               "ON CONFLICT (id) DO NOTHING")
-        daily = (f"INSERT INTO usage_daily (key_id, model, day, {', '.join(UNITS)}) "
-                 f"VALUES ({self._params(3 + len(UNITS))}) ON CONFLICT (key_id, day, model) DO UPDATE SET "
-                 + ", ".join(f"{unit} = usage_daily.{unit} + excluded.{unit}" for unit in UNITS))
         day = record.time // _DAY_S * _DAY_S
-        return self._write(sql, [values[c] for c in _USAGE_COLUMNS],
-                           (daily, [record.key_id, record.model, day, *(values[u] for u in UNITS)])) == 1
+        with self._transaction() as db:
+            # Insert first: of two writers of a new record exactly one inserts it (the other finds it there).
+            inserted = db.execute(f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) "
+                                  f"VALUES ({self._params(len(_USAGE_COLUMNS))}) ON CONFLICT (id) DO NOTHING",
+                                  [values[c] for c in _USAGE_COLUMNS]).rowcount == 1
+            if not inserted:
+                old = db.execute(f"SELECT time, key_id, model, {', '.join(UNITS)} FROM usage "
+                                 f"WHERE id = {self.PARAM}{self.LOCK_ROW}", (record.id,)).fetchone()
+                if old[0] >= record.time:
+                    return False
+                changed = [c for c in _USAGE_COLUMNS if c != "id"]
+                db.execute(f"UPDATE usage SET {', '.join(f'{c} = {self.PARAM}' for c in changed)} "
+                           f"WHERE id = {self.PARAM}", [*(values[c] for c in changed), record.id])
+                db.execute(f"UPDATE usage_daily SET {', '.join(f'{u} = {u} - {self.PARAM}' for u in UNITS)} "
+                           f"WHERE key_id = {self.PARAM} AND day = {self.PARAM} AND model = {self.PARAM}",
+                           [*old[3:], old[1], old[0] // _DAY_S * _DAY_S, old[2]])
+            daily = (f"INSERT INTO usage_daily (key_id, model, day, {', '.join(UNITS)}) "
+                     f"VALUES ({self._params(3 + len(UNITS))}) ON CONFLICT (key_id, day, model) DO UPDATE SET "
+                     + ", ".join(f"{unit} = usage_daily.{unit} + excluded.{unit}" for unit in UNITS))
+            db.execute(daily, [record.key_id, record.model, day, *(values[u] for u in UNITS)])
+        return True
 
     def usage(self, *, key_id: str | None = None, since: float | None = None) -> list[UsageRecord]:
         sql = f"SELECT {', '.join(_USAGE_COLUMNS)} FROM usage WHERE 1 = 1"
@@ -257,6 +278,7 @@ class PostgresStore(SqlStore):
 
     PARAM = "%s"
     TYPES = {"text": 'TEXT COLLATE "C"', "real": "DOUBLE PRECISION", "integer": "BIGINT"}
+    LOCK_ROW = " FOR UPDATE"
     DAY_START = f"FLOOR(time / {_DAY_S}) * {_DAY_S}"
     # Replicas starting at once would race on CREATE TABLE IF NOT EXISTS; a transaction lock orders them.
     SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(8675309001)"

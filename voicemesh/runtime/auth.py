@@ -15,24 +15,37 @@ The orchestrator calls ``check_quota()`` before each turn and sends
 ``forward_metadata(turn)`` on the streams it opens to the model services. A
 servicer whose client left before the stream's Usage could be sent calls
 ``record_unsent(usage)`` so the work done is still metered.
+
+Usage is recorded as it happens: a servicer ``meter()``s the units of a stream as
+they are received or sent. Every ``--usage-interval-s`` (``checkpoint``, run by the
+stream's ``StreamWatch``) the usage so far is written to the ledger as one growing
+record (the stream's final Usage replaces it, so a stream still leaves one record per
+Usage) and the key and its quotas are checked again: a revoked or expired key, or a
+used-up quota, ends open streams within one interval. Between checks the meter
+compares the units not yet written with what each unit quota had left, so a quota
+is enforced the moment it is overrun (within one audio chunk).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.message import Message
 
-from voicemesh.errors import PermissionDenied, Unauthenticated
+from voicemesh.errors import InvalidInput, PermissionDenied, ResourceExhausted, Unauthenticated
 from voicemesh.metering import keys, quotas
 from voicemesh.metering.ledger import Ledger, redact_url
 from voicemesh.metering.prices import PriceTable
-from voicemesh.metering.records import KeyRecord, UsageRecord
+from voicemesh.metering.records import UNITS, KeyRecord, UsageRecord
 from voicemesh.runtime import logs
 from voicemesh.runtime.audit import FailedAuth
 
@@ -83,6 +96,42 @@ def bearer(metadata: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+# What a client may name its session and turn (``x-session-id`` / ``x-turn-id``): the ledger stores both.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+MAX_TURN = 2**31 - 1
+
+
+def session_of(metadata: Mapping[str, str]) -> str | None:
+    """The ``x-session-id`` a client sent (None: none, the server makes one); INVALID_ARGUMENT if malformed."""
+    value = metadata.get("x-session-id", "")
+    if not value:
+        return None
+    if not SESSION_ID.fullmatch(value):
+        raise InvalidInput("x-session-id must be 1-64 characters of A-Z a-z 0-9 . _ : - (starting with a letter or "
+                           f"digit), got {value[:80]!r}")
+    return value
+
+
+def turn_of(metadata: Mapping[str, str]) -> int:
+    """The ``x-turn-id`` a client sent (0 without one); INVALID_ARGUMENT unless a whole number 0..2**31-1."""
+    value = metadata.get("x-turn-id", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or not value.isascii() or int(value) > MAX_TURN:
+        raise InvalidInput(f"x-turn-id must be a whole number from 0 to {MAX_TURN}, got {value[:40]!r}")
+    return int(value)
+
+
+@dataclass
+class _Live:
+    """Units of one model metered on a stream so far: one ledger record that grows until the Usage."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    units: dict[str, float] = field(default_factory=lambda: dict.fromkeys(UNITS, 0.0))
+    written: dict[str, float] = field(default_factory=lambda: dict.fromkeys(UNITS, 0.0))
+    time: float = 0.0  # of the version last written: a later version must be stamped later
+
+
 @dataclass
 class Caller:
     """One admitted RPC: who calls, in which session and turn."""
@@ -91,16 +140,20 @@ class Caller:
     key: KeyRecord | None
     session_id: str
     turn: int
+    # Unit -> what the key's unit quotas had left at the last check (the least of them); empty: no limit.
+    left: dict[str, float] = field(default_factory=dict)
+    stop: Callable[[Exception], None] | None = None  # ends the stream (its StreamWatch)
+    _live: dict[str, _Live] = field(default_factory=dict)
 
     async def requests(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
         """The stream's requests; one that starts a turn first passes the key and quota check, and the
         usage from then on is recorded under the turn it names (if it names one)."""
         async for request in requests:
-            field = TURN_REQUESTS.get(request.DESCRIPTOR.full_name)
-            if field and request.WhichOneof("request") == field:
+            field_name = TURN_REQUESTS.get(request.DESCRIPTOR.full_name)
+            if field_name and request.WhichOneof("request") == field_name:
                 if self.key is not None:
-                    await self.guard.check(self.key)
-                self.turn = getattr(getattr(request, field), "turn_id", 0) or self.turn
+                    await self.refresh()
+                self.turn = getattr(getattr(request, field_name), "turn_id", 0) or self.turn
             yield request
 
     async def observe(self, response: Message) -> None:
@@ -110,12 +163,21 @@ class Caller:
             await self.record(usage)
 
     async def record(self, usage: Message) -> None:
-        """Commit one voicemesh.v1.Usage of this RPC to the ledger.
+        """Commit one voicemesh.v1.Usage of this RPC to the ledger (it replaces what was metered of its model).
 
         The write is a task of the guard: cancelling the RPC while it commits
         does not cancel the write.
         """
-        await asyncio.shield(self.guard.keep(self.guard.ledger.record(self.usage_record(usage))))
+        await asyncio.shield(self.guard.keep(self.guard.ledger.record(self.final_record(usage))))
+
+    def final_record(self, usage: Message) -> UsageRecord:
+        live = self._live.pop(usage.model, None)
+        if live is None and len(self._live) == 1:  # metered under another spelling of the same model
+            live = self._live.pop(next(iter(self._live)))
+        record = self.usage_record(usage)
+        if live is None:
+            return record
+        return dataclasses.replace(record, id=live.id, time=max(record.time, live.time + 1e-3))
 
     def usage_record(self, usage: Message) -> UsageRecord:
         """The ledger record of a Usage of this RPC (stamped now, with a fresh record id)."""
@@ -125,6 +187,53 @@ class Caller:
             audio_seconds_out=usage.audio_seconds_out, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens, characters=usage.characters,
         )
+
+    def meter(self, model: str, **units: float) -> None:
+        """Count units of ``model`` this stream used just now; stop the stream if that overruns a quota."""
+        live = self._live.setdefault(model, _Live())
+        for unit, amount in units.items():
+            live.units[unit] += amount
+        for unit, left in self.left.items():
+            unwritten = self.unwritten(unit)
+            if unwritten > left + 1e-9 and self.stop is not None:  # float sums of chunks: not a hair over
+                self.stop(self.guard.over_quota(self.key, unit, left, unwritten))
+                return
+
+    def unwritten(self, unit: str) -> float:
+        return sum(lv.units[unit] - lv.written[unit] for lv in self._live.values())
+
+    async def checkpoint(self) -> None:
+        """Write the usage metered so far, then check the key and its quotas again (raises if refused)."""
+        writes = []
+        for model, live in self._live.items():
+            if live.units == live.written:
+                continue
+            live.time = max(time.time(), live.time + 1e-3)
+            record = dataclasses.replace(self.usage_record(_Units(model, live.units)), id=live.id, time=live.time)
+            live.written = dict(live.units)
+            writes.append(self.guard.keep(self.guard.ledger.record(record)))
+        if writes:
+            await asyncio.shield(asyncio.gather(*writes))
+        if self.key is not None:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Check the key and its quotas now (raises if refused) and note what the unit quotas have left."""
+        self.left = await self.guard.check(self.key)
+
+
+@dataclass
+class _Units:
+    """A Usage-shaped view of metered units (for ``usage_record``)."""
+
+    model: str
+    units: dict[str, float]
+
+    def __getattr__(self, name: str) -> float:
+        if name in UNITS:
+            value = self.units[name]
+            return value if name.startswith("audio") else int(round(value))
+        raise AttributeError(name)
 
 
 class Guard:
@@ -160,6 +269,8 @@ class Guard:
         metadata = _metadata(context)
         key = None
         token = bearer(metadata)
+        turn = turn_of(metadata)
+        left: dict[str, float] = {}
         if self.auth:
             try:
                 key = await self.ledger.call(keys.verify, token)
@@ -168,27 +279,37 @@ class Guard:
                 raise
             self.failures.admitted(context.peer())
             if new_stream:
-                await self.ledger.call(quotas.check, key, self.prices)
-        try:
-            turn = int(metadata.get("x-turn-id", "0") or 0)
-        except ValueError:
-            turn = 0
-        caller = Caller(self, key, logs.session_id.get(), turn)
+                left = await self.ledger.call(self._check, key)
+        caller = Caller(self, key, logs.session_id.get(), turn, left)
         current_key.set(key)
         _credentials.set(token)
         _caller.set(caller)
         return caller
 
-    async def check(self, key: KeyRecord, pending: Mapping[str, float] | None = None) -> None:
-        """Refuse a key that was revoked or expired since, or whose quota is used up."""
+    async def check(self, key: KeyRecord, pending: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Refuse a key that was revoked or expired since, or whose quota is used up; return what its unit
+        quotas have left (unit -> the least of them)."""
 
-        def _check(store) -> None:
+        def _check(store) -> dict[str, float]:
             fresh = store.get_key(key.id)
             if fresh is None:
                 raise Unauthenticated(f"API key {key.id} no longer exists")
-            quotas.check(store, keys.require_active(fresh), self.prices, pending=pending)
+            return self._check(store, keys.require_active(fresh), pending)
 
-        await self.ledger.call(_check)
+        return await self.ledger.call(_check)
+
+    def _check(self, store, key: KeyRecord, pending: Mapping[str, float] | None = None) -> dict[str, float]:
+        quotas.check(store, key, self.prices, pending=pending)
+        return quotas.left(store, key, self.prices)
+
+    def over_quota(self, key: KeyRecord | None, unit: str, left: float, wanted: float) -> Exception:
+        """The error that ends a stream whose metered ``unit`` overran what its quota had left."""
+        name = f"API key {key.id} ({key.name})" if key is not None else "this API key"
+        error = ResourceExhausted(
+            f"a quota on {unit} of {name} was used up during this stream: it had {left:g} left and the stream "
+            f"used {wanted:g} more", reason="QUOTA_EXCEEDED")
+        error.retryable = False
+        return error
 
 
 async def drain(requests: AsyncIterator, *, timeout_s: float = 1.0, max_messages: int = 256) -> None:
@@ -237,7 +358,25 @@ def record_unsent(usage: Message) -> None:
     """
     caller = _caller.get()
     if caller is not None:
-        caller.guard.keep(caller.guard.ledger.record(caller.usage_record(usage)))
+        caller.guard.keep(caller.guard.ledger.record(caller.final_record(usage)))
+
+
+def meter(model: str, **units: float) -> None:
+    """For a servicer, as work is done: count ``units`` (names of voicemesh.v1.Usage fields) of ``model``
+    on the current stream. They reach the ledger every ``--usage-interval-s`` and the stream's final Usage
+    (same model) replaces them; a quota they overrun ends the stream. A no-op without a ledger."""
+    caller = _caller.get()
+    if caller is not None:
+        caller.meter(model, **units)
+
+
+def quota_left(unit: str) -> float | None:
+    """What the current key's quotas on ``unit`` have left (less what this stream used since the last
+    check); None when nothing limits it."""
+    caller = _caller.get()
+    if caller is None or unit not in caller.left:
+        return None
+    return max(0.0, caller.left[unit] - caller.unwritten(unit))
 
 
 def forward_metadata(turn: int | None = None) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Graceful drain of a server's open streams after SIGTERM.
 
 The runtime (``server.py``) first reports NOT_SERVING and refuses new streams
-with UNAVAILABLE "draining" (``load.Admission``), keeping the port open. Then
+with UNAVAILABLE "draining" (``load.Gate``), keeping the port open. Then
 ``OpenStreams.drain`` lets the open streams finish within the grace period:
 
 - a stream idle for ``idle_s`` (no message either way) is closed at once with

@@ -2,9 +2,11 @@
 
 It maps exceptions to status codes (through ``status.abort``), counts
 messages, errors and durations, binds the session id (``x-session-id``
-metadata, or a fresh one) to the logs of the RPC, and turns a request that is
-not a valid protobuf message (corrupt wire format, a string that is not UTF-8)
-into INVALID_ARGUMENT instead of an internal error.
+metadata, or a fresh one) to the logs of the RPC, and runs every stream under
+a ``StreamWatch`` (idle timeout, longest stream, usage and key checks as it goes).
+A malformed ``x-session-id`` or ``x-turn-id`` is INVALID_ARGUMENT, and so is a
+request that is not a valid protobuf message (corrupt wire format, a string that
+is not UTF-8), instead of an internal error.
 """
 
 from __future__ import annotations
@@ -19,18 +21,28 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from voicemesh.errors import InvalidInput
-from voicemesh.runtime import auth, logs, metrics, status
+from voicemesh.runtime import admission, auth, logs, metrics, status
 from voicemesh.runtime.limits import Limits
-from voicemesh.runtime.load import Admission
+from voicemesh.runtime.load import Gate
+from voicemesh.runtime.watch import StreamWatch
 
 log = logging.getLogger(__name__)
 
 
 def _session_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-session-id" and value:
-            return str(value)[:64]
-    return uuid.uuid4().hex[:12]
+    """The client's session id if well formed, else a fresh one (``_check_ids`` refuses a malformed one)."""
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    try:
+        return auth.session_of(metadata) or uuid.uuid4().hex[:12]
+    except Exception:
+        return uuid.uuid4().hex[:12]
+
+
+def _check_ids(context: grpc.aio.ServicerContext) -> None:
+    """INVALID_ARGUMENT for a malformed ``x-session-id`` or ``x-turn-id`` (the ledger stores both)."""
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    auth.session_of(metadata)
+    auth.turn_of(metadata)
 
 
 class _Malformed:
@@ -125,8 +137,8 @@ async def _close(responses: AsyncIterator, method: str) -> None:
         log.exception("%s: the servicer failed while closing", method)
 
 
-async def _close_all(bounded: AsyncIterator | None, responses: AsyncIterator | None, method: str) -> None:
-    for generator in (bounded, responses):
+async def _close_all(guarded: AsyncIterator | None, responses: AsyncIterator | None, method: str) -> None:
+    for generator in (guarded, responses):
         if generator is not None:
             await _close(generator, method)
 
@@ -135,10 +147,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary-unary and stream-stream handlers of the VoiceMesh services."""
 
     def __init__(self, service: str, guard: auth.Guard | None = None, limits: Limits | None = None,
-                 admission: Admission | None = None):
+                 gate: Gate | None = None):
         self.service = service
         # Drain and load refusals of new streams, and the open streams a drain closes (voicemesh.runtime.load).
-        self.admission = admission or Admission()
+        self.gate = gate or Gate()
         # API keys, quotas and usage metering (voicemesh.runtime.auth); None when the server has no ledger.
         self.guard = guard
         # Open-stream and stream-duration limits (voicemesh.runtime.limits).
@@ -167,16 +179,24 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request_iterator, context):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
-            responses = bounded = None
+            responses = guarded = None
             slot = None
             try:
+                _check_ids(context)
                 caller = await self._admit(request_iterator, context) if self.guard else None
                 slot = await self._take_slot(request_iterator, caller)
-                self.admission.open.add(call)
-                requests = call.counted(request_iterator)
+                self.gate.open.add(call)
+                # Slots of the backends (generation, decoding) are shared fairly among the keys.
+                admission.owner.set(slot.key_id)
+                limits = self.limits
+                watch = StreamWatch(idle_s=limits.idle_timeout_s, deadline=slot.deadline, expired=slot.expired,
+                                    every_s=limits.usage_interval_s, check=caller.checkpoint if caller else None)
+                requests = watch.requests(call.counted(request_iterator))
+                if caller is not None:
+                    caller.stop = watch.stop
                 responses = behavior(caller.requests(requests) if caller else requests, context)
-                bounded = slot.bounded(responses) if slot.deadline is not None else None  # --max-stream-s
-                async for response in bounded or responses:
+                guarded = watch.guarded(responses)
+                async for response in guarded:
                     if caller is not None:
                         await caller.observe(response)
                     call.sent()
@@ -200,17 +220,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 # out: a grpc-python client still writing when it arrives reports INTERNAL ("Internal
                 # error from Core") in its place (grpc/grpc#36066). Briefly: a client streaming live
                 # audio never stops writing, and its error must not wait.
-                await _close_all(bounded, responses, method)
-                bounded = responses = None
+                await _close_all(guarded, responses, method)
+                guarded = responses = None
                 await auth.drain(request_iterator, timeout_s=0.25)
                 if slot is not None:
                     slot.release()
                 call.finish(code)  # counted before the client can see the status
                 await status.abort(context, exc)
             finally:
-                self.admission.open.discard(call)
-                if bounded is not None:
-                    await _close(bounded, method)
+                self.gate.open.discard(call)
+                if guarded is not None:
+                    await _close(guarded, method)
                 if responses is not None:
                     await _close(responses, method)
                 if slot is not None:
@@ -221,7 +241,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     async def _take_slot(self, requests: AsyncIterator, caller: auth.Caller | None):
         try:
-            self.admission.check()  # draining or overloaded: refused before it takes a slot
+            self.gate.check()  # draining or overloaded: refused before it takes a slot
             return self.limits.admit(caller.key.id if caller is not None and caller.key is not None else "")
         except Exception:
             await auth.drain(requests)  # as in _admit: let the client finish writing, then refuse
@@ -241,6 +261,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self.service, method, context)
             code = grpc.StatusCode.OK
             try:
+                _check_ids(context)
                 if self.guard is not None:
                     await self.guard.admit(context, new_stream=False)
                 response = await behavior(_parsed(request), context)

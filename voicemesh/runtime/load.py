@@ -10,7 +10,7 @@ take as a cue to try another replica. An admitted stream is never refused.
 
 While the server drains (after SIGTERM) a new stream is refused with
 UNAVAILABLE, "draining", so a client reconnects elsewhere instead of seeing
-the connection refused (``Admission.draining``).
+the connection refused (``Gate.draining``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class LoadMonitor:
                 cpu_at, wall_at = cpu, now
 
 
-class Admission:
+class Gate:
     """Whether this server takes a new stream now: not while draining, not while overloaded."""
 
     def __init__(self, monitor: LoadMonitor | None = None, *, max_lag_ms: float = 0.0, max_cpu: float = 0.0):
@@ -89,7 +89,7 @@ class Admission:
         self.open = OpenStreams()  # what a drain waits for and closes
 
     @classmethod
-    def from_settings(cls, settings, service: str) -> Admission:
+    def from_settings(cls, settings, service: str) -> Gate:
         return cls(LoadMonitor(service), max_lag_ms=getattr(settings, "max_loop_lag_ms", 0.0),
                    max_cpu=getattr(settings, "max_cpu", 0.0))
 

@@ -25,6 +25,11 @@ FIRST_RESPONSE_SECONDS = Histogram(
     ["service", "method"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10),
 )
+AUDIO_DROPPED_SECONDS = Counter(
+    "voicemesh_audio_dropped_seconds_total",
+    "Client audio dropped for arriving faster than the server takes it (AudioIntake), in seconds",
+    ["service"],
+)
 
 
 def serve_metrics(host: str, port: int) -> int | None:

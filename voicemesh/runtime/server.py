@@ -27,7 +27,7 @@ from voicemesh.process import PARENT_ENV
 from voicemesh.runtime import auth, logs
 from voicemesh.runtime.interceptor import ServiceInterceptor
 from voicemesh.runtime.limits import Limits
-from voicemesh.runtime.load import Admission
+from voicemesh.runtime.load import Gate
 from voicemesh.runtime.metrics import serve_metrics
 from voicemesh.settings import environ, setting
 
@@ -67,10 +67,15 @@ class ServerSettings:
                                  "certificate this CA signed")
     max_streams: int = setting(0, "streaming RPCs open at once in this process; one more gets RESOURCE_EXHAUSTED "
                                "(0: no limit)")
-    max_streams_per_key: int = setting(0, "streaming RPCs open at once per API key when keys are checked; "
+    max_streams_per_key: int = setting(4, "streaming RPCs open at once per API key when keys are checked; "
                                        "one more gets RESOURCE_EXHAUSTED (0: no limit)")
     max_stream_s: float = setting(0.0, "longest a streaming RPC may last, in seconds; then it ends with "
                                   "RESOURCE_EXHAUSTED (0: no limit)")
+    idle_timeout_s: float = setting(120.0, "a streaming RPC with no message in either direction for this many "
+                                    "seconds ends with DEADLINE_EXCEEDED (0: never)")
+    usage_interval_s: float = setting(2.0, "with a ledger, seconds between writes of an open stream's usage so far "
+                                      "and re-checks of its key and quotas (a revoked key's streams end within "
+                                      "about this; 0: only at the start and the end)")
 
 
 class ServiceDefinition(Protocol):
@@ -119,8 +124,8 @@ async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
 
 
 async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: auth.Guard | None) -> int:
-    admission = Admission.from_settings(settings, service.name)
-    interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings), admission)
+    gate = Gate.from_settings(settings, service.name)
+    interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings), gate)
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(settings))
     service.register(server)
     health = HealthServicer()
@@ -147,7 +152,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     if warning:
         log.warning("%s", warning)
     serve_metrics(settings.metrics_host, settings.metrics_port)
-    admission.monitor.start()
+    gate.monitor.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -177,11 +182,11 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     # Drain: NOT_SERVING first (balancers and probes move away), then new streams are refused with
     # UNAVAILABLE "draining" on a port that stays open, while the open ones finish (voicemesh.runtime.drain).
     await health.enter_graceful_shutdown()
-    admission.draining = True
+    gate.draining = True
     log.info("draining: NOT_SERVING, no new streams; %d open stream(s) have %.1f s to finish (idle ones are "
-             "closed after %.1f s)", len(admission.open.calls), settings.grace_s, settings.drain_idle_s)
-    await admission.open.drain(settings.grace_s, settings.drain_idle_s)
-    await admission.monitor.stop()
+             "closed after %.1f s)", len(gate.open.calls), settings.grace_s, settings.drain_idle_s)
+    await gate.open.drain(settings.grace_s, settings.drain_idle_s)
+    await gate.monitor.stop()
     await server.stop(1.0)  # unary calls still in flight (Describe, health) get a moment
     await service.stop()
     log.info("%s service stopped", service.name)

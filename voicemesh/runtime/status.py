@@ -57,4 +57,16 @@ async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         log.error("internal error: %r", exc, exc_info=exc)
     else:
         log.info("request failed: %s: %s", code.name, message)
-    await context.abort_with_status(rich_status(code, message, detail))
+    status = rich_status(code, message, detail)
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    if retry_after_s:  # when a busy server expects a slot to free (also in the message)
+        status = _WithMetadata(status.code, status.details,
+                               (*status.trailing_metadata, ("retry-after-ms", str(int(retry_after_s * 1000)))))
+    await context.abort_with_status(status)
+
+
+class _WithMetadata(grpc.Status):
+    """A status with extra trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple):
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata

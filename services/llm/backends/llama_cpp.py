@@ -84,6 +84,7 @@ class _Slot:
         self.busy = False
         self.owner: int | None = None
         self.last_used = 0.0
+        self.ticket: Any = None  # the admission slot of the generation running here
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,12 @@ class LlamaCppBackend(LlmBackend):
     ) -> AsyncIterator[LlmEvent]:
         if self._executor is None:
             raise Unavailable(f"{self.descriptor} is not loaded or is shutting down")
-        self.admission.acquire()
+        ticket = await self.slot(cancel)
+        if ticket is None:
+            yield Done(FinishReason.CANCELLED, TokenUsage())
+            return
         slot = self._take_slot(id(session))
+        slot.ticket = ticket
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -212,7 +217,9 @@ class LlamaCppBackend(LlmBackend):
     def _release(self, slot: _Slot) -> None:
         with self._lock:
             slot.busy, slot.last_used = False, time.monotonic()
-        self.admission.release()
+            ticket, slot.ticket = slot.ticket, None
+        if ticket is not None:
+            ticket.release()
 
     def _work(self, slot: _Slot, request: GenerationRequest, cancel: CancelToken, emit: Callable) -> None:
         result: object

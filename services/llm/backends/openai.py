@@ -88,13 +88,16 @@ class OpenAILlmBackend(remote.RemoteBackend, LlmBackend):
         self, request: GenerationRequest, *, session: object, cancel: CancelToken
     ) -> AsyncIterator[LlmEvent]:
         self.http_client()  # UNAVAILABLE once closed, before a slot is taken
-        self.admission.acquire()
+        ticket = await self.slot(cancel)
+        if ticket is None:
+            yield Done(FinishReason.CANCELLED, TokenUsage())
+            return
         reply = _Reply()
         try:
             async for event in self._events(request, cancel, reply):
                 yield event
         finally:
-            self.admission.release()  # before Done, so the slot is free when the client hears of it
+            ticket.release()  # before Done, so the slot is free when the client hears of it
         yield Done(reply.reason, reply.usage)
 
     async def _events(self, request: GenerationRequest, cancel: CancelToken, reply: _Reply) -> AsyncIterator[LlmEvent]:

@@ -24,7 +24,8 @@ from voicemesh.registry import Registry
 from voicemesh.services.llm.backend import LlmBackend, Sampling
 from voicemesh.services.realtime import backend as rt
 from voicemesh.services.realtime.session import CascadeSession
-from voicemesh.services.stt.backend import Admission, SttBackend
+from voicemesh.runtime.admission import Admission
+from voicemesh.services.stt.backend import SttBackend
 from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
 from voicemesh.settings import setting
 
@@ -94,7 +95,7 @@ class CascadeBackend(rt.RealtimeBackend):
         self.stt: SttBackend | None = None
         self.llm: LlmBackend | None = None
         self.default_voice = ""
-        self.admission = Admission(self.settings.max_sessions, "realtime sessions")
+        self.admission = Admission(self.settings.max_sessions, "realtime sessions", flag="--max-sessions")
 
     @classmethod
     def catalog(cls, settings: CascadeSettings) -> list[ModelCard]:
@@ -156,7 +157,7 @@ class CascadeBackend(rt.RealtimeBackend):
 
     async def converse(self, options: rt.SessionOptions, events: AsyncIterator[rt.ClientEvent], *,
                        on_unsent: Callable[[rt.Usage], None] = lambda usage: None) -> AsyncIterator[rt.ServerEvent]:
-        self.admission.acquire()
+        ticket = self.admission.acquire()
         try:
             if not options.instructions:
                 options = rt.SessionOptions(**{**options.__dict__, "instructions": DEFAULT_INSTRUCTIONS})
@@ -168,4 +169,4 @@ class CascadeBackend(rt.RealtimeBackend):
                 async for event in server_events:
                     yield event
         finally:
-            self.admission.release()
+            ticket.release()

@@ -21,8 +21,8 @@ import numpy as np
 
 from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import require_module
+from voicemesh.runtime.admission import Admission
 from voicemesh.services.stt.backend import (
-    Admission,
     Hypothesis,
     RecognitionOptions,
     SttBackend,
@@ -70,7 +70,8 @@ class FasterWhisperBackend(SttBackend):
         self.languages = MODELS.get(self.model, ())
         workers = max(1, self.settings.workers)
         self._workers = workers
-        self._admission = Admission(workers + max(0, self.settings.queue), "recognition streams")
+        self._admission = Admission(workers + max(0, self.settings.queue), "recognition streams",
+                                    flag="--workers + --queue")
         self._pool: ThreadPoolExecutor | None = None
         self._whisper: Any = None
         self._vad: Any = None
@@ -125,7 +126,7 @@ class FasterWhisperBackend(SttBackend):
         self._whisper = None
 
     async def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
-        self._admission.acquire()
+        ticket = self._admission.acquire()
         try:
             stream = RecognizeStream(
                 options=options,
@@ -141,7 +142,7 @@ class FasterWhisperBackend(SttBackend):
             finally:
                 await events.aclose()
         finally:
-            self._admission.release()
+            ticket.release()
 
     async def _decode(self, samples: np.ndarray, offset_ms: int, final: bool, *, language: str) -> Hypothesis:
         return await self._run(self._transcribe, samples, offset_ms, final, language)
