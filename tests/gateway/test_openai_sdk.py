@@ -237,3 +237,28 @@ def test_cors_for_a_configured_origin(mesh):
     assert listed.headers["access-control-allow-origin"] == "http://app.example"
     other = httpx.get(mesh + "/models", headers={"Origin": "http://evil.example"}, timeout=30)
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_failure_after_the_first_token_is_a_json_error(tmp_path):
+    """The LLM service cuts streams at 2 s (--max-stream-s): a long reply fails after its first tokens.
+    Streamed, the tokens come first and the error in band; not streamed, a JSON error with its status."""
+    llm = ServiceProcess("llm", args=["--preload", LLM, "--metrics-port", "-1", "--max-stream-s", "2"],
+                         log_path=tmp_path / "llm.log")
+    request = {"model": "gpt-4.1", "max_tokens": 2000, "temperature": 0,
+               "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]}
+    try:
+        llm.start()
+        llm.wait_serving()
+        with gateway_process(MeshConfig({"llm": {"*": [llm.address]}}), tmp_path) as (base, _proc):
+            with httpx.stream("POST", base + "/chat/completions", json={**request, "stream": True},
+                              timeout=60) as streamed:
+                events = [json.loads(line[6:]) for line in streamed.iter_lines()
+                          if line.startswith("data: {")]
+            response = httpx.post(base + "/chat/completions", json=request, timeout=60)
+    finally:
+        llm.stop()
+    assert any(e.get("choices") and e["choices"][0]["delta"].get("content") for e in events), events[:3]
+    assert events[-1]["error"]["code"] == "rate_limit_exceeded", events[-1]
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["type"] == "rate_limit_error"
