@@ -41,7 +41,7 @@ FORMATS = {
 
 
 def _av():
-    require_module("av", "stt")  # PyAV comes with faster-whisper
+    require_module("av", "gateway")
     import av
 
     return av

@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from tests.gateway.audio_files import UPLOADS, decoded_seconds, write_upload
-from tests.gateway.test_gateway import gateway_process
+from tests.gateway.conftest import LONG_TEXT, gateway_process
+from tests.gateway.test_gateway import WEATHER_TOOL
 from tests.speech import speak, word_errors
 from voicemesh.audio_codecs import decode
 from voicemesh.mesh import MeshConfig
@@ -22,38 +23,11 @@ STT = "faster-whisper/tiny.en:en"
 LLM = "llama.cpp/smollm2-135m-instruct"
 VOICE = "piper/en_US-joe-medium"
 SENTENCE = "The train leaves the station at noon."
-ALIASES = {"models": {"house-stt": STT}, "voices": {"echo": "piper/nobody"}}
-LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 12)
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    """STT, LLM and TTS with their local models (TTS admits one stream at a time, so a second speech
-    request meets a 429), an alias table in the mesh config, and the gateway in front."""
-    tmp = tmp_path_factory.mktemp("openai-sdk")
-    services = {
-        "stt": ServiceProcess("stt", args=["--preload", STT, "--metrics-port", "-1"], log_path=tmp / "stt.log"),
-        "llm": ServiceProcess("llm", args=["--preload", LLM, "--metrics-port", "-1"], log_path=tmp / "llm.log"),
-        "tts": ServiceProcess("tts", args=["--preload", VOICE, "--metrics-port", "-1", "--max-streams", "1"],
-                              log_path=tmp / "tts.log"),
-    }
-    try:
-        for proc in services.values():
-            proc.start()
-        for proc in services.values():
-            proc.wait_serving()
-        routes = {m: {"*": [p.address]} for m, p in services.items()}
-        with gateway_process(MeshConfig(routes, ALIASES), tmp,
-                             env={"VOICEMESH_CORS_ORIGINS": "http://app.example"}) as (base, _proc):
-            yield base
-    finally:
-        for proc in services.values():
-            proc.stop()
 
 
 @pytest.fixture
-def client(mesh):
-    return openai.OpenAI(base_url=mesh, api_key="unused")
+def client(openai_mesh):
+    return openai.OpenAI(base_url=openai_mesh, api_key="unused")
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +60,9 @@ def test_models_retrieve_ids_with_slashes_and_aliases(client):
 
 
 @pytest.mark.parametrize("path", ["/chat/completions", "/audio/speech"])
-def test_unknown_model_names_are_404_model_not_found(mesh, path):
+def test_unknown_model_names_are_404_model_not_found(openai_mesh, path):
     body = {"model": "gpt-9-ultra", "messages": [{"role": "user", "content": "x"}], "input": "x"}
-    response = httpx.post(mesh + path, json=body, timeout=60)
+    response = httpx.post(openai_mesh + path, json=body, timeout=60)
     assert response.status_code == 404, response.text
     assert response.json()["error"] | {"message": ""} == {"message": "", "type": "not_found_error",
                                                            "code": "model_not_found", "param": "model"}
@@ -102,6 +76,22 @@ def test_chat_with_an_openai_model_name(client):
         messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}])
     assert "paris" in completion.choices[0].message.content.lower()
     assert completion.model == "gpt-4o-mini"
+
+
+def test_streamed_chat_with_an_openai_model_name(client):
+    chunks = list(client.chat.completions.create(
+        model="gpt-4.1", temperature=0, stream=True,
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}]))
+    assert "paris" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).lower()
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_tool_call_with_an_openai_model_name(client):
+    completion = client.chat.completions.create(
+        model="gpt-4o", tools=[WEATHER_TOOL], tool_choice="required",
+        messages=[{"role": "user", "content": "What's the weather like in Berlin?"}])
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments), dict)
 
 
 # -- transcription ------------------------------------------------------------------------------
@@ -203,13 +193,13 @@ def test_voice_alias_table_in_the_mesh_config_is_used(client):
 
 # -- errors and limits --------------------------------------------------------------------------
 
-def test_rate_limit_is_429_with_retry_after(mesh):
-    with httpx.stream("POST", mesh + "/audio/speech", timeout=120,
+def test_rate_limit_is_429_with_retry_after(openai_mesh):
+    with httpx.stream("POST", openai_mesh + "/audio/speech", timeout=120,
                       json={"model": "tts-1", "voice": "alloy", "input": LONG_TEXT}) as held:
         assert held.status_code == 200
         audio = held.iter_bytes()
         next(audio)  # the TTS service's one stream is now in use
-        refused = httpx.post(mesh + "/audio/speech", json={"model": "tts-1", "input": "hi"}, timeout=60)
+        refused = httpx.post(openai_mesh + "/audio/speech", json={"model": "tts-1", "input": "hi"}, timeout=60)
         for _ in audio:
             pass
     assert refused.status_code == 429, refused.text
@@ -227,15 +217,15 @@ def test_bad_format_is_a_400_naming_the_param(client):
     assert caught.value.param == "file" and "decoded" in caught.value.message
 
 
-def test_cors_for_a_configured_origin(mesh):
+def test_cors_for_a_configured_origin(openai_mesh):
     origin = {"Origin": "http://app.example"}
-    preflight = httpx.options(mesh + "/chat/completions", timeout=30, headers={
+    preflight = httpx.options(openai_mesh + "/chat/completions", timeout=30, headers={
         **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "http://app.example"
-    listed = httpx.get(mesh + "/models", headers=origin, timeout=30)
+    listed = httpx.get(openai_mesh + "/models", headers=origin, timeout=30)
     assert listed.headers["access-control-allow-origin"] == "http://app.example"
-    other = httpx.get(mesh + "/models", headers={"Origin": "http://evil.example"}, timeout=30)
+    other = httpx.get(openai_mesh + "/models", headers={"Origin": "http://evil.example"}, timeout=30)
     assert "access-control-allow-origin" not in other.headers
 
 

@@ -44,6 +44,7 @@ def run(settings: Settings) -> int:
     """Serve the gateway until SIGTERM/SIGINT."""
     require_module("uvicorn", "gateway")
     require_module("multipart", "gateway")
+    require_module("av", "gateway")
     import uvicorn
 
     from voicemesh.gateway.app import Gateway
