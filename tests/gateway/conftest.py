@@ -40,3 +40,18 @@ def openai_mesh(tmp_path_factory):
     finally:
         for proc in services.values():
             proc.stop()
+
+
+@pytest.fixture(scope="session")
+def realtime_gateway(tmp_path_factory):
+    """A realtime service (the local cascade) with the gateway in front: /v1/realtime."""
+    tmp = tmp_path_factory.mktemp("realtime-gateway")
+    service = ServiceProcess("realtime", args=["--metrics-port", "-1", "--max-response-tokens", "60"],
+                             log_path=tmp / "realtime.log")
+    try:
+        service.start()
+        service.wait_serving()
+        with gateway_process(MeshConfig({"realtime": {"*": [service.address]}}), tmp) as (base, _proc):
+            yield base
+    finally:
+        service.stop()

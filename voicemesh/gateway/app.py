@@ -25,11 +25,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput, ModelNotFound, VoiceMeshError
-from voicemesh.gateway import audio_routes
+from voicemesh.gateway import audio_routes, realtime
 from voicemesh.gateway import openai_format as fmt
 from voicemesh.gateway.errors import error_response, exception_error
 from voicemesh.gateway.keys import DESCRIBED, KeyCheck
@@ -74,6 +75,7 @@ class Gateway:
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/audio/transcriptions", self.transcribe, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
+                WebSocketRoute("/v1/realtime", self.realtime_socket),
             ],
             middleware=[*(cors if self.cors_origins else []),
                         Middleware(Admission, authorize=self._authorize, max_body_bytes=self.max_body_bytes,
@@ -254,6 +256,9 @@ class Gateway:
 
     async def speech(self, request: Request) -> Response:
         return await audio_routes.speech(self, request)
+
+    async def realtime_socket(self, websocket: WebSocket) -> None:
+        await realtime.realtime(self, websocket)
 
 
 async def _until(finished: asyncio.Event, *requests) -> AsyncIterator:
