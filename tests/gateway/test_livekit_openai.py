@@ -71,3 +71,31 @@ async def test_llm_calls_a_function_tool(openai_mesh):
         await model.aclose()
     assert calls and calls[0].name == "get_weather", calls
     assert isinstance(json.loads(calls[0].arguments)["city"], str)
+
+
+async def test_realtime_stt_stream(realtime_gateway):
+    from livekit.agents import stt as lk_stt
+    from livekit.agents.utils import http_context
+
+    audio = speak(SENTENCE, 24000) + bytes(24000 * 2 * 2)  # then 2 s of silence
+    finals = []
+    async with http_context.open():  # what a LiveKit job provides: the plugin's websocket session
+        stt = lk_openai.STT(base_url=realtime_gateway, api_key="unused", use_realtime=True)
+        await _stream_finals(stt, audio, finals, lk_stt)
+    errors, total = word_errors(SENTENCE, " ".join(finals))
+    assert errors / total <= 0.25, finals
+
+
+async def _stream_finals(stt, audio: bytes, finals: list, lk_stt) -> None:
+    try:
+        stream = stt.stream()
+        for i in range(0, len(audio), 4800):
+            stream.push_frame(frame_of(audio[i:i + 4800], 24000))
+        stream.end_input()
+        async for event in stream:
+            if event.type == lk_stt.SpeechEventType.FINAL_TRANSCRIPT:
+                finals.append(event.alternatives[0].text)
+                break
+        await stream.aclose()
+    finally:
+        await stt.aclose()

@@ -43,11 +43,14 @@ async def realtime(gateway: Gateway, websocket: WebSocket) -> None:
         if protocol.startswith(KEY_PROTOCOL):
             authorization = f"Bearer {protocol[len(KEY_PROTOCOL):]}"
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in protocols
-    name = websocket.query_params.get("model") or "gpt-realtime"
+    transcription = websocket.query_params.get("intent") == "transcription"
+    name = websocket.query_params.get("model") or ("gpt-4o-transcribe" if transcription else "gpt-realtime")
     try:
-        if websocket.query_params.get("intent") == "transcription":
-            raise InvalidInput("transcription sessions (?intent=transcription) are not served yet", reason="intent")
         model = gateway.names.model(name)
+        if transcription:
+            # The realtime service transcribes with its own STT, so the model named only has to exist:
+            # the session runs on the mesh's default realtime model with responses turned off.
+            model = gateway.names.model("gpt-realtime")
         gateway.mesh.addresses("realtime", parse(model).provider)  # ModelNotFound without a realtime service
         await gateway.keys.check("realtime", authorization)
     except (VoiceMeshError, Refused) as exc:
@@ -55,7 +58,8 @@ async def realtime(gateway: Gateway, websocket: WebSocket) -> None:
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in protocols else None)
     metadata = (("authorization", authorization),) if authorization else ()
-    bridge = Bridge(gateway, websocket, model=model, name=name, beta=beta, metadata=metadata)
+    bridge = Bridge(gateway, websocket, model=model, name=name, beta=beta, metadata=metadata,
+                    transcription=transcription)
     await bridge.run()
 
 
@@ -77,7 +81,8 @@ async def _deny(websocket: WebSocket, exc: BaseException) -> None:
 class Bridge:
     """One Realtime session: client events in, Converse requests out, and back."""
 
-    def __init__(self, gateway: Gateway, websocket: WebSocket, *, model: str, name: str, beta: bool, metadata):
+    def __init__(self, gateway: Gateway, websocket: WebSocket, *, model: str, name: str, beta: bool, metadata,
+                 transcription: bool = False):
         self.gateway, self.websocket = gateway, websocket
         self.model, self.name, self.beta, self.metadata = model, name, beta, metadata
         self.events = ev.ServerEvents(beta=beta)
@@ -91,6 +96,10 @@ class Bridge:
         self.call = None
         self.updates_pending = 0
         self.closed = asyncio.Event()
+        self.transcription = transcription
+        if transcription:  # a transcription session: server VAD commits turns, nothing answers them
+            self.config.turn_detection.create_response = False
+            self.view["turn_detection"]["create_response"] = False
 
     async def send(self, event: dict) -> None:
         await self.websocket.send_text(json.dumps(event))
@@ -103,6 +112,10 @@ class Bridge:
                     "input_audio_format": "pcm16", "output_audio_format": "pcm16",
                     "turn_detection": view["turn_detection"], "tools": view["tools"]}
         audio_format = {"type": "audio/pcm", "rate": ev.RATE_HZ}
+        if self.transcription:
+            return {"type": "transcription", "object": "realtime.transcription_session", "id": view["id"],
+                    "audio": {"input": {"format": audio_format, "turn_detection": view["turn_detection"],
+                                        "transcription": {"model": self.name}}}}
         return {"type": "realtime", "object": "realtime.session", "id": view["id"], "model": self.name,
                 "output_modalities": ["text"] if view["modalities"] == ["text"] else ["audio"],
                 "instructions": view["instructions"], "tools": view["tools"],
@@ -182,7 +195,7 @@ class Bridge:
 
     async def _handle(self, event: dict) -> None:
         kind = event["type"]
-        if kind == "session.update":
+        if kind in ("session.update", "transcription_session.update"):
             await self._session_update(event.get("session"))
         elif kind == "input_audio_buffer.append":
             for chunk in ev.audio_chunks(event):
@@ -204,6 +217,8 @@ class Bridge:
                 raise InvalidInput("conversation.item.truncate needs item_id and audio_end_ms", reason="item_id")
             self._forward(R(item_truncate=realtime_pb2.ItemTruncate(item_id=event["item_id"],
                                                                     audio_end_ms=event["audio_end_ms"])))
+        elif kind == "response.create" and self.transcription:
+            raise InvalidInput("a transcription session makes no responses", reason="type")
         elif kind == "response.create":
             response = event.get("response") if isinstance(event.get("response"), dict) else {}
             modalities = response.get("output_modalities") or response.get("modalities") or []
@@ -221,6 +236,8 @@ class Bridge:
         if vad_off and self.call is not None:
             raise InvalidInput("server VAD cannot be turned off once audio or a response has started; send "
                                "turn_detection: null in the first session.update", reason="turn_detection")
+        if self.transcription and "turn_detection" in fields:
+            fields["turn_detection"].create_response = False
         update = realtime_pb2.RealtimeSessionConfig(**fields)
         self._remember(session, fields, vad_off)
         if self.call is None:
