@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 FILES = ["tests/gateway/test_openai_sdk.py", "tests/gateway/test_livekit_openai.py",
-         "tests/gateway/test_openai_node.py"]
+         "tests/gateway/test_openai_node.py", "tests/gateway/test_realtime_gateway.py"]
 CLIENTS = ["openai (Python)", "openai (npm)", "livekit-plugins-openai", "pipecat-ai"]
 # operation -> client -> test names (prefixes of the test function names, parameters included)
 CELLS: dict[str, dict[str, list[str]]] = {
@@ -46,7 +46,12 @@ CELLS: dict[str, dict[str, list[str]]] = {
                             "test_bad_format_is_a_400_naming_the_param",
                             "test_a_failure_after_the_first_token_is_a_json_error"],
         "openai (npm)": ["test_openai_npm_sdk"]},
-    "realtime (/v1/realtime)": {},
+    "realtime: a spoken turn": {"openai (Python)": ["test_a_spoken_question_gets_a_spoken_answer"],
+                                "livekit-plugins-openai": ["test_realtime_model_one_spoken_turn"]},
+    "realtime: truncate, cancel, error events": {"openai (Python)": ["test_truncate_and_cancel_mid_reply"]},
+    "realtime: beta names, browser key subprotocol": {
+        "openai (Python)": ["test_beta_names_and_the_browser_key_subprotocol"]},
+    "realtime transcription (intent=transcription)": {"livekit-plugins-openai": ["test_realtime_stt_stream"]},
 }
 
 

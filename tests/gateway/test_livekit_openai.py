@@ -99,3 +99,30 @@ async def _stream_finals(stt, audio: bytes, finals: list, lk_stt) -> None:
         await stream.aclose()
     finally:
         await stt.aclose()
+
+
+async def test_realtime_model_one_spoken_turn(realtime_gateway):
+    import asyncio
+
+    from livekit.agents.utils import http_context
+
+    audio = speak("What is the capital of France?", 24000) + bytes(24000 * 2 * 2)
+    async with http_context.open():
+        model = lk_openai.realtime.RealtimeModel(base_url=realtime_gateway, api_key="unused")  # gpt-realtime
+        session = model.session()
+        generations: asyncio.Queue = asyncio.Queue()
+        session.on("generation_created", generations.put_nowait)
+        try:
+            for i in range(0, len(audio), 4800):
+                session.push_audio(frame_of(audio[i:i + 4800], 24000))
+            generation = await asyncio.wait_for(generations.get(), 120)
+            samples, text = 0, ""
+            async for message in generation.message_stream:
+                async for frame in message.audio_stream:
+                    samples += frame.samples_per_channel
+                async for piece in message.text_stream:
+                    text += str(piece)
+        finally:
+            await session.aclose()
+            await model.aclose()
+    assert samples / 24000 > 0.5 and text.strip(), (samples, text)

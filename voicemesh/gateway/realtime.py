@@ -222,6 +222,7 @@ class Bridge:
         elif kind == "response.create":
             response = event.get("response") if isinstance(event.get("response"), dict) else {}
             modalities = response.get("output_modalities") or response.get("modalities") or []
+            self.events.metadata.append(response.get("metadata"))
             self._forward(R(response_create=realtime_pb2.ResponseCreate(modalities=modalities)))
         elif kind == "response.cancel":
             self._forward(R(response_cancel=realtime_pb2.ResponseCancel()))

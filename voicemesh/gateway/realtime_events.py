@@ -140,6 +140,7 @@ class ServerEvents:
         self.announced: set[str] = set()  # input items whose "created" went out
         self.last_item = None
         self.responses: dict[str, dict] = {}
+        self.metadata: list = []  # of response.create events not yet answered, echoed in response.created
 
     def event(self, kind: str, **fields) -> dict:
         return {"type": kind, "event_id": new_id("event"), **fields}
@@ -190,7 +191,8 @@ class ServerEvents:
     def _created(self, value: realtime_pb2.ResponseCreated) -> list[dict]:
         state = {"id": value.response_id, "item_id": value.item_id, "transcript": "", "text": "", "audio": False}
         self.responses[value.response_id] = state
-        response = {"id": value.response_id, "object": "realtime.response", "status": "in_progress", "output": []}
+        response = {"id": value.response_id, "object": "realtime.response", "status": "in_progress", "output": [],
+                    "metadata": self.metadata.pop(0) if self.metadata else None}
         item = {"id": value.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
                 "status": "in_progress", "content": []}
         return [self.event("response.created", response=response),

@@ -1,6 +1,6 @@
 """OpenAI-compatible HTTP gateway: /v1/models, /v1/chat/completions (streaming,
 tools), /v1/audio/transcriptions and /v1/audio/speech (any common audio format in and
-out, via PyAV), forwarded to the mesh's
+out, via PyAV) and the /v1/realtime WebSocket, forwarded to the mesh's
 model services by model descriptor, with the caller's API key passed through
 (so the services' keys, metering and quotas apply)."""
 
