@@ -48,7 +48,8 @@ CELLS: dict[str, dict[str, list[str]]] = {
         "openai (npm)": ["test_openai_npm_sdk"]},
     "realtime: a spoken turn": {"openai (Python)": ["test_a_spoken_question_gets_a_spoken_answer"],
                                 "livekit-plugins-openai": ["test_realtime_model_one_spoken_turn"]},
-    "realtime: truncate, cancel, error events": {"openai (Python)": ["test_truncate_and_cancel_mid_reply"]},
+    "realtime: truncate, cancel, error events": {"openai (Python)": [
+        "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event"]},
     "realtime: beta names, browser key subprotocol": {
         "openai (Python)": ["test_beta_names_and_the_browser_key_subprotocol"]},
     "realtime transcription (intent=transcription)": {"livekit-plugins-openai": ["test_realtime_stt_stream"]},

@@ -13,6 +13,7 @@ from tests.speech import speak
 
 RATE = 24000
 CHUNK = RATE * 2 // 10  # 100 ms
+pytestmark = pytest.mark.timeout(240)  # recv() blocks: a missing event fails the test, not the run
 
 
 def events_until(connection, done, timeout_s: float = 120.0) -> list:
@@ -107,3 +108,17 @@ def test_beta_names_and_the_browser_key_subprotocol(realtime_gateway):
     assert "conversation.item.created" in kinds and "response.text.done" in kinds, kinds
     assert not any(k.startswith(("response.output_text", "response.output_audio")) for k in kinds), kinds
     assert text.strip()
+
+
+def test_cancel_with_no_response_is_an_error_event_and_the_session_goes_on(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.response.cancel()
+        error = events_until(connection, lambda e: e.type == "error")[-1]
+        connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Say hello."}]})
+        connection.response.create()
+        done = events_until(connection, lambda e: e.type == "response.done")[-1]
+    assert error.error.message
+    assert done.response.status == "completed"

@@ -225,7 +225,10 @@ class Bridge:
             self.events.metadata.append(response.get("metadata"))
             self._forward(R(response_create=realtime_pb2.ResponseCreate(modalities=modalities)))
         elif kind == "response.cancel":
-            self._forward(R(response_cancel=realtime_pb2.ResponseCancel()))
+            self._forward(R(response_cancel=realtime_pb2.ResponseCancel()))  # one may be starting
+            if not self.events.responses:  # as OpenAI: an error event, and the session goes on
+                await self.send(ev.error_event("Cancellation failed: no active response found",
+                                               "response_cancel_not_active", None, event.get("event_id")))
         elif kind == "conversation.item.delete":
             raise InvalidInput("conversation.item.delete is not supported by the mesh's realtime service",
                                reason="type")
