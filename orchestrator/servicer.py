@@ -53,12 +53,15 @@ class AgentServicer:
     async def Describe(self, request: agent_pb2.AgentServiceDescribeRequest,
                        context: grpc.aio.ServicerContext) -> agent_pb2.AgentServiceDescribeResponse:
         """The models of every model service the mesh names that answers within a short timeout."""
+        # The caller's key goes along: with auth on, the services answer only a key they accept.
+        metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k == "authorization")
         calls = []
         for modality, table in self.clients.mesh.routes.items():
             if modality in _DESCRIBE:
                 for address in {a for addresses in table.values() for a in addresses}:
                     stub = self.clients.stub(modality, address)
-                    calls.append(stub.Describe(_DESCRIBE[modality](), timeout=self.describe_timeout_s))
+                    calls.append(stub.Describe(_DESCRIBE[modality](), timeout=self.describe_timeout_s,
+                                               metadata=metadata))
         answers = await asyncio.gather(*calls, return_exceptions=True)
         models, seen = [], set()
         for answer in answers:

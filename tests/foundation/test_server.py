@@ -226,3 +226,20 @@ def test_a_service_stops_when_the_process_that_started_it_is_killed(tmp_path):
                 os.kill(child, signal.SIGKILL)  # a child this test failed to see stop does not outlive it
     log = (tmp_path / "tts.log").read_text()
     assert "is gone: stopping" in log and "tts service stopped" in log
+
+
+def test_reflection_v1_answers_beside_v1alpha(service_process):
+    """grpcurl asks grpc.reflection.v1 first; its messages are v1alpha's on the wire."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    proc = service_process("tts")
+    with grpc.insecure_channel(proc.address) as channel:
+        info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="voicemesh.v1.TtsService")]
+        listed, found = list(info(iter(requests), timeout=30))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"voicemesh.v1.TtsService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+    assert found.file_descriptor_response.file_descriptor_proto

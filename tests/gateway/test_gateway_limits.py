@@ -352,3 +352,14 @@ def test_connections_over_the_cap_get_a_json_503(mesh):
             sock.close()
     time.sleep(0.5)
     assert httpx.get(base + "/nowhere", timeout=10).status_code == 404  # served again once they are gone
+
+
+@pytest.mark.parametrize("authorization", [None, WRONG_KEY])
+def test_key_errors_are_openais_and_name_the_authorization_header(mesh, authorization):
+    base, _proc, _key = mesh
+    headers = {"authorization": authorization} if authorization else {}
+    response = httpx.post(base + "/chat/completions", headers=headers, timeout=30,
+                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    error = assert_openai_error(response.status_code, response.content, 401, "Authorization")
+    assert error["code"] == "invalid_api_key" and error["type"] == "authentication_error"
+    assert "metadata" not in error["message"]

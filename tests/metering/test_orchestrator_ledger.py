@@ -128,3 +128,15 @@ async def test_kill_9_of_the_orchestrator_mid_session_loses_no_completed_turn(me
     assert Counter(units(r.service, r) for r in new) == Counter(units(r.service, r.usage) for r in session.of("usage"))
     assert len(store.usage(key_id=record.id)) == len(settled) + len(new)
     store.close()
+
+
+async def test_describe_forwards_the_callers_key_to_the_services(mesh):
+    from voicemesh.v1 import agent_pb2, agent_pb2_grpc
+
+    _, key = keys.create_key(open_store(mesh.url), "describe")
+    orchestrator = mesh.orchestrator()
+    async with grpc.aio.insecure_channel(orchestrator.address) as channel:
+        answer = await agent_pb2_grpc.AgentServiceStub(channel).Describe(agent_pb2.AgentServiceDescribeRequest(),
+                                                                         metadata=bearer(key), timeout=30)
+    found = {m.descriptor for m in answer.description.models}
+    assert {"llama.cpp/smollm2-135m-instruct", "piper/en_US-joe-medium"} <= found, found

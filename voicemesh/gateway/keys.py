@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from voicemesh.gateway import openai_format as fmt
+from voicemesh.gateway.errors import exception_error
 from voicemesh.gateway.limits import Refused
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.clients import MeshClients
@@ -49,7 +49,7 @@ class KeyCheck:
             return  # the route itself answers that the mesh has no such service
         if not all(" " <= c <= "~" for c in authorization):  # gRPC metadata takes printable ASCII only
             raise Refused(401, "malformed Authorization header: send 'Authorization: Bearer <key>'",
-                          "authentication_error", "unauthenticated")
+                          "authentication_error", "invalid_api_key")
         entry = (modality, hashlib.sha256(authorization.encode()).hexdigest())
         now = time.monotonic()
         if self._accepted.get(entry, 0.0) > now:
@@ -67,8 +67,9 @@ class KeyCheck:
                                                                         metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    status, kind = fmt.http_error(exc.code())
-                    raise Refused(status, exc.details() or exc.code().name, kind, exc.code().name.lower()) from None
+                    status, body, headers = exception_error(exc)
+                    raise Refused(status, body["error"]["message"], body["error"]["type"], body["error"]["code"],
+                                  headers) from None
                 log.warning("%s service at %s could not check a key: %s", modality, address, exc.details())
                 failure = exc.details() or exc.code().name
                 continue

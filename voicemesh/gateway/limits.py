@@ -34,14 +34,16 @@ MAX_JSON_DEPTH = 64
 class Refused(Exception):
     """A request the gateway itself refuses: an HTTP status and the OpenAI error fields."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
         # Connection: close, as the client may still be sending a body nobody will read.
         return JSONResponse(error_body(self.message, self.kind, self.code), status_code=self.status,
-                            headers={"connection": "close"})
+                            headers={**self.headers, "connection": "close"})
 
 
 def too_large(limit: int, size: int | None = None) -> Refused:

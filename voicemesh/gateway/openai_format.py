@@ -216,3 +216,8 @@ def usage_json(done: llm_pb2.ChatDone) -> dict:
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
+
+
+def sse(data: dict) -> str:
+    """One server-sent event carrying ``data`` as JSON."""
+    return f"data: {json.dumps(data)}\n\n"

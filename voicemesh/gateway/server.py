@@ -1,5 +1,6 @@
 """OpenAI-compatible HTTP gateway: /v1/models, /v1/chat/completions (streaming,
-tools), /v1/audio/transcriptions and /v1/audio/speech, forwarded to the mesh's
+tools), /v1/audio/transcriptions and /v1/audio/speech (any common audio format in and
+out, via PyAV) and the /v1/realtime WebSocket, forwarded to the mesh's
 model services by model descriptor, with the caller's API key passed through
 (so the services' keys, metering and quotas apply)."""
 
@@ -33,6 +34,8 @@ class Settings:
     keep_alive_s: float = setting(5.0, "seconds an idle keep-alive connection stays open")
     max_connections: int = setting(512, "most connections open at once (503 beyond); keep it under the open-file "
                                    "limit (ulimit -n), which also covers gRPC channels and upload spool files")
+    cors_origins: str = setting("", "origins a browser app may call the gateway from, comma-separated "
+                                "(https://app.example.com; * for any); none by default")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = setting("text", "log format", choices=("text", "json"))
 
@@ -41,6 +44,7 @@ def run(settings: Settings) -> int:
     """Serve the gateway until SIGTERM/SIGINT."""
     require_module("uvicorn", "gateway")
     require_module("multipart", "gateway")
+    require_module("av", "gateway")
     import uvicorn
 
     from voicemesh.gateway.app import Gateway
@@ -49,7 +53,8 @@ def run(settings: Settings) -> int:
     logs.setup(settings.log_level, settings.log_format, "gateway")
     mesh = MeshConfig.load(settings.mesh or None)
     app = Gateway(mesh, timeout_s=settings.timeout_s, max_body_bytes=settings.max_body_bytes,
-                  max_audio_s=settings.max_audio_s, body_timeout_s=settings.body_timeout_s).app()
+                  max_audio_s=settings.max_audio_s, body_timeout_s=settings.body_timeout_s,
+                  cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())).app()
     log.info("gateway on http://%s:%d/v1 for mesh %s", settings.host, settings.port, mesh.routes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 log_config=None, http=guarded_protocol(header_timeout_s=settings.header_timeout_s,

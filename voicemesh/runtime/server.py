@@ -19,7 +19,8 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from voicemesh import tls
 from voicemesh.errors import VoiceMeshError
@@ -123,6 +124,20 @@ async def serve(service: ServiceDefinition, settings: ServerSettings) -> int:
             await guard.close()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _add_reflection(server: grpc.aio.Server, names: tuple[str, ...]) -> None:
+    """Server reflection v1alpha and v1 (grpcurl and Postman ask for v1 first). grpcio-reflection ships
+    only v1alpha; v1's messages are the same on the wire, so one servicer answers both."""
+    servicer = reflection_aio.ReflectionServicer((*names, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
+
+
 async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: auth.Guard | None) -> int:
     gate = Gate.from_settings(settings, service.name)
     interceptor = ServiceInterceptor(service.name, guard, Limits.from_settings(settings), gate)
@@ -130,10 +145,7 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     service.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (*service.full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    _add_reflection(server, (*service.full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     for name in ("", *service.full_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 

@@ -1,0 +1,124 @@
+"""/v1/realtime: the openai SDK's realtime client, with its defaults, over the mesh's local cascade."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.speech import speak
+
+RATE = 24000
+CHUNK = RATE * 2 // 10  # 100 ms
+pytestmark = pytest.mark.timeout(240)  # recv() blocks: a missing event fails the test, not the run
+
+
+def events_until(connection, done, timeout_s: float = 120.0) -> list:
+    """Server events until ``done(event)`` holds (inclusive)."""
+    events, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        event = connection.recv()
+        events.append(event)
+        if done(event):
+            return events
+    raise AssertionError(f"no final event in {timeout_s} s: {[e.type for e in events]}")
+
+
+def test_a_spoken_question_gets_a_spoken_answer(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.session.update(session={"type": "realtime", "instructions": "Answer in one short sentence."})
+        assert connection.recv().type == "session.updated"
+        audio = speak("What is the capital of France?", RATE) + bytes(RATE * 2 * 2)  # then 2 s of silence
+        for i in range(0, len(audio), CHUNK):
+            connection.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + CHUNK]).decode())
+        events = events_until(connection, lambda e: e.type == "response.done")
+    kinds = [e.type for e in events]
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                 "input_audio_buffer.committed", "conversation.item.added", "response.created",
+                 "response.output_item.added", "response.output_audio.delta", "response.output_audio_transcript.done",
+                 "response.output_item.done"):
+        assert kind in kinds, (kind, kinds)
+    heard = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
+    assert "capital" in heard.transcript.lower() and "france" in heard.transcript.lower(), heard.transcript
+    spoken = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
+    assert len(spoken) / 2 / RATE > 0.5
+    done = events[-1].response
+    assert done.status == "completed" and done.usage.output_tokens > 0
+    response_id = next(e for e in events if e.type == "response.created").response.id
+    assert all(e.response_id == response_id for e in events if e.type == "response.output_audio.delta")
+
+
+def test_truncate_and_cancel_mid_reply(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Tell me a long story about a dog."}]})
+        connection.response.create()
+        first = events_until(connection, lambda e: e.type == "response.output_audio.delta")
+        item_id = first[-1].item_id
+        connection.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=100)
+        connection.response.cancel()
+        events = events_until(connection, lambda e: e.type == "response.done")
+        truncated = [e for e in first + events if e.type == "conversation.item.truncated"]
+        if not truncated:
+            truncated = [e for e in events_until(connection, lambda e: e.type == "conversation.item.truncated")
+                         if e.type == "conversation.item.truncated"]
+        # an event the mesh cannot take answers an error event and leaves the session open
+        connection.send({"type": "no.such.event"})
+        error = events_until(connection, lambda e: e.type == "error")[-1]
+    assert events[-1].response.status == "cancelled"
+    assert truncated[0].item_id == item_id and truncated[0].audio_end_ms == 100
+    assert error.error.code == "invalid_value" and "no.such.event" in error.error.message
+
+
+def test_an_unknown_model_is_refused_before_the_upgrade(realtime_gateway):
+    with pytest.raises(Exception) as caught:
+        with openai.OpenAI(base_url=realtime_gateway, api_key="unused").realtime.connect(model="gpt-9") as c:
+            c.recv()
+    assert "404" in str(caught.value)
+    response = httpx.get(realtime_gateway + "/realtime", timeout=30)  # a plain GET is not a WebSocket
+    assert response.status_code in (400, 404, 426)
+
+
+def test_beta_names_and_the_browser_key_subprotocol(realtime_gateway):
+    import json
+
+    from websockets.sync.client import connect
+
+    url = realtime_gateway.replace("http://", "ws://") + "/realtime?model=gpt-4o-realtime-preview"
+    with connect(url, subprotocols=["realtime", "openai-insecure-api-key.unused", "openai-beta.realtime-v1"],
+                 open_timeout=30) as socket:
+        assert socket.subprotocol == "realtime"
+        created = json.loads(socket.recv(30))
+        assert created["type"] == "session.created" and created["session"]["input_audio_format"] == "pcm16"
+        socket.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}}))
+        socket.send(json.dumps({"type": "response.create", "response": {"modalities": ["text"]}}))
+        kinds, text = [], ""
+        while not kinds or kinds[-1] != "response.done":
+            event = json.loads(socket.recv(120))
+            kinds.append(event["type"])
+            text += event.get("delta", "") if event["type"] == "response.text.delta" else ""
+    assert "conversation.item.created" in kinds and "response.text.done" in kinds, kinds
+    assert not any(k.startswith(("response.output_text", "response.output_audio")) for k in kinds), kinds
+    assert text.strip()
+
+
+def test_cancel_with_no_response_is_an_error_event_and_the_session_goes_on(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.response.cancel()
+        error = events_until(connection, lambda e: e.type == "error")[-1]
+        connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Say hello."}]})
+        connection.response.create()
+        done = events_until(connection, lambda e: e.type == "response.done")[-1]
+    assert error.error.message
+    assert done.response.status == "completed"
