@@ -90,11 +90,9 @@ def test_audio_beyond_twice_real_time_is_dropped_and_counted():
 
 
 async def test_a_generation_cancelled_while_it_waits_for_a_slot_gives_up_its_place():
-    from types import SimpleNamespace
-
     from voicemesh.backend import RemoteOptions
     from voicemesh.runtime import admission as runtime_admission
-    from voicemesh.services.llm.backend import CancelToken, LlmBackend
+    from voicemesh.services.llm.backend import CancelToken, LlmBackend, LlmSettings
 
     class Waiting(LlmBackend):
         provider = "test"
@@ -102,7 +100,7 @@ async def test_a_generation_cancelled_while_it_waits_for_a_slot_gives_up_its_pla
         async def generate(self, request, *, session, cancel):  # only slot() is exercised here
             raise NotImplementedError
 
-    backend = Waiting(model="m", options=RemoteOptions(), settings=SimpleNamespace(max_generations=1))
+    backend = Waiting(model="m", options=RemoteOptions(), settings=LlmSettings(max_generations=1))
     held = backend.admission.acquire("a")
     runtime_admission.owner.set("b")  # as the runtime binds the caller's key
     token = CancelToken()
