@@ -98,6 +98,7 @@ async def test_frames_follow_the_agent_audio_on_one_timeline(avatar_mesh):
     assert any(u.service == "avatar" and u.usage.video_seconds_out > 0 for u in s.of("usage"))
 
 
+@pytest.mark.flaky(reruns=2)  # "within 3 frame intervals" is measured on a wall clock shared with other processes
 async def test_barge_in_clears_the_avatar_at_once(avatar_mesh):
     async with AgentClient(avatar_mesh.address, session_config(avatar=AVATAR)) as s:
         s.send(say=agent_pb2.Say(text=STORY))
@@ -112,8 +113,12 @@ async def test_barge_in_clears_the_avatar_at_once(avatar_mesh):
         await asyncio.sleep(1.0)  # frames that would still show the reply
         heard = len(s.agent_audio(1)) // 2
         later = [e for e in s.events if e.kind == "agent_video" and e.at > idle.at]
-    print(f"first idle frame {1000 * (idle.at - asked):.0f} ms after the interrupt")
-    assert idle.at - asked <= 0.5
+    shown_after = [e for e in s.events if e.kind == "agent_video" and e.at > asked and e.event.audio_offset_samples >= 0]
+    print(f"first idle frame {1000 * (idle.at - asked):.0f} ms after the interrupt; "
+          f"{len(shown_after)} speech frames after it")
+    # Without a Clear the avatar would show the audio it already had (the playout's lead and its own buffer).
+    assert idle.at - asked <= 3 / FPS
+    assert len(shown_after) <= 1
     assert later and all(e.event.audio_offset_samples < 0 for e in later), "speech frames after the clear"
     # What was shown is what was heard: no frame shows audio the client never got.
     assert max(f.audio_offset_samples for f in speech_frames(s)) < heard
