@@ -176,3 +176,42 @@ async def test_an_unknown_avatar_stops_the_video_not_the_session(avatar_mesh):
     assert stopped.event.code in ("INVALID_ARGUMENT", "NOT_FOUND") and "nobody" in stopped.event.message
     assert s.of("agent_audio", 1)
 
+
+
+async def test_a_realtime_session_drives_the_avatar_switched_on_mid_session(mesh, tmp_path):
+    from tests.speech import silence, speak
+
+    avatar = ServiceProcess("avatar", args=["--metrics-port", "-1"], log_path=tmp_path / "avatar.log").start()
+    realtime = ServiceProcess("realtime", args=["--metrics-port", "-1", "--max-response-tokens", "40"],
+                              log_path=tmp_path / "realtime.log").start()
+    orchestrator = None
+    try:
+        avatar.wait_serving()
+        realtime.wait_serving()
+        path = tmp_path / "mesh.json"
+        mesh.config(avatar={"*": [avatar.address]}, realtime={"*": [realtime.address]}).write(path)
+        orchestrator = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(path)],
+                                      log_path=tmp_path / "orchestrator.log").start().wait_serving()
+        config = agent_pb2.SessionConfig(
+            instructions="You are a helpful assistant. Answer in one short sentence.",
+            realtime=agent_pb2.ModelChoice(candidates=[agent_pb2.ModelSpec(descriptor="voicemesh/cascade")]),
+            input_sample_rate_hz=RATE, output_sample_rate_hz=RATE)
+        async with AgentClient(orchestrator.address, config) as s:
+            s.start_audio()
+            s.send(update_models=agent_pb2.UpdateModels(avatar=AVATAR))
+            s.say(speak("What is the capital of France?") + silence(0.3))
+            await s.turn_done(1, timeout=120)
+            s.close()
+            await s.ended(30)
+        heard = len(s.agent_audio(1)) // 2
+        frames = speech_frames(s)
+        offsets = [f.audio_offset_samples for f in frames]
+        print(f"realtime turn: {heard / RATE:.2f} s of audio, {len(frames)} speech frames")
+        assert heard > RATE // 2 and {f.turn_id for f in frames} == {1}
+        assert offsets == sorted(offsets) and offsets[0] == 0 and offsets[-1] < heard <= offsets[-1] + STEP
+        assert not s.of("avatar_stopped")
+    finally:
+        if orchestrator is not None:
+            orchestrator.stop()
+        realtime.stop()
+        avatar.stop()
