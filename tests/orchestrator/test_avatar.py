@@ -95,6 +95,22 @@ async def test_frames_follow_the_agent_audio_on_one_timeline(avatar_mesh):
     # Every sample the client heard is shown, and no frame shows audio it did not get.
     assert offsets[-1] < sent <= offsets[-1] + STEP, (offsets[-1], sent)
     assert max(f.frame.mouth_open for f in frames) > 0.2
+    # In sync on the wall clock too: a frame comes soon after the audio it shows went out (paced, not bunched).
+    starts, ends = [], 0
+    for e in s.events:
+        if e.kind == "agent_audio":
+            starts.append((ends, e.at))
+            ends += len(e.event.audio) // 2
+
+    def heard_at(offset: int) -> float:  # when the client got the sample at ``offset``, at real time within a chunk
+        start, at = next((start, at) for start, at in reversed(starts) if start <= offset)
+        return at + (offset - start) / RATE
+
+    lags = sorted(e.at - heard_at(e.event.audio_offset_samples)
+                  for e in s.events if e.kind == "agent_video" and e.event.audio_offset_samples >= 0)
+    print(f"frame after its audio sample: median {1000 * lags[len(lags) // 2]:.0f} ms, "
+          f"min {1000 * lags[0]:.0f} ms, max {1000 * lags[-1]:.0f} ms")
+    assert lags[len(lags) // 2] <= 0.2, lags
     assert any(u.service == "avatar" and u.usage.video_seconds_out > 0 for u in s.of("usage"))
 
 
