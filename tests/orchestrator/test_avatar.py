@@ -63,7 +63,8 @@ async def test_talk_writes_the_spoken_answer_as_an_mp4_with_matching_audio_and_v
     out = tmp_path / "answer.mp4"
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "voicemesh.cli", "talk", "--in", str(question_path()), "--out", str(out),
-                         "--address", avatar_mesh.address, "--no-start", "--avatar", "local/ada", "--avatar-size", "128"],
+                         "--address", avatar_mesh.address, "--no-start", "--avatar", "local/ada",
+                         "--avatar-size", "128"],
         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "avatar stopped" not in result.stdout
@@ -129,7 +130,8 @@ async def test_barge_in_clears_the_avatar_at_once(avatar_mesh):
         await asyncio.sleep(1.0)  # frames that would still show the reply
         heard = len(s.agent_audio(1)) // 2
         later = [e for e in s.events if e.kind == "agent_video" and e.at > idle.at]
-    shown_after = [e for e in s.events if e.kind == "agent_video" and e.at > asked and e.event.audio_offset_samples >= 0]
+    shown_after = [e for e in s.events
+                   if e.kind == "agent_video" and e.at > asked and e.event.audio_offset_samples >= 0]
     print(f"first idle frame {1000 * (idle.at - asked):.0f} ms after the interrupt; "
           f"{len(shown_after)} speech frames after it")
     # Without a Clear the avatar would show the audio it already had (the playout's lead and its own buffer).

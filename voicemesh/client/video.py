@@ -1,4 +1,4 @@
-"""The agent's spoken answer as an MP4: its audio and its avatar's frames muxed by PyAV (``voicemesh talk --out x.mp4``).
+"""The agent's spoken answer as an MP4: its audio and its avatar's frames muxed by PyAV (``talk --out x.mp4``).
 
 Frames come as AgentVideo events in raw I420, each placed by the agent-audio
 sample it shows (``audio_offset``), so the video lines up with the audio as
