@@ -22,9 +22,9 @@ from voicemesh.orchestrator.avatar import AvatarLane, avatar_spec
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter, TurnTiming
-from voicemesh.orchestrator.inbox import (AvatarEnded, ClientEnded, ClientMessage, Event, RealtimeEnded, RealtimeEvent,
-                                          RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded, SttEvent, SttFailed,
-                                          TimerFired, TurnVerdict, VoiceHeard)
+from voicemesh.orchestrator.inbox import (AvatarEnded, ClientEnded, ClientMessage, Event, RealtimeEnded,
+                                          RealtimeEvent, RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded,
+                                          SttEvent, SttFailed, TimerFired, TurnVerdict, VoiceHeard)
 from voicemesh.orchestrator.mode import Mode
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.pipeline import PipelineMode
