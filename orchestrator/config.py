@@ -14,6 +14,7 @@ from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
 from voicemesh.mesh import MeshConfig
+from voicemesh.orchestrator.avatar import AvatarSpec, avatar_spec
 from voicemesh.orchestrator.fallback import Candidate
 from voicemesh.services.llm.backend import Tool as LlmTool
 from voicemesh.services.llm.backend import ToolChoice
@@ -57,6 +58,7 @@ class SessionSpec:
     tools: list[Tool] = field(default_factory=list)
     tool_choice: ToolChoice = field(default_factory=ToolChoice)  # of the first generation of a turn
     realtime: list[Candidate] = field(default_factory=list)  # set: the session starts on a realtime model
+    avatar: AvatarSpec | None = None  # the agent's face, rendered from its audio
 
 
 def _rate(value: int, name: str) -> int:
@@ -151,4 +153,5 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
         first_result_ms=_ms(config.first_result_timeout_ms, DEFAULT_FIRST_RESULT_MS, "first_result_timeout_ms"),
         tools=tools,
         tool_choice=tool_choice,
+        avatar=avatar_spec(config.avatar, mesh),
     )

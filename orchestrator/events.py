@@ -70,6 +70,9 @@ class Emitter:
 
     def __init__(self, outbox: Outbox):
         self.outbox = outbox
+        # The session's avatar (``avatar.AvatarLane``): it sees the agent's audio as it goes to the client,
+        # each barge-in and each turn's end, so its video shows what the client heard.
+        self.tap = None
 
     def _put(self, on_sent: Callable[[], None] | None = None, **event) -> None:
         self.outbox.put(A.SessionResponse(**event), on_sent=on_sent)
@@ -91,11 +94,27 @@ class Emitter:
 
     def agent_audio(self, turn_id: int, pcm: bytes, rate: int, on_sent: Callable[[], None]) -> None:
         """Audio of a turn; ``on_sent`` runs when it goes to the client (what it has played counts from then)."""
-        self._put(on_sent, agent_audio=A.AgentAudio(turn_id=turn_id, audio=pcm, sample_rate_hz=rate))
+        tap = self.tap
+        if tap is not None:
+            tap.queued()
+
+            def sent() -> None:
+                on_sent()
+                tap.sent(turn_id, pcm)
+        self._put(on_sent if tap is None else sent,
+                  agent_audio=A.AgentAudio(turn_id=turn_id, audio=pcm, sample_rate_hz=rate))
 
     def drop_audio(self, turn_id: int) -> None:
         """Audio of ``turn_id`` not yet sent is not sent (the turn was interrupted)."""
-        self.outbox.drop_audio(turn_id)
+        dropped = self.outbox.drop_audio(turn_id)
+        if self.tap is not None:
+            self.tap.clear(turn_id, dropped)
+
+    def agent_video(self, turn_id: int, offset: int, frame) -> None:
+        self._put(agent_video=A.AgentVideo(turn_id=turn_id, audio_offset_samples=offset, frame=frame))
+
+    def avatar_stopped(self, avatar: str, code: str, message: str) -> None:
+        self._put(avatar_stopped=A.AvatarStopped(avatar=avatar, code=code, message=message))
 
     def tool_call(self, call: llm_pb2.ToolCall) -> None:
         self._put(tool_call=call)
@@ -108,4 +127,6 @@ class Emitter:
         self._put(metrics=turn_metrics(turn_id, timing, times, models=models, fallbacks=fallbacks))
 
     def turn_done(self, turn_id: int, text: str, *, interrupted: bool) -> None:
-        self._put(turn_done=A.AgentTurnDone(turn_id=turn_id, text=text, interrupted=interrupted))
+        tap = self.tap
+        self._put(None if tap is None else lambda: tap.reply_end(turn_id),
+                  turn_done=A.AgentTurnDone(turn_id=turn_id, text=text, interrupted=interrupted))

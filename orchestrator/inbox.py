@@ -8,6 +8,7 @@ stream the session has replaced are recognised and only their usage counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -15,6 +16,9 @@ from voicemesh.orchestrator.lanes import RealtimeLane, SttLane
 from voicemesh.orchestrator.realtime_turn import RealtimeTurn
 from voicemesh.orchestrator.reply import Reply
 from voicemesh.v1 import agent_pb2, llm_pb2, realtime_pb2, stt_pb2
+
+if TYPE_CHECKING:
+    from voicemesh.orchestrator.avatar import AvatarStream
 
 
 @dataclass(frozen=True)
@@ -117,5 +121,14 @@ class RealtimeToolResults:
     outputs: list[str]
 
 
+@dataclass(frozen=True)
+class AvatarEnded:
+    """The session's avatar stream ended (``error``: it broke)."""
+
+    stream: AvatarStream
+    error: grpc.aio.AioRpcError | None
+
+
 Event = (ClientMessage | ClientEnded | TimerFired | VoiceHeard | SttEvent | SttEnded | SttFailed | TurnVerdict
-         | ReplyDone | RealtimeEvent | RealtimeEnded | RealtimePlayed | RealtimeToolResults)
+         | ReplyDone | RealtimeEvent | RealtimeEnded | RealtimePlayed | RealtimeToolResults
+         | AvatarEnded)

@@ -18,12 +18,13 @@ import logging
 
 from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.orchestrator import config as session_config
+from voicemesh.orchestrator.avatar import AvatarLane, avatar_spec
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter, TurnTiming
-from voicemesh.orchestrator.inbox import (ClientEnded, ClientMessage, Event, RealtimeEnded, RealtimeEvent,
-                                          RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded, SttEvent, SttFailed,
-                                          TimerFired, TurnVerdict, VoiceHeard)
+from voicemesh.orchestrator.inbox import (AvatarEnded, ClientEnded, ClientMessage, Event, RealtimeEnded,
+                                          RealtimeEvent, RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded,
+                                          SttEvent, SttFailed, TimerFired, TurnVerdict, VoiceHeard)
 from voicemesh.orchestrator.mode import Mode
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.pipeline import PipelineMode
@@ -75,6 +76,7 @@ class Session:
         self.pipeline = PipelineMode(self, turns, local_vad=local_vad)
         self.realtime = RealtimeMode(self)
         self.mode: Mode = self.pipeline
+        self.avatar = AvatarLane(self)  # the agent's face (avatar.py), fed through self.emit
 
     # What tests and logs look at: the pipeline's state.
     listener = property(lambda self: self.pipeline.listener)
@@ -95,6 +97,7 @@ class Session:
             else:
                 await self.pipeline.enter()
             self.emit.started(self.id)
+            self.avatar.open(self.spec.avatar)
             self.emit.state(A.AGENT_STATE_LISTENING, 0)
             self.spawn(self._main(), "main")
             while (message := await self.outbox.get()) is not None:
@@ -125,6 +128,7 @@ class Session:
         try:
             while not (self.closing and not self.mode.busy()):
                 await self._handle(await self.events.get())
+            await self.avatar.finish()  # the frames of the last audio
             self.outbox.end()
         except asyncio.CancelledError:
             raise
@@ -168,6 +172,8 @@ class Session:
                 await realtime.on_played(turn)
             case RealtimeToolResults(lane, turn, calls, outputs):
                 await realtime.on_tool_results(lane, turn, calls, outputs)
+            case AvatarEnded(stream, error):
+                self.avatar.on_ended(stream, error)
 
     async def _shutdown(self) -> None:
         for handle, _token in self._timers.values():
@@ -179,6 +185,7 @@ class Session:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.pipeline.cancel()
         self.realtime.cancel()
+        self.avatar.cancel()
         await self.chat.close()
 
     # -- timers ------------------------------------------------------------------------------
@@ -250,6 +257,7 @@ class Session:
         stt = session_config.candidates(update.stt, "stt", mesh) if update.stt.candidates else None
         llm = session_config.candidates(update.llm, "llm", mesh) if update.llm.candidates else None
         tts = session_config.candidates(update.tts, "tts", mesh, speech=True) if update.tts.candidates else None
+        avatar = avatar_spec(update.avatar, mesh) if update.HasField("avatar") else self.spec.avatar
         if realtime is not None and (stt or llm or tts):
             raise InvalidInput("UpdateModels: name realtime, or stt, llm and tts, not both")
         on_realtime = self.mode is self.realtime
@@ -264,6 +272,9 @@ class Session:
                 await self.mode.instructions(update.instructions)
         if realtime is not None:
             await self._use_realtime(realtime)
+        if update.HasField("avatar"):
+            self.spec.avatar = avatar
+            self.avatar.switch(avatar)
         if tts is not None:
             self.spec.tts, self.tts_targets = tts, self.clients.targets("tts", tts)
         if llm is not None:

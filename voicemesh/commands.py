@@ -192,8 +192,14 @@ def _add_talk(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--in", dest="input", type=Path, metavar="WAV",
                         help="16-bit PCM WAV with the user's speech (default: the shipped sample question)")
     source.add_argument("--text", help="ask by text instead of speech")
-    talk.add_argument("--out", type=Path, default=Path("answer.wav"), metavar="WAV",
-                      help="where to write the agent's audio (default answer.wav)")
+    talk.add_argument("--out", type=Path, default=Path("answer.wav"), metavar="WAV|MP4",
+                      help="where to write the agent's audio (default answer.wav); with --avatar, a name ending "
+                      "in .mp4 gets the audio and the avatar's video")
+    talk.add_argument("--avatar", default=None, metavar="DESCRIPTOR",
+                      help="show the agent with this avatar (for example local/ada); a local mesh this command "
+                      "starts runs the avatar service too")
+    talk.add_argument("--avatar-size", type=int, default=256, help="avatar frame width and height (default 256)")
+    talk.add_argument("--avatar-fps", type=int, default=25, help="avatar frames per second (default 25)")
     talk.add_argument("--address", default=DEFAULT_ADDRESS, help=f"orchestrator address (default {DEFAULT_ADDRESS})")
     _add_model_flags(talk)
     talk.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS, help="the agent's system prompt")
@@ -216,7 +222,7 @@ def _start_mesh_for_talk(args: argparse.Namespace) -> LocalMesh:
     if host not in LOOPBACK_HOSTS or args.no_start:
         raise RuntimeError(f"no VoiceMesh orchestrator answers at {args.address}; start one with `voicemesh up`")
     port = int(port_text)
-    span = 5 if args.realtime else 4
+    span = 6 if args.avatar else 5 if args.realtime else 4
     if not all(port_is_free("127.0.0.1", port + k) for k in range(span)):
         port = free_port_base()
     state_dir = (args.state_dir or default_state_dir() / "talk").expanduser()
@@ -300,20 +306,32 @@ def _talk(args: argparse.Namespace) -> int:
         _say("voicemesh talk: the agent sent no audio" +
              (f" (errors: {'; '.join(f'{e.code}: {e.message}' for e in result.errors)})" if result.errors else ""))
         return 1
-    write_wav(args.out, bytes(result.audio), result.sample_rate)
     seconds = len(result.audio) / 2 / result.sample_rate
+    if args.avatar and args.out.suffix.lower() == ".mp4":
+        from voicemesh.client.video import write_mp4
+
+        try:
+            write_mp4(args.out, bytes(result.audio), result.sample_rate, result.frames, args.avatar_fps)
+        except ValueError as exc:
+            _say(f"voicemesh talk: cannot write {args.out}: {exc}")
+            return 1
+        _say(f"voicemesh talk: wrote {args.out} ({seconds:.1f} s of agent audio and avatar video)")
+        return 0
+    write_wav(args.out, bytes(result.audio), result.sample_rate)
     _say(f"voicemesh talk: wrote {args.out} ({seconds:.1f} s of agent audio at {result.sample_rate} Hz)")
     return 0
 
 
 async def _converse(args: argparse.Namespace, address: str, pcm: bytes, rate: int):
-    from voicemesh.client.session import AgentSession
+    from voicemesh.client.session import AgentSession, Avatar
     from voicemesh.client.talk import Conversation, Printer
 
     session = AgentSession(stt=args.stt, llm=args.llm, tts=args.tts, instructions=args.instructions,
                            realtime="voicemesh/cascade" if args.realtime else None,
                            address=address, api_key=args.api_key, input_sample_rate=rate,
-                           first_result_timeout_ms=args.stall_timeout_ms)
+                           first_result_timeout_ms=args.stall_timeout_ms,
+                           avatar=Avatar(args.avatar, args.avatar_size, args.avatar_size, args.avatar_fps, "i420")
+                           if args.avatar else None)
     async with session:
         _say(f"voicemesh talk: session {session.session_id or '(no id)'} at {address}")
         conversation = Conversation(session, printer=Printer(sys.stdout), timeout_s=args.timeout)

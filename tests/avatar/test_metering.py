@@ -31,4 +31,6 @@ async def test_a_stream_needs_a_key_and_its_usage_is_recorded(service_process, t
     records = await recorded_usage(store, record.id)
     assert [(r.service, r.model, r.session_id) for r in records] == [("avatar", "local/ada", "face-1")]
     assert records[0].audio_seconds_in == pytest.approx(usage.audio_seconds_in)
+    assert usage.video_seconds_out > 0 and records[0].video_seconds_out == pytest.approx(usage.video_seconds_out)
+    assert store.totals(record.id, None)["local/ada"]["video_seconds_out"] == pytest.approx(usage.video_seconds_out)
     store.close()

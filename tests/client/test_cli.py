@@ -55,7 +55,8 @@ def agent_lines(stdout: str) -> list[str]:
 
 @pytest.mark.parametrize("command, flags", [
     ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
-    ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "sample question"]),
+    ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "--avatar",
+              "--avatar-size", "sample question"]),
 ])
 def test_help_describes_every_option(command, flags):
     result = voicemesh(command, "--help", timeout=60)

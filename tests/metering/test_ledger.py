@@ -82,7 +82,7 @@ def test_round_trip(ledger_url):
     assert {type(v) for v in store.totals("k2", None)["llama.cpp/x"].values()} == {int, float}
     assert store.totals("k2", None) == {"llama.cpp/x": {
         "audio_seconds_in": 0, "audio_seconds_out": 0, "input_tokens": 7, "output_tokens": 5,
-        "cached_tokens": 2, "characters": 0}}
+        "cached_tokens": 2, "characters": 0, "video_seconds_out": 0}}
     store.close()
 
 
@@ -295,4 +295,20 @@ def test_a_growing_record_replaces_its_earlier_versions(ledger_url):
     totals = store.totals("grows", None)["piper/en_US-joe-medium"]
     assert (totals["characters"], totals["audio_seconds_out"]) == (30, 2.5)
     assert store.totals("grows", 0.0) == store.totals("grows", 999.5), "per-day totals differ from the records"
+    store.close()
+
+
+def test_video_seconds_are_a_unit_and_an_older_ledger_gets_their_column(ledger_url):
+    store = open_store(ledger_url)
+    store.add_usage(_record(service="avatar", model="local/ada", video_seconds_out=2.5, audio_seconds_in=2.5, id="v1"))
+    assert store.totals("k1", None)["local/ada"]["video_seconds_out"] == 2.5
+    assert [r.video_seconds_out for r in store.usage(key_id="k1")] == [2.5]
+    store.close()
+    for table in ("usage", "usage_daily"):  # a ledger written before avatars
+        run_sql(ledger_url, f"ALTER TABLE {table} DROP COLUMN video_seconds_out")
+    store = open_store(ledger_url)
+    assert store.totals("k1", None)["local/ada"] == {**store.totals("k1", None)["local/ada"], "video_seconds_out": 0}
+    store.add_usage(_record(service="avatar", model="local/ada", video_seconds_out=1.0, id="v2"))
+    assert store.totals("k1", None)["local/ada"]["video_seconds_out"] == 1.0
+    assert store.totals("k1", 0.0)["local/ada"]["video_seconds_out"] == 1.0  # the per-day totals too
     store.close()

@@ -10,6 +10,8 @@ from voicemesh.client.events import (
     AgentState,
     AgentStateChanged,
     AgentText,
+    AgentVideo,
+    AvatarStopped,
     Event,
     EventType,
     SessionError,
@@ -22,10 +24,11 @@ from voicemesh.client.events import (
     UserTranscript,
 )
 from voicemesh.client.models import Model
-from voicemesh.client.session import AgentSession, AgentSessionError, Interruption, Tool, TurnDetection
+from voicemesh.client.session import AgentSession, AgentSessionError, Avatar, Interruption, Tool, TurnDetection
 
 __all__ = [
-    "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "Event",
+    "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "AgentVideo",
+    "Avatar", "AvatarStopped", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
     "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "openai",
 ]

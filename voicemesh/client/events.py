@@ -26,6 +26,8 @@ class EventType(enum.Enum):
     USAGE = "usage"
     ERROR = "error"
     TURN_DONE = "turn_done"
+    AGENT_VIDEO = "agent_video"
+    AVATAR_STOPPED = "avatar_stopped"
 
 
 class AgentState(enum.Enum):
@@ -161,9 +163,33 @@ class TurnDone:
     type: EventType = field(default=EventType.TURN_DONE, init=False)
 
 
+@dataclass(frozen=True)
+class AgentVideo:
+    """A frame of the agent's avatar; show it with the AgentAudio sample at ``audio_offset`` (-1: idle)."""
+
+    turn_id: int
+    audio_offset: int  # on the session's agent-audio timeline: all AgentAudio samples, counted from 0
+    data: bytes
+    width: int
+    height: int
+    keyframe: bool = False
+    mouth_open: float = 0.0
+    type: EventType = field(default=EventType.AGENT_VIDEO, init=False)
+
+
+@dataclass(frozen=True)
+class AvatarStopped:
+    """The avatar's video stopped (its service failed); the audio goes on."""
+
+    avatar: str
+    code: str
+    message: str
+    type: EventType = field(default=EventType.AVATAR_STOPPED, init=False)
+
+
 Event = (
     SessionStarted | UserTranscript | AgentText | AgentAudio | AgentStateChanged | ToolCall | TurnMetrics
-    | UsageReport | SessionError | TurnDone
+    | UsageReport | SessionError | TurnDone | AgentVideo | AvatarStopped
 )
 
 
@@ -244,4 +270,12 @@ def from_proto(response: agent_pb2.SessionResponse) -> Event | None:
     if kind == "turn_done":
         d = response.turn_done
         return TurnDone(turn_id=d.turn_id, text=d.text, interrupted=d.interrupted)
+    if kind == "agent_video":
+        v = response.agent_video
+        f = v.frame
+        return AgentVideo(turn_id=v.turn_id, audio_offset=v.audio_offset_samples, data=f.data, width=f.width,
+                          height=f.height, keyframe=f.keyframe, mouth_open=f.mouth_open)
+    if kind == "avatar_stopped":
+        a = response.avatar_stopped
+        return AvatarStopped(avatar=a.avatar, code=a.code, message=a.message)
     return None

@@ -91,6 +91,22 @@ class Tool:
     parameters: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Avatar:
+    """The agent's face: frames (AgentVideo events) rendered from its voice; 0 or "" keeps the server default
+    (512x512, 25 fps, JPEG)."""
+
+    descriptor: str  # "provider/avatar[:variant]", for example "local/ada"
+    width: int = 0
+    height: int = 0
+    fps: int = 0
+    encoding: str = ""  # "jpeg", "i420", "rgb24" or a codec PyAV writes
+
+    def to_proto(self) -> agent_pb2.AvatarChoice:
+        return agent_pb2.AvatarChoice(avatar=self.descriptor, width=self.width, height=self.height, fps=self.fps,
+                                      encoding=self.encoding)
+
+
 class AgentSession:
     """A conversation with the agent behind a VoiceMesh orchestrator."""
 
@@ -112,6 +128,7 @@ class AgentSession:
         first_result_timeout_ms: int = 0,
         credentials: grpc.ChannelCredentials | None = None,
         start_timeout_s: float = 30.0,
+        avatar: str | Avatar | None = None,
     ):
         self.address = address
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
@@ -122,6 +139,8 @@ class AgentSession:
             turn_detection=turn_detection, interruption=interruption, tools=tools,
             first_result_timeout_ms=first_result_timeout_ms,
         )
+        if avatar is not None:
+            self._config.avatar.CopyFrom((Avatar(avatar) if isinstance(avatar, str) else avatar).to_proto())
         key = api_key if api_key is not None else read_client_key()
         self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
         self._credentials = credentials

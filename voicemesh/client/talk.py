@@ -17,6 +17,8 @@ from voicemesh.audio import chunks
 from voicemesh.client.events import (
     AgentAudio,
     AgentText,
+    AgentVideo,
+    AvatarStopped,
     Event,
     SessionError,
     TurnDone,
@@ -40,6 +42,8 @@ class TalkResult:
     errors: list[SessionError] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
     sample_rate: int = 0
+    frames: list[AgentVideo] = field(default_factory=list)  # the avatar's, with --avatar
+    avatar_stopped: AvatarStopped | None = None
 
 
 def format_metrics(m: TurnMetrics) -> str:
@@ -146,6 +150,11 @@ class Conversation:
                 raise RuntimeError(f"agent audio changed sample rate ({result.sample_rate} -> {event.sample_rate} Hz)")
             result.sample_rate = event.sample_rate
             result.audio += event.audio
+        elif isinstance(event, AgentVideo):
+            result.frames.append(event)
+        elif isinstance(event, AvatarStopped):
+            result.avatar_stopped = event
+            self.printer.line(f"avatar stopped ({event.code}: {event.message}); audio goes on")
         elif isinstance(event, TurnDone):
             result.replies.append(event.text)
             self.answered += 1

@@ -7,7 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 
 # Metered units, in the order reports show them. Names are the fields of voicemesh.v1.Usage.
-UNITS = ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "cached_tokens", "characters")
+UNITS = ("audio_seconds_in", "audio_seconds_out", "input_tokens", "output_tokens", "cached_tokens", "characters",
+         "video_seconds_out")
 # Quota periods: a calendar day or month in UTC, or the key's whole life.
 PERIODS = ("day", "month", "total")
 # A quota on cost (with the price table) rather than on a unit.
@@ -92,6 +93,7 @@ class UsageRecord:
     output_tokens: int = 0
     cached_tokens: int = 0
     characters: int = 0
+    video_seconds_out: float = 0.0  # avatar video (frames / fps)
     time: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

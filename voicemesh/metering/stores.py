@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS usage (
     input_tokens {integer} NOT NULL,
     output_tokens {integer} NOT NULL,
     cached_tokens {integer} NOT NULL,
-    characters {integer} NOT NULL
+    characters {integer} NOT NULL,
+    video_seconds_out {real} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, time);
 CREATE TABLE IF NOT EXISTS usage_daily (
@@ -63,11 +64,13 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     output_tokens {integer} NOT NULL,
     cached_tokens {integer} NOT NULL,
     characters {integer} NOT NULL,
+    video_seconds_out {real} NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, day, model)
 )
 """
 _DAY_S = 86400
 _USAGE_COLUMNS = ("id", "time", "key_id", "session_id", "service", "model", "turn", *UNITS)
+_ADDED_UNITS = ("video_seconds_out",)  # units added after the first schema (columns with a default of 0)
 _INTEGER_UNITS = ("input_tokens", "output_tokens", "cached_tokens", "characters")
 _KEY_COLUMNS = ("id", "name", "salt", "hash", "created", "expires", "revoked", "quotas")
 
@@ -143,6 +146,11 @@ class SqlStore:
                 db.execute(self.SCHEMA_LOCK)
             for statement in _SCHEMA.format(**self.TYPES).split(";"):
                 db.execute(statement)
+            for table in ("usage", "usage_daily"):  # a ledger written before a unit existed gets its column
+                columns = {c[0] for c in db.execute(f"SELECT * FROM {table} LIMIT 0").description}
+                for unit in _ADDED_UNITS:
+                    if unit not in columns:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {unit} {self.TYPES['real']} NOT NULL DEFAULT 0")
             if db.execute("SELECT 1 FROM usage_daily LIMIT 1").fetchone() is None:
                 sums = ", ".join(f"SUM({unit})" for unit in UNITS)
                 db.execute(f"INSERT INTO usage_daily (key_id, model, day, {', '.join(UNITS)}) "

@@ -186,6 +186,7 @@ class Caller:
             model=usage.model, turn=self.turn, audio_seconds_in=usage.audio_seconds_in,
             audio_seconds_out=usage.audio_seconds_out, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens, characters=usage.characters,
+            video_seconds_out=usage.video_seconds_out,
         )
 
     def meter(self, model: str, **units: float) -> None:

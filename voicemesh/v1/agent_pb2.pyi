@@ -1,3 +1,4 @@
+from voicemesh.v1 import avatar_pb2 as _avatar_pb2
 from voicemesh.v1 import common_pb2 as _common_pb2
 from voicemesh.v1 import llm_pb2 as _llm_pb2
 from google.protobuf.internal import containers as _containers
@@ -65,7 +66,7 @@ class InterruptionSettings(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., min_duration_ms: _Optional[int] = ..., false_interruption_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms", "tool_choice")
+    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms", "tool_choice", "avatar")
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     STT_FIELD_NUMBER: _ClassVar[int]
     LLM_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +79,7 @@ class SessionConfig(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     FIRST_RESULT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
     instructions: str
     stt: ModelChoice
     llm: ModelChoice
@@ -90,21 +92,40 @@ class SessionConfig(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[_llm_pb2.Tool]
     first_result_timeout_ms: int
     tool_choice: _llm_pb2.ToolChoice
-    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ..., tool_choice: _Optional[_Union[_llm_pb2.ToolChoice, _Mapping]] = ...) -> None: ...
+    avatar: AvatarChoice
+    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ..., tool_choice: _Optional[_Union[_llm_pb2.ToolChoice, _Mapping]] = ..., avatar: _Optional[_Union[AvatarChoice, _Mapping]] = ...) -> None: ...
+
+class AvatarChoice(_message.Message):
+    __slots__ = ("avatar", "width", "height", "fps", "encoding", "backend")
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    avatar: str
+    width: int
+    height: int
+    fps: int
+    encoding: str
+    backend: _common_pb2.BackendOptions
+    def __init__(self, avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., encoding: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.BackendOptions, _Mapping]] = ...) -> None: ...
 
 class UpdateModels(_message.Message):
-    __slots__ = ("stt", "llm", "tts", "realtime", "instructions")
+    __slots__ = ("stt", "llm", "tts", "realtime", "instructions", "avatar")
     STT_FIELD_NUMBER: _ClassVar[int]
     LLM_FIELD_NUMBER: _ClassVar[int]
     TTS_FIELD_NUMBER: _ClassVar[int]
     REALTIME_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
     stt: ModelChoice
     llm: ModelChoice
     tts: ModelChoice
     realtime: ModelChoice
     instructions: str
-    def __init__(self, stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., instructions: _Optional[str] = ...) -> None: ...
+    avatar: AvatarChoice
+    def __init__(self, stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., instructions: _Optional[str] = ..., avatar: _Optional[_Union[AvatarChoice, _Mapping]] = ...) -> None: ...
 
 class Interrupt(_message.Message):
     __slots__ = ()
@@ -178,6 +199,26 @@ class AgentAudio(_message.Message):
     sample_rate_hz: int
     def __init__(self, turn_id: _Optional[int] = ..., audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ...) -> None: ...
 
+class AgentVideo(_message.Message):
+    __slots__ = ("turn_id", "audio_offset_samples", "frame")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_OFFSET_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    turn_id: int
+    audio_offset_samples: int
+    frame: _avatar_pb2.VideoFrame
+    def __init__(self, turn_id: _Optional[int] = ..., audio_offset_samples: _Optional[int] = ..., frame: _Optional[_Union[_avatar_pb2.VideoFrame, _Mapping]] = ...) -> None: ...
+
+class AvatarStopped(_message.Message):
+    __slots__ = ("avatar", "code", "message")
+    AVATAR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    avatar: str
+    code: str
+    message: str
+    def __init__(self, avatar: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class AgentStateChanged(_message.Message):
     __slots__ = ("state", "turn_id")
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -243,7 +284,7 @@ class SessionError(_message.Message):
     def __init__(self, turn_id: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
-    __slots__ = ("started", "user_transcript", "agent_text", "agent_audio", "state", "tool_call", "metrics", "usage", "error", "turn_done")
+    __slots__ = ("started", "user_transcript", "agent_text", "agent_audio", "state", "tool_call", "metrics", "usage", "error", "turn_done", "agent_video", "avatar_stopped")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     USER_TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     AGENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +295,8 @@ class SessionResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TURN_DONE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_STOPPED_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     user_transcript: UserTranscript
     agent_text: AgentText
@@ -264,4 +307,6 @@ class SessionResponse(_message.Message):
     usage: UsageReport
     error: SessionError
     turn_done: AgentTurnDone
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., user_transcript: _Optional[_Union[UserTranscript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., agent_audio: _Optional[_Union[AgentAudio, _Mapping]] = ..., state: _Optional[_Union[AgentStateChanged, _Mapping]] = ..., tool_call: _Optional[_Union[_llm_pb2.ToolCall, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., turn_done: _Optional[_Union[AgentTurnDone, _Mapping]] = ...) -> None: ...
+    agent_video: AgentVideo
+    avatar_stopped: AvatarStopped
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., user_transcript: _Optional[_Union[UserTranscript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., agent_audio: _Optional[_Union[AgentAudio, _Mapping]] = ..., state: _Optional[_Union[AgentStateChanged, _Mapping]] = ..., tool_call: _Optional[_Union[_llm_pb2.ToolCall, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., turn_done: _Optional[_Union[AgentTurnDone, _Mapping]] = ..., agent_video: _Optional[_Union[AgentVideo, _Mapping]] = ..., avatar_stopped: _Optional[_Union[AvatarStopped, _Mapping]] = ...) -> None: ...
