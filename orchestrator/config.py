@@ -15,6 +15,7 @@ from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.fallback import Candidate
+from voicemesh.orchestrator.reply_guard import DEFAULT_MAX_SECONDS, ReplyLimits
 from voicemesh.services.llm.backend import Tool as LlmTool
 from voicemesh.services.llm.backend import ToolChoice
 from voicemesh.tools import check_tools
@@ -57,6 +58,7 @@ class SessionSpec:
     tools: list[Tool] = field(default_factory=list)
     tool_choice: ToolChoice = field(default_factory=ToolChoice)  # of the first generation of a turn
     realtime: list[Candidate] = field(default_factory=list)  # set: the session starts on a realtime model
+    reply_limits: ReplyLimits = field(default_factory=ReplyLimits)  # the reply-length guard
 
 
 def _rate(value: int, name: str) -> int:
@@ -151,4 +153,13 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
         first_result_ms=_ms(config.first_result_timeout_ms, DEFAULT_FIRST_RESULT_MS, "first_result_timeout_ms"),
         tools=tools,
         tool_choice=tool_choice,
+        reply_limits=reply_limits(config.reply_limits),
     )
+
+
+def reply_limits(limits: agent_pb2.ReplyLimits) -> ReplyLimits:
+    """The reply-length guard's limits of a session, checked (0 and unset take the defaults)."""
+    if limits.max_tokens < 0 or limits.max_seconds < 0:
+        raise InvalidInput("reply_limits.max_tokens and reply_limits.max_seconds must not be negative")
+    return ReplyLimits(max_tokens=limits.max_tokens, max_seconds=limits.max_seconds or DEFAULT_MAX_SECONDS,
+                       stop_repetition=not limits.allow_repetition)
