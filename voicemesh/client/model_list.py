@@ -2,13 +2,14 @@
 
 The list comes from each service's ``Describe``. ``--measure`` sends one short
 real request per model (a generation, a synthesis, a transcription of speech
-that the first listed voice made) and reports its speed on this machine; that
-loads the model if it was not loaded.
+that the first local voice made) and reports its speed on this machine; that
+loads the model if it was not loaded. Remote models are listed, not measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -84,14 +85,14 @@ def _measure_stt(channel: grpc.Channel, model: str, speech: bytes, timeout: floa
 
 
 def _measure(rows: list[dict], timeout: float) -> None:
-    voices = [row for row in rows if row.get("service") == "tts"]
+    # Local models only (they have a size on disk): a remote model's speed is the network's and costs money.
+    local = [row for row in rows if "error" not in row and row["size_bytes"] > 0]
+    voices = [row for row in local if row["service"] == "tts"]
     speech = b""
     if voices:
-        with grpc.insecure_channel(voices[0]["address"]) as channel:
+        with grpc.insecure_channel(voices[0]["address"]) as channel, contextlib.suppress(grpc.RpcError):
             speech, _ = _synthesize(channel, voices[0]["model"], STT_RATE, timeout)
-    for row in rows:
-        if "error" in row:
-            continue
+    for row in local:
         try:
             with grpc.insecure_channel(row["address"]) as channel:
                 if row["service"] == "llm":
