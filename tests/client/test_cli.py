@@ -56,6 +56,7 @@ def agent_lines(stdout: str) -> list[str]:
 @pytest.mark.parametrize("command, flags", [
     ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
     ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "sample question"]),
+    ("models", ["ADDRESS", "--measure", "--json", "--timeout", "--api-key", "loaded"]),
 ])
 def test_help_describes_every_option(command, flags):
     result = voicemesh(command, "--help", timeout=60)
