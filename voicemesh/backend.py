@@ -232,11 +232,12 @@ class BackendCache:
             descriptor.provider, descriptor.model)
         table = self._remote if remote else self._local
         backend = table.get(key)
+        if backend is None and not remote and key not in self._loading:
+            await self._make_room(key, cls, settings)
+            backend = table.get(key)  # another request may have loaded it meanwhile
         if backend is None:
             task = self._loading.get(key)
             if task is None:
-                if not remote:
-                    await self._make_room(key, cls, settings)
                 task = asyncio.ensure_future(self._create(cls, descriptor, options))
                 self._loading[key] = task
             try:
@@ -313,7 +314,7 @@ class BackendCache:
             if size > budget:
                 raise ResourceExhausted(f"{name} needs about {size / 2**20:.0f} MiB, more than the whole memory "
                                         f"budget of {budget / 2**20:.0f} MiB (--model-memory-mb)")
-            while sum(self._sizes.values()) + size > budget:
+            while sum(v for k, v in self._sizes.items() if k != key) + size > budget:
                 idle = [(self._last_used.get(b, 0.0), k) for k, b in self._local.items() if not self._users.get(b)]
                 if not idle:
                     busy = ", ".join(f"{p}/{m}" for p, m in self._sizes) or "none"
@@ -341,7 +342,7 @@ class BackendCache:
         while True:
             ttls = {key: getattr(self.settings_of(type(b)), "model_idle_s", 0) for key, b in self._local.items()}
             waits = [ttl for ttl in ttls.values() if ttl > 0]
-            await asyncio.sleep(max(0.05, min(waits, default=1.0) / 4))
+            await asyncio.sleep(max(0.05, min(waits, default=4.0) / 4))
             now = time.monotonic()
             for key, ttl in ttls.items():
                 backend = self._local.get(key)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -227,6 +228,12 @@ def test_two_models_beyond_the_memory_budget_are_swapped_or_refused(service_proc
     _place(_gguf(), folder / "other-chat.gguf")
     size_mib = _gguf().stat().st_size / MiB
     llm = _serve(service_process, "llm", folder, "--model-memory-mb", str(int(size_mib * 1.5)))
+
+    # Two first requests at once for a model that fits once: one load, both served.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: _ask(llm.address, "llama.cpp/my-chat")[0], range(2)))
+    assert all("paris" in answer.lower() for answer in answers), answers
+    assert llm.log_path.read_text().count("loading llm backend for llama.cpp/my-chat") == 1
 
     with Chat(llm.address, "llama.cpp/my-chat", sampling=GREEDY) as busy:
         assert "paris" in busy.turn("t1", [user(QUESTION)]).text.lower()
