@@ -183,6 +183,11 @@ def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp
     assert "paris" in answer.lower()
     again = _chat_error(llm.address, "llama.cpp/broken")  # not cached as loaded: the same clear error
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with _gguf().open("rb") as whole:  # a download cut short: the right header, most of the file missing
+        (folder / "truncated.gguf").write_bytes(whole.read(5_000_000))
+    cut = _chat_error(llm.address, "llama.cpp/truncated")
+    assert cut.code() == grpc.StatusCode.FAILED_PRECONDITION and str(folder / "truncated.gguf") in cut.details()
+    assert "paris" in _ask(llm.address, "llama.cpp/my-chat")[0].lower()
 
     with pytest.raises(grpc.RpcError) as caught:
         asyncio.run(synthesize(tts.address, [tts_config("piper/en_US-broken-low"), text("Hello."), FLUSH]))
