@@ -16,6 +16,7 @@ from voicemesh.errors import InvalidInput
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.avatar import AvatarSpec, avatar_spec
 from voicemesh.orchestrator.fallback import Candidate
+from voicemesh.orchestrator.reply_guard import DEFAULT_MAX_SECONDS, ReplyLimits
 from voicemesh.services.llm.backend import Tool as LlmTool
 from voicemesh.services.llm.backend import ToolChoice
 from voicemesh.tools import check_tools
@@ -59,6 +60,7 @@ class SessionSpec:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)  # of the first generation of a turn
     realtime: list[Candidate] = field(default_factory=list)  # set: the session starts on a realtime model
     avatar: AvatarSpec | None = None  # the agent's face, rendered from its audio
+    reply_limits: ReplyLimits = field(default_factory=ReplyLimits)  # the reply-length guard
 
 
 def _rate(value: int, name: str) -> int:
@@ -154,4 +156,13 @@ def validate(config: agent_pb2.SessionConfig, mesh: MeshConfig) -> SessionSpec:
         tools=tools,
         tool_choice=tool_choice,
         avatar=avatar_spec(config.avatar, mesh),
+        reply_limits=reply_limits(config.reply_limits),
     )
+
+
+def reply_limits(limits: agent_pb2.ReplyLimits) -> ReplyLimits:
+    """The reply-length guard's limits of a session, checked (0 and unset take the defaults)."""
+    if limits.max_tokens < 0 or limits.max_seconds < 0:
+        raise InvalidInput("reply_limits.max_tokens and reply_limits.max_seconds must not be negative")
+    return ReplyLimits(max_tokens=limits.max_tokens, max_seconds=limits.max_seconds or DEFAULT_MAX_SECONDS,
+                       stop_repetition=not limits.allow_repetition)

@@ -36,7 +36,7 @@ def _ms(start: float | None, end: float | None) -> float:
 
 
 def turn_metrics(turn_id: int, timing: TurnTiming, times, *, models: tuple[str, str],
-                 fallbacks: list[str]) -> agent_pb2.TurnMetrics:
+                 fallbacks: list[str], guard: tuple[str, int] = ("", 0)) -> agent_pb2.TurnMetrics:
     """The TurnMetrics of a turn from the user's marks and the reply's (``ReplyTimes``)."""
     eos = timing.end_of_speech
     return agent_pb2.TurnMetrics(
@@ -50,6 +50,8 @@ def turn_metrics(turn_id: int, timing: TurnTiming, times, *, models: tuple[str, 
         llm_model=models[0],
         tts_model=models[1],
         fallbacks=[*timing.stt_fallbacks, *fallbacks],
+        reply_cut=guard[0],
+        reply_tokens=guard[1],
     )
 
 
@@ -123,8 +125,8 @@ class Emitter:
         self._put(usage=A.UsageReport(turn_id=turn_id, service=service, usage=usage))
 
     def metrics(self, turn_id: int, timing: TurnTiming, times, *, models: tuple[str, str],
-                fallbacks: list[str]) -> None:
-        self._put(metrics=turn_metrics(turn_id, timing, times, models=models, fallbacks=fallbacks))
+                fallbacks: list[str], guard: tuple[str, int] = ("", 0)) -> None:
+        self._put(metrics=turn_metrics(turn_id, timing, times, models=models, fallbacks=fallbacks, guard=guard))
 
     def turn_done(self, turn_id: int, text: str, *, interrupted: bool) -> None:
         tap = self.tap

@@ -157,7 +157,7 @@ class Replies:
             s.chat.unsync(reply.lane_target)
         timing = s.timings.pop(reply.turn_id, TurnTiming())
         s.emit.metrics(reply.turn_id, timing, reply.times, models=(reply.llm_model, reply.tts_model),
-                       fallbacks=reply.fallbacks.entries)
+                       fallbacks=reply.fallbacks.entries, guard=reply.guard.report())
         if reply.error is not None:
             log.warning("turn %d failed: %s", reply.turn_id, reply.error)
             s.emit.error(reply.turn_id, reply.error)

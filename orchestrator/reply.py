@@ -36,6 +36,7 @@ from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter
 from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
 from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
+from voicemesh.orchestrator.reply_guard import ReplyGuard
 from voicemesh.speech.playout import Pacer, Playout
 from voicemesh.v1 import llm_pb2
 
@@ -103,6 +104,7 @@ class Reply:
 
     def __post_init__(self) -> None:
         self.playout = Playout(self.host.spec.output_rate)  # its speaking-rate guess is set with the voice
+        self.guard = ReplyGuard(self.host.spec.reply_limits)  # caps the generated text (reply_guard.py)
         self.tts: TtsLane | None = None
         self._tts_lock = asyncio.Lock()
         self._first_text = asyncio.Event()
@@ -233,7 +235,10 @@ class Reply:
             async for response in events:
                 kind = response.WhichOneof("event")
                 if kind == "text_delta":
-                    await self._text(response.text_delta)
+                    await self._text(self.guard.admit(response.text_delta, self.playout.seconds_per_char))
+                    if self.guard.stopped:  # too long or repeating: stop generating, say what was admitted
+                        await self._lane.cancel_generation()
+                        return
                 elif kind == "tool_call":
                     calls.append(response.tool_call)
                 elif kind == "done":

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from voicemesh.descriptors import Descriptor, split
-from voicemesh.errors import InvalidInput, ModelNotFound
+from voicemesh.errors import InvalidInput, ModelNotFound, ResourceExhausted
 from voicemesh.registry import Registry
-from voicemesh.settings import from_env
+from voicemesh.settings import from_env, setting
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,27 @@ class BackendSettings:
 
 
 @dataclass(frozen=True)
+class LocalModelSettings(BackendSettings):
+    """What every local backend shares: the user's models folder and the cache's bounds.
+
+    Declared once here; each local backend's settings inherit it, so each setting is one flag and one
+    ``VOICEMESH_*`` variable whatever the providers of a service.
+    """
+
+    models_dir: str = setting(
+        "", "folder of the user's own model files, scanned as well as the installed weights packages: *.gguf "
+        "(llama.cpp), CTranslate2 whisper folders (faster-whisper), <voice>.onnx + <voice>.onnx.json (piper); "
+        "empty: <state dir>/models ($VOICEMESH_STATE_DIR, else ~/.voicemesh)")
+    model_memory_mb: int = setting(
+        0, "memory budget (MiB, estimated from the weights' size on disk) of the local models one service keeps "
+        "loaded; a model beyond it unloads the least recently used idle one, else is refused with "
+        "RESOURCE_EXHAUSTED; 0: no budget")
+    model_idle_s: float = setting(
+        0.0, "seconds a loaded local model may stay unused before it is unloaded (the next request loads it "
+        "again); 0: never")
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What ``Describe`` says of one model; mirrors ``voicemesh.v1.ModelInfo``."""
 
@@ -67,6 +89,7 @@ class ModelCard:
     context_tokens: int = 0
     capabilities: Mapping[str, bool] = field(default_factory=dict)
     description: str = ""
+    size_bytes: int = 0  # the weights on disk; a local model's memory estimate
 
 
 class Backend:
@@ -116,6 +139,14 @@ class Backend:
                                "base_url, api_key, timeout_s and extra apply to remote providers only")
         return options
 
+    @classmethod
+    def footprint(cls, model: str, settings: BackendSettings) -> int:
+        """Bytes ``model`` is expected to take once loaded (its weights on disk); 0 when unknown."""
+        for card in cls.catalog(settings):
+            if split(card.descriptor).model == model:
+                return card.size_bytes
+        return 0
+
     async def load(self) -> None:
         """Load weights or open connections; called once before first use."""
 
@@ -144,10 +175,14 @@ class BackendCache:
     """Creates, loads and keeps backends.
 
     A local backend exists once per (provider, model): client options never
-    load another copy of a model. A remote backend is keyed by its resolved
-    connection options too and sits in an LRU of ``max_remote`` entries; one
-    evicted while a stream uses it is closed when the last such stream ends.
-    A backend is in use for as long as the task (the RPC) that got it runs.
+    load another copy of a model. It loads on first use, counts against the
+    memory budget (``model_memory_mb``, estimated from its weights on disk)
+    and is unloaded after ``model_idle_s`` without a user; a model beyond the
+    budget unloads the least recently used idle one, else is refused. A remote
+    backend is keyed by its resolved connection options too and sits in an
+    LRU of ``max_remote`` entries; one evicted while a stream uses it is
+    closed when the last such stream ends. A backend is in use for as long as
+    the task (the RPC) that got it runs.
     """
 
     def __init__(self, registry: Registry, settings: Mapping[type, BackendSettings] | None = None, *,
@@ -162,6 +197,9 @@ class BackendCache:
         self._users: dict[Backend, int] = {}
         self._retired: set[Backend] = set()  # evicted while in use: closed when its last user ends
         self._closing: set[asyncio.Task] = set()
+        self._sizes: dict[tuple, int] = {}  # local models loaded or loading -> their estimated bytes
+        self._last_used: dict[Backend, float] = {}
+        self._sweeper: asyncio.Task | None = None
 
     def catalog(self) -> list[ModelCard]:
         """Every model of every registered provider whose engine is installed."""
@@ -174,11 +212,16 @@ class BackendCache:
                 log.warning("provider %s cannot list its models: %s", provider, exc)
         return cards
 
+    def loaded(self) -> set[str]:
+        """``provider/model`` of every local model loaded now."""
+        return {f"{provider}/{model}" for provider, model in self._local}
+
     async def get(self, descriptor: Descriptor, options: RemoteOptions | None = None) -> Backend:
         """The loaded backend for ``descriptor``.
 
         NOT_FOUND for unknown models, INVALID_ARGUMENT for options the backend
-        does not take, PERMISSION_DENIED for a base_url the operator did not allow.
+        does not take, PERMISSION_DENIED for a base_url the operator did not allow,
+        RESOURCE_EXHAUSTED for a local model the memory budget cannot take now.
         """
         cls = self.registry.backend_class(descriptor.provider)
         settings = self.settings_of(cls)
@@ -189,6 +232,9 @@ class BackendCache:
             descriptor.provider, descriptor.model)
         table = self._remote if remote else self._local
         backend = table.get(key)
+        if backend is None and not remote and key not in self._loading:
+            await self._make_room(key, cls, settings)
+            backend = table.get(key)  # another request may have loaded it meanwhile
         if backend is None:
             task = self._loading.get(key)
             if task is None:
@@ -196,6 +242,10 @@ class BackendCache:
                 self._loading[key] = task
             try:
                 backend = await asyncio.shield(task)
+            except BaseException:
+                if task.done():
+                    self._sizes.pop(key, None)  # a failed load holds no budget
+                raise
             finally:
                 if task.done():
                     self._loading.pop(key, None)
@@ -204,6 +254,9 @@ class BackendCache:
             self._remote.move_to_end(key)
             self._hold(backend)
             self._evict()
+        else:
+            self._hold(backend)
+            self._start_sweeper(settings)
         return backend
 
     def settings_of(self, cls: type[Backend]) -> BackendSettings:
@@ -214,6 +267,7 @@ class BackendCache:
         return found
 
     def _hold(self, backend: Backend) -> None:
+        self._last_used[backend] = time.monotonic()
         task = asyncio.current_task()
         if task is None:
             return
@@ -221,6 +275,8 @@ class BackendCache:
         task.add_done_callback(lambda _: self._release(backend))
 
     def _release(self, backend: Backend) -> None:
+        if backend in self._last_used:
+            self._last_used[backend] = time.monotonic()
         left = self._users.get(backend, 0) - 1
         if left > 0:
             self._users[backend] = left
@@ -249,12 +305,61 @@ class BackendCache:
         await backend.load()
         return backend
 
+    async def _make_room(self, key: tuple, cls: type[Backend], settings: BackendSettings) -> None:
+        """Reserve the budget for a local model, unloading idle ones (least recently used first)."""
+        size = await asyncio.to_thread(cls.footprint, key[1], settings)
+        budget = getattr(settings, "model_memory_mb", 0) * 2**20
+        if budget > 0:
+            name = f"{key[0]}/{key[1]}"
+            if size > budget:
+                raise ResourceExhausted(f"{name} needs about {size / 2**20:.0f} MiB, more than the whole memory "
+                                        f"budget of {budget / 2**20:.0f} MiB (--model-memory-mb)")
+            while sum(v for k, v in self._sizes.items() if k != key) + size > budget:
+                idle = [(self._last_used.get(b, 0.0), k) for k, b in self._local.items() if not self._users.get(b)]
+                if not idle:
+                    busy = ", ".join(f"{p}/{m}" for p, m in self._sizes) or "none"
+                    raise ResourceExhausted(
+                        f"{name} needs about {size / 2**20:.0f} MiB but the memory budget of {budget / 2**20:.0f} "
+                        f"MiB (--model-memory-mb) is taken by models in use ({busy}); retry when one is idle")
+                _, oldest = min(idle)
+                log.info("unloading %s/%s to make room for %s", oldest[0], oldest[1], name)
+                await self._unload(oldest)
+        self._sizes[key] = size
+
+    async def _unload(self, key: tuple) -> None:
+        backend = self._local.pop(key, None)
+        self._sizes.pop(key, None)
+        if backend is not None:
+            self._last_used.pop(backend, None)
+            await backend.close()
+
+    def _start_sweeper(self, settings: BackendSettings) -> None:
+        if self._sweeper is None and getattr(settings, "model_idle_s", 0) > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Unload local models unused for longer than their provider's ``model_idle_s``."""
+        while True:
+            ttls = {key: getattr(self.settings_of(type(b)), "model_idle_s", 0) for key, b in self._local.items()}
+            waits = [ttl for ttl in ttls.values() if ttl > 0]
+            await asyncio.sleep(max(0.05, min(waits, default=4.0) / 4))
+            now = time.monotonic()
+            for key, ttl in ttls.items():
+                backend = self._local.get(key)
+                if (backend is not None and ttl > 0 and not self._users.get(backend)
+                        and now - self._last_used.get(backend, now) >= ttl):
+                    log.info("unloading %s/%s: idle for %.1f s", key[0], key[1], ttl)
+                    await self._unload(key)
+
     def remote_count(self) -> int:
         """Remote backends open now (cached, or evicted and still in use)."""
         return len(self._remote) + len(self._retired)
 
     async def close(self) -> None:
         """Close every backend."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         backends = [*self._local.values(), *self._remote.values(), *self._retired]
         self._local, self._remote, self._retired = {}, OrderedDict(), set()
         for backend in backends:

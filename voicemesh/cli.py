@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_describe(commands)
     _add_health(commands)
-    for extra in ("voicemesh.commands", "voicemesh.metering.cli"):
+    for extra in ("voicemesh.commands", "voicemesh.metering.cli", "voicemesh.client.model_list"):
         try:
             importlib.import_module(extra).add_commands(commands)
         except ModuleNotFoundError as exc:

@@ -1,7 +1,7 @@
 """Text to speech: streaming text in, tagged audio out (piper locally, or any OpenAI-compatible /audio/speech).
 
 Serves voicemesh.v1.TtsService. Voices: piper/<voice> (installed voice packages
-and --piper-voices-dir) and openai/<model>:<voice> for remote APIs.
+and the models folder, --models-dir) and openai/<model>:<voice> for remote APIs.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ def agent_lines(stdout: str) -> list[str]:
     ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
     ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "--avatar",
               "--avatar-size", "sample question"]),
+    ("models", ["ADDRESS", "--measure", "--json", "--timeout", "--api-key", "loaded"]),
 ])
 def test_help_describes_every_option(command, flags):
     result = voicemesh(command, "--help", timeout=60)

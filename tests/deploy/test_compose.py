@@ -126,3 +126,18 @@ def test_default_preloads_are_the_local_models(config):
                for name in ("stt", "llm", "tts", "realtime", "avatar")}
     assert preload == {"stt": "faster-whisper/tiny.en:en", "llm": "llama.cpp/smollm2-135m-instruct",
                        "tts": "piper/en_US-joe-medium", "realtime": "voicemesh/cascade", "avatar": "local/ada"}
+
+
+@pytest.mark.parametrize("service", ("stt", "llm", "tts", "realtime"))
+def test_local_model_services_read_the_models_folder(config, service):
+    spec = config["services"][service]
+    assert spec["environment"]["VOICEMESH_MODELS_DIR"] == "/models"
+    # Debian's docker-compose prints short syntax: SOURCE:TARGET:MODE.
+    (mount,) = [v.split(":") for v in spec["volumes"] if v.split(":")[1] == "/models"]
+    assert mount[2] == "ro"
+    assert Path(mount[0]) == ROOT / "models"
+
+
+def test_the_models_folder_is_set_by_one_variable(tmp_path):
+    spec = resolved(env={"VOICEMESH_MODELS_PATH": str(tmp_path)})["services"]
+    assert all(Path(spec[name]["volumes"][0].split(":")[0]) == tmp_path for name in ("stt", "llm", "tts", "realtime"))

@@ -177,3 +177,20 @@ def test_termination_grace_covers_the_prestop_wait_and_the_drain(resources, serv
     grace_s = float(env.get("VOICEMESH_GRACE_S", ServerSettings.grace_s))
     closing_s = 3.0  # late streams get their status (1 s), then unary calls get a moment (1 s), then exit
     assert spec["terminationGracePeriodSeconds"] >= float(command[1]) + grace_s + closing_s
+
+
+@pytest.mark.parametrize("service", ("stt", "llm", "tts", "realtime"))
+def test_local_model_services_mount_the_models_volume_read_only(resources, service):
+    pod = resources[("Deployment", service)]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]
+    claim = volume["persistentVolumeClaim"]
+    assert claim["readOnly"] is True
+    assert ("PersistentVolumeClaim", claim["claimName"]) in resources
+    main = container(resources[("Deployment", service)])
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in main["volumeMounts"]
+    assert {"name": "VOICEMESH_MODELS_DIR", "value": "/models"} in main["env"]
+
+
+def test_the_models_claim_can_be_read_by_every_replica(resources):
+    claim = resources[("PersistentVolumeClaim", "voicemesh-models")]
+    assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]

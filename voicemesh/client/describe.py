@@ -86,6 +86,8 @@ def format_description(description: common_pb2.ServiceDescription) -> str:
         if model.context_tokens:
             parts.append(f"context={model.context_tokens}")
         parts.append(f"capabilities={','.join(caps) or '-'}")
+        if model.size_bytes:  # a local model: its weights on disk and whether the service holds it now
+            parts.append(f"size={model.size_bytes / 2**20:.1f}MiB {'loaded' if model.loaded else 'not-loaded'}")
         if model.description:
             parts.append(f"({model.description})")
         lines.append("  ".join(parts))

@@ -8,6 +8,7 @@ answer from the providers' catalogs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def remote_options(options: common_pb2.BackendOptions | None) -> RemoteOptions:
     )
 
 
-def model_info(card: ModelCard) -> common_pb2.ModelInfo:
+def model_info(card: ModelCard, loaded: bool = False) -> common_pb2.ModelInfo:
     """A ModelCard as its proto message."""
     descriptor = parse(card.descriptor)
     return common_pb2.ModelInfo(
@@ -79,6 +80,8 @@ def model_info(card: ModelCard) -> common_pb2.ModelInfo:
         context_tokens=card.context_tokens,
         capabilities=common_pb2.Capabilities(**card.capabilities),
         description=card.description,
+        size_bytes=card.size_bytes,
+        loaded=loaded,
     )
 
 
@@ -114,7 +117,8 @@ class ModelService:
 
     async def start(self) -> None:
         for text in filter(None, (part.strip() for part in self.settings.preload.split(","))):
-            await self.backends.get(parse(text))
+            # In a task of its own: the cache counts a model in use while the task that got it runs.
+            await asyncio.ensure_future(self.backends.get(parse(text)))
             log.info("preloaded %s", text)
 
     async def stop(self) -> None:
@@ -125,10 +129,12 @@ class ModelService:
         return await self.backends.get(parse(descriptor), remote_options(options))
 
     def description(self) -> common_pb2.ServiceDescription:
+        loaded = self.backends.loaded()
         return common_pb2.ServiceDescription(
             service=self.name,
             version=__version__,
-            models=[model_info(card) for card in self.backends.catalog()],
+            models=[model_info(card, f"{parse(card.descriptor).provider}/{parse(card.descriptor).model}" in loaded)
+                    for card in self.backends.catalog()],
             min_sample_rate_hz=MIN_SAMPLE_RATE_HZ,
             max_sample_rate_hz=MAX_SAMPLE_RATE_HZ,
             providers=self.registry.providers(),

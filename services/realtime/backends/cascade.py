@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voicemesh.backend import BackendCache, BackendSettings, ModelCard, settings_types
+from voicemesh.backend import BackendCache, BackendSettings, LocalModelSettings, ModelCard, settings_types
 from voicemesh.descriptors import parse
 from voicemesh.errors import FailedPrecondition, ModelNotFound
 from voicemesh.registry import Registry
@@ -37,8 +37,8 @@ CAPABILITIES = {"streaming": True, "interim_results": True, "server_vad": True, 
 
 
 @dataclass(frozen=True)
-class CascadeSettings(BackendSettings):
-    """The operator's settings of the local cascade: its three models and their engines' sizes."""
+class CascadeSettings(LocalModelSettings):
+    """The operator's settings of the local cascade: its three models, their engines' sizes and the models folder."""
 
     cascade_stt: str = setting("faster-whisper/tiny.en:en", "speech-to-text model of the local cascade")
     cascade_llm: str = setting("llama.cpp/smollm2-135m-instruct", "language model of the local cascade")
@@ -69,6 +69,8 @@ def component_settings(settings: CascadeSettings) -> dict[str, dict[type, Backen
                 "temperature": settings.temperature},
         "tts": {"piper_threads": settings.tts_threads},
     }
+    for values in sized.values():  # the cascade's models may be the user's own files too
+        values["models_dir"] = settings.models_dir
     found: dict[str, dict[type, BackendSettings]] = {}
     for modality, values in sized.items():
         found[modality] = {}

