@@ -103,6 +103,7 @@ class SynthesisStream:
         self._epoch = 0
         self._characters = 0
         self._worker: asyncio.Task | None = None
+        self.session = backend.open_session(options)
 
     @property
     def characters(self) -> int:
@@ -140,6 +141,7 @@ class SynthesisStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.session.aclose()
 
     async def _read(self, inputs: AsyncIterator[str | Control]) -> None:
         try:
@@ -178,6 +180,7 @@ class SynthesisStream:
         if worker is not None:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+        await self.session.cancel()  # the provider's context too: nothing it still makes may be spoken
         dropped = self.segmenter.clear() + sum(len(s.text) for s in self._unconfirmed.values())
         self._pending.clear()
         self._unconfirmed.clear()
@@ -207,7 +210,7 @@ class SynthesisStream:
         self._characters += len(segment.text)
         log.debug("synthesizing segment %d (%d characters)", segment.index, len(segment.text))
         size, done, carry = self._chunk_bytes, 0, b""
-        audio = self.backend.synthesize(segment.text, self.options)
+        audio = self.session.speak(segment.text)
         try:
             async for piece in audio:
                 carry += piece
