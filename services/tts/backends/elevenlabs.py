@@ -13,6 +13,7 @@ the next segment opens a new one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # the pcm_<rate> output formats ElevenLabs documents
 DEFAULT_RATE = 24000
 DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", ElevenLabs' default premade voice
+CLOSE_WAIT_S = 2.0  # how long the end of a stream waits for ElevenLabs' isFinal
 MODELS = ("eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2")
 
 
@@ -114,11 +116,15 @@ class ElevenLabsSession(WebSocketSession):
         await self.drop()  # closing the socket is how ElevenLabs stops a generation
 
     async def aclose(self) -> None:
+        """End the input as documented (``{"text": ""}``) and let ElevenLabs close after ``isFinal``."""
         if self.ws is not None:
             try:
-                await self.send({"text": ""})  # the documented end of input, before the close
-            except VoiceMeshError:  # a socket already gone needs no goodbye
-                log.debug("ElevenLabs socket gone before its end of input")
+                await self.send({"text": ""})
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    while not self.backend.parse(await self.recv()).get("isFinal"):
+                        pass  # every segment was flushed and heard out: nothing of use is left
+            except (VoiceMeshError, TimeoutError) as exc:  # a socket already gone or slow to end needs no goodbye
+                log.debug("ElevenLabs socket ended without its isFinal: %s", exc)
         await self.drop()
 
 
