@@ -42,8 +42,8 @@ class _Context:
 
 
 class CartesiaDouble(LoopbackServer):
-    def __init__(self, api_key: str = "sk-cartesia-test", fault: str = "") -> None:
-        super().__init__()
+    def __init__(self, api_key: str = "sk-cartesia-test", fault: str = "", **tls) -> None:
+        super().__init__(**tls)
         self.api_key = api_key
         self.fault = fault
         self.requests: list[dict] = []

@@ -28,8 +28,8 @@ PACE_S = 0.02
 
 
 class DeepgramAuraDouble(LoopbackServer):
-    def __init__(self, api_key: str = "dg-test", fault: str = "") -> None:
-        super().__init__()
+    def __init__(self, api_key: str = "dg-test", fault: str = "", **tls) -> None:
+        super().__init__(**tls)
         self.api_key = api_key
         self.fault = fault
         self.queries: list[dict[str, str]] = []

@@ -47,8 +47,8 @@ class Connection:
 
 
 class ElevenLabsDouble(LoopbackServer):
-    def __init__(self, api_key: str = "xi-test", fault: str = "") -> None:
-        super().__init__()
+    def __init__(self, api_key: str = "xi-test", fault: str = "", **tls) -> None:
+        super().__init__(**tls)
         self.api_key = api_key
         self.fault = fault
         self.connections: list[Connection] = []

@@ -9,6 +9,7 @@ so its audio transcribes back with whisper.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -43,7 +44,8 @@ def even_words(text: str, seconds: float) -> tuple[list[str], list[float], list[
 class LoopbackServer:
     """A WebSocket server on 127.0.0.1 in a thread; subclasses implement ``handle`` and ``check``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # a server context makes the double wss:// (an SDK that only speaks TLS)
         self.loop = asyncio.new_event_loop()
         self.server: Server | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, name=type(self).__name__, daemon=True)
@@ -60,7 +62,8 @@ class LoopbackServer:
         self.thread.start()
 
         async def open_server() -> Server:
-            return await serve(self.handle, "127.0.0.1", 0, process_request=self.check, max_size=2**24)
+            return await serve(self.handle, "127.0.0.1", 0, process_request=self.check, max_size=2**24,
+                               ssl=self.tls)
 
         self.server = self.run(open_server())
         self.port = self.server.sockets[0].getsockname()[1]
@@ -78,7 +81,7 @@ class LoopbackServer:
 
     @property
     def base_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
 
 async def in_thread(work: Callable, *args):
