@@ -4,7 +4,7 @@
 builds model objects for OpenAI-compatible APIs.
 """
 
-from voicemesh.client import openai
+from voicemesh.client import cartesia, elevenlabs, openai
 from voicemesh.client.events import (
     AgentAudio,
     AgentState,
@@ -27,5 +27,6 @@ from voicemesh.client.session import AgentSession, AgentSessionError, Interrupti
 __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
-    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "openai",
+    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "cartesia", "elevenlabs",
+    "openai",
 ]
