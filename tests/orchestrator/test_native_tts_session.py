@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.orchestrator.client import LLM, RATE, STT
+from tests.orchestrator.client import LLM, RATE, STT, TTS
 from tests.orchestrator.conftest import transcribe
 from tests.providers.cartesia_double import CartesiaDouble
 from tests.speech import silence, speak, wer
@@ -28,6 +28,16 @@ def cartesia_double():
 
 async def spoken_turn(session: AgentSession, question: str) -> dict:
     """Speak ``question`` in real time; every event up to the agent listening again after its turn."""
+    collector = asyncio.create_task(collect_turn(session))
+    pcm = speak(question, RATE) + silence(2.0, RATE)
+    for offset in range(0, len(pcm), 2 * RATE // 50):
+        await session.send_audio(pcm[offset:offset + 2 * RATE // 50])
+        await asyncio.sleep(0.02)
+    return await collector
+
+
+async def collect_turn(session: AgentSession) -> dict:
+    """Every event up to the agent listening again after its turn (and a moment for metrics and usage)."""
     seen: dict = {"heard": "", "text": "", "audio": bytearray(), "metrics": [], "usage": [], "errors": []}
 
     async def collect() -> None:
@@ -51,12 +61,7 @@ async def spoken_turn(session: AgentSession, question: str) -> dict:
                     and event.state.name == "LISTENING":
                 return
 
-    collector = asyncio.create_task(collect())
-    pcm = speak(question, RATE) + silence(2.0, RATE)
-    for offset in range(0, len(pcm), 2 * RATE // 50):
-        await session.send_audio(pcm[offset:offset + 2 * RATE // 50])
-        await asyncio.sleep(0.02)
-    await asyncio.wait_for(collector, 120)
+    await asyncio.wait_for(collect(), 120)
     await asyncio.sleep(0.5)  # metrics and usage may follow the turn's end
     return seen
 
@@ -85,3 +90,27 @@ async def test_a_spoken_turn_with_cartesia_tts_and_local_stt_and_llm(mesh, servi
     assert tts_usage and tts_usage[0].characters > 0
     # The reply went to Cartesia as one context of continuations.
     assert len({r["context_id"] for r in cartesia_double.requests}) == 1
+
+
+@pytest.mark.parametrize("fault", ["dead", "stall"])
+async def test_a_cartesia_that_dies_or_stalls_falls_back_to_the_next_voice(mesh, service_process, orchestrator, fault):
+    double = CartesiaDouble(api_key=KEY, fault="stall").start()
+    base_url = double.base_url
+    if fault == "dead":
+        double.stop()  # nothing listens there any more
+    try:
+        voices = [cartesia.TTS(model="sonic-2", voice=VOICE, base_url=base_url, api_key=KEY), TTS]
+        async with AgentSession(address=orchestrator.address, stt=STT, llm=LLM, tts=voices,
+                                instructions="Answer in one short sentence.", input_sample_rate=RATE,
+                                output_sample_rate=RATE, first_result_timeout_ms=3000) as session:
+            collector = asyncio.create_task(collect_turn(session))
+            await session.send_text("What is the capital of France?")
+            turn = await collector
+    finally:
+        if fault == "stall":
+            assert double.requests, "the stalled double never got the reply's text"
+            double.stop()
+    assert turn["text"].strip() and len(turn["audio"]) > RATE, "no spoken reply after the fallback"
+    [metrics] = turn["metrics"]
+    assert metrics.tts_model == TTS, metrics
+    assert any(f.startswith("cartesia/sonic-2") for f in metrics.fallbacks), metrics.fallbacks

@@ -11,7 +11,7 @@ frames with an HTTP-like ``status_code``; ``{"context_id", "cancel": true}``
 stops a context. A manual flush ends one transcript's audio (its chunks carry
 the flush's ``flush_id``, from 1). ``fault`` makes it misbehave: ``quota``
 (error frame 402), ``malformed`` (a frame that is not JSON), ``drop`` (the TCP
-connection cut after the first chunk).
+connection cut after the first chunk), ``stall`` (requests read, never answered).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class CartesiaDouble(LoopbackServer):
                                               "message": "Credit limit reached for this billing period",
                                               "error_code": "quota_exceeded", "context_id": context_id, "done": True}))
                     continue
+                if self.fault == "stall":
+                    continue  # accepted and never answered: a stalled provider
                 if self.fault == "malformed":
                     await ws.send("<html>502 Bad Gateway</html>")
                     continue

@@ -5,12 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.metering.helpers import recorded_usage
 from tests.providers.cartesia_double import CartesiaDouble
 from tests.speech import SENTENCES, wer
 from tests.tts.helpers import CANCEL, check_tags, config, pieces, read_rest, stub, synthesize, text, transcribe
-from voicemesh.metering import keys
-from voicemesh.metering.ledger import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -101,18 +98,3 @@ async def test_cartesia_failures_get_clear_statuses(service_process, fault, key,
         double.stop()
     assert caught.value.code().name == code, caught.value.details()
     assert message in caught.value.details()
-
-
-async def test_cartesia_usage_lands_in_the_ledger_in_characters(service_process, cartesia, tmp_path):
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    store = open_store(url)
-    record, key = keys.create_key(store, "cartesia-usage")
-    server = service_process("tts", env={"VOICEMESH_LEDGER": url})
-    line = "Turn off the lights in the kitchen."
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        requests = [config(DESCRIPTOR, rate=16000, base_url=cartesia.base_url, api_key=KEY), text(line)]
-        responses = [r async for r in stub(channel).Synthesize(iter(requests),
-                                                                   metadata=[("authorization", f"Bearer {key}")])]
-    assert responses[-1].usage.characters == len(line)
-    records = await recorded_usage(store, record.id)
-    assert [(r.service, r.model, r.characters) for r in records] == [("tts", DESCRIPTOR, len(line))]

@@ -69,15 +69,6 @@ class CartesiaTtsBackend(WebSocketTtsBackend):
         rate = options.sample_rate_hz if options.sample_rate_hz in RATES else DEFAULT_RATE
         return CartesiaSession(self, options, rate)
 
-    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
-        """One segment on its own session (the service speaks through ``open_session``)."""
-        session = self.open_session(options)
-        try:
-            async for piece in session.speak(text):
-                yield piece
-        finally:
-            await session.aclose()
-
 
 class CartesiaSession(WebSocketSession):
     """One stream's socket; one context per reply, one flush per segment."""

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from voicemesh.backend import BackendSettings, ModelCard
 from voicemesh.errors import VoiceMeshError
-from voicemesh.services.tts.backend import TTS_CAPABILITIES, VoiceOptions
+from voicemesh.services.tts.backend import VoiceOptions
 from voicemesh.services.tts.backends.websocket import (
     WebSocketSession,
     WebSocketTtsBackend,
@@ -53,15 +53,6 @@ class DeepgramTtsBackend(WebSocketTtsBackend):
     def open_session(self, options: VoiceOptions) -> DeepgramSession:
         rate = options.sample_rate_hz if options.sample_rate_hz in RATES else DEFAULT_RATE
         return DeepgramSession(self, options, rate)
-
-    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
-        """One segment on its own session (the service speaks through ``open_session``)."""
-        session = self.open_session(options)
-        try:
-            async for piece in session.speak(text):
-                yield piece
-        finally:
-            await session.aclose()
 
 
 class DeepgramSession(WebSocketSession):

@@ -68,15 +68,6 @@ class ElevenLabsTtsBackend(WebSocketTtsBackend):
         rate = options.sample_rate_hz if options.sample_rate_hz in RATES else DEFAULT_RATE
         return ElevenLabsSession(self, options, rate)
 
-    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
-        """One segment on its own session (the service speaks through ``open_session``)."""
-        session = self.open_session(options)
-        try:
-            async for piece in session.speak(text):
-                yield piece
-        finally:
-            await session.aclose()
-
 
 class ElevenLabsSession(WebSocketSession):
     """One reply's socket; each segment flushed, its end found by its aligned characters."""

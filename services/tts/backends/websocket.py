@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -60,6 +61,18 @@ class WebSocketTtsBackend(remote.RemoteBackend, TtsBackend):
             return RemoteOptions(base_url=resolved.base_url, api_key=environ(cls.key_env),
                                  timeout_s=resolved.timeout_s, extra=resolved.extra)
         return resolved
+
+    def open_session(self, options: VoiceOptions) -> WebSocketSession:
+        raise NotImplementedError
+
+    async def stream(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
+        """One segment on a session of its own (a Synthesize stream speaks through ``open_session``)."""
+        session = self.open_session(options)
+        try:
+            async for piece in session.speak(text):
+                yield piece
+        finally:
+            await session.aclose()
 
     def ws_url(self, path: str, query: dict[str, Any] | None = None) -> str:
         """The WebSocket URL of ``path`` under the base URL (an http(s) base becomes ws(s))."""
