@@ -34,6 +34,15 @@ class VoiceOptions:
     sample_rate_hz: int = 0  # 0: the voice's native rate
 
 
+@dataclass(frozen=True)
+class WordTime:
+    """A word a provider timed, in seconds from the start of its segment's audio."""
+
+    word: str
+    start_s: float
+    end_s: float
+
+
 class TtsBackend(Backend):
     """Base of the TTS backends (one instance per provider/model, shared by streams)."""
 
@@ -80,12 +89,14 @@ class SpeechSession:
     ``speak`` is called for one segment at a time and yields its audio at
     ``options.sample_rate_hz``; ``cancel`` follows a barge-in (after the
     ``speak`` in progress was closed) and must stop the provider at once;
-    ``aclose`` ends the session.
+    ``aclose`` ends the session. After a ``speak`` ends, ``words`` holds the
+    segment's timed words when the provider sends them.
     """
 
     def __init__(self, backend: TtsBackend, options: VoiceOptions):
         self.backend = backend
         self.options = options
+        self.words: list[WordTime] = []  # the last segment's timed words, from providers that time them
 
     def speak(self, text: str) -> AsyncIterator[bytes]:
         return self.backend.synthesize(text, self.options)

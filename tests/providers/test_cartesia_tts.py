@@ -39,6 +39,13 @@ async def test_streamed_text_is_one_context_with_continuations_and_transcribes_b
     assert first["output_format"] == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}
     assert first["add_timestamps"] is True
     assert cartesia.headers[0]["X-API-Key"] == KEY and cartesia.headers[0]["Cartesia-Version"]
+    # Cartesia's word timestamps become each segment's word spans: text in the stream, audio in the segment.
+    for segment in spoken.segments:
+        assert [w.word for w in segment.words] == segment.text.split()
+        assert all(full[w.char_start:w.char_end] == w.word for w in segment.words)
+        ends = [(w.start_samples, w.end_samples) for w in segment.words]
+        assert all(0 <= a < b <= segment.samples for a, b in ends) and ends == sorted(ends)
+        assert ends[-1][1] > segment.samples * 0.8
     pairs = [(s.text, transcribe(bytes(spoken.audio[s.segment_id]))) for s in spoken.segments]
     print(f"\ncartesia round trip WER: {wer(pairs):.1%} {pairs}")
     assert wer(pairs) <= 0.10

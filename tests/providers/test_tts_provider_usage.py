@@ -39,6 +39,7 @@ async def test_describe_lists_the_streaming_providers_with_their_flags(service_p
         card = models[descriptor]
         assert card.capabilities.streaming and card.capabilities.alignment is alignment, descriptor
         assert 16000 in card.sample_rates_hz and 24000 in card.sample_rates_hz
+        assert card.capabilities.word_times is descriptor.startswith("cartesia/"), descriptor
 
 
 @pytest.mark.parametrize("descriptor", list(PROVIDERS))

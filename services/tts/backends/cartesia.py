@@ -7,7 +7,8 @@ reply. Each segment goes out as a continuation of that context
 ``flush: true``), so the voice carries on across segments while the audio of
 each segment stays apart: its ``chunk`` messages carry the segment's
 ``flush_id`` and ``flush_done`` ends it. ``add_timestamps`` asks for word
-timestamps, which the session keeps per segment (``words``). A barge-in sends
+timestamps, which the session keeps per segment (``words``) and the stream
+turns into the segment's word spans. A barge-in sends
 ``{"context_id": ..., "cancel": true}``; anything the cancelled context still
 sends is dropped by its ``context_id``, and the next segment opens a new context.
 """
@@ -19,11 +20,10 @@ import binascii
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from voicemesh.backend import BackendSettings, ModelCard
-from voicemesh.services.tts.backend import TTS_CAPABILITIES, VoiceOptions
+from voicemesh.services.tts.backend import TTS_CAPABILITIES, VoiceOptions, WordTime
 from voicemesh.services.tts.backends.websocket import WebSocketSession, WebSocketTtsBackend, resample, whole_samples
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,8 @@ API_VERSION = "2025-04-16"
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # raw pcm_s16le rates Cartesia documents
 DEFAULT_RATE = 24000
 DEFAULT_VOICE = "9626c31c-bec5-4cca-baa8-f8ba9e84c8bc"  # the voice of the LiveKit Inference example
+CAPABILITIES = {**TTS_CAPABILITIES, "word_times": True}
 MODELS = ("sonic-2", "sonic-3", "sonic-turbo")
-
-
-@dataclass(frozen=True)
-class WordTime:
-    """A word of Cartesia's ``word_timestamps``, in seconds from the start of its segment's audio."""
-
-    word: str
-    start_s: float
-    end_s: float
 
 
 class CartesiaTtsBackend(WebSocketTtsBackend):
@@ -54,7 +46,7 @@ class CartesiaTtsBackend(WebSocketTtsBackend):
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
-            ModelCard(descriptor=f"cartesia/{model}", sample_rates_hz=RATES, capabilities=TTS_CAPABILITIES,
+            ModelCard(descriptor=f"cartesia/{model}", sample_rates_hz=RATES, capabilities=CAPABILITIES,
                       description="Cartesia WebSocket TTS: one context per reply, word timestamps; voice = voice id")
             for model in MODELS
         ]
@@ -79,7 +71,7 @@ class CartesiaSession(WebSocketSession):
         super().__init__(backend, options, provider_rate)
         self.context_id = ""
         self.flush_id = 0  # flushes sent on the context: segment n's audio carries flush_id n
-        self.words: list[WordTime] = []  # word timestamps of the last segment spoken
+        self.context_s = 0.0  # audio of the context's earlier segments, in seconds
 
     def _request(self, transcript: str, **more: Any) -> dict[str, Any]:
         backend = self.backend
@@ -102,12 +94,12 @@ class CartesiaSession(WebSocketSession):
         backend = self.backend
         headers = {"X-API-Key": backend.require_key(), "Cartesia-Version": API_VERSION}
         if await self.open(backend.ws_url("/tts/websocket"), headers) or not self.context_id:
-            self.context_id, self.flush_id = uuid.uuid4().hex, 0
+            self.context_id, self.flush_id, self.context_s = uuid.uuid4().hex, 0, 0.0
         await self.send(self._request(text))
         await self.send(self._request("", flush=True))
         self.flush_id += 1
         self.words = []
-        resampler, carry = self.resampler(), b""
+        resampler, carry, received = self.resampler(), b"", 0
         while True:
             message = backend.parse(await self.recv())
             if message.get("context_id") not in (self.context_id, None):
@@ -121,11 +113,13 @@ class CartesiaSession(WebSocketSession):
                 continue  # not this segment's flush: nothing of ours (each segment waits for its flush_done)
             if kind == "chunk":
                 pcm, carry = whole_samples(carry + _audio(backend, message))
+                received += len(pcm) // 2
                 if out := resample(resampler, pcm):
                     yield out
             elif kind == "timestamps":
                 self.words.extend(_words(backend, message.get("word_timestamps")))
             elif kind in ("flush_done", "done"):
+                self._segment_times(received / self.provider_rate)
                 if kind == "done":
                     self.context_id = ""  # the provider ended the context: the next segment needs a new one
                 if tail := resample(resampler, b"", last=True):
@@ -133,6 +127,12 @@ class CartesiaSession(WebSocketSession):
                 return
             else:
                 raise backend.malformed(f"unknown message type {kind!r}")
+
+    def _segment_times(self, seconds: float) -> None:
+        """Word times from the segment's start, whether Cartesia counted them from it or from the context's."""
+        if self.words and self.context_s and self.words[-1].end_s > seconds + 0.5:
+            self.words = [WordTime(w.word, w.start_s - self.context_s, w.end_s - self.context_s) for w in self.words]
+        self.context_s += seconds
 
     async def cancel(self) -> None:
         if self.ws is not None and self.context_id:
