@@ -6,7 +6,8 @@ HTTP 401 at the handshake, no credits 402); a ``Metadata`` message first;
 client messages ``Speak`` (text), ``Flush`` (speak what was sent: binary audio
 frames, then ``Flushed`` with a ``sequence_id``), ``Clear`` (drop the rest:
 ``Cleared``) and ``Close``. ``fault``: ``malformed`` (a text frame that is
-not JSON), ``drop`` (the TCP connection cut after the first audio).
+not JSON), ``drop`` (the TCP connection cut after the first audio), ``bad_data`` (the 1008 close with
+``DATA-0000`` that Deepgram sends for a payload it cannot use).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class DeepgramAuraDouble(LoopbackServer):
                 kind = message.get("type")
                 if self.fault == "malformed":
                     await ws.send("Flushed")
+                elif self.fault == "bad_data":
+                    await ws.close(1008, "DATA-0000")  # Deepgram's close for a payload it cannot use
+                    return
                 elif kind == "Speak":
                     state["text"] += message.get("text", "")
                 elif kind == "Flush":

@@ -79,6 +79,7 @@ async def test_the_operators_deepgram_key_and_url_come_from_the_environment(serv
         ("quota", KEY, "RESOURCE_EXHAUSTED", "HTTP 402"),
         ("malformed", KEY, "UNAVAILABLE", "malformed frame"),
         ("drop", KEY, "UNAVAILABLE", "code 1006"),
+        ("bad_data", KEY, "INVALID_ARGUMENT", "DATA-0000"),
     ],
 )
 async def test_deepgram_aura_failures_get_clear_statuses(service_process, fault, key, code, message):

@@ -65,3 +65,18 @@ async def test_provider_usage_lands_in_the_ledger_in_characters(service_process,
     # The example price table bills it per character.
     prices = PriceTable.load(Path(metering.__file__).parent / "prices.example.json")
     assert prices.price_of(descriptor) and "characters" in prices.price_of(descriptor)
+
+
+async def test_a_provider_without_any_key_is_unauthenticated_before_connecting(service_process):
+    double = CartesiaDouble().start()
+    try:
+        server = service_process("tts", env={"VOICEMESH_CARTESIA_BASE_URL": double.base_url})
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                requests = [config("cartesia/sonic-2:9626c31c-bec5-4cca-baa8-f8ba9e84c8bc"), text("Hello.")]
+                [r async for r in stub(channel).Synthesize(iter(requests))]
+    finally:
+        double.stop()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "CARTESIA_API_KEY" in caught.value.details()
+    assert double.headers == [], "a stream without a key still connected"

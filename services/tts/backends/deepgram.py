@@ -15,7 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from voicemesh.backend import BackendSettings, ModelCard
-from voicemesh.errors import VoiceMeshError
+from websockets.exceptions import ConnectionClosed
+
+from voicemesh.errors import InvalidInput, VoiceMeshError
 from voicemesh.services.tts.backend import VoiceOptions
 from voicemesh.services.tts.backends.websocket import (
     WebSocketSession,
@@ -49,6 +51,14 @@ class DeepgramTtsBackend(WebSocketTtsBackend):
 
     def native_rate(self, voice: str) -> int:
         return DEFAULT_RATE
+
+    def closed_error(self, exc: ConnectionClosed) -> VoiceMeshError:
+        """Deepgram names the fault in the close reason: DATA-* is the input's, NET-* the network's."""
+        reason = exc.rcvd.reason if exc.rcvd else ""
+        if reason.startswith("DATA-"):
+            return InvalidInput(f"{self.descriptor}: Deepgram closed the stream (code {exc.rcvd.code}: {reason})",
+                                model=self.descriptor)
+        return super().closed_error(exc)
 
     def open_session(self, options: VoiceOptions) -> DeepgramSession:
         rate = options.sample_rate_hz if options.sample_rate_hz in RATES else DEFAULT_RATE
