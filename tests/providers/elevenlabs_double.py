@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from tests.providers.tts_loopback import LoopbackServer, in_thread, piper_pcm
 
 PATH = re.compile(r"^/v1/text-to-speech/([A-Za-z0-9]+)/stream-input$")
-RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 CHUNK_S = 0.1
 PACE_S = 0.02
 

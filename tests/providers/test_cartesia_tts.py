@@ -89,7 +89,7 @@ async def test_the_operators_cartesia_key_and_url_come_from_the_environment(serv
     ("fault", "key", "code", "message"),
     [
         ("", "sk-wrong", "UNAUTHENTICATED", "HTTP 401"),
-        ("quota", KEY, "RESOURCE_EXHAUSTED", "Credit limit"),
+        ("quota", KEY, "RESOURCE_EXHAUSTED", "HTTP 402"),
         ("malformed", KEY, "UNAVAILABLE", "malformed frame"),
         ("drop", KEY, "UNAVAILABLE", "code 1006"),
     ],
@@ -105,3 +105,5 @@ async def test_cartesia_failures_get_clear_statuses(service_process, fault, key,
         double.stop()
     assert caught.value.code().name == code, caught.value.details()
     assert message in caught.value.details()
+    # What the provider wrote goes to the service's log, never to the client (as with HTTP error bodies).
+    assert not any(word in caught.value.details() for word in ("Credit limit"))

@@ -81,8 +81,8 @@ async def test_the_operators_eleven_key_and_url_come_from_the_environment(servic
 @pytest.mark.parametrize(
     ("fault", "key", "code", "message"),
     [
-        ("", "xi-wrong", "UNAUTHENTICATED", "Invalid API key"),
-        ("quota", KEY, "RESOURCE_EXHAUSTED", "quota"),
+        ("", "xi-wrong", "UNAUTHENTICATED", "API key was refused"),
+        ("quota", KEY, "RESOURCE_EXHAUSTED", "over quota"),
         ("malformed", KEY, "UNAVAILABLE", "malformed frame"),
         ("drop", KEY, "UNAVAILABLE", "code 1006"),
     ],
@@ -98,3 +98,5 @@ async def test_elevenlabs_failures_get_clear_statuses(service_process, fault, ke
         double.stop()
     assert caught.value.code().name == code, caught.value.details()
     assert message in caught.value.details()
+    # What the provider wrote goes to the service's log, never to the client (as with HTTP error bodies).
+    assert not any(word in caught.value.details() for word in ("exceeds your quota", "Invalid API key"))

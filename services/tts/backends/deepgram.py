@@ -56,7 +56,8 @@ class DeepgramTtsBackend(WebSocketTtsBackend):
         """Deepgram names the fault in the close reason: DATA-* is the input's, NET-* the network's."""
         reason = exc.rcvd.reason if exc.rcvd else ""
         if reason.startswith("DATA-"):
-            return InvalidInput(f"{self.descriptor}: Deepgram closed the stream (code {exc.rcvd.code}: {reason})",
+            log.warning("%s closed with code %d: %s", self.descriptor, exc.rcvd.code, reason)
+            return InvalidInput(f"{self.descriptor}: Deepgram refused the input (code {exc.rcvd.code})",
                                 model=self.descriptor)
         return super().closed_error(exc)
 

@@ -33,7 +33,7 @@ from voicemesh.services.tts.backends.websocket import (
 
 log = logging.getLogger(__name__)
 
-RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # the pcm_<rate> output formats ElevenLabs documents
+RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # the pcm_<rate> output formats ElevenLabs documents
 DEFAULT_RATE = 24000
 DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", ElevenLabs' default premade voice
 CLOSE_WAIT_S = 2.0  # how long the end of a stream waits for ElevenLabs' isFinal

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.protocol import State
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from voicemesh import remote
 from voicemesh.audio import StreamResampler, float_to_pcm, pcm_to_float
@@ -46,6 +46,19 @@ _CLOSE_CODES: dict[int, type[VoiceMeshError]] = {
     1009: InvalidInput,  # message too big
     1013: ResourceExhausted,  # try again later
 }
+
+
+_WORDS = {ResourceExhausted: "over quota or out of credits", Unauthenticated: "the API key was refused"}
+
+
+def _classify(text: str) -> type[VoiceMeshError] | None:
+    """Quota or key trouble, as providers word it in close reasons and error frames."""
+    lowered = text.lower()
+    if any(word in lowered for word in ("quota", "credit", "limit")):
+        return ResourceExhausted
+    if any(word in lowered for word in ("auth", "api key", "api_key", "credentials")):
+        return Unauthenticated
+    return None
 
 
 class WebSocketTtsBackend(remote.RemoteBackend, TtsBackend):
@@ -114,28 +127,31 @@ class WebSocketTtsBackend(remote.RemoteBackend, TtsBackend):
         return remote.status_error(status, endpoint=endpoint, model=self.descriptor)
 
     def closed_error(self, exc: ConnectionClosed) -> VoiceMeshError:
-        """The error of a socket the provider closed (or lost) before the audio ended."""
-        frame = exc.rcvd
-        code, why = (frame.code, frame.reason) if frame else (1006, "connection lost")
-        message = f"{self.descriptor}: the provider closed the WebSocket (code {code}{': ' + why if why else ''})"
-        lowered = why.lower()
-        if "quota" in lowered or "credit" in lowered or "limit" in lowered:
-            return ResourceExhausted(message, model=self.descriptor)
-        if "auth" in lowered or "api key" in lowered or "api_key" in lowered:
-            return Unauthenticated(message, model=self.descriptor)
-        return _CLOSE_CODES.get(code, Unavailable)(message, model=self.descriptor)
+        """The error of a socket the provider closed (or lost) before the audio ended.
 
-    def frame_error(self, status: int, message: str) -> VoiceMeshError:
-        """The error of an error frame that carries an HTTP-like status (0 when it has none)."""
+        The close reason is the provider's text: it is logged and classified, never relayed.
+        """
+        frame = exc.rcvd
+        code, why = (frame.code, frame.reason) if frame else (1006, "")
+        if why:
+            log.warning("%s closed the WebSocket with code %d: %s", self.descriptor, code, why)
+        kind = _classify(why)
+        note = _WORDS[kind] if kind else "" if frame else "connection lost"
+        message = f"{self.descriptor}: the provider closed the WebSocket (code {code}{', ' + note if note else ''})"
+        return (kind or _CLOSE_CODES.get(code, Unavailable))(message, model=self.descriptor)
+
+    def frame_error(self, status: int, text: str) -> VoiceMeshError:
+        """The error of an error frame, by its HTTP-like status (0 when it has none) or else by its words.
+
+        Like an HTTP error body, the frame's text goes to the log, not to the client.
+        """
+        log.warning("%s sent an error frame (status %d): %s", self.descriptor, status, text[:300])
         if status >= 400:
             error = self.status_error(status, f"{self.provider} stream")
-            return type(error)(f"{error.message}: {message[:200]}", model=self.descriptor)
-        lowered = message.lower()
-        if "quota" in lowered or "credit" in lowered:
-            return ResourceExhausted(f"{self.descriptor}: {message[:200]}", model=self.descriptor)
-        if "auth" in lowered or "api key" in lowered:
-            return Unauthenticated(f"{self.descriptor}: {message[:200]}", model=self.descriptor)
-        return Unavailable(f"{self.descriptor} sent an error: {message[:200]}", model=self.descriptor)
+            return type(error)(f"{error.message} in an error frame", model=self.descriptor)
+        kind = _classify(text) or Unavailable
+        return kind(f"{self.descriptor}: the provider sent an error frame ({_WORDS.get(kind, 'failed')})",
+                    model=self.descriptor)
 
     def malformed(self, what: str) -> Unavailable:
         return Unavailable(f"{self.descriptor} sent a malformed frame: {what[:200]}", model=self.descriptor)
