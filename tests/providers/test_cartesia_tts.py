@@ -106,4 +106,4 @@ async def test_cartesia_failures_get_clear_statuses(service_process, fault, key,
     assert caught.value.code().name == code, caught.value.details()
     assert message in caught.value.details()
     # What the provider wrote goes to the service's log, never to the client (as with HTTP error bodies).
-    assert not any(word in caught.value.details() for word in ("Credit limit"))
+    assert not any(word in caught.value.details() for word in ("Credit limit",))
