@@ -4,6 +4,11 @@ A backend turns one segment of text into PCM s16le mono audio at its voice's
 native rate (``stream``); ``synthesize`` resamples that to the rate the client
 asked for, chunk by chunk, so every backend gets the same soxr resampling.
 Backends never import grpc and raise ``voicemesh.errors`` exceptions.
+
+A stream speaks its segments through one ``SpeechSession`` (``open_session``):
+by default each segment is its own ``synthesize`` call, while a streaming
+provider keeps one connection and one provider context for the whole reply,
+so prosody runs on across segments and a barge-in cancels that context.
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ class VoiceOptions:
     sample_rate_hz: int = 0  # 0: the voice's native rate
 
 
+@dataclass(frozen=True)
+class WordTime:
+    """A word a provider timed, in seconds from the start of its segment's audio."""
+
+    word: str
+    start_s: float
+    end_s: float
+
+
 class TtsBackend(Backend):
     """Base of the TTS backends (one instance per provider/model, shared by streams)."""
 
@@ -48,6 +62,10 @@ class TtsBackend(Backend):
         next piece.
         """
 
+    def open_session(self, options: VoiceOptions) -> SpeechSession:
+        """The session one Synthesize stream speaks its segments through."""
+        return SpeechSession(self, options)
+
     async def synthesize(self, text: str, options: VoiceOptions) -> AsyncIterator[bytes]:
         """PCM s16le mono of ``text`` at ``options.sample_rate_hz`` (or native when 0)."""
         native = self.native_rate(options.voice)
@@ -63,3 +81,28 @@ class TtsBackend(Backend):
                 yield float_to_pcm(tail)
         finally:
             await pieces.aclose()
+
+
+class SpeechSession:
+    """One stream's segments, spoken in order; the base speaks each with ``synthesize``.
+
+    ``speak`` is called for one segment at a time and yields its audio at
+    ``options.sample_rate_hz``; ``cancel`` follows a barge-in (after the
+    ``speak`` in progress was closed) and must stop the provider at once;
+    ``aclose`` ends the session. After a ``speak`` ends, ``words`` holds the
+    segment's timed words when the provider sends them.
+    """
+
+    def __init__(self, backend: TtsBackend, options: VoiceOptions):
+        self.backend = backend
+        self.options = options
+        self.words: list[WordTime] = []  # the last segment's timed words, from providers that time them
+
+    def speak(self, text: str) -> AsyncIterator[bytes]:
+        return self.backend.synthesize(text, self.options)
+
+    async def cancel(self) -> None:
+        """Stop what the provider is still making for this stream."""
+
+    async def aclose(self) -> None:
+        """Release the session's connection, if it has one."""

@@ -1,7 +1,9 @@
-"""Text to speech: streaming text in, tagged audio out (piper locally, or any OpenAI-compatible /audio/speech).
+"""Text to speech: streaming text in, tagged audio out (piper locally, or a remote provider).
 
 Serves voicemesh.v1.TtsService. Voices: piper/<voice> (installed voice packages
-and the models folder, --models-dir) and openai/<model>:<voice> for remote APIs.
+and the models folder, --models-dir), openai/<model>:<voice> for OpenAI-compatible APIs,
+and the streaming providers cartesia/<model>:<voice-id>, elevenlabs/<model>:<voice-id>
+and deepgram/aura-<voice>.
 """
 
 from __future__ import annotations

@@ -130,6 +130,9 @@ def _response(event: Event, rate: int, model: str) -> tts_pb2.SynthesizeResponse
                 char_start=segment.char_start,
                 char_end=segment.char_end,
                 samples=event.samples,
+                words=[tts_pb2.WordSpan(word=w.word, char_start=w.char_start, char_end=w.char_end,
+                                        start_samples=w.start_samples, end_samples=w.end_samples)
+                       for w in event.words],
             )
         )
     if isinstance(event, Cancelled):

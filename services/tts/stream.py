@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from voicemesh.errors import InvalidInput
-from voicemesh.services.tts.backend import TtsBackend, VoiceOptions
+from voicemesh.services.tts.backend import TtsBackend, VoiceOptions, WordTime
 from voicemesh.speech.segmenter import Segment, Segmenter
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,23 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class WordSpan:
+    """A timed word: its characters in all text of the stream, its samples from the segment's start."""
+
+    word: str
+    char_start: int
+    char_end: int
+    start_samples: int
+    end_samples: int
+
+
+@dataclass(frozen=True)
 class SegmentFinished:
-    """All audio of a segment has been sent."""
+    """All audio of a segment has been sent; ``words`` when the provider timed them."""
 
     segment: Segment
     samples: int
+    words: tuple[WordSpan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ class SynthesisStream:
         self._epoch = 0
         self._characters = 0
         self._worker: asyncio.Task | None = None
+        self.session = backend.open_session(options)
 
     @property
     def characters(self) -> int:
@@ -140,6 +153,7 @@ class SynthesisStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.session.aclose()
 
     async def _read(self, inputs: AsyncIterator[str | Control]) -> None:
         try:
@@ -178,6 +192,7 @@ class SynthesisStream:
         if worker is not None:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+        await self.session.cancel()  # the provider's context too: nothing it still makes may be spoken
         dropped = self.segmenter.clear() + sum(len(s.text) for s in self._unconfirmed.values())
         self._pending.clear()
         self._unconfirmed.clear()
@@ -207,7 +222,7 @@ class SynthesisStream:
         self._characters += len(segment.text)
         log.debug("synthesizing segment %d (%d characters)", segment.index, len(segment.text))
         size, done, carry = self._chunk_bytes, 0, b""
-        audio = self.backend.synthesize(segment.text, self.options)
+        audio = self.session.speak(segment.text)
         try:
             async for piece in audio:
                 carry += piece
@@ -217,9 +232,24 @@ class SynthesisStream:
             if carry:
                 await self._out.put((epoch, Chunk(carry, segment, done // 2)))
                 done += len(carry)
-            await self._out.put((epoch, SegmentFinished(segment, done // 2)))
+            words = word_spans(segment, self.session.words, self.options.sample_rate_hz, done // 2)
+            await self._out.put((epoch, SegmentFinished(segment, done // 2, words)))
         except asyncio.CancelledError:
             log.debug("segment %d cut off after %d samples", segment.index, done // 2)
             raise
         finally:
             await audio.aclose()
+
+
+def word_spans(segment: Segment, words: list[WordTime], rate: int, samples: int) -> tuple[WordSpan, ...]:
+    """The timed words of ``segment`` found in its text, in order (a word the text lacks is left out)."""
+    spans, at = [], 0
+    for word in words:
+        found = segment.text.find(word.word, at)
+        if not word.word or found < 0:
+            continue  # the provider normalized it ("2" spoken as "two"): no span of the text to give
+        at = found + len(word.word)
+        start = min(samples, max(0, round(word.start_s * rate)))
+        spans.append(WordSpan(word.word, segment.char_start + found, segment.char_start + at, start,
+                              min(samples, max(start, round(word.end_s * rate)))))
+    return tuple(spans)

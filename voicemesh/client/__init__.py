@@ -4,7 +4,7 @@
 builds model objects for OpenAI-compatible APIs.
 """
 
-from voicemesh.client import openai
+from voicemesh.client import cartesia, elevenlabs, openai
 from voicemesh.client.events import (
     AgentAudio,
     AgentState,
@@ -30,5 +30,6 @@ __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "AgentVideo",
     "Avatar", "AvatarStopped", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
-    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "openai",
+    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "cartesia", "elevenlabs",
+    "openai",
 ]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voicemesh.v1 import common_pb2 as voicemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/tts.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19TtsServiceDescribeRequest\"S\n\x1aTtsServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"v\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\r\n\x05speed\x18\x03 \x01(\x02\x12-\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"\xad\x01\n\x11SynthesizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voicemesh.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.FlushH\x00\x12&\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x14.voicemesh.v1.CancelH\x00\x42\t\n\x07request\"\xa5\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\x05\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x05 \x01(\x03\x12\x1e\n\x16segment_offset_samples\x18\x06 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x07 \x01(\x05\"f\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x0f\n\x07samples\x18\x05 \x01(\x03\"0\n\x12SynthesisCancelled\x12\x1a\n\x12\x64ropped_characters\x18\x01 \x01(\x05\"\xd8\x01\n\x12SynthesizeResponse\x12)\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.AudioChunkH\x00\x12\x31\n\x0csegment_done\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.SegmentDoneH\x00\x12\x35\n\tcancelled\x18\x03 \x01(\x0b\x32 .voicemesh.v1.SynthesisCancelledH\x00\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x13.voicemesh.v1.UsageH\x00\x42\x07\n\x05\x65vent2\xc0\x01\n\nTtsService\x12S\n\nSynthesize\x12\x1f.voicemesh.v1.SynthesizeRequest\x1a .voicemesh.v1.SynthesizeResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.TtsServiceDescribeRequest\x1a(.voicemesh.v1.TtsServiceDescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/tts.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19TtsServiceDescribeRequest\"S\n\x1aTtsServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"v\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\r\n\x05speed\x18\x03 \x01(\x02\x12-\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"\xad\x01\n\x11SynthesizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voicemesh.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.FlushH\x00\x12&\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x14.voicemesh.v1.CancelH\x00\x42\t\n\x07request\"\xa5\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x12\n\nsegment_id\x18\x02 \x01(\x05\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x05 \x01(\x03\x12\x1e\n\x16segment_offset_samples\x18\x06 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x07 \x01(\x05\"\x8d\x01\n\x0bSegmentDone\x12\x12\n\nsegment_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x0f\n\x07samples\x18\x05 \x01(\x03\x12%\n\x05words\x18\x06 \x03(\x0b\x32\x16.voicemesh.v1.WordSpan\"j\n\x08WordSpan\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x12\n\nchar_start\x18\x02 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x03 \x01(\x05\x12\x15\n\rstart_samples\x18\x04 \x01(\x03\x12\x13\n\x0b\x65nd_samples\x18\x05 \x01(\x03\"0\n\x12SynthesisCancelled\x12\x1a\n\x12\x64ropped_characters\x18\x01 \x01(\x05\"\xd8\x01\n\x12SynthesizeResponse\x12)\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x18.voicemesh.v1.AudioChunkH\x00\x12\x31\n\x0csegment_done\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.SegmentDoneH\x00\x12\x35\n\tcancelled\x18\x03 \x01(\x0b\x32 .voicemesh.v1.SynthesisCancelledH\x00\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x13.voicemesh.v1.UsageH\x00\x42\x07\n\x05\x65vent2\xc0\x01\n\nTtsService\x12S\n\nSynthesize\x12\x1f.voicemesh.v1.SynthesizeRequest\x1a .voicemesh.v1.SynthesizeResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.TtsServiceDescribeRequest\x1a(.voicemesh.v1.TtsServiceDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNTHESIZEREQUEST']._serialized_end=475
   _globals['_AUDIOCHUNK']._serialized_start=478
   _globals['_AUDIOCHUNK']._serialized_end=643
-  _globals['_SEGMENTDONE']._serialized_start=645
-  _globals['_SEGMENTDONE']._serialized_end=747
-  _globals['_SYNTHESISCANCELLED']._serialized_start=749
-  _globals['_SYNTHESISCANCELLED']._serialized_end=797
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=800
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1016
-  _globals['_TTSSERVICE']._serialized_start=1019
-  _globals['_TTSSERVICE']._serialized_end=1211
+  _globals['_SEGMENTDONE']._serialized_start=646
+  _globals['_SEGMENTDONE']._serialized_end=787
+  _globals['_WORDSPAN']._serialized_start=789
+  _globals['_WORDSPAN']._serialized_end=895
+  _globals['_SYNTHESISCANCELLED']._serialized_start=897
+  _globals['_SYNTHESISCANCELLED']._serialized_end=945
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=948
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1164
+  _globals['_TTSSERVICE']._serialized_start=1167
+  _globals['_TTSSERVICE']._serialized_end=1359
 # @@protoc_insertion_point(module_scope)

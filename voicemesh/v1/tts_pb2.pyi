@@ -1,7 +1,8 @@
 from voicemesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -59,18 +60,34 @@ class AudioChunk(_message.Message):
     def __init__(self, audio: _Optional[bytes] = ..., segment_id: _Optional[int] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ..., offset_samples: _Optional[int] = ..., segment_offset_samples: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ...) -> None: ...
 
 class SegmentDone(_message.Message):
-    __slots__ = ("segment_id", "text", "char_start", "char_end", "samples")
+    __slots__ = ("segment_id", "text", "char_start", "char_end", "samples", "words")
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAR_START_FIELD_NUMBER: _ClassVar[int]
     CHAR_END_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     segment_id: int
     text: str
     char_start: int
     char_end: int
     samples: int
-    def __init__(self, segment_id: _Optional[int] = ..., text: _Optional[str] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[WordSpan]
+    def __init__(self, segment_id: _Optional[int] = ..., text: _Optional[str] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ..., samples: _Optional[int] = ..., words: _Optional[_Iterable[_Union[WordSpan, _Mapping]]] = ...) -> None: ...
+
+class WordSpan(_message.Message):
+    __slots__ = ("word", "char_start", "char_end", "start_samples", "end_samples")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    CHAR_START_FIELD_NUMBER: _ClassVar[int]
+    CHAR_END_FIELD_NUMBER: _ClassVar[int]
+    START_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    END_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    char_start: int
+    char_end: int
+    start_samples: int
+    end_samples: int
+    def __init__(self, word: _Optional[str] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ..., start_samples: _Optional[int] = ..., end_samples: _Optional[int] = ...) -> None: ...
 
 class SynthesisCancelled(_message.Message):
     __slots__ = ("dropped_characters",)
