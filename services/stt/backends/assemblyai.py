@@ -54,10 +54,9 @@ class AssemblyAISttBackend(StreamingSttBackend):
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
         return [
             ModelCard(descriptor=f"{cls.provider}/{model}", sample_rates_hz=(8000, 16000, 24000, 48000),
-                      capabilities={"streaming": True, "interim_results": True, "word_times": True,
-                                    "endpointing": True, "formatted_finals": True},
-                      description="AssemblyAI v3 streaming WebSocket (/v3/ws); :en is the English model, "
-                                  "other languages the multilingual one")
+                      capabilities={"streaming": True, "interim_results": True, "word_times": True},
+                      description="AssemblyAI v3 streaming WebSocket (/v3/ws), end of turn and formatted finals by "
+                                  "AssemblyAI; :en is the English model, other languages the multilingual one")
             for model in KNOWN_MODELS
         ]
 
