@@ -110,8 +110,8 @@ class Double:
         query = _query(socket.request.path)
         key = socket.request.headers["Authorization"][len("Token "):]
         rate = int(query["sample_rate"])
-        interim = query.get("interim_results") == "true"
-        vad_events = query.get("vad_events") == "true"
+        interim = _true(query, "interim_results")
+        vad_events = _true(query, "vad_events")
         utterance_end = query.get("utterance_end_ms", "").isdigit()
         options = RecognitionOptions(language=query.get("language", "en"), sample_rate_hz=rate,
                                      interim_results=interim, min_silence_ms=int(query.get("endpointing") or 300))
@@ -174,7 +174,7 @@ class Double:
         if query.get("encoding", "pcm_s16le") != "pcm_s16le" or not query.get("sample_rate", "").isdigit():
             return await _error(socket, 3006, "Input validation error: sample_rate and encoding=pcm_s16le")
         rate = int(query["sample_rate"])
-        formatted = query.get("format_turns") == "true"
+        formatted = _true(query, "format_turns")
         options = RecognitionOptions(language="en", sample_rate_hz=rate, interim_results=True,
                                      min_silence_ms=int(query.get("min_turn_silence") or 400))
         begun = time.time()
@@ -219,6 +219,11 @@ class Double:
 
 def _query(path: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
+
+
+def _true(query: dict[str, str], name: str) -> bool:
+    """A boolean query parameter; AssemblyAI's own SDK spells it ``True``."""
+    return query.get(name, "").lower() == "true"
 
 
 def _type(text: str) -> str | None:
@@ -287,7 +292,7 @@ async def main() -> None:
     parser.add_argument("--idle-timeout", type=float, default=10.0, help="Deepgram's NET-0001 wait, seconds")
     args = parser.parse_args()
     recognizer = FasterWhisperBackend(model="tiny.en", options=RemoteOptions(),
-                                      settings=FasterWhisperSettings(workers=1, threads=1))
+                                      settings=FasterWhisperSettings(workers=1, threads=1, interim_interval_ms=300))
     await recognizer.load()
     double = Double(recognizer, args.api_key, args.idle_timeout)
     async with serve(double.handle, args.host, args.port, process_request=double.process_request,

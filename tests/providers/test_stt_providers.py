@@ -23,7 +23,7 @@ from voicemesh.v1 import stt_pb2
 pytestmark = pytest.mark.slow
 
 MODELS = {"deepgram": "deepgram/nova-3:en", "assemblyai": "assemblyai/universal-streaming:en"}
-QUESTION = "What is the capital of France?"
+QUESTION = "What is the capital of France, and how many people live in Paris?"
 
 
 @pytest.fixture(scope="module")
