@@ -1,0 +1,108 @@
+"""A spoken session through the orchestrator with a native STT provider (the double) and local LLM and TTS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from tests.orchestrator.client import LLM, TTS
+from tests.providers.helpers import KEY, SttDouble
+from tests.speech import silence, speak, wer
+from voicemesh.audio import chunks
+from voicemesh.client import AgentSession, AgentText, EventType, TurnMetrics, UserTranscript, assemblyai, deepgram
+from voicemesh.mesh import MeshConfig
+from voicemesh.process import ServiceProcess
+
+pytestmark = pytest.mark.slow
+QUESTION = "What is the capital of France?"
+INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[SttDouble]:
+    server = SttDouble()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(double, tmp_path_factory) -> Iterator[str]:
+    """STT (its operator's AssemblyAI key and URL point at the double), local LLM and TTS, an orchestrator."""
+    folder = tmp_path_factory.mktemp("native-stt")
+    services = {
+        "stt": ServiceProcess("stt", args=["--metrics-port", "-1", "--preload", ""], log_path=folder / "stt.log",
+                              env={"ASSEMBLYAI_API_KEY": KEY, "VOICEMESH_ASSEMBLYAI_BASE_URL": double.base_url}),
+        "llm": ServiceProcess("llm", args=["--metrics-port", "-1", "--preload", LLM, "--temperature", "0",
+                                           "--llama-threads", "1"], log_path=folder / "llm.log"),
+        "tts": ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", TTS, "--piper-workers", "1"],
+                              log_path=folder / "tts.log"),
+    }
+    started = []
+    try:
+        for proc in services.values():
+            started.append(proc.start())
+        for proc in services.values():
+            proc.wait_serving()
+        MeshConfig({m: {"*": [p.address]} for m, p in services.items()}).write(folder / "mesh.json")
+        orch = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(folder / "mesh.json"),
+                                                    "--max-tokens", "40"], log_path=folder / "orchestrator.log")
+        started.append(orch.start())
+        yield orch.wait_serving().address
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+async def spoken_turn(address: str, stt) -> list:
+    """Say the question into a session with ``stt`` and local LLM/TTS; its events up to the turn's metrics."""
+    events: list = []
+    async with AgentSession(address=address, stt=stt, llm=LLM, tts=TTS, instructions=INSTRUCTIONS,
+                            input_sample_rate=16000, output_sample_rate=16000) as session:
+        async def follow() -> None:
+            got = set()
+            async for event in session:
+                events.append(event)
+                got.add(event.type)
+                if {EventType.TURN_DONE, EventType.METRICS} <= got:
+                    return
+
+        follower = asyncio.create_task(follow())
+        try:
+            async with asyncio.timeout(120):
+                for chunk in chunks(silence(0.3) + speak(QUESTION) + silence(0.3), rate=16000, ms=20):
+                    await session.send_audio(chunk)
+                    await asyncio.sleep(0.02)
+                while not follower.done():  # the line stays open: silence, as a microphone sends
+                    await session.send_audio(silence(0.02))
+                    await asyncio.sleep(0.02)
+                follower.result()
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+    return events
+
+
+@pytest.mark.parametrize("form", ["descriptor", "plugin instance"])
+async def test_a_spoken_turn_with_assemblyai_stt_and_local_llm_and_tts(orchestrator, double, form):
+    stt = ("assemblyai/universal-streaming:en" if form == "descriptor"
+           else assemblyai.STT(language="en", base_url=double.base_url, api_key=KEY))
+    events = await spoken_turn(orchestrator, stt)
+    finals = [e for e in events if isinstance(e, UserTranscript) and e.final]
+    assert finals and wer([(QUESTION, " ".join(e.text for e in finals))]) <= 0.2, [e.text for e in finals]
+    reply = "".join(e.delta for e in events if isinstance(e, AgentText))
+    assert "paris" in reply.lower(), reply
+    audio = b"".join(e.audio for e in events if e.type == EventType.AGENT_AUDIO)
+    assert len(audio) > 16000  # more than half a second of speech
+    (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
+    assert metrics.stt_model == "assemblyai/universal-streaming:en"
+    assert metrics.voice_to_voice_ms > 0 and metrics.llm_ttft_ms > 0 and metrics.tts_ttfb_ms > 0
+
+
+async def test_deepgram_plugin_instance_serves_a_spoken_turn(orchestrator, double):
+    events = await spoken_turn(orchestrator, deepgram.STT(model="nova-3", base_url=double.base_url, api_key=KEY))
+    finals = [e for e in events if isinstance(e, UserTranscript) and e.final]
+    assert finals and wer([(QUESTION, " ".join(e.text for e in finals))]) <= 0.2
+    (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
+    assert metrics.stt_model == "deepgram/nova-3:en"
