@@ -20,8 +20,9 @@ of each documented protocol:
   close with the same code: 1008 for a bad key, 3009 for too many sessions, 3006 for
   an unreadable message, 3007 for an audio message outside 50-1000 ms.
 
-Special keys make it misbehave after the first transcript: ``malformed`` sends a
-frame that is not JSON, ``drop`` drops the TCP connection without a close frame;
+Special keys make it misbehave: ``malformed`` sends a frame that is not JSON in
+place of its first transcript, ``drop`` drops the TCP connection without a close
+frame after a second of audio, ``stall`` takes the audio and never answers;
 ``quota`` is refused as an account over its limits. Run:
 ``python -m tests.providers.stt_double --port 8080 --api-key KEY``.
 """
@@ -45,7 +46,8 @@ from voicemesh.backend import RemoteOptions
 from voicemesh.services.stt.backend import RecognitionOptions, SpeechStartedEvent, TranscriptEvent, UsageEvent
 from voicemesh.services.stt.backends.faster_whisper import FasterWhisperBackend, FasterWhisperSettings
 
-MISBEHAVING = ("malformed", "drop")
+MISBEHAVING = ("malformed", "drop", "stall")
+DROP_AFTER_S = 1.0  # the "drop" key loses the connection once this much audio came
 
 
 class Double:
@@ -96,14 +98,13 @@ class Double:
         async for event in self.recognizer.recognize(options, chunks()):
             if isinstance(event, UsageEvent):
                 usage = event
-                continue
-            await emit(event)
-            if isinstance(event, TranscriptEvent) and key in MISBEHAVING:
-                if key == "malformed":
-                    await socket.send('{"type": "Results", "channel": ')  # cut off mid-object
-                else:
-                    socket.transport.abort()
+            elif key == "stall":
+                continue  # takes the audio, never answers
+            elif key == "malformed" and isinstance(event, TranscriptEvent):
+                await socket.send('{"type": "Results", "channel": ')  # cut off mid-object
                 return None
+            else:
+                await emit(event)
         return usage
 
     async def deepgram(self, socket: ServerConnection) -> None:
@@ -139,7 +140,8 @@ class Double:
             async for message in socket:
                 last[0] = time.monotonic()
                 if isinstance(message, bytes):
-                    audio.put_nowait(message)
+                    if _dropped(socket, key, audio, message, rate):
+                        return
                     continue
                 kind = _type(message)
                 if kind == "CloseStream":
@@ -197,7 +199,8 @@ class Double:
                     if not 50 <= ms <= 1000:
                         return await _error(socket, 3007, f"Input duration violation: {ms:.0f} ms. "
                                                           "Expected between 50 and 1000 ms")
-                    audio.put_nowait(message)
+                    if _dropped(socket, key, audio, message, rate):
+                        return
                     continue
                 kind = _type(message)
                 if kind == "Terminate":
@@ -215,6 +218,18 @@ class Double:
             pass
         finally:
             recognize.cancel()
+
+
+def _dropped(socket: ServerConnection, key: str, audio: asyncio.Queue, pcm: bytes, rate: int) -> bool:
+    """Queue ``pcm`` for recognition; for the "drop" key, lose the TCP connection (no close frame) once
+    DROP_AFTER_S of audio came."""
+    audio.put_nowait(pcm)
+    received = getattr(audio, "received", 0) + len(pcm)
+    audio.received = received  # type: ignore[attr-defined]
+    if key == "drop" and received >= DROP_AFTER_S * rate * 2:
+        socket.transport.abort()
+        return True
+    return False
 
 
 def _query(path: str) -> dict[str, str]:

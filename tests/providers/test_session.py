@@ -106,3 +106,17 @@ async def test_deepgram_plugin_instance_serves_a_spoken_turn(orchestrator, doubl
     assert finals and wer([(QUESTION, " ".join(e.text for e in finals))]) <= 0.2
     (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
     assert metrics.stt_model == "deepgram/nova-3:en"
+
+
+@pytest.mark.parametrize(("key", "status"), [("drop", "UNAVAILABLE"), ("stall", "DEADLINE_EXCEEDED")])
+async def test_a_provider_that_dies_or_stalls_falls_back_to_the_local_model(orchestrator, double, key, status):
+    """The double drops the socket a second into the audio (UNAVAILABLE), or takes the audio and never answers
+    (the orchestrator's stall watch): the next model in the list serves the turn from the replayed audio."""
+    failing = assemblyai.STT(language="en", base_url=double.base_url, api_key=key)
+    events = await spoken_turn(orchestrator, [failing, "faster-whisper/tiny.en:en"])
+    finals = [e for e in events if isinstance(e, UserTranscript) and e.final]
+    assert finals and wer([(QUESTION, " ".join(e.text for e in finals))]) <= 0.2, [e.text for e in finals]
+    (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
+    assert metrics.stt_model == "faster-whisper/tiny.en:en"
+    assert any("assemblyai/universal-streaming:en" in entry and status in entry for entry in metrics.fallbacks), \
+        metrics.fallbacks
