@@ -211,7 +211,8 @@ class Double:
             usage = await recognize
             if usage is None:
                 return
-            await socket.send(json.dumps({"type": "Termination", "audio_duration_seconds": round(usage.audio_seconds_in),
+            await socket.send(json.dumps({"type": "Termination",
+                                          "audio_duration_seconds": round(usage.audio_seconds_in),
                                           "session_duration_seconds": round(time.time() - begun)}))
             await socket.close(1000)
         except ConnectionClosed:

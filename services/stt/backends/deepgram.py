@@ -45,7 +45,8 @@ class DeepgramSttBackend(StreamingSttBackend):
         return [
             ModelCard(descriptor=f"{cls.provider}/{model}", sample_rates_hz=(8000, 16000, 24000, 48000),
                       capabilities={"streaming": True, "interim_results": True, "word_times": True},
-                      description="Deepgram live WebSocket (/v1/listen), endpointing by Deepgram; any model name it knows")
+                      description="Deepgram live WebSocket (/v1/listen), endpointing by Deepgram; "
+                                  "any model name it knows")
             for model in KNOWN_MODELS
         ]
 
