@@ -135,3 +135,15 @@ def test_assemblyai_speech_model_follows_the_language():
     spanish = RecognitionOptions(language="es", sample_rate_hz=16000)
     assert backend.query(spanish)["speech_model"] == "universal-streaming-multilingual"
     assert backend.query(OPTIONS)["encoding"] == "pcm_s16le" and backend.query(OPTIONS)["format_turns"] == "true"
+
+
+async def test_without_the_websocket_client_a_stream_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from voicemesh.errors import MissingExtra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "websockets" else real(name, *a))
+    backend = DeepgramSttBackend(model="nova-3", options=RemoteOptions(), settings=RemoteSettings())
+    with pytest.raises(MissingExtra, match=r"voicemesh\[realtime\]"):
+        await backend.load()

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from voicemesh import remote
-from voicemesh.errors import DeadlineExceeded, ResourceExhausted, Unavailable, VoiceMeshError
+from voicemesh.errors import DeadlineExceeded, ResourceExhausted, Unavailable, VoiceMeshError, require_module
 from voicemesh.services.stt.backend import RecognitionOptions, SttBackend, SttEvent, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class StreamingSttBackend(remote.RemoteBackend, SttBackend):
     keepalive_s: ClassVar[float] = 0.0
 
     async def load(self) -> None:
-        """Nothing to open ahead: each stream has its own socket."""
+        """Nothing to open ahead (each stream has its own socket); only check the WebSocket client is there."""
+        require_module("websockets", "realtime")
 
     async def close(self) -> None:
         """Streams close their own sockets."""
