@@ -113,7 +113,7 @@ class Double:
         rate = int(query["sample_rate"])
         interim = _true(query, "interim_results")
         vad_events = _true(query, "vad_events")
-        utterance_end = query.get("utterance_end_ms", "").isdigit()
+        utterance_end = query.get("utterance_end_ms", "").isdigit() and interim  # it reads the interims
         options = RecognitionOptions(language=query.get("language", "en"), sample_rate_hz=rate,
                                      interim_results=interim, min_silence_ms=int(query.get("endpointing") or 300))
         request_id, model = str(uuid.uuid4()), query.get("model", "nova-3")

@@ -147,3 +147,13 @@ async def test_without_the_websocket_client_a_stream_names_the_extra(monkeypatch
     backend = DeepgramSttBackend(model="nova-3", options=RemoteOptions(), settings=RemoteSettings())
     with pytest.raises(MissingExtra, match=r"voicemesh\[realtime\]"):
         await backend.load()
+
+
+def test_deepgram_always_asks_for_interims_since_utterance_end_needs_them():
+    backend = DeepgramSttBackend(model="nova-3", options=RemoteOptions(), settings=RemoteSettings())
+    query = backend.query(RecognitionOptions(language="en", sample_rate_hz=8000, min_silence_ms=300))
+    assert query["interim_results"] == "true" and query["utterance_end_ms"] == "1000"
+    assert (query["encoding"], query["sample_rate"], query["endpointing"]) == ("linear16", "8000", "300")
+    turns = DeepgramTurns(RecognitionOptions(language="en", sample_rate_hz=8000), model="deepgram/nova-3")
+    events = turns.feed(_results("What is", 0.5, 0.6, final=False))
+    assert [type(e) for e in events] == [SpeechStartedEvent]  # the client asked for no interims

@@ -52,7 +52,8 @@ class DeepgramSttBackend(StreamingSttBackend):
 
     def query(self, options: RecognitionOptions) -> dict[str, str]:
         query = {"model": self.model, "encoding": "linear16", "sample_rate": str(options.sample_rate_hz),
-                 "channels": "1", "interim_results": _flag(options.interim_results),
+                 # UtteranceEnd works only with interim results: always ask, pass them on only if asked
+                 "channels": "1", "interim_results": "true",
                  "endpointing": str(options.min_silence_ms),
                  "utterance_end_ms": str(max(MIN_UTTERANCE_END_MS, options.min_silence_ms)),
                  "vad_events": "true", "punctuate": "true"}
@@ -182,6 +183,3 @@ def _words(parts: list[dict[str, Any]]) -> tuple[WordTiming, ...]:
 def _ms(seconds: Any) -> int:
     return round(float(seconds) * 1000)
 
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
