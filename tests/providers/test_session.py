@@ -11,7 +11,16 @@ from tests.orchestrator.client import LLM, TTS
 from tests.providers.helpers import KEY, SttDouble
 from tests.speech import silence, speak, wer
 from voicemesh.audio import chunks
-from voicemesh.client import AgentSession, AgentText, EventType, TurnMetrics, UserTranscript, assemblyai, deepgram
+from voicemesh.client import (
+    AgentSession,
+    AgentText,
+    EventType,
+    TurnMetrics,
+    UsageReport,
+    UserTranscript,
+    assemblyai,
+    deepgram,
+)
 from voicemesh.mesh import MeshConfig
 from voicemesh.process import ServiceProcess
 
@@ -55,33 +64,39 @@ def orchestrator(double, tmp_path_factory) -> Iterator[str]:
             proc.stop()
 
 
-async def spoken_turn(address: str, stt) -> list:
-    """Say the question into a session with ``stt`` and local LLM/TTS; its events up to the turn's metrics."""
+async def speak_turn(session: AgentSession, text: str) -> list:
+    """Say ``text`` into an open session; its events up to the turn's TurnDone and metrics."""
     events: list = []
+
+    async def follow() -> None:
+        got = set()
+        async for event in session:
+            events.append(event)
+            got.add(event.type)
+            if {EventType.TURN_DONE, EventType.METRICS} <= got:
+                return
+
+    follower = asyncio.create_task(follow())
+    try:
+        async with asyncio.timeout(120):
+            for chunk in chunks(silence(0.3) + speak(text) + silence(0.3), rate=16000, ms=20):
+                await session.send_audio(chunk)
+                await asyncio.sleep(0.02)
+            while not follower.done():  # the line stays open: silence, as a microphone sends
+                await session.send_audio(silence(0.02))
+                await asyncio.sleep(0.02)
+            follower.result()
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    return events
+
+
+async def spoken_turn(address: str, stt) -> list:
+    """One spoken question in a session with ``stt`` and local LLM/TTS."""
     async with AgentSession(address=address, stt=stt, llm=LLM, tts=TTS, instructions=INSTRUCTIONS,
                             input_sample_rate=16000, output_sample_rate=16000) as session:
-        async def follow() -> None:
-            got = set()
-            async for event in session:
-                events.append(event)
-                got.add(event.type)
-                if {EventType.TURN_DONE, EventType.METRICS} <= got:
-                    return
-
-        follower = asyncio.create_task(follow())
-        try:
-            async with asyncio.timeout(120):
-                for chunk in chunks(silence(0.3) + speak(QUESTION) + silence(0.3), rate=16000, ms=20):
-                    await session.send_audio(chunk)
-                    await asyncio.sleep(0.02)
-                while not follower.done():  # the line stays open: silence, as a microphone sends
-                    await session.send_audio(silence(0.02))
-                    await asyncio.sleep(0.02)
-                follower.result()
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-    return events
+        return await speak_turn(session, QUESTION)
 
 
 @pytest.mark.parametrize("form", ["descriptor", "plugin instance"])
@@ -120,3 +135,22 @@ async def test_a_provider_that_dies_or_stalls_falls_back_to_the_local_model(orch
     assert metrics.stt_model == "faster-whisper/tiny.en:en"
     assert any("assemblyai/universal-streaming:en" in entry and status in entry for entry in metrics.fallbacks), \
         metrics.fallbacks
+
+
+async def test_switching_from_assemblyai_to_the_local_model_keeps_the_history(orchestrator):
+    second_question = "And what is the capital of Germany?"
+    async with AgentSession(address=orchestrator, stt="assemblyai/universal-streaming:en", llm=LLM, tts=TTS,
+                            instructions=INSTRUCTIONS, input_sample_rate=16000, output_sample_rate=16000) as session:
+        first = await speak_turn(session, QUESTION)
+        await session.update_models(stt="faster-whisper/tiny.en:en")
+        second = await speak_turn(session, second_question)
+    (m1,), (m2,) = ([e for e in turn if isinstance(e, TurnMetrics)] for turn in (first, second))
+    assert (m1.stt_model, m2.stt_model) == ("assemblyai/universal-streaming:en", "faster-whisper/tiny.en:en")
+    finals = [e.text for e in second if isinstance(e, UserTranscript) and e.final]
+    assert finals and wer([(second_question, " ".join(finals))]) <= 0.2, finals
+
+    def llm_tokens(events: list) -> int:
+        return sum(e.usage.input_tokens for e in events if isinstance(e, UsageReport) and e.service == "llm")
+
+    # the second prompt holds the first question and its answer: the history survived the switch
+    assert llm_tokens(second) > llm_tokens(first) + 10, (llm_tokens(first), llm_tokens(second))
