@@ -157,3 +157,12 @@ def test_deepgram_always_asks_for_interims_since_utterance_end_needs_them():
     turns = DeepgramTurns(RecognitionOptions(language="en", sample_rate_hz=8000), model="deepgram/nova-3")
     events = turns.feed(_results("What is", 0.5, 0.6, final=False))
     assert [type(e) for e in events] == [SpeechStartedEvent]  # the client asked for no interims
+
+
+def test_extra_adds_query_parameters_but_never_changes_the_audio_format():
+    extra = {"keyterm": "VoiceMesh", "encoding": "mulaw", "sample_rate": "8000"}
+    backend = DeepgramSttBackend(model="nova-3", options=RemoteOptions(base_url="wss://dg.example", extra=extra),
+                                 settings=RemoteSettings())
+    url = backend.url(OPTIONS)
+    assert url.startswith("wss://dg.example/v1/listen?") and "keyterm=VoiceMesh" in url
+    assert "encoding=linear16" in url and "sample_rate=16000" in url and "mulaw" not in url

@@ -25,7 +25,8 @@ from voicemesh.services.stt.backend import RecognitionOptions, SttBackend, SttEv
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 1 << 20  # a transcript message is a few kB; anything near this is not one
+MAX_MESSAGE_BYTES = 1 << 20
+AUDIO_PARAMETERS = frozenset({"encoding", "sample_rate", "channels"})  # a transcript message is a few kB; anything near this is not one
 
 
 class Turns:
@@ -94,7 +95,9 @@ class StreamingSttBackend(remote.RemoteBackend, SttBackend):
 
     # The stream.
     def url(self, options: RecognitionOptions) -> str:
-        params = {**self.query(options), **dict(self.options.extra)}  # extra: more documented query parameters
+        # extra: more of the provider's query parameters; never the audio format, which the service decides
+        extra = {k: v for k, v in self.options.extra.items() if k not in AUDIO_PARAMETERS}
+        params = {**self.query(options), **extra}
         base = self.options.base_url
         return base + self.path + "?" + urlencode(params)
 
