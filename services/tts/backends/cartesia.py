@@ -41,7 +41,7 @@ class CartesiaTtsBackend(WebSocketTtsBackend):
 
     provider = "cartesia"
     default_base_url = "https://api.cartesia.ai"
-    key_env = "CARTESIA_API_KEY"
+    key_env = ("CARTESIA_API_KEY",)
 
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:

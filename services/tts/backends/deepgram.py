@@ -39,7 +39,7 @@ class DeepgramTtsBackend(WebSocketTtsBackend):
 
     provider = "deepgram"
     default_base_url = "https://api.deepgram.com"
-    key_env = "DEEPGRAM_API_KEY"
+    key_env = ("DEEPGRAM_API_KEY",)
 
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:

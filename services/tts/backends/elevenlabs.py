@@ -45,7 +45,7 @@ class ElevenLabsTtsBackend(WebSocketTtsBackend):
 
     provider = "elevenlabs"
     default_base_url = "https://api.elevenlabs.io"
-    key_env = "ELEVEN_API_KEY"
+    key_env = ("ELEVEN_API_KEY",)
 
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,7 +24,6 @@ from websockets.protocol import State
 
 from voicemesh import remote
 from voicemesh.audio import StreamResampler, float_to_pcm, pcm_to_float
-from voicemesh.backend import BackendSettings, RemoteOptions
 from voicemesh.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -35,7 +34,6 @@ from voicemesh.errors import (
     VoiceMeshError,
 )
 from voicemesh.services.tts.backend import SpeechSession, TtsBackend, VoiceOptions
-from voicemesh.settings import environ
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +62,6 @@ def _classify(text: str) -> type[VoiceMeshError] | None:
 class WebSocketTtsBackend(remote.RemoteBackend, TtsBackend):
     """A TTS provider reached over one WebSocket per Synthesize stream."""
 
-    key_env: ClassVar[str] = ""  # the provider's own variable for its key, e.g. CARTESIA_API_KEY
-
-    @classmethod
-    def accept_options(cls, options: RemoteOptions, settings: BackendSettings, allowlist: Any) -> RemoteOptions:
-        resolved = super().accept_options(options, settings, allowlist)
-        if not options.base_url and not resolved.api_key and cls.key_env:
-            # The operator's URL: the provider's usual variable is the operator's key as well.
-            return RemoteOptions(base_url=resolved.base_url, api_key=environ(cls.key_env),
-                                 timeout_s=resolved.timeout_s, extra=resolved.extra)
-        return resolved
-
     def open_session(self, options: VoiceOptions) -> WebSocketSession:
         raise NotImplementedError
 
@@ -97,7 +84,7 @@ class WebSocketTtsBackend(remote.RemoteBackend, TtsBackend):
 
     def require_key(self) -> str:
         if not self.options.api_key:
-            env = f"VOICEMESH_{self.provider.upper()}_API_KEY" + (f" or {self.key_env}" if self.key_env else "")
+            env = " or ".join((f"VOICEMESH_{self.provider.upper()}_API_KEY", *self.key_env))
             raise Unauthenticated(f"no API key for {self.descriptor}: set {env} on the service, or send api_key",
                                   model=self.descriptor)
         return self.options.api_key
