@@ -185,6 +185,8 @@ class RemoteBackend(Backend):
     settings_type: ClassVar[type[BackendSettings]] = RemoteSettings
     settings: RemoteSettings
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+    # The provider's own key variables (``GROQ_API_KEY``), read after ``VOICEMESH_<PROVIDER>_API_KEY``.
+    key_vars: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_model(cls, model: str, settings: BackendSettings) -> None:
@@ -193,7 +195,8 @@ class RemoteBackend(Backend):
     @classmethod
     def accept_options(cls, options: RemoteOptions, settings: RemoteSettings, allowlist: Any) -> RemoteOptions:
         return targets.resolve(options, provider=cls.provider, default_base_url=cls.default_base_url,
-                               default_timeout_s=settings.remote_timeout_s, allowlist=allowlist or targets.Allowlist())
+                               default_timeout_s=settings.remote_timeout_s, allowlist=allowlist or targets.Allowlist(),
+                               key_vars=cls.key_vars)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -9,8 +9,8 @@ addresses included, and receive the operator's own upstream key there. So:
 - any other ``base_url`` must match the operator's allowlist
   (``--allowed-base-urls`` / ``VOICEMESH_ALLOWED_BASE_URLS``), else the stream is
   refused before any connection is made;
-- the operator's key (``VOICEMESH_<PROVIDER>_API_KEY``, then ``OPENAI_API_KEY``)
-  only ever goes to the operator's URL; with a URL of its own a client must
+- the operator's key (``VOICEMESH_<PROVIDER>_API_KEY``, then the provider's own
+  variable such as ``OPENAI_API_KEY`` or ``GROQ_API_KEY``) only ever goes to the operator's URL; with a URL of its own a client must
   bring its own key.
 
 An allowlist entry is a URL prefix: scheme, host, port and a path prefix that
@@ -97,24 +97,29 @@ def _env_name(provider: str) -> str:
     return "VOICEMESH_" + provider.upper().replace(".", "_").replace("-", "_")
 
 
-def operator_target(provider: str, default_base_url: str) -> tuple[str, str]:
-    """The operator's own base URL and key for ``provider`` (from the environment, then the default URL)."""
+def operator_target(provider: str, default_base_url: str, key_vars: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The operator's own base URL and key for ``provider`` (from the environment, then the default URL).
+
+    ``key_vars`` are the provider's own key variables (``GROQ_API_KEY``), read after ``VOICEMESH_<PROVIDER>_API_KEY``.
+    """
     prefix = _env_name(provider)
     base_url = environ(prefix + "_BASE_URL")
     api_key = environ(prefix + "_API_KEY")
     if provider == "openai":
         base_url = base_url or environ("OPENAI_BASE_URL")
-        api_key = api_key or environ("OPENAI_API_KEY")
+        key_vars = ("OPENAI_API_KEY", *key_vars)
+    for name in key_vars:
+        api_key = api_key or environ(name)
     return (base_url or default_base_url).rstrip("/"), api_key
 
 
 def resolve(options: RemoteOptions, *, provider: str, default_base_url: str, default_timeout_s: float,
-            allowlist: Allowlist) -> RemoteOptions:
+            allowlist: Allowlist, key_vars: tuple[str, ...] = ()) -> RemoteOptions:
     """The options a remote backend connects with, or PERMISSION_DENIED for a URL the operator did not allow.
 
     Nothing is sent anywhere here: the check runs before a backend exists.
     """
-    base_url, api_key = operator_target(provider, default_base_url)
+    base_url, api_key = operator_target(provider, default_base_url, key_vars)
     if options.base_url:
         chosen = options.base_url.strip().rstrip("/")
         target = split(chosen)
