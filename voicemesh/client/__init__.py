@@ -1,10 +1,11 @@
 """Client-side helpers and the Python SDK.
 
 ``AgentSession`` talks to a VoiceMesh orchestrator; ``voicemesh.client.openai``
-builds model objects for OpenAI-compatible APIs.
+builds model objects for OpenAI-compatible APIs, and one module per native provider
+(``anthropic``, ``google``) builds its own.
 """
 
-from voicemesh.client import openai
+from voicemesh.client import anthropic, openai
 from voicemesh.client.events import (
     AgentAudio,
     AgentState,
@@ -27,5 +28,5 @@ from voicemesh.client.session import AgentSession, AgentSessionError, Interrupti
 __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
-    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "openai",
+    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "anthropic", "openai",
 ]
