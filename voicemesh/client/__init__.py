@@ -5,7 +5,7 @@ builds model objects for OpenAI-compatible APIs, and one module per native provi
 (``anthropic``, ``google``) builds its own.
 """
 
-from voicemesh.client import anthropic, openai
+from voicemesh.client import anthropic, google, openai
 from voicemesh.client.events import (
     AgentAudio,
     AgentState,
@@ -28,5 +28,5 @@ from voicemesh.client.session import AgentSession, AgentSessionError, Interrupti
 __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
-    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "anthropic", "openai",
+    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "anthropic", "google", "openai",
 ]
