@@ -17,7 +17,7 @@ from tests.realtime.helpers import Conversation, session, status_of
 from tests.reliability.certs import issue, make_ca
 from tests.speech import silence, speak
 from voicemesh.client import google
-from voicemesh.v1 import llm_pb2
+from voicemesh.v1 import llm_pb2, realtime_pb2, realtime_pb2_grpc
 
 KEY = "test-google-key"
 MODEL = "google/gemini-live-2.5-flash-preview"
@@ -188,3 +188,12 @@ async def test_provider_failures_get_clear_statuses(fake, service_process, fail,
 def test_the_plugin_instance_names_the_descriptor():
     model = google.realtime.RealtimeModel(model="gemini-live-2.5-flash-preview", voice="Kore", api_key="k")
     assert model.descriptor == "google/gemini-live-2.5-flash-preview:Kore" and model.api_key == "k"
+
+
+def test_describe_lists_the_live_models_with_their_capabilities(realtime):
+    with grpc.insecure_channel(realtime.address) as channel:
+        description = realtime_pb2_grpc.RealtimeServiceStub(channel).Describe(
+            realtime_pb2.RealtimeServiceDescribeRequest()).description
+    (card,) = [m for m in description.models if m.descriptor == MODEL]
+    assert card.capabilities.streaming and card.capabilities.server_vad and card.capabilities.tool_calls
+    assert not card.capabilities.truncate and "Puck" in card.voices  # the Live API cuts turns itself
