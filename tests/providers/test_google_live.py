@@ -197,3 +197,29 @@ def test_describe_lists_the_live_models_with_their_capabilities(realtime):
     (card,) = [m for m in description.models if m.descriptor == MODEL]
     assert card.capabilities.streaming and card.capabilities.server_vad and card.capabilities.tool_calls
     assert not card.capabilities.truncate and "Puck" in card.voices  # the Live API cuts turns itself
+
+
+async def test_an_agent_session_on_gemini_live_through_the_orchestrator(realtime, tmp_path):
+    from tests.orchestrator.client import AgentClient, choice
+    from voicemesh.mesh import MeshConfig
+    from voicemesh.process import ServiceProcess
+    from voicemesh.v1 import agent_pb2
+
+    path = tmp_path / "mesh.json"
+    MeshConfig({"realtime": {"*": [realtime.address]}}).write(path)
+    orchestrator = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(path)],
+                                  log_path=tmp_path / "orchestrator.log").start()
+    try:
+        orchestrator.wait_serving()
+        config = agent_pb2.SessionConfig(realtime=choice(google.realtime.RealtimeModel(voice="Puck").descriptor),
+                                         input_sample_rate_hz=16000, output_sample_rate_hz=16000)
+        async with AgentClient(orchestrator.address, config) as s:
+            s.start_audio()
+            s.say(QUESTION)
+            done = await s.turn_done(1, timeout=60)
+            assert done.text == REPLY and s.agent_text(1).strip() == REPLY
+            assert len(s.agent_audio(1)) > 16000  # over half a second of the reply's audio
+            usage = [u.usage for u in s.of("usage", 1) if u.service == "realtime"]
+            assert usage and usage[0].model == MODEL and usage[0].output_tokens > 0
+    finally:
+        orchestrator.stop()
