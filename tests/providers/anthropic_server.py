@@ -15,7 +15,7 @@ when tools are offered and the last turn is the user's text; after a tool
 result, ``AFTER_TOOL``; otherwise ``REPLY``. ``fail`` makes the next requests
 fail as the API does: ``"overloaded"`` (HTTP 529), ``"rate_limit"`` (HTTP 429),
 ``"error_event"`` (an ``error`` event mid-stream), ``"malformed"`` (a data line
-that is not JSON).
+that is not JSON), ``"drop"`` (the connection ends mid-stream).
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
                 event("ping", {})
                 if self.fake.fail == "malformed":
                     event("content_block_delta", "{not json")
+                    return
+                if self.fake.fail == "drop":  # the connection ends mid-stream, without message_stop
                     return
                 if self.fake.fail == "error_event":
                     event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})

@@ -1,6 +1,6 @@
 """``anthropic/<model>``: the official ``anthropic`` SDK against the loopback Messages API double (so the
 double is faithful), then the real LLM service process against the double: streamed text, a tool call
-round trip, clear statuses for a bad key, overload, rate limits and malformed events, usage in the ledger,
+round trip, clear statuses for a bad key, overload, rate limits, malformed events and a dropped stream, usage in the ledger,
 and the SDK's plugin instance ``anthropic.LLM``."""
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def test_provider_errors_get_clear_statuses(service_process, fake):
     for mode, code, words in [("overloaded", grpc.StatusCode.RESOURCE_EXHAUSTED, "529"),
                               ("rate_limit", grpc.StatusCode.RESOURCE_EXHAUSTED, "429"),
                               ("error_event", grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded_error"),
-                              ("malformed", grpc.StatusCode.UNAVAILABLE, "malformed event")]:
+                              ("malformed", grpc.StatusCode.UNAVAILABLE, "malformed event"),
+                              ("drop", grpc.StatusCode.UNAVAILABLE, "before message_stop")]:
         fake.fail = mode
         error = failure(llm.address)
         assert (error.code(), words in error.details()) == (code, True), (mode, error.details())

@@ -185,6 +185,31 @@ async def test_provider_failures_get_clear_statuses(fake, service_process, fail,
     assert (got, words in details) == (code, True), details
 
 
+async def test_speech_during_a_reply_interrupts_it_and_no_audio_follows(service_process):
+    slow = FakeLiveServer(KEY, pace_s=0.1).start()  # 100 ms of audio every 100 ms: a reply to talk over
+    try:
+        realtime = service_process("realtime", args=["--preload", ""], env={
+            "VOICEMESH_GOOGLE_BASE_URL": slow.url, "GOOGLE_API_KEY": KEY})
+        conv = Conversation(realtime.address, session(MODEL, silence_ms=500))
+        try:
+            conv.send_audio(QUESTION)
+            first = (await conv.until("response_created")).response_created
+            await conv.until("audio_delta", timeout=15)
+            conv.send_audio(speak("Stop, please.") + silence(1.0))
+            cut = (await conv.until("response_done", timeout=15, response_id=first.response_id)).response_done
+            index = len(conv.events)
+            second = (await conv.until("response_created", timeout=15)).response_created
+            done = (await conv.until("response_done", response_id=second.response_id)).response_done
+        finally:
+            await conv.close()
+    finally:
+        slow.stop()
+    assert cut.status == "cancelled" and done.status == "completed"
+    assert len(conv.audio(first.response_id)) / 2 / 16000 < len(slow.audio[REPLY]) / 2 / OUT_RATE - 0.5
+    later = [e for e in conv.events[index:] if e.WhichOneof("event") == "audio_delta"]
+    assert later and all(e.audio_delta.response_id == second.response_id for e in later)
+
+
 def test_the_plugin_instance_names_the_descriptor():
     model = google.realtime.RealtimeModel(model="gemini-live-2.5-flash-preview", voice="Kore", api_key="k")
     assert model.descriptor == "google/gemini-live-2.5-flash-preview:Kore" and model.api_key == "k"

@@ -149,8 +149,9 @@ class _Session:
             if not self.due and not self.response:
                 self._expect()
                 await self.send({"clientContent": {"turnComplete": True}})
-        elif isinstance(event, rt.ResponseCancel):
-            return self._finish("cancelled") if self.response else []
+        elif isinstance(event, rt.ResponseCancel) and self.response:
+            self.dropping = True  # until the turn ends: the Live API has no cancel
+            return self._finish("cancelled")
         elif isinstance(event, rt.ItemTruncate):
             # The Live API keeps the context itself and cuts an interrupted turn where it stopped speaking.
             return [rt.ItemTruncated(event.item_id, event.audio_end_ms)]
@@ -224,10 +225,9 @@ class _Session:
                 events.append(rt.SpeechStarted(self.user_item, int(self.audio_in * 1000)))
             self.heard.append(heard)
             events.append(rt.InputTranscription(self.user_item, heard, final=False))
-        if content.get("interrupted"):
+        if content.get("interrupted"):  # the server stopped the turn: what comes next is a new one
             self.dropping = False
-            events += self._finish("cancelled") if self.response else []
-            return events
+            return events + (self._finish("cancelled") if self.response else [])
         parts = (content.get("modelTurn") or {}).get("parts") or ()
         said = (content.get("outputTranscription") or {}).get("text")
         if (parts or said) and not self.dropping:
@@ -275,7 +275,6 @@ class _Session:
                          output_tokens=int(self.usage.get("responseTokenCount") or 0),
                          cached_tokens=int(self.usage.get("cachedContentTokenCount") or 0), model=self.descriptor)
         events.append(rt.ResponseDone(self.response, status, usage, calls))
-        self.dropping = status == "cancelled" and not calls
         self.response = self.item = ""
         self.audio_in = self.audio_out = 0.0
         self.usage = {}
