@@ -5,6 +5,7 @@ frame and a dropped socket, and the SDK's plugin instance ``google.realtime.Real
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Iterator
@@ -208,6 +209,32 @@ async def test_speech_during_a_reply_interrupts_it_and_no_audio_follows(service_
     assert len(conv.audio(first.response_id)) / 2 / 16000 < len(slow.audio[REPLY]) / 2 / OUT_RATE - 0.5
     later = [e for e in conv.events[index:] if e.WhichOneof("event") == "audio_delta"]
     assert later and all(e.audio_delta.response_id == second.response_id for e in later)
+
+
+async def test_a_client_cancel_ends_the_response_at_once_and_drops_the_rest_of_its_turn(service_process):
+    slow = FakeLiveServer(KEY, pace_s=0.2).start()
+    try:
+        realtime = service_process("realtime", args=["--preload", ""], env={
+            "VOICEMESH_GOOGLE_BASE_URL": slow.url, "GOOGLE_API_KEY": KEY})
+        conv = Conversation(realtime.address, session(MODEL, vad=False, modalities=["text"]))
+        try:
+            conv.send(item_create={"item": {"role": "user", "content": "What is the capital of France?"}})
+            conv.send(response_create={})
+            first = (await conv.until("response_created", timeout=15)).response_created
+            conv.send(response_cancel={})
+            cut = (await conv.until("response_done", timeout=15)).response_done
+            await asyncio.sleep(1.5)  # the rest of the double's turn arrives meanwhile, and is dropped
+            conv.send(item_create={"item": {"role": "user", "content": "Again?"}})
+            conv.send(response_create={})
+            second = (await conv.until("response_created", timeout=15)).response_created
+            done = (await conv.until("response_done", timeout=15)).response_done
+        finally:
+            await conv.close()
+    finally:
+        slow.stop()
+    assert cut.response_id == first.response_id and cut.status == "cancelled"
+    assert len(conv.text(first.response_id, transcript=False)) < len(REPLY)
+    assert done.response_id == second.response_id and conv.text(second.response_id, transcript=False) == REPLY
 
 
 def test_the_plugin_instance_names_the_descriptor():
