@@ -40,7 +40,8 @@ from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# 529: "overloaded", as Anthropic's API answers when it has no capacity.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
 
 def client(options: RemoteOptions) -> httpx.AsyncClient:
@@ -96,7 +97,7 @@ def status_error(status: int, *, endpoint: str, model: str = "") -> VoiceMeshErr
         return PermissionDenied(message, model=model)
     if status == 404:
         return ModelNotFound(message, model=model)
-    if status == 429:
+    if status in (429, 529):
         return ResourceExhausted(message, model=model)
     if status in (400, 413, 415, 422):
         return InvalidInput(message, model=model)

@@ -10,7 +10,7 @@ addresses included, and receive the operator's own upstream key there. So:
   (``--allowed-base-urls`` / ``VOICEMESH_ALLOWED_BASE_URLS``), else the stream is
   refused before any connection is made;
 - the operator's key (``VOICEMESH_<PROVIDER>_API_KEY``, then the provider's own
-  usual variable: ``OPENAI_API_KEY``, ``DEEPGRAM_API_KEY``, ...) only ever goes
+  usual variable: ``OPENAI_API_KEY``, ``DEEPGRAM_API_KEY``, ``GROQ_API_KEY``, ...) only ever goes
   to the operator's URL; with a URL of its own a client must
   bring its own key.
 

@@ -1,11 +1,11 @@
 """Client-side helpers and the Python SDK.
 
 ``AgentSession`` talks to a VoiceMesh orchestrator; ``voicemesh.client.openai``
-builds model objects for OpenAI-compatible APIs;
-``voicemesh.client.deepgram``, ``assemblyai``, ``cartesia`` and ``elevenlabs`` for those providers.
+builds model objects for OpenAI-compatible APIs, and one module per native provider
+(``anthropic``, ``assemblyai``, ``cartesia``, ``deepgram``, ``elevenlabs``, ``google``) builds its own.
 """
 
-from voicemesh.client import assemblyai, cartesia, deepgram, elevenlabs, openai
+from voicemesh.client import anthropic, assemblyai, cartesia, deepgram, elevenlabs, google, openai
 from voicemesh.client.events import (
     AgentAudio,
     AgentState,
@@ -31,6 +31,6 @@ __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "AgentVideo",
     "Avatar", "AvatarStopped", "Event",
     "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
-    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "assemblyai", "cartesia", "deepgram",
-    "elevenlabs", "openai",
+    "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "anthropic", "assemblyai", "cartesia",
+    "deepgram", "elevenlabs", "google", "openai",
 ]

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -67,22 +67,25 @@ class OpenAILlmBackend(remote.RemoteBackend, LlmBackend):
     provider = "openai"
     settings_type = OpenAILlmSettings
     settings: OpenAILlmSettings
+    # Models Describe lists (name -> context tokens, 0 when unknown); presets of other providers set their own.
+    known_models: ClassVar[dict[str, int]] = KNOWN_MODELS
 
     @classmethod
     def catalog(cls, settings: OpenAILlmSettings) -> list[ModelCard]:
         return [
             ModelCard(
-                descriptor=f"openai/{model}",
+                descriptor=f"{cls.provider}/{model}",
                 context_tokens=context,
                 capabilities={"streaming": True, "tool_calls": True},
-                description="remote OpenAI-compatible /chat/completions (any model name the remote serves)",
+                description=f"remote OpenAI-compatible /chat/completions at {cls.default_base_url} "
+                            "(any model name the remote serves)",
             )
-            for model, context in KNOWN_MODELS.items()
+            for model, context in cls.known_models.items()
         ]
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.context_tokens = KNOWN_MODELS.get(self.model, 0)
+        self.context_tokens = self.known_models.get(self.model, 0)
 
     async def generate(
         self, request: GenerationRequest, *, session: object, cancel: CancelToken
