@@ -21,11 +21,9 @@ from tests.orchestrator.test_native_tts_session import VOICE
 from tests.orchestrator.test_native_tts_session import spoken_turn as speak_and_collect
 from tests.providers.cartesia_double import CartesiaDouble
 from tests.providers.helpers import KEY as ASSEMBLYAI_KEY
-from tests.providers.helpers import SttDouble
+from tests.providers.helpers import SttDouble, mesh
 from tests.speech import wer
 from voicemesh.client import AgentSession
-from voicemesh.mesh import MeshConfig
-from voicemesh.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
@@ -46,32 +44,13 @@ def doubles() -> Iterator[tuple[SttDouble, CartesiaDouble]]:
 @pytest.fixture(scope="module")
 def orchestrator(doubles, llama_server, tmp_path_factory) -> Iterator[str]:  # noqa: F811
     stt_double, tts_double = doubles
-    folder = tmp_path_factory.mktemp("livekit-example")
-    common = ["--metrics-port", "-1", "--preload", ""]
-    services = {
-        "stt": ServiceProcess("stt", args=common, log_path=folder / "stt.log",
-                              env={"ASSEMBLYAI_API_KEY": ASSEMBLYAI_KEY,
-                                   "VOICEMESH_ASSEMBLYAI_BASE_URL": stt_double.base_url}),
-        "llm": ServiceProcess("llm", args=common, log_path=folder / "llm.log",
-                              env={"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": llama_server}),
-        "tts": ServiceProcess("tts", args=common, log_path=folder / "tts.log",
-                              env={"CARTESIA_API_KEY": CARTESIA_KEY,
-                                   "VOICEMESH_CARTESIA_BASE_URL": tts_double.base_url}),
-    }
-    started = []
-    try:
-        for proc in services.values():
-            started.append(proc.start())
-        for proc in services.values():
-            proc.wait_serving()
-        MeshConfig({m: {"*": [p.address]} for m, p in services.items()}).write(folder / "mesh.json")
-        orch = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(folder / "mesh.json"),
-                                                    "--max-tokens", "40"], log_path=folder / "orchestrator.log")
-        started.append(orch.start())
-        yield orch.wait_serving().address
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    with mesh(tmp_path_factory.mktemp("livekit-example"), {
+        "stt": (["--preload", ""], {"ASSEMBLYAI_API_KEY": ASSEMBLYAI_KEY,
+                                    "VOICEMESH_ASSEMBLYAI_BASE_URL": stt_double.base_url}),
+        "llm": (["--preload", ""], {"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": llama_server}),
+        "tts": (["--preload", ""], {"CARTESIA_API_KEY": CARTESIA_KEY, "VOICEMESH_CARTESIA_BASE_URL": tts_double.base_url}),
+    }) as address:
+        yield address
 
 
 async def test_the_livekit_inference_example_runs_a_spoken_turn_as_written(orchestrator):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.orchestrator.client import LLM, TTS
-from tests.providers.helpers import KEY, SttDouble
+from tests.providers.helpers import KEY, SttDouble, mesh
 from tests.speech import silence, speak, wer
 from voicemesh.audio import chunks
 from voicemesh.client import (
@@ -21,8 +21,6 @@ from voicemesh.client import (
     assemblyai,
     deepgram,
 )
-from voicemesh.mesh import MeshConfig
-from voicemesh.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
@@ -39,29 +37,12 @@ def double() -> Iterator[SttDouble]:
 @pytest.fixture(scope="module")
 def orchestrator(double, tmp_path_factory) -> Iterator[str]:
     """STT (its operator's AssemblyAI key and URL point at the double), local LLM and TTS, an orchestrator."""
-    folder = tmp_path_factory.mktemp("native-stt")
-    services = {
-        "stt": ServiceProcess("stt", args=["--metrics-port", "-1", "--preload", ""], log_path=folder / "stt.log",
-                              env={"ASSEMBLYAI_API_KEY": KEY, "VOICEMESH_ASSEMBLYAI_BASE_URL": double.base_url}),
-        "llm": ServiceProcess("llm", args=["--metrics-port", "-1", "--preload", LLM, "--temperature", "0",
-                                           "--llama-threads", "1"], log_path=folder / "llm.log"),
-        "tts": ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", TTS, "--piper-workers", "1"],
-                              log_path=folder / "tts.log"),
-    }
-    started = []
-    try:
-        for proc in services.values():
-            started.append(proc.start())
-        for proc in services.values():
-            proc.wait_serving()
-        MeshConfig({m: {"*": [p.address]} for m, p in services.items()}).write(folder / "mesh.json")
-        orch = ServiceProcess("orchestrator", args=["--metrics-port", "-1", "--mesh", str(folder / "mesh.json"),
-                                                    "--max-tokens", "40"], log_path=folder / "orchestrator.log")
-        started.append(orch.start())
-        yield orch.wait_serving().address
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    with mesh(tmp_path_factory.mktemp("native-stt"), {
+        "stt": (["--preload", ""], {"ASSEMBLYAI_API_KEY": KEY, "VOICEMESH_ASSEMBLYAI_BASE_URL": double.base_url}),
+        "llm": (["--preload", LLM, "--temperature", "0", "--llama-threads", "1"], {}),
+        "tts": (["--preload", TTS, "--piper-workers", "1"], {}),
+    }) as address:
+        yield address
 
 
 async def speak_turn(session: AgentSession, text: str) -> list:
