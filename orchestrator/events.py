@@ -107,5 +107,8 @@ class Emitter:
                 fallbacks: list[str]) -> None:
         self._put(metrics=turn_metrics(turn_id, timing, times, models=models, fallbacks=fallbacks))
 
+    def draining(self, seconds_left: float) -> None:
+        self._put(draining=A.SessionDraining(seconds_left=seconds_left))
+
     def turn_done(self, turn_id: int, text: str, *, interrupted: bool) -> None:
         self._put(turn_done=A.AgentTurnDone(turn_id=turn_id, text=text, interrupted=interrupted))

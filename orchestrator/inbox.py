@@ -69,6 +69,20 @@ class SttFailed:
 
 
 @dataclass(frozen=True)
+class SttLost:
+    """No STT target answered within the bounded wait after a stream broke (the listener keeps trying)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Draining:
+    """The orchestrator drains (SIGTERM): tell the client the time left, finish the turn, then end."""
+
+    seconds_left: float
+
+
+@dataclass(frozen=True)
 class TurnVerdict:
     """The turn detector's verdict on the user's audio at the end of speech ``end_ms`` (``check``: which one)."""
 
@@ -117,5 +131,6 @@ class RealtimeToolResults:
     outputs: list[str]
 
 
-Event = (ClientMessage | ClientEnded | TimerFired | VoiceHeard | SttEvent | SttEnded | SttFailed | TurnVerdict
+Event = (ClientMessage | ClientEnded | TimerFired | VoiceHeard | SttEvent | SttEnded | SttFailed | SttLost
+         | Draining | TurnVerdict
          | ReplyDone | RealtimeEvent | RealtimeEnded | RealtimePlayed | RealtimeToolResults)

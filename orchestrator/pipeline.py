@@ -48,7 +48,7 @@ class PipelineMode:
         self.detector = (SpeechDetector(s.spec.input_rate, s.spec.min_interruption_ms, post=s.events.put_nowait,
                                         spawn=s.spawn) if local_vad else None)
         self.listener = Listener(s.clients, s.metadata, rate=s.spec.input_rate, min_silence_ms=turns.stt_silence_ms,
-                                 post=s.events.put_nowait, spawn=s.spawn)
+                                 post=s.events.put_nowait, spawn=s.spawn, now=lambda: s.clock.ms)
         self.user = UserTurn()
         self.barge = BargeIn(s.spec.min_interruption_ms)
         self.replies = Replies(self)

@@ -87,7 +87,12 @@ class Replies:
 
     async def done(self, reply: Reply) -> None:
         if reply is self.reply and not reply.stopped:
-            self._finish(reply, len(reply.text), interrupted=False)
+            if reply.error is not None and reply.audio_sent:
+                # Its voice died mid-reply: the user hears the audio already sent, and no more of the turn.
+                chars = reply.playout.spoken_chars(reply.playout.sent_samples)
+                self._finish(reply, chars, interrupted=True)
+            else:
+                self._finish(reply, len(reply.text), interrupted=False)
 
     def audio_started(self, reply: Reply) -> None:
         if reply is self.reply and not reply.stopped:

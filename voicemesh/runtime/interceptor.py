@@ -207,8 +207,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     log.info("%s cancelled by the client or by shutdown", method)
                     raise
                 code = status.to_status(call.cut)[0]  # closed by the drain: its status, not a bare cancel
-                await _close_all(bounded, responses, method)
-                bounded = responses = None
+                await _close_all(guarded, responses, method)
+                guarded = responses = None
                 call.finish(code)
                 await status.abort(context, call.cut)
             except grpc.aio.AbortError:

@@ -1,0 +1,171 @@
+"""Sessions outlive a crashed model service, and a draining orchestrator ends them cleanly.
+
+Real processes, one of each service and no fallback: kill -9 of the STT mid-utterance (then the STT is
+started again on its port, as ``voicemesh up`` does), kill -9 of the TTS mid-reply, SIGTERM of the
+orchestrator with a reply being spoken and an idle session. Every service and the orchestrator share one
+ledger: each case leaves no duplicate record and no gap but the one stream that was killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+
+import grpc
+import pytest
+
+from tests.orchestrator.client import LLM, TTS, AgentClient, session_config
+from tests.orchestrator.conftest import write_mesh
+from tests.speech import speak
+from voicemesh.mesh import MeshConfig
+from voicemesh.metering.ledger import open_store
+from voicemesh.process import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+ARGS = {
+    "stt": ["--workers", "1", "--threads", "1"],
+    "llm": ["--preload", LLM, "--llama-threads", "1", "--temperature", "0"],
+    "tts": ["--preload", TTS, "--piper-workers", "1"],
+}
+
+
+def metered(url: str, *args: str) -> list[str]:
+    return [*args, "--ledger", url, "--no-auth"]
+
+
+@pytest.fixture
+def ledger(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/ledger.db"
+
+
+@pytest.fixture
+def mesh(service_process, ledger, tmp_path):
+    """STT, LLM and TTS processes and an orchestrator over them, all on one ledger."""
+    procs = {m: service_process(m, args=metered(ledger, *ARGS[m]), wait=False) for m in ARGS}
+    for proc in procs.values():
+        proc.wait_serving()
+    path = write_mesh(tmp_path, MeshConfig({m: {"*": [p.address]} for m, p in procs.items()}))
+
+    def orchestrator(*extra: str) -> ServiceProcess:
+        return service_process("orchestrator", args=metered(ledger, "--mesh", str(path), "--max-tokens", "40",
+                                                             *extra))
+
+    return procs, orchestrator
+
+
+def kill_9(proc: ServiceProcess) -> None:
+    proc.proc.kill()
+    proc.proc.wait(10)
+
+
+def restart(proc: ServiceProcess, tmp_path) -> ServiceProcess:
+    """The same service on the same port (what ``voicemesh up`` does after a crash)."""
+    again = ServiceProcess(proc.service, port=proc.port, args=proc.args, log_path=tmp_path / f"{proc.service}-again.log")
+    again.start()
+    return again
+
+
+def ledger_records(url: str, session_id: str) -> list:
+    store = open_store(url)
+    try:
+        return [r for r in store.usage() if r.session_id == session_id]
+    finally:
+        store.close()
+
+
+def assert_ledger(records: list, done_turns: list[int], *, killed_tts_turn: int | None = None) -> None:
+    """No record twice; each answered turn's voice and generation metered once (the killed stream aside)."""
+    assert len({r.id for r in records}) == len(records), records
+    tts = Counter(r.turn for r in records if r.service == "tts")
+    assert all(n == 1 for n in tts.values()), tts
+    for turn in done_turns:
+        if turn != killed_tts_turn:
+            assert tts[turn] == 1, (turn, tts)
+    llm = Counter(r.turn for r in records if r.service == "llm")
+    assert all(n == 1 for n in llm.values()), llm
+    assert set(done_turns) <= set(llm), (done_turns, llm)
+
+
+async def test_kill_9_of_stt_mid_utterance_keeps_the_session_and_the_next_utterance_is_heard(mesh, ledger, tmp_path):
+    procs, orchestrator = mesh
+    orch = orchestrator()
+    async with AgentClient(orch.address, session_config()) as s:
+        s.start_audio()
+        s.say(speak("Tell me something about the ocean and the fish that live in it."))
+        await s.wait_for(lambda e: e.kind == "user_transcript", timeout=60)  # the STT stream is live
+        kill_9(procs["stt"])
+        await asyncio.sleep(1.0)  # the user goes on talking to a dead service
+        assert not s.call.done(), "the session ended with its STT service"
+        again = restart(procs["stt"], tmp_path)
+        try:
+            again.wait_serving()
+            # The utterance the kill cut is heard from the replay, and answered.
+            first = await s.wait_for(lambda e: e.kind == "turn_done", timeout=120)
+            assert "ocean" in " ".join(t.text.lower() for t in s.of("user_transcript") if t.final), \
+                s.of("user_transcript")
+            s.say(speak("What is the capital of France?"))
+            done = await s.wait_for(lambda e: e.kind == "turn_done" and e.event.turn_id > first.event.turn_id,
+                                    timeout=120)
+            heard = [t.text for t in s.of("user_transcript", done.event.turn_id) if t.final]
+            assert any("france" in t.lower() for t in heard), heard
+            assert s.agent_text(done.event.turn_id) and s.agent_audio(done.event.turn_id)
+            assert not s.call.done()
+            session_id = s.of("started")[0].session_id
+            done_turns = sorted(t.turn_id for t in s.of("turn_done"))
+            s.close()
+            await s.ended(60)
+        finally:
+            again.stop()
+    assert_ledger(ledger_records(ledger, session_id), done_turns)
+
+
+async def test_kill_9_of_tts_mid_reply_ends_the_turn_interrupted_with_only_what_was_heard(mesh, ledger):
+    procs, orchestrator = mesh
+    orch = orchestrator()
+    async with AgentClient(orch.address, session_config()) as s:
+        s.start_audio()
+        s.send(text="Tell me a long story about a dragon who learns to sing.")
+        await s.wait_for(lambda e: e.kind == "agent_audio", timeout=90)
+        await asyncio.sleep(0.5)
+        kill_9(procs["tts"])
+        done = (await s.wait_for(lambda e: e.kind == "turn_done", timeout=60)).event
+        said = s.agent_text(done.turn_id)
+        assert done.interrupted, done
+        assert done.text and len(done.text) < len(said.strip()), (done.text, said)
+        assert said.replace(" ", "").startswith(done.text.replace(" ", "")), (done.text, said)
+        errors = s.of("error", done.turn_id)
+        assert errors and errors[0].code == "UNAVAILABLE", errors
+        # The session goes on: a typed turn is answered in text (its voice is gone: an error, not the end).
+        s.send(text="What is the capital of France?")
+        nxt = await s.wait_for(lambda e: e.kind == "turn_done" and e.event.turn_id > done.turn_id, timeout=120)
+        assert s.of("error", nxt.event.turn_id)
+        assert not s.call.done()
+        session_id = s.of("started")[0].session_id
+        done_turns = [done.turn_id]
+    assert_ledger(ledger_records(ledger, session_id), done_turns, killed_tts_turn=done.turn_id)
+
+
+async def test_sigterm_on_the_orchestrator_gives_each_session_draining_then_a_clean_end(mesh, ledger):
+    _, orchestrator = mesh
+    orch = orchestrator("--grace-s", "30", "--drain-idle-s", "5")
+    async with AgentClient(orch.address, session_config()) as speaking, \
+            AgentClient(orch.address, session_config()) as idle:
+        await idle.wait_for(lambda e: e.kind == "started", timeout=30)
+        speaking.start_audio()
+        speaking.send(text="Tell me a long story about a dragon who learns to sing.")
+        await speaking.wait_for(lambda e: e.kind == "agent_audio", timeout=90)
+        orch.proc.send_signal(signal.SIGTERM)
+        for s in (speaking, idle):
+            draining = (await s.wait_for(lambda e: e.kind == "draining", timeout=10)).event
+            assert 0 < draining.seconds_left <= 30, draining
+            await s.ended(40)  # a clean end: no error status
+            assert s.call.done() and await s.call.code() == grpc.StatusCode.OK
+        # The reply that was speaking finished its turn before the end.
+        done = speaking.of("turn_done")
+        assert done and not done[-1].interrupted and done[-1].text.strip() == speaking.agent_text(1).strip(), done
+        assert [e.kind for e in speaking.events].index("draining") < [e.kind for e in speaking.events].index("turn_done")
+        session_id = speaking.of("started")[0].session_id
+    assert orch.proc.wait(30) == 0
+    assert_ledger(ledger_records(ledger, session_id), [1])
