@@ -54,7 +54,7 @@ class Listener:
         self._pump: AudioPump | None = None  # writes the audio to the current stream
         self._ending = False  # no more audio comes: every stream from now on is half-closed once written
         self._reconnecting: asyncio.Task | None = None  # tries the targets again while none answers
-        self.on_lost = None  # callback(lane, sent_samples): a stream broke with audio it got (for billing)
+        self.on_lost = None  # callback(lane): a stream broke, maybe with its Usage unsent (for billing)
 
     @property
     def model(self) -> str:
@@ -144,8 +144,8 @@ class Listener:
         idle = isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
         if not idle:
             self.fallbacks.failed(lane.target, exc)
-            if self.on_lost is not None:
-                self.on_lost(lane)
+            if self.on_lost is not None and self.fallbacks.codes[-1] not in REFUSALS:
+                self.on_lost(lane)  # it died (not refused): what it got is billed from what was sent
         self.lane = None
         if self._pump is not None:
             self._pump.stop()  # what it did not write is in the replay

@@ -118,7 +118,13 @@ async def test_kill_9_of_stt_mid_utterance_keeps_the_session_and_the_next_uttera
             await s.ended(60)
         finally:
             again.stop()
-    assert_ledger(ledger_records(ledger, session_id), done_turns)
+    records = ledger_records(ledger, session_id)
+    assert_ledger(records, done_turns)
+    # The killed stream is billed from the audio the orchestrator sent it (reported to the client too), in
+    # the one record the STT had been growing: the ledger's STT usage is exactly what the client was told.
+    stt = sorted(round(r.audio_seconds_in, 6) for r in records if r.service == "stt")
+    reported = sorted(round(u.usage.audio_seconds_in, 6) for u in s.of("usage") if u.service == "stt")
+    assert len(reported) >= 2 and stt == reported, (stt, reported)
 
 
 async def test_kill_9_of_tts_mid_reply_ends_the_turn_interrupted_with_only_what_was_heard(mesh, ledger):
