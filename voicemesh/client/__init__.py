@@ -12,6 +12,7 @@ from voicemesh.client.events import (
     AgentText,
     Event,
     EventType,
+    SessionDraining,
     SessionError,
     SessionStarted,
     ToolCall,
@@ -26,6 +27,6 @@ from voicemesh.client.session import AgentSession, AgentSessionError, Interrupti
 
 __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "Event",
-    "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
+    "EventType", "Interruption", "Model", "SessionDraining", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
     "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "openai",
 ]

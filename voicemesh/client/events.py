@@ -26,6 +26,7 @@ class EventType(enum.Enum):
     USAGE = "usage"
     ERROR = "error"
     TURN_DONE = "turn_done"
+    DRAINING = "draining"
 
 
 class AgentState(enum.Enum):
@@ -161,9 +162,17 @@ class TurnDone:
     type: EventType = field(default=EventType.TURN_DONE, init=False)
 
 
+@dataclass(frozen=True)
+class SessionDraining:
+    """The server is shutting down: the session ends cleanly within ``seconds_left`` (reconnect elsewhere)."""
+
+    seconds_left: float
+    type: EventType = field(default=EventType.DRAINING, init=False)
+
+
 Event = (
     SessionStarted | UserTranscript | AgentText | AgentAudio | AgentStateChanged | ToolCall | TurnMetrics
-    | UsageReport | SessionError | TurnDone
+    | UsageReport | SessionError | TurnDone | SessionDraining
 )
 
 
@@ -244,4 +253,6 @@ def from_proto(response: agent_pb2.SessionResponse) -> Event | None:
     if kind == "turn_done":
         d = response.turn_done
         return TurnDone(turn_id=d.turn_id, text=d.text, interrupted=d.interrupted)
+    if kind == "draining":
+        return SessionDraining(seconds_left=response.draining.seconds_left)
     return None
