@@ -135,10 +135,16 @@ class SttLane(_Call):
 class TtsLane(_Call):
     """One reply's Synthesize stream."""
 
+    sent_chars = 0  # text written, for billing a stream that dies with its service (as SttLane.sent_bytes)
+    reported = False
+    stream_id = ""
+
     @classmethod
     async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int) -> TtsLane:
-        call = clients.stub("tts", target.address).Synthesize(metadata=metadata)
+        stream_id = uuid.uuid4().hex
+        call = clients.stub("tts", target.address).Synthesize(metadata=(*metadata, ("x-stream-id", stream_id)))
         lane = cls(call, target)
+        lane.stream_id = stream_id
         await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
             voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
             backend=backend_options(target.candidate),
@@ -148,6 +154,7 @@ class TtsLane(_Call):
     async def text(self, text: str) -> None:
         if text and not self.closed_for_writing:
             await self.write(tts_pb2.SynthesizeRequest(text=text))
+            self.sent_chars += len(text)
 
     async def stop(self) -> None:
         """Drop buffered text and stop audio at once."""

@@ -351,14 +351,15 @@ def record_unsent(usage: Message) -> None:
         caller.guard.keep(caller.guard.ledger.record(caller.final_record(usage)))
 
 
-def record_sent(service: str, usage: Message, stream_id: str) -> None:
+def record_sent(service: str, usage: Message, stream_id: str, turn: int = 0) -> None:
     """For the orchestrator: the ``service`` stream it named ``stream_id`` died with its service (no Usage
-    came). Record ``usage``, what the orchestrator sent to it, under the stream's own record id: it replaces
-    what the service wrote of that stream before it died, so the stream is billed once, in full.
+    came). Record ``usage``, what the orchestrator sent to it, for ``turn``, under the stream's own record id:
+    it replaces what the service wrote of that stream before it died, so the stream is billed once, in full.
     A no-op without a ledger."""
     caller = _caller.get()
     if caller is not None:
-        record = dataclasses.replace(caller.usage_record(usage), service=service, id=stream_record_id(stream_id))
+        record = dataclasses.replace(caller.usage_record(usage), service=service, id=stream_record_id(stream_id),
+                                     turn=turn)
         caller.guard.keep(caller.guard.ledger.record(record))
 
 
