@@ -169,6 +169,7 @@ class Listener:
                 await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
                 if self.lane is not None:
                     return
+                entries, codes = list(self.fallbacks.entries), list(self.fallbacks.codes)
                 try:
                     await self.open(targets, now_ms=self._now(), replay=True)
                     log.info("STT %s answers again: listening (%.1f s of audio replayed)", self.lane.target,
@@ -176,6 +177,8 @@ class Listener:
                     return
                 except VoiceMeshError as exc:
                     error = exc
+                    # The turn's metrics name the failure once, not every try of a long outage.
+                    self.fallbacks.entries, self.fallbacks.codes = entries, codes
                 if not reported and loop.time() >= give_up_at:
                     reported = True
                     if self._ending:  # the client is gone: nothing more to hear
