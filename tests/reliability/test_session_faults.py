@@ -44,7 +44,10 @@ def ledger(tmp_path) -> str:
 @pytest.fixture
 def mesh(service_process, ledger, tmp_path):
     """STT, LLM and TTS processes and an orchestrator over them, all on one ledger."""
-    procs = {m: service_process(m, args=metered(ledger, *ARGS[m]), wait=False) for m in ARGS}
+    # The first one creates the ledger alone: services creating a new SQLite ledger at the same moment may
+    # find it locked and exit at start.
+    procs = {"tts": service_process("tts", args=metered(ledger, *ARGS["tts"]))}
+    procs.update({m: service_process(m, args=metered(ledger, *ARGS[m]), wait=False) for m in ("stt", "llm")})
     for proc in procs.values():
         proc.wait_serving()
     path = write_mesh(tmp_path, MeshConfig({m: {"*": [p.address]} for m, p in procs.items()}))
