@@ -128,6 +128,9 @@ class Emitter:
                 fallbacks: list[str], guard: tuple[str, int] = ("", 0)) -> None:
         self._put(metrics=turn_metrics(turn_id, timing, times, models=models, fallbacks=fallbacks, guard=guard))
 
+    def draining(self, seconds_left: float) -> None:
+        self._put(draining=A.SessionDraining(seconds_left=seconds_left))
+
     def turn_done(self, turn_id: int, text: str, *, interrupted: bool) -> None:
         tap = self.tap
         self._put(None if tap is None else lambda: tap.reply_end(turn_id),

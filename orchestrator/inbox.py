@@ -73,6 +73,20 @@ class SttFailed:
 
 
 @dataclass(frozen=True)
+class SttLost:
+    """No STT target answered within the bounded wait after a stream broke (the listener keeps trying)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Draining:
+    """The orchestrator drains (SIGTERM): tell the client the time left, finish the turn, then end."""
+
+    seconds_left: float
+
+
+@dataclass(frozen=True)
 class TurnVerdict:
     """The turn detector's verdict on the user's audio at the end of speech ``end_ms`` (``check``: which one)."""
 
@@ -129,6 +143,6 @@ class AvatarEnded:
     error: grpc.aio.AioRpcError | None
 
 
-Event = (ClientMessage | ClientEnded | TimerFired | VoiceHeard | SttEvent | SttEnded | SttFailed | TurnVerdict
-         | ReplyDone | RealtimeEvent | RealtimeEnded | RealtimePlayed | RealtimeToolResults
+Event = (ClientMessage | ClientEnded | TimerFired | VoiceHeard | SttEvent | SttEnded | SttFailed | SttLost
+         | Draining | TurnVerdict | ReplyDone | RealtimeEvent | RealtimeEnded | RealtimePlayed | RealtimeToolResults
          | AvatarEnded)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -107,10 +108,18 @@ class AudioPump:
 class SttLane(_Call):
     """The session's Recognize stream."""
 
+    # Bytes of audio written to the stream, and whether its Usage came: a stream that dies with its service
+    # is billed from what was written (``voicemesh.runtime.auth.record_sent``, under ``stream_id``).
+    sent_bytes = 0
+    reported = False
+    stream_id = ""
+
     @classmethod
     async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int, min_silence_ms: int) -> SttLane:
-        call = clients.stub("stt", target.address).Recognize(metadata=metadata)
+        stream_id = uuid.uuid4().hex
+        call = clients.stub("stt", target.address).Recognize(metadata=(*metadata, ("x-stream-id", stream_id)))
         lane = cls(call, target)
+        lane.stream_id = stream_id
         await lane.write(stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
             model=target.descriptor, sample_rate_hz=rate, interim_results=True,
             endpointing=stt_pb2.Endpointing(min_silence_ms=min_silence_ms),
@@ -120,15 +129,22 @@ class SttLane(_Call):
 
     async def audio(self, pcm: bytes) -> None:
         await self.write(stt_pb2.RecognizeRequest(audio=pcm))
+        self.sent_bytes += len(pcm)
 
 
 class TtsLane(_Call):
     """One reply's Synthesize stream."""
 
+    sent_chars = 0  # text written, for billing a stream that dies with its service (as SttLane.sent_bytes)
+    reported = False
+    stream_id = ""
+
     @classmethod
     async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int) -> TtsLane:
-        call = clients.stub("tts", target.address).Synthesize(metadata=metadata)
+        stream_id = uuid.uuid4().hex
+        call = clients.stub("tts", target.address).Synthesize(metadata=(*metadata, ("x-stream-id", stream_id)))
         lane = cls(call, target)
+        lane.stream_id = stream_id
         await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
             voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
             backend=backend_options(target.candidate),
@@ -138,6 +154,7 @@ class TtsLane(_Call):
     async def text(self, text: str) -> None:
         if text and not self.closed_for_writing:
             await self.write(tts_pb2.SynthesizeRequest(text=text))
+            self.sent_chars += len(text)
 
     async def stop(self) -> None:
         """Drop buffered text and stop audio at once."""

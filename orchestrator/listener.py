@@ -5,28 +5,44 @@ stream, so events of a replaced stream are ignored.
 After a failover the new stream gets the audio since the last utterance
 ended (at most ``REPLAY_S``) again, and its times are shifted to the
 session's audio timeline.
+
+When no STT target answers (the one service was killed and is being
+restarted), the session does not end: the listener keeps the audio and tries
+every target again in the background (``_reconnect``). Whichever comes back
+first gets the replay, so the user's words are not lost. If none is back
+within ``RECONNECT_S`` the session is told (``SttLost``: an error event) and
+the listener goes on trying, more slowly, for as long as the session lasts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import logging
 
 import grpc
 
 from voicemesh.orchestrator.clients import MeshClients
-from voicemesh.orchestrator.fallback import FallbackLog, Target
-from voicemesh.orchestrator.inbox import SttEnded, SttEvent, SttFailed
+from voicemesh.errors import VoiceMeshError
+from voicemesh.orchestrator.fallback import REFUSALS, FallbackLog, Target
+from voicemesh.orchestrator.inbox import SttEnded, SttEvent, SttFailed, SttLost
 from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
 from voicemesh.runtime.status import detail_of
 
+log = logging.getLogger(__name__)
+
 REPLAY_S = 30.0
+RECONNECT_S = 10.0  # how long a session waits for an STT to come back before it says so (it keeps trying)
+RETRY_S = (0.25, 0.5, 1.0, 2.0)  # pauses between tries while none answers (the last one repeats)
 
 
 class Listener:
     """The current STT stream of a session."""
 
-    def __init__(self, clients: MeshClients, metadata, *, rate: int, min_silence_ms: int, post, spawn):
+    def __init__(self, clients: MeshClients, metadata, *, rate: int, min_silence_ms: int, post, spawn, now):
         self.clients, self.metadata = clients, metadata
+        self._now = now  # ms of user audio the session has received
         self.rate, self.min_silence_ms = rate, min_silence_ms
         self._post, self._spawn = post, spawn  # put an event on the session's queue; start an owned task
         self.lane: SttLane | None = None
@@ -37,6 +53,8 @@ class Listener:
         self._replay_bytes = 0
         self._pump: AudioPump | None = None  # writes the audio to the current stream
         self._ending = False  # no more audio comes: every stream from now on is half-closed once written
+        self._reconnecting: asyncio.Task | None = None  # tries the targets again while none answers
+        self.on_lost = None  # callback(lane): a stream broke, maybe with its Usage unsent (for billing)
 
     @property
     def model(self) -> str:
@@ -57,6 +75,8 @@ class Listener:
             left = self._pump.stop() if self._pump is not None else b""  # audio the old stream did not get
             # The new stream's time 0 is the first sample it gets: the replay, then what waits to be written.
             self.offset_ms = now_ms - (len(audio) + len(left)) / 2 * 1000 / self.rate
+            if replay:  # audio that came after ``now_ms``, while the replay was written (the session went on)
+                left += b"".join(self._replay)[len(audio):]
             self._spawn(self._read(lane), "stt")
             self._pump = AudioPump(lane.audio, lane.done_writing, step=self.rate * 2, spawn=self._spawn,
                                    name="stt-writer")  # at most a second per message
@@ -92,6 +112,8 @@ class Listener:
         """Stop listening (the session goes on a realtime model): the stream finishes its utterance and
         reports its usage; ``open`` starts a new one."""
         lane, self.lane = self.lane, None
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._pump is not None:
             self._pump.stop()
             self._pump = None
@@ -116,20 +138,63 @@ class Listener:
 
     async def failed(self, lane: SttLane, exc: BaseException, targets: list[Target], now_ms: float) -> None:
         """The current stream broke: go on with the next target, replaying the open utterance. A stream the
-        service closed for idling (no audio came: a text-only client) is opened again on the same target."""
+        service closed for idling (no audio came: a text-only client) is opened again on the same target.
+        When no other target answers, every target is tried again in the background until one is back; only a
+        refusal of the request itself (a used-up quota, a revoked key) ends the session."""
         idle = isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
         if not idle:
             self.fallbacks.failed(lane.target, exc)
+            if self.on_lost is not None and self.fallbacks.codes[-1] not in REFUSALS:
+                self.on_lost(lane)  # it died (not refused): what it got is billed from what was sent
         self.lane = None
         if self._pump is not None:
             self._pump.stop()  # what it did not write is in the replay
             self._pump = None
-        await self.open(targets if idle else [t for t in targets if t != lane.target], now_ms=now_ms, replay=True)
+        try:
+            await self.open(targets if idle else [t for t in targets if t != lane.target], now_ms=now_ms,
+                            replay=True)
+        except VoiceMeshError as error:
+            if error.code in REFUSALS:
+                raise
+            log.warning("no STT service answers (%s): listening again as soon as one is back", error.message)
+            self._reconnecting = self._spawn(self._reconnect(targets, error), "stt-reconnect")
+
+    async def _reconnect(self, targets: list[Target], error: VoiceMeshError) -> None:
+        """Try every target until one takes the stream (the replay with it); say so past ``RECONNECT_S``."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RECONNECT_S
+        reported = False
+        try:
+            for attempt in itertools.count():
+                await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+                if self.lane is not None:
+                    return
+                entries, codes = list(self.fallbacks.entries), list(self.fallbacks.codes)
+                try:
+                    await self.open(targets, now_ms=self._now(), replay=True)
+                    log.info("STT %s answers again: listening (%.1f s of audio replayed)", self.lane.target,
+                             self._replay_bytes / 2 / self.rate)
+                    return
+                except VoiceMeshError as exc:
+                    error = exc
+                    # The turn's metrics name the failure once, not every try of a long outage.
+                    self.fallbacks.entries, self.fallbacks.codes = entries, codes
+                if not reported and loop.time() >= give_up_at:
+                    reported = True
+                    if self._ending:  # the client is gone: nothing more to hear
+                        self.ended = True
+                    self._post(SttLost(error))
+                    if self._ending:
+                        return
+        finally:
+            self._reconnecting = None
 
     def take_fallbacks(self) -> list[str]:
         entries, self.fallbacks = self.fallbacks.entries, FallbackLog()
         return entries
 
     def cancel(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self.lane is not None:
             self.lane.cancel()

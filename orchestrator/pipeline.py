@@ -30,7 +30,8 @@ from voicemesh.orchestrator.voice import SpeechDetector
 from voicemesh.speech.turn import Judge, TurnDetector
 from voicemesh.speech.turn.model import RecentAudio
 from voicemesh.speech.turn.text import has_words
-from voicemesh.v1 import llm_pb2
+from voicemesh.runtime.auth import record_sent
+from voicemesh.v1 import common_pb2, llm_pb2
 
 if TYPE_CHECKING:
     from voicemesh.orchestrator.session import Session
@@ -48,7 +49,8 @@ class PipelineMode:
         self.detector = (SpeechDetector(s.spec.input_rate, s.spec.min_interruption_ms, post=s.events.put_nowait,
                                         spawn=s.spawn) if local_vad else None)
         self.listener = Listener(s.clients, s.metadata, rate=s.spec.input_rate, min_silence_ms=turns.stt_silence_ms,
-                                 post=s.events.put_nowait, spawn=s.spawn)
+                                 post=s.events.put_nowait, spawn=s.spawn, now=lambda: s.clock.ms)
+        self.listener.on_lost = self._bill_lost
         self.user = UserTurn()
         self.barge = BargeIn(s.spec.min_interruption_ms)
         self.replies = Replies(self)
@@ -151,6 +153,17 @@ class PipelineMode:
             log.warning("STT %s failed: %s", lane.target, exc.details())
             await self.listener.failed(lane, exc, self.session.stt_targets, self.session.clock.ms)
 
+    def _bill_lost(self, lane: SttLane) -> None:
+        """A stream broke before its Usage came (its service died): the audio written to it is billed, as the
+        service would have, under that stream's own ledger record (so what the service wrote is replaced)."""
+        if lane.reported or not lane.sent_bytes:
+            return
+        s = self.session
+        usage = common_pb2.Usage(audio_seconds_in=lane.sent_bytes / 2 / s.spec.input_rate, model=lane.target.descriptor)
+        log.info("STT %s broke: billing the %.2f s of audio sent to it", lane.target, usage.audio_seconds_in)
+        s.emit.usage(0, "stt", usage)
+        record_sent("stt", usage, lane.stream_id)
+
     async def on_stt_end(self, lane: SttLane) -> None:
         if lane is self.listener.lane:
             self.listener.ended = True
@@ -161,6 +174,7 @@ class PipelineMode:
         s = self.session
         kind = response.WhichOneof("event")
         if kind == "usage":
+            lane.reported = True
             s.emit.usage(0, "stt", response.usage)
         if lane is not self.listener.lane:
             return

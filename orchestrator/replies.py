@@ -29,9 +29,9 @@ from voicemesh.errors import VoiceMeshError
 from voicemesh.orchestrator.events import TurnTiming
 from voicemesh.orchestrator.inbox import ReplyDone
 from voicemesh.orchestrator.reply import Reply
-from voicemesh.runtime.auth import check_quota
+from voicemesh.runtime.auth import check_quota, record_sent
 from voicemesh.speech.turn.text import same_words
-from voicemesh.v1 import agent_pb2, llm_pb2
+from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2
 
 if TYPE_CHECKING:
     from voicemesh.orchestrator.pipeline import PipelineMode
@@ -85,9 +85,26 @@ class Replies:
 
         return self.session.spawn(run(), name)
 
+    def _bill_dead_voice(self, reply: Reply) -> None:
+        """The TTS stream died before its Usage: bill the text sent to it and the audio it gave, under that
+        stream's own ledger record (replacing what the service wrote of it; see ``auth.record_sent``)."""
+        lane = reply.tts
+        if lane is None or lane.reported:
+            return
+        usage = common_pb2.Usage(characters=lane.sent_chars, model=lane.target.descriptor,
+                                 audio_seconds_out=reply.playout.received_samples / self.session.spec.output_rate)
+        self.session.emit.usage(reply.turn_id, "tts", usage)
+        record_sent("tts", usage, lane.stream_id, reply.turn_id)
+
     async def done(self, reply: Reply) -> None:
         if reply is self.reply and not reply.stopped:
-            self._finish(reply, len(reply.text), interrupted=False)
+            if reply.error is not None and reply.audio_sent:
+                # Its voice died mid-reply: the user hears the audio already sent, and no more of the turn.
+                chars = reply.playout.spoken_chars(reply.playout.sent_samples)
+                self._bill_dead_voice(reply)
+                self._finish(reply, chars, interrupted=True)
+            else:
+                self._finish(reply, len(reply.text), interrupted=False)
 
     def audio_started(self, reply: Reply) -> None:
         if reply is self.reply and not reply.stopped:

@@ -352,6 +352,7 @@ class Reply:
         async for response in responses:
             kind = response.WhichOneof("event")
             if kind == "usage":
+                self.tts.reported = True
                 host.emit.usage(self.turn_id, "tts", response.usage)
             elif kind == "segment_done":
                 done = response.segment_done

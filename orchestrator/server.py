@@ -77,6 +77,11 @@ class Orchestrator:
         if self.servicer.turn_model is not None:  # warm-up: the first turn does not pay onnxruntime's first run
             await self.servicer.turn_model.predict(np.zeros(smart_turn.RATE, dtype=np.float32))
 
+    async def drain(self, grace_s: float) -> None:
+        """SIGTERM: every open session gets a ``draining`` event with the time left, then ends cleanly."""
+        log.info("draining: %d open session(s) told they have %.1f s", len(self.servicer.sessions), grace_s)
+        self.servicer.drain(grace_s)
+
     async def stop(self) -> None:
         await self.clients.close()
 

@@ -12,6 +12,7 @@ from voicemesh import __version__
 from voicemesh.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import validate
+from voicemesh.orchestrator.inbox import Draining
 from voicemesh.orchestrator.session import Session
 from voicemesh.runtime import logs
 from voicemesh.runtime.streams import read_config
@@ -35,6 +36,7 @@ class AgentServicer:
         self.describe_timeout_s = describe_timeout_s
         self.turn_model, self.preemptive = turn_model, preemptive  # a SmartTurn or None; generate ahead
         self.turn_policy = turn_policy  # the end-of-turn policy's name (None: by the model)
+        self.sessions: set[Session] = set()  # open ones, told when the server drains
 
     async def Session(self, requests: AsyncIterator[agent_pb2.SessionRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.SessionResponse]:
@@ -47,8 +49,17 @@ class AgentServicer:
                           preemptive=self.preemptive)
         log.info("session: %s", f"realtime={spec.realtime[0].descriptor}" if spec.realtime else
                  f"stt={spec.stt[0].descriptor} llm={spec.llm[0].descriptor} tts={spec.tts[0].descriptor}")
-        async for event in session.run(requests):
-            yield event
+        self.sessions.add(session)
+        try:
+            async for event in session.run(requests):
+                yield event
+        finally:
+            self.sessions.discard(session)
+
+    def drain(self, grace_s: float) -> None:
+        """The server drains (SIGTERM): each open session says so to its client and ends once its turn is done."""
+        for session in self.sessions:
+            session.events.put_nowait(Draining(grace_s))
 
     async def Describe(self, request: agent_pb2.AgentServiceDescribeRequest,
                        context: grpc.aio.ServicerContext) -> agent_pb2.AgentServiceDescribeResponse:

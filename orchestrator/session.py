@@ -22,9 +22,9 @@ from voicemesh.orchestrator.avatar import AvatarLane, avatar_spec
 from voicemesh.orchestrator.clients import MeshClients, call_metadata
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter, TurnTiming
-from voicemesh.orchestrator.inbox import (AvatarEnded, ClientEnded, ClientMessage, Event, RealtimeEnded,
+from voicemesh.orchestrator.inbox import (AvatarEnded, ClientEnded, ClientMessage, Draining, Event, RealtimeEnded,
                                           RealtimeEvent, RealtimePlayed, RealtimeToolResults, ReplyDone, SttEnded,
-                                          SttEvent, SttFailed, TimerFired, TurnVerdict, VoiceHeard)
+                                          SttEvent, SttFailed, SttLost, TimerFired, TurnVerdict, VoiceHeard)
 from voicemesh.orchestrator.mode import Mode
 from voicemesh.orchestrator.outbox import AudioClock, Outbox
 from voicemesh.orchestrator.pipeline import PipelineMode
@@ -138,9 +138,16 @@ class Session:
     async def _handle(self, event: Event) -> None:
         pipeline, realtime = self.pipeline, self.realtime
         match event:
+            case ClientMessage(request) if self.closing and request.WhichOneof("request") == "audio":
+                pass  # draining: the user's audio from now on is not heard (the STT stream is half-closed)
             case ClientMessage(request):
                 await self._client(request)
             case ClientEnded():
+                self.closing = True
+                self.mode.end_input()
+            case Draining(seconds_left):
+                # The turn being spoken finishes; what the user said so far is answered; then a clean end.
+                self.emit.draining(seconds_left)
                 self.closing = True
                 self.mode.end_input()
             case TimerFired(name, token) if self._timer_due(name, token):
@@ -160,6 +167,8 @@ class Session:
                 await pipeline.on_stt_end(lane)
             case SttFailed(lane, error):
                 await pipeline.on_stt_error(lane, error)
+            case SttLost(error):
+                self.emit.error(0, error)  # the session goes on: text turns work, and the STT may come back
             case TurnVerdict(check, end_ms, probability):
                 await pipeline.on_verdict(check, end_ms, probability)
             case ReplyDone(reply):

@@ -65,6 +65,11 @@ def test_every_server_event_converts_to_its_typed_event():
     assert (done.text, done.interrupted) == ("Paris.", True)
 
 
+def test_the_draining_event_says_the_time_left():
+    event = from_proto(agent_pb2.SessionResponse(draining=agent_pb2.SessionDraining(seconds_left=20.0)))
+    assert event.type is EventType.DRAINING and event.seconds_left == 20.0
+
+
 def test_empty_message_and_unknown_state_do_not_break_the_client():
     assert from_proto(agent_pb2.SessionResponse()) is None
     unknown = agent_pb2.SessionResponse(state=agent_pb2.AgentStateChanged(state=42, turn_id=3))

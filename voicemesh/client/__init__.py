@@ -15,6 +15,7 @@ from voicemesh.client.events import (
     AvatarStopped,
     Event,
     EventType,
+    SessionDraining,
     SessionError,
     SessionStarted,
     ToolCall,
@@ -30,7 +31,7 @@ from voicemesh.client.session import AgentSession, AgentSessionError, Avatar, In
 __all__ = [
     "AgentAudio", "AgentSession", "AgentSessionError", "AgentState", "AgentStateChanged", "AgentText", "AgentVideo",
     "Avatar", "AvatarStopped", "Event",
-    "EventType", "Interruption", "Model", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
+    "EventType", "Interruption", "Model", "SessionDraining", "SessionError", "SessionStarted", "Tool", "ToolCall", "TurnDetection",
     "TurnDone", "TurnMetrics", "Usage", "UsageReport", "UserTranscript", "anthropic", "assemblyai", "cartesia",
     "deepgram", "elevenlabs", "google", "openai",
 ]

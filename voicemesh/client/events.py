@@ -28,6 +28,7 @@ class EventType(enum.Enum):
     TURN_DONE = "turn_done"
     AGENT_VIDEO = "agent_video"
     AVATAR_STOPPED = "avatar_stopped"
+    DRAINING = "draining"
 
 
 class AgentState(enum.Enum):
@@ -187,9 +188,17 @@ class AvatarStopped:
     type: EventType = field(default=EventType.AVATAR_STOPPED, init=False)
 
 
+@dataclass(frozen=True)
+class SessionDraining:
+    """The server is shutting down: the session ends cleanly within ``seconds_left`` (reconnect elsewhere)."""
+
+    seconds_left: float
+    type: EventType = field(default=EventType.DRAINING, init=False)
+
+
 Event = (
     SessionStarted | UserTranscript | AgentText | AgentAudio | AgentStateChanged | ToolCall | TurnMetrics
-    | UsageReport | SessionError | TurnDone | AgentVideo | AvatarStopped
+    | UsageReport | SessionError | TurnDone | AgentVideo | AvatarStopped | SessionDraining
 )
 
 
@@ -278,4 +287,6 @@ def from_proto(response: agent_pb2.SessionResponse) -> Event | None:
     if kind == "avatar_stopped":
         a = response.avatar_stopped
         return AvatarStopped(avatar=a.avatar, code=a.code, message=a.message)
+    if kind == "draining":
+        return SessionDraining(seconds_left=response.draining.seconds_left)
     return None

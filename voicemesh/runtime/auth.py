@@ -14,7 +14,12 @@ the key, the session (``x-session-id``), the service, the model and the turn
 The orchestrator calls ``check_quota()`` before each turn and sends
 ``forward_metadata(turn)`` on the streams it opens to the model services. A
 servicer whose client left before the stream's Usage could be sent calls
-``record_unsent(usage)`` so the work done is still metered.
+``record_unsent(usage)`` so the work done is still metered. A client may name
+a stream (``x-stream-id``): its usage record then has an id derived from that
+name (``stream_record_id``), so when the service dies with the stream (kill -9,
+no Usage sent) the orchestrator records what it sent to it under the same id
+(``record_sent``), replacing what the service had written so far, not adding
+to it.
 
 Usage is recorded as it happens: a servicer ``meter()``s the units of a stream as
 they are received or sent. Every ``--usage-interval-s`` (``checkpoint``, run by the
@@ -32,7 +37,6 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -41,13 +45,14 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import Message
 
-from voicemesh.errors import InvalidInput, PermissionDenied, ResourceExhausted, Unauthenticated
+from voicemesh.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from voicemesh.metering import keys, quotas
 from voicemesh.metering.ledger import Ledger, redact_url
 from voicemesh.metering.prices import PriceTable
 from voicemesh.metering.records import UNITS, KeyRecord, UsageRecord
 from voicemesh.runtime import logs
 from voicemesh.runtime.audit import FailedAuth
+from voicemesh.runtime.ids import SESSION_ID, session_of, stream_of, stream_record_id, turn_of  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -96,32 +101,6 @@ def bearer(metadata: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-# What a client may name its session and turn (``x-session-id`` / ``x-turn-id``): the ledger stores both.
-SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-MAX_TURN = 2**31 - 1
-
-
-def session_of(metadata: Mapping[str, str]) -> str | None:
-    """The ``x-session-id`` a client sent (None: none, the server makes one); INVALID_ARGUMENT if malformed."""
-    value = metadata.get("x-session-id", "")
-    if not value:
-        return None
-    if not SESSION_ID.fullmatch(value):
-        raise InvalidInput("x-session-id must be 1-64 characters of A-Z a-z 0-9 . _ : - (starting with a letter or "
-                           f"digit), got {value[:80]!r}")
-    return value
-
-
-def turn_of(metadata: Mapping[str, str]) -> int:
-    """The ``x-turn-id`` a client sent (0 without one); INVALID_ARGUMENT unless a whole number 0..2**31-1."""
-    value = metadata.get("x-turn-id", "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or not value.isascii() or int(value) > MAX_TURN:
-        raise InvalidInput(f"x-turn-id must be a whole number from 0 to {MAX_TURN}, got {value[:40]!r}")
-    return int(value)
-
-
 @dataclass
 class _Live:
     """Units of one model metered on a stream so far: one ledger record that grows until the Usage."""
@@ -143,7 +122,16 @@ class Caller:
     # Unit -> what the key's unit quotas had left at the last check (the least of them); empty: no limit.
     left: dict[str, float] = field(default_factory=dict)
     stop: Callable[[Exception], None] | None = None  # ends the stream (its StreamWatch)
+    stream_id: str | None = None  # the client's name of the stream: its first record's id comes from it
     _live: dict[str, _Live] = field(default_factory=dict)
+    _named_used: bool = False  # the record id of ``stream_id`` is taken
+
+    def _record_id(self) -> str:
+        """A new record's id: the stream's own for its first record, else a fresh one."""
+        if self.stream_id and not self._named_used:
+            self._named_used = True
+            return stream_record_id(self.stream_id)
+        return uuid.uuid4().hex
 
     async def requests(self, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
         """The stream's requests; one that starts a turn first passes the key and quota check, and the
@@ -176,7 +164,7 @@ class Caller:
             live = self._live.pop(next(iter(self._live)))
         record = self.usage_record(usage)
         if live is None:
-            return record
+            return dataclasses.replace(record, id=self._record_id()) if self.stream_id else record
         return dataclasses.replace(record, id=live.id, time=max(record.time, live.time + 1e-3))
 
     def usage_record(self, usage: Message) -> UsageRecord:
@@ -191,7 +179,9 @@ class Caller:
 
     def meter(self, model: str, **units: float) -> None:
         """Count units of ``model`` this stream used just now; stop the stream if that overruns a quota."""
-        live = self._live.setdefault(model, _Live())
+        live = self._live.get(model)
+        if live is None:
+            live = self._live[model] = _Live(id=self._record_id())
         for unit, amount in units.items():
             live.units[unit] += amount
         for unit, left in self.left.items():
@@ -281,7 +271,7 @@ class Guard:
             self.failures.admitted(context.peer())
             if new_stream:
                 left = await self.ledger.call(self._check, key)
-        caller = Caller(self, key, logs.session_id.get(), turn, left)
+        caller = Caller(self, key, logs.session_id.get(), turn, left, stream_id=stream_of(metadata))
         current_key.set(key)
         _credentials.set(token)
         _caller.set(caller)
@@ -360,6 +350,18 @@ def record_unsent(usage: Message) -> None:
     caller = _caller.get()
     if caller is not None:
         caller.guard.keep(caller.guard.ledger.record(caller.final_record(usage)))
+
+
+def record_sent(service: str, usage: Message, stream_id: str, turn: int = 0) -> None:
+    """For the orchestrator: the ``service`` stream it named ``stream_id`` died with its service (no Usage
+    came). Record ``usage``, what the orchestrator sent to it, for ``turn``, under the stream's own record id:
+    it replaces what the service wrote of that stream before it died, so the stream is billed once, in full.
+    A no-op without a ledger."""
+    caller = _caller.get()
+    if caller is not None:
+        record = dataclasses.replace(caller.usage_record(usage), service=service, id=stream_record_id(stream_id),
+                                     turn=turn)
+        caller.guard.keep(caller.guard.ledger.record(record))
 
 
 def meter(model: str, **units: float) -> None:

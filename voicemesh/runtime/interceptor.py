@@ -39,10 +39,11 @@ def _session_id(context: grpc.aio.ServicerContext) -> str:
 
 
 def _check_ids(context: grpc.aio.ServicerContext) -> None:
-    """INVALID_ARGUMENT for a malformed ``x-session-id`` or ``x-turn-id`` (the ledger stores both)."""
+    """INVALID_ARGUMENT for a malformed ``x-session-id``, ``x-turn-id`` or ``x-stream-id`` (the ledger stores them)."""
     metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
     auth.session_of(metadata)
     auth.turn_of(metadata)
+    auth.stream_of(metadata)
 
 
 class _Malformed:

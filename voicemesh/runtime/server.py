@@ -94,6 +94,9 @@ class ServiceDefinition(Protocol):
     async def stop(self) -> None:
         """Release backends after the server stopped."""
 
+    # Optional: ``async def drain(self, grace_s: float) -> None``, called once health is NOT_SERVING and new
+    # streams are refused, before the open streams are waited for (the orchestrator tells its sessions).
+
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """gRPC channel arguments of the server."""
@@ -197,6 +200,9 @@ async def _serve(service: ServiceDefinition, settings: ServerSettings, guard: au
     gate.draining = True
     log.info("draining: NOT_SERVING, no new streams; %d open stream(s) have %.1f s to finish (idle ones are "
              "closed after %.1f s)", len(gate.open.calls), settings.grace_s, settings.drain_idle_s)
+    drain = getattr(service, "drain", None)
+    if drain is not None:
+        await drain(settings.grace_s)
     await gate.open.drain(settings.grace_s, settings.drain_idle_s)
     await gate.monitor.stop()
     await server.stop(1.0)  # unary calls still in flight (Describe, health) get a moment

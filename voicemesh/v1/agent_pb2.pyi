@@ -299,8 +299,14 @@ class SessionError(_message.Message):
     detail: _common_pb2.ErrorDetail
     def __init__(self, turn_id: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
 
+class SessionDraining(_message.Message):
+    __slots__ = ("seconds_left",)
+    SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    seconds_left: float
+    def __init__(self, seconds_left: _Optional[float] = ...) -> None: ...
+
 class SessionResponse(_message.Message):
-    __slots__ = ("started", "user_transcript", "agent_text", "agent_audio", "state", "tool_call", "metrics", "usage", "error", "turn_done", "agent_video", "avatar_stopped")
+    __slots__ = ("started", "user_transcript", "agent_text", "agent_audio", "state", "tool_call", "metrics", "usage", "error", "turn_done", "draining", "agent_video", "avatar_stopped")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     USER_TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     AGENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +317,7 @@ class SessionResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TURN_DONE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     AGENT_VIDEO_FIELD_NUMBER: _ClassVar[int]
     AVATAR_STOPPED_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
@@ -323,6 +330,7 @@ class SessionResponse(_message.Message):
     usage: UsageReport
     error: SessionError
     turn_done: AgentTurnDone
+    draining: SessionDraining
     agent_video: AgentVideo
     avatar_stopped: AvatarStopped
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., user_transcript: _Optional[_Union[UserTranscript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., agent_audio: _Optional[_Union[AgentAudio, _Mapping]] = ..., state: _Optional[_Union[AgentStateChanged, _Mapping]] = ..., tool_call: _Optional[_Union[_llm_pb2.ToolCall, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., turn_done: _Optional[_Union[AgentTurnDone, _Mapping]] = ..., agent_video: _Optional[_Union[AgentVideo, _Mapping]] = ..., avatar_stopped: _Optional[_Union[AvatarStopped, _Mapping]] = ...) -> None: ...
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., user_transcript: _Optional[_Union[UserTranscript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., agent_audio: _Optional[_Union[AgentAudio, _Mapping]] = ..., state: _Optional[_Union[AgentStateChanged, _Mapping]] = ..., tool_call: _Optional[_Union[_llm_pb2.ToolCall, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., usage: _Optional[_Union[UsageReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., turn_done: _Optional[_Union[AgentTurnDone, _Mapping]] = ..., draining: _Optional[_Union[SessionDraining, _Mapping]] = ..., agent_video: _Optional[_Union[AgentVideo, _Mapping]] = ..., avatar_stopped: _Optional[_Union[AvatarStopped, _Mapping]] = ...) -> None: ...
