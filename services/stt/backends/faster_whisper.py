@@ -12,6 +12,7 @@ full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -180,12 +181,9 @@ class FasterWhisperBackend(SttBackend):
                 model=f"{self.provider}/{self.model}:{options.language or self.languages[0]}",
                 interim_interval_ms=self.settings.interim_interval_ms,
             )
-            events = stream.events(audio)
-            try:
+            async with contextlib.aclosing(stream.events(audio)) as events:
                 async for event in events:
                     yield event
-            finally:
-                await events.aclose()
         finally:
             ticket.release()
 

@@ -10,6 +10,7 @@ transcribes whole files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -66,12 +67,9 @@ class OpenAISttBackend(remote.RemoteBackend, SttBackend):
             model=self.descriptor + (f":{options.language}" if options.language else ""),
             eager_final=False,  # a speculative request per pause would be billed by a paid API
         )
-        events = stream.events(audio)
-        try:
+        async with contextlib.aclosing(stream.events(audio)) as events:
             async for event in events:
                 yield event
-        finally:
-            await events.aclose()
 
     def _form(self, language: str) -> dict[str, str]:
         response_format = self.options.extra.get(
