@@ -23,7 +23,7 @@ from tests.providers.cartesia_double import CartesiaDouble
 from tests.providers.helpers import KEY as ASSEMBLYAI_KEY
 from tests.providers.helpers import SttDouble, mesh
 from tests.speech import wer
-from voicemesh.client import AgentSession
+from voicemesh.client import AgentSession, assemblyai, cartesia, openai
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,16 @@ def orchestrator(doubles, llama_server, tmp_path_factory) -> Iterator[str]:  # n
         yield address
 
 
-async def test_the_livekit_inference_example_runs_a_spoken_turn_as_written(orchestrator):
-    async with AgentSession(address=orchestrator, stt=STT, llm=LLM, tts=TTS,
-                            instructions="Answer in one short sentence.") as session:
+def plugin_instances() -> dict:
+    """The same three models as LiveKit's plugin objects (no URL or key: the operator's apply)."""
+    return {"stt": assemblyai.STT(language="en"), "llm": openai.LLM(model="gpt-4.1-mini"),
+            "tts": cartesia.TTS(model="sonic-2", voice=VOICE)}
+
+
+@pytest.mark.parametrize("form", ["descriptors", "plugin instances"])
+async def test_the_livekit_inference_example_runs_a_spoken_turn_as_written(orchestrator, form):
+    models = {"stt": STT, "llm": LLM, "tts": TTS} if form == "descriptors" else plugin_instances()
+    async with AgentSession(address=orchestrator, instructions="Answer in one short sentence.", **models) as session:
         turn = await speak_and_collect(session, QUESTION)
     assert not turn["errors"], turn["errors"]
     assert wer([(QUESTION, turn["heard"])]) <= 0.2, turn["heard"]
