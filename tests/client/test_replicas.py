@@ -34,7 +34,9 @@ def orchestrator(mesh_up, service_process, max_loop_lag_ms: str, env: dict | Non
 @pytest.fixture
 def overloaded(mesh_up, service_process):
     """An orchestrator that takes no new session."""
-    return orchestrator(mesh_up, service_process, "0.001")
+    proc = orchestrator(mesh_up, service_process, "0.001")
+    time.sleep(0.5)  # its load monitor samples every 0.1 s and admits until it has measured the loop once
+    return proc
 
 
 class Starve:
