@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.orchestrator.client import LLM, TTS
-from tests.providers.helpers import KEY, SttDouble, mesh
+from tests.providers.helpers import KEY, mesh
 from tests.speech import silence, speak, wer
 from voicemesh.audio import chunks
 from voicemesh.client import (
@@ -25,13 +25,6 @@ from voicemesh.client import (
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with one short, factual sentence."
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[SttDouble]:
-    server = SttDouble()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
