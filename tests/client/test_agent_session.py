@@ -32,8 +32,10 @@ INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with
 STALL_MS = 30000  # generous: the test machine is shared and busy
 
 
-async def collect_turn(session: AgentSession, *, send_silence: bool, timeout: float = 90.0) -> list:
-    """Events until a TurnDone and a TurnMetrics arrived, sending 20 ms of silence every 20 ms meanwhile."""
+async def collect_turn(session: AgentSession, *, send_silence: bool, timeout: float = 90.0,
+                       speech: bytes = b"") -> list:
+    """Events until a TurnDone and a TurnMetrics arrived: ``speech`` (16 kHz) sent first in real time, then
+    (with ``send_silence``) 20 ms of silence every 20 ms meanwhile."""
     events: list = []
     got: set[EventType] = set()
 
@@ -47,6 +49,9 @@ async def collect_turn(session: AgentSession, *, send_silence: bool, timeout: fl
     follower = asyncio.create_task(follow())
     try:
         async with asyncio.timeout(timeout):
+            for chunk in chunks(speech, rate=16000, ms=20):
+                await session.send_audio(chunk)
+                await asyncio.sleep(0.02)
             while not follower.done():
                 if send_silence:
                     await session.send_audio(silence(0.02))

@@ -1,4 +1,5 @@
-"""What the provider tests share: the STT double in a child process, and a mesh of real services."""
+"""What the provider tests share: the STT double in a child process, a mesh of real services, and the streaming
+TTS providers' client side (speak to a double, transcribe back, a refused stream)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import pytest
+
+from tests.speech import SENTENCES, wer
+from tests.tts.helpers import Spoken, check_tags, config, pieces, synthesize, text, transcribe
 from voicemesh.mesh import MeshConfig
 from voicemesh.process import ServiceProcess, free_port
 
@@ -52,3 +58,40 @@ def mesh(folder: Path, services: dict[str, tuple[list[str], dict[str, str]]]) ->
     finally:
         for proc in reversed(started):
             proc.stop()
+
+
+async def speak_three_sentences(address: str, descriptor: str, base_url: str, key: str) -> Spoken:
+    """The first three SENTENCES streamed in pieces to ``descriptor`` at 16 kHz: tags checked, a segment each."""
+    full = " ".join(SENTENCES[:3])
+    requests = [config(descriptor, rate=16000, base_url=base_url, api_key=key), *map(text, pieces(full))]
+    spoken = check_tags(full, await synthesize(address, requests), 16000)
+    assert [s.text for s in spoken.segments] == SENTENCES[:3]
+    return spoken
+
+
+def check_round_trip(name: str, spoken: Spoken, descriptor: str) -> None:
+    """The three sentences transcribe back, and the usage bills their characters to ``descriptor``."""
+    pairs = [(s.text, transcribe(bytes(spoken.audio[s.segment_id]))) for s in spoken.segments]
+    print(f"\n{name} round trip WER: {wer(pairs):.1%} {pairs}")
+    assert wer(pairs) <= 0.10
+    assert spoken.usage.model == descriptor and spoken.usage.characters == sum(map(len, SENTENCES[:3]))
+
+
+async def speak_with_operator_env(server_address: str, descriptor: str) -> Spoken:
+    """One line at the voice's own rate (24 kHz) with no key or URL in the request: the service's environment."""
+    line = "The train leaves the station at noon."
+    return check_tags(line, await synthesize(server_address, [config(descriptor, rate=0), text(line)]), 24000)
+
+
+async def refused(service_process, double_class, descriptor: str, double_key: str, fault: str,
+                  key: str) -> grpc.aio.AioRpcError:
+    """The error of a stream to ``descriptor`` with ``key`` against a double (``double_key``) with ``fault``."""
+    double = double_class(api_key=double_key, fault=fault).start()
+    try:
+        server = service_process("tts")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await synthesize(server.address, [config(descriptor, base_url=double.base_url, api_key=key),
+                                              text("Hello there, how are you today?")])
+    finally:
+        double.stop()
+    return caught.value

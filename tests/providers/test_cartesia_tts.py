@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from tests.providers.cartesia_double import CartesiaDouble
-from tests.speech import SENTENCES, wer
-from tests.tts.helpers import CANCEL, check_tags, config, pieces, read_rest, stub, synthesize, text, transcribe
+from tests.providers.helpers import check_round_trip, refused, speak_three_sentences, speak_with_operator_env
+from tests.speech import SENTENCES
+from tests.tts.helpers import barge_in, config, transcribe
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,7 @@ def cartesia():
 async def test_streamed_text_is_one_context_with_continuations_and_transcribes_back(service_process, cartesia):
     server = service_process("tts")
     full = " ".join(SENTENCES[:3])
-    requests = [config(DESCRIPTOR, rate=16000, base_url=cartesia.base_url, api_key=KEY), *map(text, pieces(full))]
-    spoken = check_tags(full, await synthesize(server.address, requests), 16000)
-    assert [s.text for s in spoken.segments] == SENTENCES[:3]
+    spoken = await speak_three_sentences(server.address, DESCRIPTOR, cartesia.base_url, KEY)
     # One context for the reply: each segment a continuation, then a manual flush that ends its audio.
     contexts = {r["context_id"] for r in cartesia.requests}
     assert len(contexts) == 1
@@ -46,28 +44,14 @@ async def test_streamed_text_is_one_context_with_continuations_and_transcribes_b
         ends = [(w.start_samples, w.end_samples) for w in segment.words]
         assert all(0 <= a < b <= segment.samples for a, b in ends) and ends == sorted(ends)
         assert ends[-1][1] > segment.samples * 0.8
-    pairs = [(s.text, transcribe(bytes(spoken.audio[s.segment_id]))) for s in spoken.segments]
-    print(f"\ncartesia round trip WER: {wer(pairs):.1%} {pairs}")
-    assert wer(pairs) <= 0.10
-    assert spoken.usage.model == DESCRIPTOR and spoken.usage.characters == sum(map(len, SENTENCES[:3]))
+    check_round_trip("cartesia", spoken, DESCRIPTOR)
 
 
 async def test_barge_in_cancels_the_context_and_no_audio_follows(service_process, cartesia):
     server = service_process("tts")
     long = " ".join(SENTENCES)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        call = stub(channel).Synthesize()
-        await call.write(config(DESCRIPTOR, rate=16000, base_url=cartesia.base_url, api_key=KEY))
-        for piece in pieces(long):
-            await call.write(text(piece))
-        before = [await call.read()]
-        assert before[0].WhichOneof("event") == "audio"
-        await call.write(CANCEL)
-        while before[-1].WhichOneof("event") != "cancelled":
-            before.append(await call.read())
-        await call.write(text(" Turn off the lights."))
-        await call.done_writing()
-        after = await read_rest(call)
+    opening = config(DESCRIPTOR, rate=16000, base_url=cartesia.base_url, api_key=KEY)
+    _, after = await barge_in(server.address, opening, long, " Turn off the lights.")
     first_context = cartesia.requests[0]["context_id"]
     assert cartesia.cancelled == [first_context], "the reply's Cartesia context was not cancelled"
     later = [r for r in cartesia.requests if r["context_id"] != first_context and not r.get("cancel")]
@@ -80,8 +64,7 @@ async def test_barge_in_cancels_the_context_and_no_audio_follows(service_process
 
 async def test_the_operators_cartesia_key_and_url_come_from_the_environment(service_process, cartesia):
     server = service_process("tts", env={"VOICEMESH_CARTESIA_BASE_URL": cartesia.base_url, "CARTESIA_API_KEY": KEY})
-    line = "The train leaves the station at noon."
-    spoken = check_tags(line, await synthesize(server.address, [config(DESCRIPTOR, rate=0), text(line)]), 24000)
+    spoken = await speak_with_operator_env(server.address, DESCRIPTOR)
     assert spoken.samples > 0 and cartesia.requests[0]["output_format"]["sample_rate"] == 24000
 
 
@@ -95,15 +78,8 @@ async def test_the_operators_cartesia_key_and_url_come_from_the_environment(serv
     ],
 )
 async def test_cartesia_failures_get_clear_statuses(service_process, fault, key, code, message):
-    double = CartesiaDouble(api_key=KEY, fault=fault).start()
-    try:
-        server = service_process("tts")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await synthesize(server.address, [config(DESCRIPTOR, base_url=double.base_url, api_key=key),
-                                              text("Hello there, how are you today?")])
-    finally:
-        double.stop()
-    assert caught.value.code().name == code, caught.value.details()
-    assert message in caught.value.details()
+    error = await refused(service_process, CartesiaDouble, DESCRIPTOR, KEY, fault, key)
+    assert error.code().name == code, error.details()
+    assert message in error.details()
     # What the provider wrote goes to the service's log, never to the client (as with HTTP error bodies).
-    assert not any(word in caught.value.details() for word in ("Credit limit",))
+    assert not any(word in error.details() for word in ("Credit limit",))

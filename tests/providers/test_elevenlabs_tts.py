@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 
 from tests.providers.elevenlabs_double import ElevenLabsDouble
-from tests.speech import SENTENCES, wer
-from tests.tts.helpers import CANCEL, check_tags, config, pieces, read_rest, stub, synthesize, text, transcribe
+from tests.providers.helpers import check_round_trip, refused, speak_three_sentences, speak_with_operator_env
+from tests.speech import SENTENCES
+from tests.tts.helpers import barge_in, config, transcribe
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,7 @@ def eleven():
 
 async def test_streamed_text_is_one_socket_with_flushes_and_transcribes_back(service_process, eleven):
     server = service_process("tts")
-    full = " ".join(SENTENCES[:3])
-    requests = [config(DESCRIPTOR, rate=16000, base_url=eleven.base_url, api_key=KEY), *map(text, pieces(full))]
-    spoken = check_tags(full, await synthesize(server.address, requests), 16000)
-    assert [s.text for s in spoken.segments] == SENTENCES[:3]
+    spoken = await speak_three_sentences(server.address, DESCRIPTOR, eleven.base_url, KEY)
     [socket] = eleven.connections
     for _ in range(100):  # the end of input reaches the double just after the stream's end
         if socket.final_sent:
@@ -41,28 +38,14 @@ async def test_streamed_text_is_one_socket_with_flushes_and_transcribes_back(ser
     assert socket.messages[0]["text"] == " "
     assert [(m["text"], m.get("flush")) for m in socket.messages[1:]] == [
         *((s + " ", True) for s in SENTENCES[:3]), ("", None)]
-    pairs = [(s.text, transcribe(bytes(spoken.audio[s.segment_id]))) for s in spoken.segments]
-    print(f"\nelevenlabs round trip WER: {wer(pairs):.1%} {pairs}")
-    assert wer(pairs) <= 0.10
-    assert spoken.usage.model == DESCRIPTOR and spoken.usage.characters == sum(map(len, SENTENCES[:3]))
+    check_round_trip("elevenlabs", spoken, DESCRIPTOR)
 
 
 async def test_barge_in_closes_the_socket_and_no_audio_follows(service_process, eleven):
     server = service_process("tts")
     long = " ".join(SENTENCES)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        call = stub(channel).Synthesize()
-        await call.write(config(DESCRIPTOR, rate=16000, base_url=eleven.base_url, api_key=KEY))
-        for piece in pieces(long):
-            await call.write(text(piece))
-        before = [await call.read()]
-        assert before[0].WhichOneof("event") == "audio"
-        await call.write(CANCEL)
-        while before[-1].WhichOneof("event") != "cancelled":
-            before.append(await call.read())
-        await call.write(text(" Turn off the lights."))
-        await call.done_writing()
-        after = await read_rest(call)
+    opening = config(DESCRIPTOR, rate=16000, base_url=eleven.base_url, api_key=KEY)
+    _, after = await barge_in(server.address, opening, long, " Turn off the lights.")
     first, *rest = eleven.connections
     assert first.closed_by_client, "the reply's ElevenLabs socket stayed open after the barge-in"
     assert len(rest) == 1 and rest[0].messages[1]["text"] == "Turn off the lights. "
@@ -73,8 +56,7 @@ async def test_barge_in_closes_the_socket_and_no_audio_follows(service_process, 
 
 async def test_the_operators_eleven_key_and_url_come_from_the_environment(service_process, eleven):
     server = service_process("tts", env={"VOICEMESH_ELEVENLABS_BASE_URL": eleven.base_url, "ELEVEN_API_KEY": KEY})
-    line = "The train leaves the station at noon."
-    spoken = check_tags(line, await synthesize(server.address, [config(DESCRIPTOR, rate=0), text(line)]), 24000)
+    spoken = await speak_with_operator_env(server.address, DESCRIPTOR)
     assert spoken.samples > 0 and eleven.connections[0].query["output_format"] == "pcm_24000"
 
 
@@ -88,15 +70,8 @@ async def test_the_operators_eleven_key_and_url_come_from_the_environment(servic
     ],
 )
 async def test_elevenlabs_failures_get_clear_statuses(service_process, fault, key, code, message):
-    double = ElevenLabsDouble(api_key=KEY, fault=fault).start()
-    try:
-        server = service_process("tts")
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await synthesize(server.address, [config(DESCRIPTOR, base_url=double.base_url, api_key=key),
-                                              text("Hello there, how are you today?")])
-    finally:
-        double.stop()
-    assert caught.value.code().name == code, caught.value.details()
-    assert message in caught.value.details()
+    error = await refused(service_process, ElevenLabsDouble, DESCRIPTOR, KEY, fault, key)
+    assert error.code().name == code, error.details()
+    assert message in error.details()
     # What the provider wrote goes to the service's log, never to the client (as with HTTP error bodies).
-    assert not any(word in caught.value.details() for word in ("exceeds your quota", "Invalid API key"))
+    assert not any(word in error.details() for word in ("exceeds your quota", "Invalid API key"))

@@ -26,13 +26,6 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France, and how many people live in Paris?"
 
 
-@pytest.fixture(scope="module")
-def double():
-    server = SttDouble()
-    yield server
-    server.stop()
-
-
 def _client(double: SttDouble, key: str):
     from deepgram import AsyncDeepgramClient
     from deepgram.environment import DeepgramClientEnvironment

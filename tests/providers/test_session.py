@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
+from tests.client.test_agent_session import collect_turn
 from tests.orchestrator.client import LLM, TTS
-from tests.providers.helpers import KEY, SttDouble, mesh
+from tests.providers.helpers import KEY, mesh
 from tests.speech import silence, speak, wer
-from voicemesh.audio import chunks
 from voicemesh.client import (
     AgentSession,
     AgentText,
@@ -28,13 +27,6 @@ INSTRUCTIONS = "You are a helpful assistant. Answer the question in English with
 
 
 @pytest.fixture(scope="module")
-def double() -> Iterator[SttDouble]:
-    server = SttDouble()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def orchestrator(double, tmp_path_factory) -> Iterator[str]:
     """STT (its operator's AssemblyAI key and URL point at the double), local LLM and TTS, an orchestrator."""
     with mesh(tmp_path_factory.mktemp("native-stt"), {
@@ -46,31 +38,10 @@ def orchestrator(double, tmp_path_factory) -> Iterator[str]:
 
 
 async def speak_turn(session: AgentSession, text: str) -> list:
-    """Say ``text`` into an open session; its events up to the turn's TurnDone and metrics."""
-    events: list = []
-
-    async def follow() -> None:
-        got = set()
-        async for event in session:
-            events.append(event)
-            got.add(event.type)
-            if {EventType.TURN_DONE, EventType.METRICS} <= got:
-                return
-
-    follower = asyncio.create_task(follow())
-    try:
-        async with asyncio.timeout(120):
-            for chunk in chunks(silence(0.3) + speak(text) + silence(0.3), rate=16000, ms=20):
-                await session.send_audio(chunk)
-                await asyncio.sleep(0.02)
-            while not follower.done():  # the line stays open: silence, as a microphone sends
-                await session.send_audio(silence(0.02))
-                await asyncio.sleep(0.02)
-            follower.result()
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
-    return events
+    """Say ``text`` into an open session; its events up to the turn's TurnDone and metrics (the line stays
+    open meanwhile: silence, as a microphone sends)."""
+    speech = silence(0.3) + speak(text) + silence(0.3)
+    return await collect_turn(session, send_silence=True, timeout=120, speech=speech)
 
 
 async def spoken_turn(address: str, stt) -> list:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from tests.metering.helpers import recorded_usage
-from tests.providers.helpers import KEY, SttDouble
+from tests.providers.helpers import KEY
 from tests.speech import SENTENCES, silence, speak, wer
 from tests.stt.helpers import backend_options, events, finals, layout, status_of, stub
 from tests.stt.helpers import requests as stream_requests
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.slow
 
 MODELS = {"deepgram": "deepgram/nova-3:en", "assemblyai": "assemblyai/universal-streaming:en"}
 QUESTION = "What is the capital of France, and how many people live in Paris?"
-
-
-@pytest.fixture(scope="module")
-def double():
-    server = SttDouble()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -127,3 +127,22 @@ async def read_rest(call) -> list[tts_pb2.SynthesizeResponse]:
     while (response := await call.read()) is not grpc.aio.EOF:
         out.append(response)
     return out
+
+
+async def barge_in(address: str, first: tts_pb2.SynthesizeRequest, long: str,
+                   after_text: str) -> tuple[list[tts_pb2.SynthesizeResponse], list[tts_pb2.SynthesizeResponse]]:
+    """Stream ``long`` in pieces after the config ``first``, Cancel once the first audio came, then say
+    ``after_text`` and end: the responses up to the Cancelled, and the rest."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = stub(channel).Synthesize()
+        await call.write(first)
+        for piece in pieces(long):
+            await call.write(text(piece))
+        before = [await call.read()]
+        assert before[0].WhichOneof("event") == "audio"
+        await call.write(CANCEL)
+        while before[-1].WhichOneof("event") != "cancelled":
+            before.append(await call.read())
+        await call.write(text(after_text))
+        await call.done_writing()
+        return before, await read_rest(call)

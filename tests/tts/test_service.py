@@ -11,9 +11,9 @@ import pytest
 
 from tests.speech import SENTENCES, wer
 from tests.tts.helpers import (
-    CANCEL,
     FLUSH,
     JOE,
+    barge_in,
     check_tags,
     config,
     pieces,
@@ -98,21 +98,9 @@ async def test_flush_speaks_buffered_text_and_the_stream_goes_on(service_process
 async def test_cancel_mid_sentence_stops_audio_and_the_stream_stays_usable(service_process):
     server = service_process("tts", args=["--preload", JOE])
     long = " ".join(SENTENCES)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        call = stub(channel).Synthesize()
-        await call.write(config(rate=16000))
-        for piece in pieces(long):
-            await call.write(text(piece))
-        before = [await call.read()]
-        assert before[0].WhichOneof("event") == "audio"
-        await call.write(CANCEL)
-        while before[-1].WhichOneof("event") != "cancelled":
-            before.append(await call.read())
-        cancelled = before[-1].cancelled
-        after_text = " Turn off the lights."
-        await call.write(text(after_text))
-        await call.done_writing()
-        after = await read_rest(call)
+    after_text = " Turn off the lights."
+    before, after = await barge_in(server.address, config(rate=16000), long, after_text)
+    cancelled = before[-1].cancelled
 
     done_before = [r.segment_done for r in before if r.WhichOneof("event") == "segment_done"]
     assert len(done_before) < len(SENTENCES), "everything was spoken before the cancel: nothing was cut"
