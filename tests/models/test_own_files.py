@@ -194,7 +194,7 @@ def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert str(folder / "en_US-broken-low.onnx") in caught.value.details()
     spoken = asyncio.run(synthesize(tts.address, [tts_config("piper/en_US-mine-medium", 16000),
-                                                  text("Hello there, how are you?"), FLUSH]))
+                                                  text("The weather is sunny in Paris today."), FLUSH]))
     pcm = b"".join(r.audio.audio for r in spoken if r.WhichOneof("event") == "audio")
     assert pcm
 
@@ -204,7 +204,7 @@ def test_a_corrupt_file_is_named_and_the_others_still_serve(service_process, tmp
     assert str(broken_whisper) in caught.value.details()
     heard = " ".join(t.text for t in finals(recognize(stt.address, pcm + bytes(32000),
                                                       model="faster-whisper/my-whisper:en"))).lower()
-    assert "hello" in heard, heard
+    assert "weather" in heard and "paris" in heard, heard  # as the other test: tiny.en often hears piper's "Hello" as "oh"
 
 
 def test_an_idle_model_is_unloaded_and_loaded_again(service_process, tmp_path):
