@@ -18,6 +18,8 @@ from tests.realtime.helpers import Conversation, session, status_of
 from tests.reliability.certs import issue, make_ca
 from tests.speech import silence, speak
 from voicemesh.client import google
+from voicemesh.metering import keys
+from voicemesh.metering.ledger import open_store
 from voicemesh.v1 import llm_pb2, realtime_pb2, realtime_pb2_grpc
 
 KEY = "test-google-key"
@@ -275,3 +277,30 @@ async def test_an_agent_session_on_gemini_live_through_the_orchestrator(realtime
             assert usage and usage[0].model == MODEL and usage[0].output_tokens > 0
     finally:
         orchestrator.stop()
+
+
+async def test_gemini_usage_lands_in_the_ledger_in_tokens_and_audio_seconds(fake, service_process, tmp_path):
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    store = open_store(url)
+    record, key = keys.create_key(store, "gemini")
+    realtime = service_process("realtime", args=["--preload", ""], env={
+        "VOICEMESH_GOOGLE_BASE_URL": fake.url, "GOOGLE_API_KEY": KEY, "VOICEMESH_GOOGLE_API_KEY": "",
+        "VOICEMESH_LEDGER": url})
+    conv = Conversation(realtime.address, session(f"{MODEL}:Puck", silence_ms=500),
+                        metadata=[("authorization", f"Bearer {key}"), ("x-session-id", "gemini-1")])
+    try:
+        await conv.until("session_updated")
+        conv.send_audio(QUESTION)
+        done = (await conv.until("response_done")).response_done
+    finally:
+        await conv.close()
+    for _ in range(50):  # the record is committed before the client gets response_done; read it settled
+        rows = store.usage(key_id=record.id)
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    store.close()
+    assert [(r.session_id, r.service, r.model) for r in rows] == [("gemini-1", "realtime", MODEL)]
+    assert (rows[0].input_tokens, rows[0].output_tokens) == (done.usage.input_tokens, done.usage.output_tokens)
+    assert rows[0].input_tokens == 30 and rows[0].output_tokens > 0
+    assert abs(rows[0].audio_seconds_out - done.usage.audio_seconds_out) < 1e-6
