@@ -7,6 +7,8 @@ pids, the same LLM stream) and the same orchestrator."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.deploy.mesh import LLM, RATE, STT, metric, say_turn, spoken_turn, start, text_turn, voice_folder
@@ -59,6 +61,9 @@ async def test_tts_swapped_live_while_a_session_is_open(tmp_path):
                                      "--preload", f"piper/{VOICE}", port=tts_port, tag="-new")
             procs.append(tts)
             tts.wait_serving()
+            # The orchestrator's channel to that address retried while it was down; its next try comes within
+            # grpc.max_reconnect_backoff_ms (2 s, orchestrator/clients.py), and only then does it see the new process.
+            await asyncio.sleep(2.5)
 
             after = await say_turn(session, SENTENCE)
             assert not after.errors, after.errors
