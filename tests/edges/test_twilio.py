@@ -58,6 +58,7 @@ def sessions(url: str, key_id: str) -> set[str]:
         store.close()
 
 
+@pytest.mark.flaky(reruns=2)  # what SmolLM2 answers to 8 kHz μ-law speech split by a busy machine's VAD timing
 async def test_a_call_is_answered_in_mulaw_and_metered_under_the_key(edge_mesh):
     key_id = split_key(edge_mesh.key)[0]
     known = sessions(edge_mesh.ledger_url, key_id)
