@@ -26,14 +26,14 @@ import asyncio
 import base64
 import json
 import ssl
-import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from tests.providers.tts_loopback import LoopbackServer
 from tests.speech import speak
 
 # The documented raw WebSocket uses v1beta; google-genai 3.x connects to v1 (v1alpha for ephemeral tokens).
@@ -68,51 +68,23 @@ def _bytes(data: str) -> bytes:
     return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
 
 
-class FakeLiveServer:
+class FakeLiveServer(LoopbackServer):
     """Runs in its own thread and event loop; ``url`` is the base URL (``http_options.base_url`` of the SDK)."""
 
     def __init__(self, api_key: str = "test-google-key", pace_s: float = 0.02, tls: ssl.SSLContext | None = None):
         self.api_key = api_key
-        self.tls = tls  # the SDK always connects with wss://
+        super().__init__(tls)  # a TLS context: the SDK always connects with wss://
         self.pace_s = pace_s
         self.fail = ""
         self.audio = {text: speak(text, OUT_RATE) for text in (REPLY, AFTER_TOOL)}
         self.handshakes: list[dict[str, str]] = []
         self.messages: list[dict[str, Any]] = []  # client messages, audio data left out
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Future | None = None
-        self._thread = threading.Thread(target=self._run, name="fake-live", daemon=True)
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def start(self) -> FakeLiveServer:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake Live API server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-
-    async def _main(self) -> None:
-        self._stop = self._loop.create_future()
-        async with serve(self._handle, "127.0.0.1", 0, process_request=self._check, max_size=None,
-                         ssl=self.tls) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop
-
-    def _check(self, connection: ServerConnection, request: Any) -> Any:
+    def check(self, connection: ServerConnection, request: Any) -> Any:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         self.handshakes.append({"path": request.path, **headers})
         if urlsplit(request.path).path not in PATHS:
@@ -123,7 +95,7 @@ class FakeLiveServer:
         query = parse_qs(urlsplit(ws.request.path).query)
         return (query.get("key") or [""])[0] or ws.request.headers.get("x-goog-api-key", "")
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: ServerConnection) -> None:
         session = _Session(self, ws)
         try:
             await session.run()
