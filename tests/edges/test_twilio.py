@@ -58,7 +58,6 @@ def sessions(url: str, key_id: str) -> set[str]:
         store.close()
 
 
-@pytest.mark.flaky(reruns=2)  # what SmolLM2 answers to 8 kHz μ-law speech split by a busy machine's VAD timing
 async def test_a_call_is_answered_in_mulaw_and_metered_under_the_key(edge_mesh):
     key_id = split_key(edge_mesh.key)[0]
     known = sessions(edge_mesh.ledger_url, key_id)
@@ -72,7 +71,9 @@ async def test_a_call_is_answered_in_mulaw_and_metered_under_the_key(edge_mesh):
     assert mark.message["mark"]["name"] == "turn-1"
     assert len(heard) / 2 / RATE > 0.5
     answer = transcribe(convert(heard, RATE, 16000))
-    assert "paris" in words(answer), answer
+    # The reply is speech about the question. Which fact SmolLM2-135M picks is not this test's subject: on CI's
+    # machines it has answered "France is a European nation state..." three times running, here "Paris".
+    assert {"paris", "france", "french"} & set(words(answer)), answer
     # stop ends the stream cleanly, and the session's usage is in the ledger under the edge's key.
     assert (code, reason) == (1000, "stream stopped")
     usage = await session_usage(edge_mesh.ledger_url, key_id, known)
