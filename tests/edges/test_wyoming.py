@@ -219,6 +219,31 @@ async def test_bad_events_get_an_error_and_the_server_keeps_serving(wyoming):
         assert audio
 
 
+async def test_an_event_announcing_a_huge_payload_is_refused_before_it_is_read(wyoming):
+    import asyncio
+    import json
+
+    from voicemesh.edges.wyoming.handler import MAX_EVENT_BYTES
+
+    reader, writer = await asyncio.open_connection(wyoming.host, wyoming.port)
+    try:
+        header = {"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1},
+                  "payload_length": 4 << 30}  # 4 GiB the server would otherwise wait for and hold
+        writer.write(json.dumps(header).encode() + b"\n" + bytes(1024))
+        await writer.drain()
+        error = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        assert error["type"] == "error", error
+        body = error.get("data") or json.loads(await reader.readexactly(error["data_length"]))
+        assert body["code"] == "PAYLOAD_TOO_LARGE" and str(MAX_EVENT_BYTES) in body["text"], body
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection is closed
+    finally:
+        writer.close()
+    async with client(wyoming) as conn:  # the server serves the next client
+        await conn.write_event(Synthesize(text="Hello.").event())
+        audio, _, _ = await synthesized(conn)
+        assert audio
+
+
 def test_the_docs_wyoming_example_runs(wyoming, tmp_path):
     root = Path(__file__).resolve().parents[2]
     (code,) = re.findall(r"```python wyoming\n(.*?)```", (root / "docs" / "clients.md").read_text(), flags=re.S)

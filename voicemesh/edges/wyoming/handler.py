@@ -32,6 +32,32 @@ log = logging.getLogger(__name__)
 
 # An event whose fields are missing or of the wrong type fails in the wyoming package's from_event.
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
+# The largest data or payload one event may announce. The wyoming package reads whatever length the header names
+# into memory; a Home Assistant audio chunk is a few KiB, so 1 MiB leaves room without letting one line claim gigabytes.
+MAX_EVENT_BYTES = 1 << 20
+
+
+class _BoundedReader:
+    """The connection's reader, refusing an event whose announced data or payload exceeds ``MAX_EVENT_BYTES``.
+
+    The wyoming package reads an event's body with ``readexactly(length)``; raising ``ValueError`` there ends its
+    read loop (it treats that as the end of the stream), and ``refused`` says why for the error event we send."""
+
+    def __init__(self, reader):
+        self._reader = reader
+        self.refused = ""
+
+    async def readline(self) -> bytes:
+        return await self._reader.readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        if n > MAX_EVENT_BYTES:
+            self.refused = f"an event announced {n} bytes of data or payload; the limit is {MAX_EVENT_BYTES}"
+            raise ValueError(self.refused)
+        return await self._reader.readexactly(n)
+
+    def __getattr__(self, name: str):
+        return getattr(self._reader, name)
 
 
 class Defaults:
@@ -45,7 +71,7 @@ class WyomingHandler(AsyncEventHandler):
     """Serves describe, transcribe and synthesize (one-shot and streaming) on one connection."""
 
     def __init__(self, reader, writer, *, link: MeshLink, defaults: Defaults):
-        super().__init__(reader, writer)
+        super().__init__(_BoundedReader(reader), writer)
         self.link, self.defaults = link, defaults
         self.transcribe: Transcribe | None = None
         self.transcription: Transcription | None = None
@@ -76,6 +102,12 @@ class WyomingHandler(AsyncEventHandler):
         self.transcription = self.synthesis = None
 
     async def disconnect(self) -> None:
+        if self.reader.refused:  # the client is still there: say why the server hangs up
+            log.info("wyoming connection closed: %s", self.reader.refused)
+            try:
+                await self.write_event(Error(text=self.reader.refused, code="PAYLOAD_TOO_LARGE").event())
+            except (ConnectionError, RuntimeError):
+                pass
         await self._drop_requests()
 
     async def _dispatch(self, event: Event) -> None:
