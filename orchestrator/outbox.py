@@ -7,9 +7,14 @@ import collections
 import time
 from collections.abc import Callable
 
+from voicemesh.errors import ResourceExhausted
 from voicemesh.v1 import agent_pb2
 
 _END = object()
+# Unsent events one session may hold for a client that does not read: over ten minutes of 24 kHz agent audio, or
+# ~6 s of raw I420 avatar video (JPEG frames, the default, are ~20x smaller). Past it the client is gone or stuck,
+# and holding more only grows the orchestrator's memory for nobody.
+MAX_UNSENT_BYTES = 64 << 20
 
 
 class Outbox:
@@ -19,12 +24,26 @@ class Outbox:
     it, so the session counts audio the client really got.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_unsent_bytes: int = MAX_UNSENT_BYTES) -> None:
         self._items: collections.deque = collections.deque()
         self._ready = asyncio.Event()
+        self.max_unsent_bytes = max_unsent_bytes
+        self.unsent_bytes = 0
+        self.overflowed = False
 
     def put(self, message: agent_pb2.SessionResponse, on_sent: Callable[[], None] | None = None) -> None:
-        self._items.append((message, on_sent))
+        if self.overflowed:
+            return
+        self.unsent_bytes += message.ByteSize()
+        if self.unsent_bytes > self.max_unsent_bytes:
+            # Everything queued is dropped and the stream ends with this error as soon as the client reads again.
+            self.overflowed = True
+            self._items = collections.deque([(_END, ResourceExhausted(
+                f"the client has not read {self.unsent_bytes} bytes of session events "
+                f"(limit {self.max_unsent_bytes}); the session is closed"))])
+            self.unsent_bytes = 0
+        else:
+            self._items.append((message, on_sent))
         self._ready.set()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -34,11 +53,14 @@ class Outbox:
 
     def drop_audio(self, turn_id: int) -> int:
         """Remove queued audio of ``turn_id``; returns how many messages were dropped."""
-        kept = collections.deque(
-            item for item in self._items
-            if not (item[0] is not _END and item[0].WhichOneof("event") == "agent_audio"
-                    and item[0].agent_audio.turn_id == turn_id)
-        )
+        kept: collections.deque = collections.deque()
+        for item in self._items:
+            message = item[0]
+            if (message is not _END and message.WhichOneof("event") == "agent_audio"
+                    and message.agent_audio.turn_id == turn_id):
+                self.unsent_bytes -= message.ByteSize()
+            else:
+                kept.append(item)
         dropped = len(self._items) - len(kept)
         self._items = kept
         return dropped
@@ -53,6 +75,7 @@ class Outbox:
             if extra is not None:
                 raise extra
             return None
+        self.unsent_bytes -= message.ByteSize()
         if extra is not None:
             extra()
         return message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicemesh.errors import InvalidInput, ModelNotFound
+from voicemesh.errors import InvalidInput, ModelNotFound, ResourceExhausted
 from voicemesh.mesh import MeshConfig
 from voicemesh.orchestrator.config import validate
 from voicemesh.orchestrator.fallback import Candidate, Target, order_from, targets
@@ -217,6 +217,19 @@ async def test_outbox_drops_queued_audio_of_a_turn():
     while (message := await box.get()) is not None:
         kinds.append(message.WhichOneof("event"))
     assert kinds == ["agent_text", "agent_audio"] and sent == []
+
+
+async def test_outbox_of_a_client_that_stops_reading_is_bounded_and_ends_the_stream():
+    box = Outbox(max_unsent_bytes=10_000)
+    chunk = agent_pb2.SessionResponse(agent_audio=agent_pb2.AgentAudio(turn_id=1, audio=bytes(960)))
+    box.put(chunk)
+    assert (await box.get()) == chunk and box.unsent_bytes == 0  # what was sent no longer counts
+    for _ in range(12):  # ~11.8 kB: past the limit
+        box.put(chunk)
+    assert box.overflowed and box.unsent_bytes == 0
+    box.put(chunk)  # dropped: nothing grows once the client is given up on
+    with pytest.raises(ResourceExhausted, match="has not read"):
+        await box.get()
 
 
 def test_audio_clock_maps_positions_to_arrival():
