@@ -84,6 +84,11 @@ def test_up_serves_all_four_services(mesh_up):
     assert (mesh_up.state_dir / "mesh.json").exists()
     assert {p.name for p in (mesh_up.state_dir / "logs").iterdir()} >= {f"{n}.log" for n in mesh_up.addresses}
     assert mesh_up.orchestrator in mesh_up.output()
+    # Each service looks for the user's model files in <state dir>/models of this `up`, not of ~/.voicemesh.
+    for name, pid in mesh_up.pids.items():
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        assert environ.get("VOICEMESH_STATE_DIR") == str(mesh_up.state_dir), name
 
 
 def test_talk_through_a_running_mesh_answers_the_spoken_question(mesh_up, tmp_path, whisper):

@@ -131,7 +131,9 @@ class LocalMesh:
         models = {"stt": self.options.stt, "llm": self.options.llm, "tts": self.options.tts,
                   "realtime": "voicemesh/cascade", "avatar": self.options.avatar}
         # Every service meters into one ledger; with auth (the default) each RPC needs the local key.
-        metering = {"VOICEMESH_LEDGER": self.ledger_url, "VOICEMESH_AUTH": "1" if self.options.auth else "0"}
+        metering = {"VOICEMESH_LEDGER": self.ledger_url, "VOICEMESH_AUTH": "1" if self.options.auth else "0",
+                    # the services' default models folder is <state dir>/models: this state dir's, not ~/.voicemesh's
+                    "VOICEMESH_STATE_DIR": str(self.state_dir)}
         if self.options.auth:
             from voicemesh.metering.keys import ensure_local_key
 
