@@ -40,6 +40,7 @@ KEY_PROTOCOL = "voicemesh-key."
 # Half a second of 48 kHz audio: a browser sends 20-100 ms chunks, so a bigger frame is a client bug.
 MAX_AUDIO_FRAME = 48000
 MAX_TEXT_FRAME = 64 * 1024
+SESSION_MESSAGES = ("text", "update_models", "interrupt", "say", "tool_result", "end_input")
 KEYED = ("llm", "realtime", "stt", "tts")  # the first of these the mesh routes checks the key
 
 
@@ -61,10 +62,10 @@ async def console_session(gateway: Gateway, websocket: WebSocket) -> None:
         if modality is not None:
             await gateway.keys.check(modality, authorization)
     except Refused as exc:
-        body = json.loads(exc.response().body)["error"]
+        message = f"the mesh refused the API key: {json.loads(exc.response().body)['error']['message']}"
         await websocket.send_text(json.dumps({"type": "error", "fatal": True, "code": _code(exc.status),
-                                              "message": body["message"]}))
-        await websocket.close(code=1008, reason=body["message"][:120])
+                                              "message": message}))
+        await websocket.close(code=1008, reason=message[:120])
         return
     await ConsoleBridge(gateway, websocket, authorization).run()
 
@@ -142,6 +143,9 @@ class ConsoleBridge:
         if kind == "stop":
             await self._stop()
             return
+        if kind not in SESSION_MESSAGES:
+            raise InvalidInput(f"unknown control message type {kind!r}; known: start, stop, describe, "
+                               f"{', '.join(SESSION_MESSAGES)}")
         session = self.session
         if session is None:
             raise InvalidInput(f"{kind!r} before a session: send {{\"type\": \"start\"}} first")
@@ -159,9 +163,6 @@ class ConsoleBridge:
             await session.send_tool_result(_string(message, "call_id", required=True), message.get("output", ""))
         elif kind == "end_input":
             await session.end_input()
-        else:
-            raise InvalidInput(f"unknown control message type {kind!r}; known: start, stop, describe, text, "
-                               "update_models, interrupt, say, tool_result, end_input")
 
     async def _start(self, message: dict) -> None:
         if self.session is not None:

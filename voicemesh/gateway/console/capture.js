@@ -7,7 +7,8 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this.step = sampleRate / this.rate; // input samples per output sample
     this.position = 0; // where the next output sample falls, in input samples from the block's start
     this.previous = 0; // the last input sample of the previous block, for interpolation across blocks
-    this.chunk = new Int16Array(Math.round(this.rate / 50));
+    this.size = Math.round(this.rate / 50); // 20 ms
+    this.chunk = new Int16Array(this.size);
     this.filled = 0;
   }
 
@@ -23,7 +24,7 @@ class CaptureProcessor extends AudioWorkletProcessor {
       this.chunk[this.filled++] = value < 0 ? value * 0x8000 : value * 0x7fff;
       if (this.filled === this.chunk.length) {
         this.port.postMessage(this.chunk.buffer, [this.chunk.buffer]);
-        this.chunk = new Int16Array(this.chunk.length);
+        this.chunk = new Int16Array(this.size); // the posted buffer was transferred (detached)
         this.filled = 0;
       }
       this.position += this.step;

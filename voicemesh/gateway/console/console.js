@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const vm = (window.vmConsole = {
   state: "disconnected", sessionId: "", finals: [], interim: "", replies: {}, metrics: [], usage: {},
   errors: [], played: { chunks: 0, samples: 0, ended: 0, flushed: 0, peak: 0 }, video: { frames: 0, distinct: 0 },
-  models: null, updates: 0,
+  models: null, updates: 0, captured: 0, audio: "",
 });
 
 let ws = null, ctx = null, analyser = null, mic = null, capture = null;
@@ -47,6 +47,7 @@ function send(message) {
 
 async function connect() {
   $("error").hidden = true;
+  vm.errors = [];
   enable(true);
   ctx = ctx || new AudioContext();
   await ctx.resume();
@@ -62,8 +63,9 @@ async function connect() {
   ws.onopen = () => { setState("connecting"); send({ type: "describe" }); };
   ws.onmessage = (e) => (typeof e.data === "string" ? onMessage(JSON.parse(e.data)) : onBinary(e.data));
   ws.onclose = (e) => {
-    if (e.code !== 1000 && e.code !== 1005 && e.reason && !vm.errors.includes(e.reason)) showError(e.reason);
-    else if (e.code === 1006) showError("the connection to the gateway was lost");
+    // A refusal came as an error message first; the close reason is for clients that read only that.
+    if (e.code === 1006) showError("the connection to the gateway was lost");
+    else if (e.code !== 1000 && e.reason && $("error").hidden) showError(e.reason);
     stopMic();
     setState("disconnected");
     enable(false);
@@ -85,7 +87,9 @@ async function startMic() {
   });
   await ctx.audioWorklet.addModule("/console/capture.js");
   capture = new AudioWorkletNode(ctx, "vm-capture", { processorOptions: { targetRate: RATE } });
-  capture.port.onmessage = (e) => { if (ws && ws.readyState === WebSocket.OPEN && vm.sessionId) ws.send(e.data); };
+  capture.port.onmessage = (e) => {
+    if (ws && ws.readyState === WebSocket.OPEN && vm.sessionId) { ws.send(e.data); vm.captured++; }
+  };
   const silent = ctx.createGain();
   silent.gain.value = 0; // the worklet runs only when connected to the output; nobody should hear the mic
   ctx.createMediaStreamSource(mic).connect(capture).connect(silent).connect(ctx.destination);
@@ -220,6 +224,7 @@ function watchLevel() {
     let sum = 0;
     for (const v of samples) sum += v * v;
     vm.played.peak = Math.max(vm.played.peak, Math.sqrt(sum / samples.length));
+    vm.audio = `${ctx.state} ${ctx.sampleRate} Hz at ${ctx.currentTime.toFixed(1)} s`;
   }, 50);
 }
 

@@ -1,0 +1,121 @@
+"""The browser console in Debian's chromium, on a live local mesh, with the microphone fed from a WAV file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.console.conftest import SECOND_VOICE
+from voicemesh.client.supervise import serving_state
+from voicemesh.process import ServiceProcess
+from tests.speech import words
+
+pytestmark = pytest.mark.slow
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+STATE = "window.vmConsole"
+
+
+async def connect(browser, url: str, key: str) -> None:
+    await browser.goto(url)
+    await browser.eval(f"document.getElementById('key').value = {json.dumps(key)}")
+    await browser.eval("document.getElementById('connect').click()")
+
+
+async def test_a_spoken_question_gets_its_transcript_a_spoken_reply_latency_bars_and_avatar_frames(
+        console_mesh, browser, tmp_path):
+    await connect(browser, console_mesh.console_url, console_mesh.key)
+    # The pickers are filled from the services' Describe, the second voice among them.
+    tts = await browser.until("[...document.querySelectorAll('#pick-tts option')].map(o => o.value)", 30,
+                              "the TTS picker")
+    assert SECOND_VOICE in tts and "piper/en_US-joe-medium" in tts
+    await browser.until(f"{STATE}.metrics.length >= 1", 60, "the first turn's metrics")
+    await browser.until(f"{STATE}.played.ended >= 3", 20, "the reply's audio to play")
+    state = await browser.eval(f"{STATE}")
+    assert {"capital", "france"} <= set(words(" ".join(state["finals"]))), state["finals"]
+    reply = " ".join(state["replies"].values())
+    assert len(words(reply)) >= 2, reply
+    page_text = await browser.eval("document.body.innerText")
+    assert state["finals"][0] in page_text and reply.strip()[:20] in page_text
+    # Audio was scheduled and heard: the analyser on the playback path measured signal.
+    assert state["played"]["chunks"] >= 3 and state["played"]["peak"] > 0.01, state["played"]
+    metrics = state["metrics"][0]
+    assert metrics["voice_to_voice_ms"] > 0 and metrics["llm_ttft_ms"] > 0 and metrics["tts_ttfb_ms"] > 0
+    bars = await browser.eval("[...document.querySelectorAll('#latency .turn .bar i')].map(i => i.style.width)")
+    assert len(bars) == 5 and sum(int(w.removesuffix("px")) > 0 for w in bars) >= 3, bars
+    # The avatar service is on: the <img> shows frames, and they change as the agent speaks.
+    assert state["video"]["frames"] > 5 and state["video"]["distinct"] > 2, state["video"]
+    assert await browser.eval("document.getElementById('avatar').src.startsWith('blob:')")
+    assert not state["errors"], state["errors"]
+    await browser.screenshot(tmp_path / "console-turn.png")
+
+    # Switch the voice through the picker, then ask by text: the next turn names the new model.
+    await browser.eval(f"const s = document.getElementById('pick-tts'); s.value = {json.dumps(SECOND_VOICE)};"
+                       "s.dispatchEvent(new Event('change'))")
+    await browser.eval("document.getElementById('text').value = 'What is the capital of Italy?';"
+                       "document.getElementById('send').click()")
+    await browser.until(f"{STATE}.metrics.length >= 2", 45, "the second turn's metrics")
+    state = await browser.eval(f"{STATE}")
+    assert state["metrics"][-1]["tts_model"] == SECOND_VOICE, state["metrics"]
+    assert state["metrics"][0]["tts_model"] == "piper/en_US-joe-medium"
+    assert state["usage"].get("tts", {}).get("characters", 0) > 0, state["usage"]
+    await browser.until(f"{STATE}.played.ended === {STATE}.played.chunks", 20, "the second reply to play out")
+    await browser.screenshot(tmp_path / "console-switched.png")
+    if os.environ.get("VOICEMESH_UPDATE_DOCS") or not (DOCS / "console.png").exists():
+        shutil.copy(tmp_path / "console-switched.png", DOCS / "console.png")
+
+
+async def test_a_bad_key_shows_a_clear_message(console_mesh, browser, tmp_path):
+    await connect(browser, console_mesh.console_url, "vm_wrong_key")
+    message = await browser.until("!document.getElementById('error').hidden && "
+                                  "document.getElementById('error').textContent", 20, "the error banner")
+    await browser.screenshot(tmp_path / "console-bad-key.png")
+    assert message.startswith("UNAUTHENTICATED: the mesh refused the API key"), message
+    assert await browser.eval(f"{STATE}.sessionId") == ""
+
+
+async def test_a_killed_stt_service_shows_an_error_on_the_page(console_mesh, browser, tmp_path):
+    # `up` restarts a killed service at once (and the orchestrator retries onto it), so this session runs on
+    # an STT service of its own, one nobody restarts, behind its own orchestrator and gateway.
+    with mesh_with_own_stt(console_mesh, tmp_path) as (stt, gateway):
+        await connect(browser, f"http://{gateway.address}/console", console_mesh.key)
+        await browser.until(f"{STATE}.sessionId", 30, "the session to start")
+        await browser.until(f"{STATE}.interim || {STATE}.finals.length", 30, "the STT to hear the question")
+        stt.proc.kill()
+        message = await browser.until("!document.getElementById('error').hidden && "
+                                      "document.getElementById('error').textContent", 30, "an error on the page")
+        await browser.screenshot(tmp_path / "console-stt-killed.png")
+    assert message.startswith("UNAVAILABLE: no speech-to-text service answered"), message
+
+
+@contextlib.contextmanager
+def mesh_with_own_stt(console_mesh, folder: Path):
+    state = console_mesh.up.state_dir
+    env = {"VOICEMESH_LEDGER": f"sqlite:///{state / 'ledger.db'}", "VOICEMESH_AUTH": "1"}
+    stt = ServiceProcess("stt", args=["--preload", "faster-whisper/tiny.en:en"], env=env,
+                         log_path=folder / "stt.log").start()
+    routes = json.loads((state / "mesh.json").read_text())
+    routes["stt"] = {"*": [stt.address]}
+    (folder / "mesh.json").write_text(json.dumps(routes))
+    mesh = str(folder / "mesh.json")
+    orchestrator = ServiceProcess("orchestrator", args=["--mesh", mesh], env={**env, "VOICEMESH_MESH": mesh},
+                                  log_path=folder / "orchestrator.log").start()
+    gateway = ServiceProcess("gateway", args=["--mesh", mesh, "--orchestrator", orchestrator.address],
+                             log_path=folder / "gateway.log").start()
+    try:
+        stt.wait_serving(60)
+        orchestrator.wait_serving(60)
+        deadline = time.monotonic() + 60
+        while serving_state("gateway", gateway.address) != "SERVING":
+            assert gateway.proc.poll() is None and time.monotonic() < deadline, gateway.log_tail()
+            time.sleep(0.2)
+        yield stt, gateway
+    finally:
+        for proc in (gateway, orchestrator, stt):
+            proc.stop()
