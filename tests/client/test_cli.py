@@ -54,7 +54,8 @@ def agent_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
+    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "--console",
+            "--console-port", "Ctrl-C"]),
     ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "--avatar",
               "--avatar-size", "sample question"]),
     ("models", ["ADDRESS", "--measure", "--json", "--timeout", "--api-key", "loaded"]),

@@ -55,7 +55,7 @@ def _models_dir(folder: Path) -> Path:
 @pytest.fixture(scope="package")
 def console_mesh(tmp_path_factory) -> Iterator[ConsoleMesh]:
     if chromium() is None:
-        pytest.skip("Debian's chromium is not installed (scripts/dev installs it)")
+        pytest.fail("Debian's chromium is not installed: scripts/dev installs it (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("console")
     microphone = folder / "question.wav"
     with wave.open(str(microphone), "wb") as out:  # the fake microphone: the question, then quiet

@@ -114,7 +114,8 @@ function fillPickers(models) {
   }
   const avatar = $("pick-avatar");
   avatar.replaceChildren(new Option("none", ""));
-  for (const model of models.avatar || []) avatar.add(new Option(model.descriptor, model.descriptor, false, true));
+  // With an avatar service, the first avatar it lists is on by default ("none" turns it off).
+  (models.avatar || []).forEach((model, i) => avatar.add(new Option(model.descriptor, model.descriptor, false, i === 0)));
 }
 
 function onMessage(m) {
