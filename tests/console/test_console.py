@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import SECOND_VOICE
+from tests.console.browser import Browser
+from tests.console.conftest import SECOND_VOICE, write_wav
 from voicemesh.client.supervise import serving_state
 from voicemesh.process import ServiceProcess
-from tests.speech import words
+from tests.speech import silence, speak, words
 
 pytestmark = pytest.mark.slow
 
+LONG_TEXT = ("The history of the city goes back more than two thousand years, to a small settlement on an island "
+             "in the river, and over the centuries it grew into one of the great capitals of the world.")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 STATE = "window.vmConsole"
 
@@ -69,6 +72,31 @@ async def test_a_spoken_question_gets_its_transcript_a_spoken_reply_latency_bars
     await browser.screenshot(tmp_path / "console-switched.png")
     if os.environ.get("VOICEMESH_UPDATE_DOCS") or not (DOCS / "console.png").exists():
         shutil.copy(tmp_path / "console-switched.png", DOCS / "console.png")
+
+
+async def test_talking_over_the_agent_interrupts_it_and_the_page_marks_the_reply_cut(console_mesh, tmp_path):
+    # The agent reads a long text; 2.5 s into it the microphone (this browser's own WAV) talks over it.
+    microphone = tmp_path / "barge-in.wav"
+    write_wav(microphone, silence(2.5) + speak("Stop. What is the capital of Italy?") + silence(2.0))
+    browser = await Browser(tmp_path, microphone).open()
+    try:
+        await connect(browser, console_mesh.console_url, console_mesh.key)
+        await browser.until(f"{STATE}.sessionId", 30, "the session to start")
+        await browser.eval(f"send({{type: 'say', text: {json.dumps(LONG_TEXT)}}})")  # the page's own socket
+        shown = await browser.until("document.querySelector('#transcript li.agent.interrupted')?.textContent",
+                                    30, "the agent's reply marked interrupted")
+        state = await browser.eval(STATE)
+        await browser.screenshot(tmp_path / "console-barge-in.png")
+    finally:
+        await browser.close()
+    said = state["turns"][0]
+    assert said["turn_id"] == 1 and said["interrupted"], state["turns"]
+    assert LONG_TEXT.startswith(said["text"]) and len(said["text"]) < len(LONG_TEXT) / 2, said
+    assert said["text"] in shown
+    # The page played far less than the whole text takes (about 9 s at the voice's pace), its answer to the
+    # question asked over it included.
+    assert 0 < state["played"]["samples"] / 22050 < 6.0, state["played"]
+    assert any("stop" in words(final) for final in state["finals"]), state["finals"]
 
 
 async def test_a_bad_key_shows_a_clear_message(console_mesh, browser, tmp_path):

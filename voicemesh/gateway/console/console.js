@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const vm = (window.vmConsole = {
   state: "disconnected", sessionId: "", finals: [], interim: "", replies: {}, metrics: [], usage: {},
   errors: [], played: { chunks: 0, samples: 0, ended: 0, flushed: 0, peak: 0 }, video: { frames: 0, distinct: 0 },
-  models: null, updates: 0, captured: 0, audio: "",
+  models: null, updates: 0, captured: 0, audio: "", turns: [],
 });
 
 let ws = null, ctx = null, analyser = null, mic = null, capture = null;
@@ -151,6 +151,7 @@ function onMessage(m) {
       setState(m.state);
       break;
     case "turn_done":
+      vm.turns.push(m);
       if (m.interrupted) { flush(); line("agent", m.text, m.turn_id).classList.add("interrupted"); }
       break;
     case "metrics":
