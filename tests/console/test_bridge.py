@@ -87,3 +87,19 @@ async def test_a_refused_key_gets_an_error_message_then_close_1008(console_mesh)
         await ws.send(json.dumps({"type": "describe"}))
         models = await next_of(ws, "models")
         assert "piper/en_US-joe-medium" in [m["descriptor"] for m in models["tts"]]
+
+
+async def test_a_page_of_another_origin_may_not_open_a_session(console_mesh):
+    # A web site the user visits must not reach the mesh through the user's browser; the console's own page may.
+    async with websockets.connect(socket_url(console_mesh), origin="http://elsewhere.example",
+                                  subprotocols=["voicemesh.console", f"voicemesh-key.{console_mesh.key}"]) as ws:
+        error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error["code"] == "PERMISSION_DENIED" and "http://elsewhere.example" in error["message"], error
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1008
+    own = console_mesh.console_url.removesuffix("/console")
+    async with websockets.connect(socket_url(console_mesh), origin=own,
+                                  subprotocols=["voicemesh.console", f"voicemesh-key.{console_mesh.key}"]) as ws:
+        await ws.send(json.dumps({"type": "describe"}))
+        assert (await next_of(ws, "models"))["stt"]

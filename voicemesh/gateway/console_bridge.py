@@ -6,7 +6,7 @@ the orchestrator keeps every rule of the session (keys, metering, quotas, barge-
 
 The key comes from ``Authorization: Bearer`` or, since a browser cannot set headers on a WebSocket, the
 subprotocol ``voicemesh-key.<key>``; the mesh checks it (``KeyCheck``, as for every gateway route) before
-any session starts. A browser cannot read an HTTP refusal of its upgrade, so a refused key is answered
+any session starts, and a browser's ``Origin`` must be the gateway itself or one of ``--cors-origins``. A browser cannot read an HTTP refusal of its upgrade, so a refused key is answered
 on the accepted socket: an ``error`` message, then close code 1008 with the reason. A frame the bridge
 cannot take gets an ``error`` message and the socket stays open; a session that fails ends with an
 ``error`` (``fatal: true``) and ``session_ended``, and the socket can start another one.
@@ -21,6 +21,7 @@ import enum
 import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -54,9 +55,27 @@ def authorization_of(websocket: WebSocket) -> tuple[str, list[str]]:
     return authorization, protocols
 
 
+def origin_allowed(websocket: WebSocket, cors_origins: tuple[str, ...]) -> bool:
+    """A browser says which page opened the socket: the gateway's own page, or an origin the operator allowed
+    (``--cors-origins``). Without this, any web site the user visits could talk to a mesh that has auth off."""
+    origin = websocket.headers.get("origin")
+    if origin is None:  # not a browser
+        return True
+    if "*" in cors_origins or origin in cors_origins:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+
+
 async def console_session(gateway: Gateway, websocket: WebSocket) -> None:
     authorization, protocols = authorization_of(websocket)
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in protocols else None)
+    if not origin_allowed(websocket, gateway.cors_origins):
+        message = (f"the origin {websocket.headers['origin']} may not open console sessions on this gateway "
+                   "(serve the page from it, or add the origin to --cors-origins)")
+        await websocket.send_text(json.dumps({"type": "error", "fatal": True, "code": "PERMISSION_DENIED",
+                                              "message": message}))
+        await websocket.close(code=1008, reason=message[:120])
+        return
     try:
         modality = next((m for m in KEYED if m in gateway.mesh.routes), None)
         if modality is not None:
