@@ -87,6 +87,9 @@ async def test_a_refused_key_gets_an_error_message_then_close_1008(console_mesh)
         await ws.send(json.dumps({"type": "describe"}))
         models = await next_of(ws, "models")
         assert "piper/en_US-joe-medium" in [m["descriptor"] for m in models["tts"]]
+        await ws.send(json.dumps({"type": "usage"}))  # the ledger's totals of this key
+        usage = await next_of(ws, "key_usage")
+        assert usage["available"] and usage["name"] == "local" and isinstance(usage["models"], dict), usage
 
 
 async def test_a_page_of_another_origin_may_not_open_a_session(console_mesh):

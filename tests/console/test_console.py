@@ -65,6 +65,12 @@ async def test_a_spoken_question_gets_its_transcript_a_spoken_reply_latency_bars
     assert state["metrics"][-1]["tts_model"] == SECOND_VOICE, state["metrics"]
     assert state["metrics"][0]["tts_model"] == "piper/en_US-joe-medium"
     assert state["usage"].get("tts", {}).get("characters", 0) > 0, state["usage"]
+    # The usage panel also shows the key's usage from the mesh's ledger: this session's turns at least.
+    await browser.until(f"({STATE}.keyUsage?.models?.['{SECOND_VOICE}']?.characters || 0) > 0", 15,
+                        "the key's usage of the second voice in the ledger")
+    key_usage = await browser.eval(f"{STATE}.keyUsage")
+    assert key_usage["available"] and key_usage["name"] == "local", key_usage
+    assert key_usage["models"]["llama.cpp/smollm2-135m-instruct"]["output_tokens"] > 0, key_usage
     await browser.until(f"{STATE}.played.ended === {STATE}.played.chunks", 20, "the second reply to play out")
     await browser.screenshot(tmp_path / "console-switched.png")
     if os.environ.get("VOICEMESH_UPDATE_DOCS") or not (DOCS / "console.png").exists():

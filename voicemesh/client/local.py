@@ -188,8 +188,10 @@ class LocalMesh:
                 "--orchestrator", self.orchestrator_address]
         log_path = self.log_dir / "gateway.log"
         private_file(log_path).write_bytes(b"")
+        # The ledger, for the console's usage panel (each page sees only its own key's usage).
         self.processes["gateway"] = ServiceProcess("gateway", port=self.ports["gateway"], host=self.options.host,
-                                                   args=args, log_path=log_path).start()
+                                                   args=args, env={"VOICEMESH_LEDGER": self.ledger_url},
+                                                   log_path=log_path).start()
         self.states["gateway"] = ServiceState(started_at=time.time())
 
     @property

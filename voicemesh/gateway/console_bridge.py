@@ -27,8 +27,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicemesh.client.events import AgentAudio, AgentVideo, Event
 from voicemesh.client.session import AgentSession, AgentSessionError, Avatar, Interruption, Tool, TurnDetection
-from voicemesh.errors import InvalidInput
-from voicemesh.gateway import console_describe
+from voicemesh.errors import InvalidInput, VoiceMeshError
+from voicemesh.gateway import console_describe, console_usage
 from voicemesh.gateway.limits import Refused
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ class ConsoleBridge:
                         await self._audio(message["bytes"])
                     else:
                         await self._control(message.get("text") or "")
-                except InvalidInput as exc:
-                    await self.error("INVALID_ARGUMENT", exc.message)
+                except VoiceMeshError as exc:  # InvalidInput for a bad frame; a ledger's refusal of the key
+                    await self.error(exc.code, exc.message)
                 except AgentSessionError as exc:
                     await self.error(exc.code, exc.message, reason=exc.reason)
         except WebSocketDisconnect:
@@ -159,11 +159,14 @@ class ConsoleBridge:
         if kind == "describe":
             await self.send({"type": "models", **await console_describe.models(self.gateway, self.authorization)})
             return
+        if kind == "usage":
+            await self.send(await console_usage.key_usage(self.authorization))
+            return
         if kind == "stop":
             await self._stop()
             return
         if kind not in SESSION_MESSAGES:
-            raise InvalidInput(f"unknown control message type {kind!r}; known: start, stop, describe, "
+            raise InvalidInput(f"unknown control message type {kind!r}; known: start, stop, describe, usage, "
                                f"{', '.join(SESSION_MESSAGES)}")
         session = self.session
         if session is None:

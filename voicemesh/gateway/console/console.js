@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const vm = (window.vmConsole = {
   state: "disconnected", sessionId: "", finals: [], interim: "", replies: {}, metrics: [], usage: {},
   errors: [], played: { chunks: 0, samples: 0, ended: 0, flushed: 0, peak: 0 }, video: { frames: 0, distinct: 0 },
-  models: null, updates: 0, captured: 0, audio: "", turns: [],
+  models: null, updates: 0, captured: 0, audio: "", turns: [], keyUsage: null,
 });
 
 let ws = null, ctx = null, analyser = null, mic = null, capture = null;
@@ -127,6 +127,7 @@ function onMessage(m) {
     case "session_started":
       vm.sessionId = m.session_id;
       setState("listening");
+      send({ type: "usage" });
       startMic().catch((e) => showError(`microphone: ${e.message}`));
       break;
     case "session_ended":
@@ -152,6 +153,7 @@ function onMessage(m) {
       break;
     case "turn_done":
       vm.turns.push(m);
+      send({ type: "usage" }); // the ledger has the turn's usage by now, or soon
       if (m.interrupted) { flush(); line("agent", m.text, m.turn_id).classList.add("interrupted"); }
       break;
     case "metrics":
@@ -160,6 +162,9 @@ function onMessage(m) {
       break;
     case "usage":
       addUsage(m);
+      break;
+    case "key_usage":
+      showKeyUsage(m);
       break;
     case "error":
       showError(`${m.code}: ${m.message}`);
@@ -276,18 +281,29 @@ function drawMetrics(m) {
   $("latency").prepend(turn);
 }
 
-function addUsage(m) {
-  const u = (vm.usage[m.service] = vm.usage[m.service] || { audio_seconds_in: 0, audio_seconds_out: 0, input_tokens: 0, output_tokens: 0, characters: 0 });
-  for (const k of Object.keys(u)) u[k] += m.usage[k] || 0;
-  const rows = [["service", "audio in s", "audio out s", "tokens in", "tokens out", "chars"]];
-  for (const [service, x] of Object.entries(vm.usage)) {
-    rows.push([service, x.audio_seconds_in.toFixed(1), x.audio_seconds_out.toFixed(1), x.input_tokens, x.output_tokens, x.characters]);
+function usageTable(id, first, entries) {
+  const rows = [[first, "audio in s", "audio out s", "tokens in", "tokens out", "chars"]];
+  for (const [name, x] of entries) {
+    rows.push([name, (x.audio_seconds_in || 0).toFixed(1), (x.audio_seconds_out || 0).toFixed(1), x.input_tokens || 0,
+               x.output_tokens || 0, x.characters || 0]);
   }
-  $("usage-table").replaceChildren(...rows.map((r, i) => {
+  $(id).replaceChildren(...rows.map((r, i) => {
     const tr = document.createElement("tr");
     for (const cell of r) { const td = document.createElement(i ? "td" : "th"); td.textContent = cell; tr.append(td); }
     return tr;
   }));
+}
+
+function addUsage(m) {
+  const u = (vm.usage[m.service] = vm.usage[m.service] || { audio_seconds_in: 0, audio_seconds_out: 0, input_tokens: 0, output_tokens: 0, characters: 0 });
+  for (const k of Object.keys(u)) u[k] += m.usage[k] || 0;
+  usageTable("usage-table", "service", Object.entries(vm.usage));
+}
+
+function showKeyUsage(m) { // from the mesh's ledger: every session of this key, per model
+  vm.keyUsage = m;
+  $("key-usage-note").textContent = m.available ? `key ${m.name || m.key_id}` : m.message;
+  if (m.available) usageTable("key-usage-table", "model", Object.entries(m.models));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
