@@ -22,6 +22,8 @@ async def key_usage(authorization: str) -> dict:
         return {"type": "key_usage", "available": False,
                 "message": f"this gateway reads no ledger (set {LEDGER_ENV} to the mesh's)"}
     key = authorization.removeprefix("Bearer ").strip()
+    if not key:  # a mesh with auth off: usage is recorded, but under no key this page could name
+        return {"type": "key_usage", "available": False, "message": "no API key: the mesh runs without keys"}
 
     def read() -> dict:  # SQLite or PostgreSQL calls block: off the event loop
         store = open_store(url)
