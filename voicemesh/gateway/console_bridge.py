@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "voicemesh.console"
 KEY_PROTOCOL = "voicemesh-key."
-# Half a second of 48 kHz audio: a browser sends 20-100 ms chunks, so a bigger frame is a client bug.
+# One second of 48 kHz audio: a browser sends 20-100 ms chunks, so a bigger frame is a client bug.
 MAX_AUDIO_FRAME = 48000
 MAX_TEXT_FRAME = 64 * 1024
 SESSION_MESSAGES = ("text", "update_models", "interrupt", "say", "tool_result", "end_input")
