@@ -70,27 +70,26 @@ async def console_session(gateway: Gateway, websocket: WebSocket) -> None:
     authorization, protocols = authorization_of(websocket)
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in protocols else None)
     if not origin_allowed(websocket, gateway.cors_origins):
-        message = (f"the origin {websocket.headers['origin']} may not open console sessions on this gateway "
-                   "(serve the page from it, or add the origin to --cors-origins)")
-        await websocket.send_text(json.dumps({"type": "error", "fatal": True, "code": "PERMISSION_DENIED",
-                                              "message": message}))
-        await websocket.close(code=1008, reason=message[:120])
+        await _refuse(websocket, "PERMISSION_DENIED", f"the origin {websocket.headers['origin']} may not open "
+                      "console sessions on this gateway (serve the page from it, or add the origin to --cors-origins)")
         return
     try:
         modality = next((m for m in KEYED if m in gateway.mesh.routes), None)
         if modality is not None:
             await gateway.keys.check(modality, authorization)
     except Refused as exc:
-        message = f"the mesh refused the API key: {json.loads(exc.response().body)['error']['message']}"
-        await websocket.send_text(json.dumps({"type": "error", "fatal": True, "code": _code(exc.status),
-                                              "message": message}))
-        await websocket.close(code=1008, reason=message[:120])
+        code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(exc.status,
+                                                                                               "UNAVAILABLE")
+        await _refuse(websocket, code,
+                      f"the mesh refused the API key: {json.loads(exc.response().body)['error']['message']}")
         return
     await ConsoleBridge(gateway, websocket, authorization).run()
 
 
-def _code(status: int) -> str:
-    return {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(status, "UNAVAILABLE")
+async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
+    """A fatal error message, then close code 1008 with the same reason (what a browser can read of a refusal)."""
+    await websocket.send_text(json.dumps({"type": "error", "fatal": True, "code": code, "message": message}))
+    await websocket.close(code=1008, reason=message[:120])
 
 
 class ConsoleBridge:
