@@ -141,7 +141,8 @@ def _up(args: argparse.Namespace) -> int:
         if mesh.console_url:
             print(f"Console at {mesh.console_url} (OpenAI-compatible API at "
                   f"{mesh.console_url.removesuffix('/console')}/v1)", flush=True)
-        keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY)"
+        keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY; paste it "
+                "into the console)"
                 if mesh.api_key else "no API keys (--no-auth)")
         _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"
              f"try: voicemesh talk --address {mesh.orchestrator_address}\nCtrl-C stops everything.")

@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const vm = (window.vmConsole = {
   state: "disconnected", sessionId: "", finals: [], interim: "", replies: {}, metrics: [], usage: {},
   errors: [], played: { chunks: 0, samples: 0, ended: 0, flushed: 0, peak: 0 }, video: { frames: 0, distinct: 0 },
-  models: null, updates: 0, captured: 0, audio: "", turns: [], keyUsage: null,
+  models: null, updates: 0, captured: 0, audio: "", turns: [], keyUsage: null, states: [], interims: 0,
 });
 
 let ws = null, ctx = null, analyser = null, mic = null, capture = null;
@@ -140,6 +140,7 @@ function onMessage(m) {
         vm.interim = "";
         if (m.text.trim()) { vm.finals.push(m.text); line("user", m.text); }
       } else {
+        vm.interims++;
         vm.interim = m.text;
       }
       $("interim").textContent = vm.interim;
@@ -149,6 +150,7 @@ function onMessage(m) {
       line("agent", vm.replies[m.turn_id], m.turn_id);
       break;
     case "agent_state":
+      vm.states.push(m.state);
       setState(m.state);
       break;
     case "turn_done":
