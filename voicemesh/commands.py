@@ -64,6 +64,7 @@ def _mesh_options(args: argparse.Namespace, *, state_dir: Path, port_base: int, 
                             tts=args.tts, realtime=args.realtime, avatar=getattr(args, "avatar", None),
                             preload=not getattr(args, "no_preload", False), auth=not args.no_auth,
                             wyoming_port=args.wyoming_port if getattr(args, "wyoming", False) else None,
+                            console=getattr(args, "console", False), console_port=getattr(args, "console_port", None),
                             **{name: getattr(args, name) for name in _FAIR_SHARES if getattr(args, name, None) is not None})
 
 
@@ -79,7 +80,8 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
         "restarted with a backoff (1 s, doubling while it keeps dying, at most 30 s); up stops by itself only "
         "when a service cannot start at all (it exited 3 times in a row before reporting SERVING). "
         "`voicemesh status` shows each service's state, restarts and uptime. Ports: the orchestrator on "
-        "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime, avatar +5 with --avatar).",
+        "--port-base, stt +1, llm +2, tts +3 (realtime +4 with --realtime, avatar +5 with --avatar), the gateway "
+        "with the browser console +6 (unless --no-console).",
     )
     up.add_argument("--host", default="127.0.0.1", help="address the services listen on (default 127.0.0.1; "
                     "0.0.0.0 for all interfaces)")
@@ -102,6 +104,11 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
                     "(voicemesh serve wyoming; it calls the mesh with the local key)")
     up.add_argument("--wyoming-port", type=int, default=WYOMING_PORT,
                     help=f"port of the Wyoming server (default {WYOMING_PORT})")
+    up.add_argument("--console", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the HTTP gateway, with the browser console at http://<host>:<console-port>/console "
+                    "and the OpenAI-compatible API under /v1 (default on; --no-console leaves it out)")
+    up.add_argument("--console-port", type=int, default=None,
+                    help="port of the gateway and its console (default: the port base +6)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
     up.add_argument("--max-streams-per-key", type=int, default=4, metavar="N",
                     help="streams one API key may hold open on each service (default 4; 0: no limit)")
@@ -121,7 +128,8 @@ def _up(args: argparse.Namespace) -> int:
         warning = plaintext_warning(args.host, bool(environ(CERT_ENV)))
         if warning:
             _say(f"voicemesh up: WARNING: {warning}")
-        edges = " and a Wyoming server" if mesh.wyoming_uri else ""
+        edges = "".join(f" and {edge}" for edge, on in (("a Wyoming server", mesh.wyoming_uri),
+                                                          ("the gateway", mesh.console_url)) if on)
         _say(f"voicemesh up: starting {', '.join(mesh.services)}, the orchestrator{edges} (logs in {mesh.log_dir})")
         mesh.start()
         mesh.wait_serving(args.timeout, on_ready=lambda name, s: _say(
@@ -130,7 +138,11 @@ def _up(args: argparse.Namespace) -> int:
               f"({', '.join(f'{name} {mesh.address(name)}' for name in mesh.services)})", flush=True)
         if mesh.wyoming_uri:
             print(f"Wyoming (Home Assistant) at {mesh.wyoming_uri}", flush=True)
-        keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY)"
+        if mesh.console_url:
+            print(f"Console at {mesh.console_url} (OpenAI-compatible API at "
+                  f"{mesh.console_url.removesuffix('/console')}/v1)", flush=True)
+        keys = (f"API key in {mesh.key_path} (talk and the SDK read it; or set VOICEMESH_API_KEY; paste it "
+                "into the console)"
                 if mesh.api_key else "no API keys (--no-auth)")
         _say(f"mesh config: {mesh.mesh_path}; usage ledger: {mesh.ledger_url}; {keys}\n"
              f"try: voicemesh talk --address {mesh.orchestrator_address}\nCtrl-C stops everything.")

@@ -54,7 +54,8 @@ def agent_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "Ctrl-C"]),
+    ("up", ["--port-base", "--host", "--state-dir", "--stt", "--llm", "--tts", "--realtime", "--avatar", "--console",
+            "--console-port", "Ctrl-C"]),
     ("talk", ["--in", "--out", "--text", "--address", "--stt", "--llm", "--tts", "--realtime", "--avatar",
               "--avatar-size", "sample question"]),
     ("models", ["ADDRESS", "--measure", "--json", "--timeout", "--api-key", "loaded"]),
@@ -171,6 +172,8 @@ def test_up_restarts_a_killed_service_and_a_new_session_works(mesh_up, tmp_path)
     status = voicemesh("status", "--state-dir", str(mesh_up.state_dir))
     assert status.returncode == 0, status.stdout + status.stderr
     rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:]}
+    gateway = rows.pop("gateway")  # `up` runs the gateway (the browser console) by default
+    assert gateway[3:6] == ["serving", "SERVING", "0"], gateway
     assert set(rows) == set(mesh_up.addresses)
     for name, (_name, address, pid, state, checked, restarts, uptime) in rows.items():
         assert (address, int(pid), state, checked) == (mesh_up.addresses[name], mesh_up.pids[name], "serving",

@@ -8,7 +8,8 @@ service (``logs/``), ``up.json`` (addresses and process ids), the usage
 ledger every service records into (``ledger.db``) and, with auth on (the
 default), the local API key (``api_key``) that ``talk`` and the SDK send.
 With ``wyoming_port`` set, a Wyoming server for Home Assistant runs over the
-STT and TTS services too, calling them with that key.
+STT and TTS services too, calling them with that key; with ``console_port`` set, the HTTP gateway
+(``voicemesh serve gateway``) runs over the mesh, and its browser console is at ``console_url``.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ log = logging.getLogger(__name__)
 
 MODEL_SERVICES = ("stt", "llm", "tts")
 # The clients of the others first (the Wyoming edge, the orchestrator), so they go down first.
-STOP_ORDER = ("wyoming", "orchestrator", "avatar", "realtime", "tts", "llm", "stt")
+STOP_ORDER = ("gateway", "wyoming", "orchestrator", "avatar", "realtime", "tts", "llm", "stt")
 DEFAULT_AVATAR = "local/ada"
 
 
 def port_offsets() -> dict[str, int]:
-    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3, realtime +4, avatar +5)."""
+    """Each service's port relative to the orchestrator's (stt +1, llm +2, tts +3, realtime +4, avatar +5,
+    the gateway with the console +6)."""
     base = DEFAULT_PORTS["orchestrator"]
-    return {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES, "realtime", "avatar")}
+    offsets = {name: DEFAULT_PORTS[name] - base for name in ("orchestrator", *MODEL_SERVICES, "realtime", "avatar")}
+    return {**offsets, "gateway": max(offsets.values()) + 1}
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -76,6 +79,8 @@ class LocalMeshOptions:
     preload: bool = True
     auth: bool = True
     wyoming_port: int | None = None  # also run a Wyoming server (voicemesh serve wyoming) on this port
+    console: bool = False  # also run the gateway (its /console and /v1 routes)
+    console_port: int | None = None  # on this port (None: the port base +6)
     grace_s: float = 5.0
     log_level: str = "INFO"
     # Fair shares, passed to every service (the defaults of `voicemesh serve`; 0 turns one off).
@@ -96,6 +101,8 @@ class LocalMesh:
                       if name == "orchestrator" or name in self.services}
         if options.wyoming_port is not None:
             self.ports["wyoming"] = options.wyoming_port
+        if options.console:
+            self.ports["gateway"] = options.console_port or options.port_base + port_offsets()["gateway"]
         self.mesh_path = self.state_dir / "mesh.json"
         self.log_dir = self.state_dir / "logs"
         self.ledger_url = f"sqlite:///{self.state_dir / 'ledger.db'}"
@@ -161,6 +168,8 @@ class LocalMesh:
             self.states[name] = ServiceState(started_at=time.time())
         if "wyoming" in self.ports:
             self._start_wyoming()
+        if "gateway" in self.ports:
+            self._start_gateway()
         self.write_state()
         return self
 
@@ -174,6 +183,22 @@ class LocalMesh:
         self.processes["wyoming"] = ServiceProcess("wyoming", port=self.ports["wyoming"], host=self.options.host,
                                                    args=args, log_path=log_path).start()
         self.states["wyoming"] = ServiceState(started_at=time.time())
+
+    def _start_gateway(self) -> None:
+        """The HTTP gateway: the console's sessions go to the orchestrator; browsers bring their own key."""
+        args = ["--log-level", self.options.log_level, "--mesh", str(self.mesh_path),
+                "--orchestrator", self.orchestrator_address]
+        log_path = self.log_dir / "gateway.log"
+        private_file(log_path).write_bytes(b"")
+        # The ledger, for the console's usage panel (each page sees only its own key's usage).
+        self.processes["gateway"] = ServiceProcess("gateway", port=self.ports["gateway"], host=self.options.host,
+                                                   args=args, env={"VOICEMESH_LEDGER": self.ledger_url},
+                                                   log_path=log_path).start()
+        self.states["gateway"] = ServiceState(started_at=time.time())
+
+    @property
+    def console_url(self) -> str | None:
+        return f"http://{self.address('gateway')}/console" if "gateway" in self.ports else None
 
     @property
     def wyoming_uri(self) -> str | None:
@@ -204,23 +229,24 @@ class LocalMesh:
             self.write_state()
             if on_ready is not None:
                 on_ready(name, time.monotonic() - started)
-        if "wyoming" in self.processes:
-            self._wait_wyoming(max(1.0, timeout - (time.monotonic() - started)))
-            self.states["wyoming"].state, self.states["wyoming"].serving_since = "serving", time.time()
-            self.write_state()
-            if on_ready is not None:
-                on_ready("wyoming", time.monotonic() - started)
+        for edge in ("wyoming", "gateway"):
+            if edge in self.processes:
+                self._wait_edge(edge, max(1.0, timeout - (time.monotonic() - started)))
+                self.states[edge].state, self.states[edge].serving_since = "serving", time.time()
+                self.write_state()
+                if on_ready is not None:
+                    on_ready(edge, time.monotonic() - started)
 
-    def _wait_wyoming(self, timeout: float) -> None:
-        """The Wyoming protocol has no health check: wait until ``describe`` is answered."""
-        from voicemesh.edges.wyoming.probe import describe
+    def _wait_edge(self, name: str, timeout: float) -> None:
+        """The edges have no gRPC health check: wait until they answer their own protocol."""
+        from voicemesh.client.supervise import serving_state
 
-        proc, deadline = self.processes["wyoming"], time.monotonic() + timeout
-        while describe(self.address("wyoming"), timeout=2.0) is None:
+        proc, deadline = self.processes[name], time.monotonic() + timeout
+        while serving_state(name, self.address(name), timeout=2.0) != "SERVING":
             if proc.proc is not None and proc.proc.poll() is not None:
-                raise RuntimeError(f"wyoming exited with code {proc.proc.returncode}:\n{proc.log_tail()}")
+                raise RuntimeError(f"{name} exited with code {proc.proc.returncode}:\n{proc.log_tail()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"wyoming at {self.address('wyoming')} not answering after {timeout:.0f} s:\n"
+                raise TimeoutError(f"{name} at {self.address(name)} not answering after {timeout:.0f} s:\n"
                                    f"{proc.log_tail()}")
             time.sleep(0.2)
 

@@ -22,8 +22,17 @@ from voicemesh.process import health
 
 
 def serving_state(name: str, address: str, timeout: float = 0.5) -> str:
-    """'SERVING' or what the service's health check says ('no answer' when nothing does). The Wyoming edge has
-    no gRPC health service: it serves once it answers ``describe``."""
+    """'SERVING' or what the service's health check says ('no answer' when nothing does). The edges have no
+    gRPC health service: the Wyoming server serves once it answers ``describe``, the gateway once its console
+    page loads."""
+    if name == "gateway":
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://{address}/console", timeout=timeout) as response:
+                return "SERVING" if response.status == 200 else f"HTTP {response.status}"
+        except OSError:
+            return "no answer"
     if name == "wyoming":
         from voicemesh.edges.wyoming.probe import describe
 

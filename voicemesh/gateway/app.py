@@ -28,9 +28,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voicemesh.client.session import DEFAULT_ADDRESS
 from voicemesh.descriptors import parse
 from voicemesh.errors import InvalidInput, ModelNotFound, VoiceMeshError
-from voicemesh.gateway import audio_routes, realtime
+from voicemesh.gateway import audio_routes, console_routes, realtime
 from voicemesh.gateway import openai_format as fmt
 from voicemesh.gateway.errors import error_response, exception_error
 from voicemesh.gateway.keys import DESCRIBED, KeyCheck
@@ -52,7 +53,8 @@ class Gateway:
     """Routes and the gRPC clients they share."""
 
     def __init__(self, mesh: MeshConfig, *, timeout_s: float = 120.0, max_body_bytes: int = 25 * 1024 * 1024,
-                 max_audio_s: float = 600.0, body_timeout_s: float = 30.0, cors_origins: tuple[str, ...] = ()):
+                 max_audio_s: float = 600.0, body_timeout_s: float = 30.0, cors_origins: tuple[str, ...] = (),
+                 orchestrator: str = DEFAULT_ADDRESS):
         self.clients = MeshClients(mesh)
         self.mesh = mesh
         self.timeout_s = timeout_s
@@ -63,6 +65,7 @@ class Gateway:
         self.keys = KeyCheck(mesh, self.clients)
         self.names = Names(mesh)
         self.cors_origins = tuple(cors_origins)
+        self.orchestrator = orchestrator  # the console's sessions (voicemesh.gateway.console_bridge)
 
     def app(self) -> Starlette:
         # CORS outside AuthFirst, so refusals (401, 413) reach a browser app with their CORS headers too.
@@ -76,6 +79,7 @@ class Gateway:
                 Route("/v1/audio/transcriptions", self.transcribe, methods=["POST"]),
                 Route("/v1/audio/speech", self.speech, methods=["POST"]),
                 WebSocketRoute("/v1/realtime", self.realtime_socket),
+                *console_routes.routes(self),
             ],
             middleware=[*(cors if self.cors_origins else []),
                         Middleware(AuthFirst, authorize=self._authorize, max_body_bytes=self.max_body_bytes,

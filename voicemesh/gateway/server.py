@@ -24,6 +24,8 @@ class Settings:
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
     port: int = setting(8080, "HTTP port")
     mesh: str = setting("", "mesh config file (provider -> service addresses); VOICEMESH_MESH_<MODALITY> also work")
+    orchestrator: str = setting("127.0.0.1:50060", "orchestrator address (host:port, comma-separated replicas) of the "
+                                "browser console's sessions (/console)")
     timeout_s: float = setting(120.0, "deadline of each forwarded gRPC call, in seconds")
     max_body_bytes: int = setting(25 * 1024 * 1024, "largest request body accepted, in bytes, file uploads included "
                                   "(413 beyond it; counted as the body arrives, chunked bodies too)")
@@ -54,8 +56,9 @@ def run(settings: Settings) -> int:
     mesh = MeshConfig.load(settings.mesh or None)
     app = Gateway(mesh, timeout_s=settings.timeout_s, max_body_bytes=settings.max_body_bytes,
                   max_audio_s=settings.max_audio_s, body_timeout_s=settings.body_timeout_s,
-                  cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())).app()
-    log.info("gateway on http://%s:%d/v1 for mesh %s", settings.host, settings.port, mesh.routes)
+                  cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
+                  orchestrator=settings.orchestrator).app()
+    log.info("gateway on http://%s:%d/v1 (console at /console) for mesh %s", settings.host, settings.port, mesh.routes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 log_config=None, http=guarded_protocol(header_timeout_s=settings.header_timeout_s,
                                                           max_connections=settings.max_connections),
