@@ -24,6 +24,8 @@ CELLS: dict[str, dict[str, list[str]]] = {
     "chat": {"openai (Python)": ["test_chat_with_an_openai_model_name"], "openai (npm)": ["test_openai_npm_sdk"]},
     "chat, streamed": {"openai (Python)": ["test_streamed_chat_with_an_openai_model_name"],
                        "openai (npm)": ["test_openai_npm_sdk"], "pipecat-ai": ["test_pipecat_stt_llm_tts_pipeline"]},
+    "chat: 6 at once, default retries": {
+        "openai (Python)": ["test_six_concurrent_chats_with_default_retries_all_succeed"]},
     "chat, tools": {"openai (Python)": ["test_tool_call_with_an_openai_model_name"],
                     "livekit-plugins-openai": ["test_llm_calls_a_function_tool"]},
     "transcription": {"openai (Python)": ["test_transcription_of_every_upload_format"],
