@@ -93,9 +93,14 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         done = (await conv.until("response_done", response_id=second.response_id)).response_done
         assert done.status == "cancelled"
 
-        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": 300})
+        # as OpenAI: a cut within the audio sent is taken, one past it is an error
+        heard_ms = len(conv.audio(second.response_id)) // 2 * 1000 // 16000
+        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": heard_ms + 5000})
+        error = (await conv.until("error")).error
+        assert error.code == "INVALID_ARGUMENT" and "shorter than" in error.message, error
+        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": heard_ms})
         truncated = (await conv.until("item_truncated")).item_truncated
-        assert truncated.item_id == second.item_id and truncated.audio_end_ms == 300
+        assert truncated.item_id == second.item_id and truncated.audio_end_ms == heard_ms
         conv.send(item_truncate={"item_id": "item_nope", "audio_end_ms": 300})
         error = (await conv.until("error")).error
         assert error.code == "INVALID_ARGUMENT" and "item_nope" in error.message
@@ -111,7 +116,7 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         assert abs(int(final.text.split()[0]) - len(hello) // 2 * 1000 // 16000) <= 2, final.text
         conv.send(input_audio_commit={})
         error = (await conv.until("error")).error
-        assert "empty" in error.message
+        assert "too small" in error.message and error.detail.reason == "INPUT_AUDIO_BUFFER_COMMIT_EMPTY", error
     finally:
         await conv.close()
     kinds = fake.seen.types()
