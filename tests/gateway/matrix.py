@@ -56,6 +56,8 @@ CELLS: dict[str, dict[str, list[str]]] = {
                                 "livekit-plugins-openai": ["test_realtime_model_one_spoken_turn"]},
     "realtime: truncate, cancel, error events": {"openai (Python)": [
         "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event"]},
+    "realtime over the OpenAI Realtime double (openai backend)": {"openai (Python)": [
+        "test_over_the_faithful_openai_double_a_turn_truncate_and_cancel"]},
     "realtime: beta names, browser key subprotocol": {
         "openai (Python)": ["test_beta_names_and_the_browser_key_subprotocol"]},
     "realtime transcription (intent=transcription)": {"livekit-plugins-openai": ["test_realtime_stt_stream"]},

@@ -92,6 +92,9 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         conv.send(response_cancel={})
         done = (await conv.until("response_done", response_id=second.response_id)).response_done
         assert done.status == "cancelled"
+        # a cancel with nothing running is a no-op, as on the cascade (the API's error is not passed on:
+        # the next error read is the truncate's)
+        conv.send(response_cancel={})
 
         # as OpenAI: a cut within the audio sent is taken, one past it is an error
         heard_ms = len(conv.audio(second.response_id)) // 2 * 1000 // 16000

@@ -188,6 +188,10 @@ class _Session:
             return [rt.SessionUpdated(self.options)]
         if kind == "error":
             error = data.get("error") or {}
+            if error.get("code") == "response_cancel_not_active":
+                # A cancel with nothing running is a no-op of RealtimeService, as on the cascade (a client's
+                # cancel may cross its response's end); it must not touch the count of responses starting.
+                return []
             self.awaiting_response = 0 if error.get("type") == "invalid_request_error" else self.awaiting_response
             self._check_idle()
             return [rt.ErrorEvent(code=ERROR_CODES.get(error.get("type", ""), "INTERNAL"),
