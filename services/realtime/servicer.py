@@ -118,7 +118,7 @@ async def client_events(requests: AsyncIterator[realtime_pb2.ConverseRequest], m
         elif kind == "input_audio_clear":
             yield rt.AudioClear()
         elif kind == "item_create":
-            yield rt.ItemCreate(chat_message(request.item_create.item))
+            yield rt.ItemCreate(chat_message(request.item_create.item), request.item_create.item_id)
         elif kind == "response_create":
             yield rt.ResponseCreate(_modalities(request.response_create.modalities, "response_create.modalities"))
         elif kind == "response_cancel":
@@ -128,6 +128,10 @@ async def client_events(requests: AsyncIterator[realtime_pb2.ConverseRequest], m
             if not truncate.item_id or truncate.audio_end_ms < 0:
                 raise InvalidInput("item_truncate needs an item_id and audio_end_ms >= 0")
             yield rt.ItemTruncate(truncate.item_id, truncate.audio_end_ms)
+        elif kind == "item_delete":
+            if not request.item_delete.item_id:
+                raise InvalidInput("item_delete needs an item_id")
+            yield rt.ItemDelete(request.item_delete.item_id)
         else:
             raise InvalidInput("empty message: set one field of the request")
 
@@ -189,6 +193,8 @@ def to_response(event: rt.ServerEvent, model: str) -> realtime_pb2.ConverseRespo
     if isinstance(event, rt.ItemTruncated):
         return R(item_truncated=realtime_pb2.ItemTruncated(
             item_id=event.item_id, audio_end_ms=event.audio_end_ms, text=event.text))
+    if isinstance(event, rt.ItemDeleted):
+        return R(item_deleted=realtime_pb2.ItemDeleted(item_id=event.item_id))
     if isinstance(event, rt.ErrorEvent):
         return R(error=realtime_pb2.RealtimeError(
             code=event.code, message=event.message,

@@ -158,7 +158,7 @@ def test_over_the_faithful_openai_double_a_turn_truncate_and_cancel(realtime_dou
         for i in range(0, len(audio), CHUNK):
             connection.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + CHUNK]).decode())
         turn = events_until(connection, lambda e: e.type == "response.done", 60)
-        connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
+        connection.conversation.item.create(item={"id": "item_more", "type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Tell me more."}]})
         connection.response.create()
         first = events_until(connection, lambda e: e.type == "response.output_audio.delta", 60)
@@ -167,6 +167,7 @@ def test_over_the_faithful_openai_double_a_turn_truncate_and_cancel(realtime_dou
         connection.response.cancel()
         cancelled = events_until(connection, lambda e: e.type == "response.done", 60)
         connection.response.cancel()  # nothing runs now: one error event, and the session goes on
+        connection.conversation.item.delete(item_id="item_more")
         after = quiet_for(connection, 2.0)
     kinds = [e.type for e in turn]
     for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
@@ -182,5 +183,22 @@ def test_over_the_faithful_openai_double_a_turn_truncate_and_cancel(realtime_dou
     assert cancelled[-1].response.status == "cancelled"
     errors = [e for e in first + cancelled + after if e.type == "error"]
     assert [e.error.code for e in errors] == ["response_cancel_not_active"], [e.error for e in errors]
+    assert [e.item_id for e in after if e.type == "conversation.item.deleted"] == ["item_more"]
     sent = [e["type"] for e in fake.seen.events]
     assert sent.count("response.cancel") >= 1 and "conversation.item.truncate" in sent
+    assert {"type": "conversation.item.delete", "item_id": "item_more"} in fake.seen.events
+
+
+def test_conversation_item_delete(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.conversation.item.create(item={"id": "item_mine", "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Forget this."}]})
+        added = events_until(connection, lambda e: e.type == "conversation.item.added")[-1]
+        connection.conversation.item.delete(item_id="item_mine")
+        deleted = events_until(connection, lambda e: e.type == "conversation.item.deleted")[-1]
+        connection.conversation.item.delete(item_id="item_mine")
+        error = events_until(connection, lambda e: e.type == "error")[-1]
+    assert added.item.id == deleted.item_id == "item_mine"
+    assert error.error.code == "item_not_found" and "item_mine" in error.error.message

@@ -108,6 +108,14 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         error = (await conv.until("error")).error
         assert error.code == "INVALID_ARGUMENT" and "item_nope" in error.message
 
+        # an item created with the client's id is deleted by it upstream
+        conv.send(item_create={"item": {"role": "user", "content": "Forget this."}, "item_id": "item_mine"})
+        conv.send(item_delete={"item_id": "item_mine"})
+        assert (await conv.until("item_deleted")).item_deleted.item_id == "item_mine"
+        conv.send(item_delete={"item_id": "item_mine"})
+        error = (await conv.until("error")).error
+        assert error.code == "INVALID_ARGUMENT" and error.detail.reason == "ITEM_DELETE_INVALID_ITEM_ID", error
+
         # manual commit: the buffer (after a clear, only what came later) becomes an item with its transcription
         conv.send_audio(speak("Turn off the lights in the kitchen."))
         conv.send(input_audio_clear={})
@@ -123,7 +131,7 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
     finally:
         await conv.close()
     kinds = fake.seen.types()
-    for kind in ("conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
+    for kind in ("conversation.item.delete", "conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
                  "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"):
         assert kind in kinds, kind
 
