@@ -131,7 +131,8 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
     finally:
         await conv.close()
     kinds = fake.seen.types()
-    for kind in ("conversation.item.delete", "conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
+    for kind in ("conversation.item.delete", "conversation.item.create", "response.create", "response.cancel",
+                 "conversation.item.truncate",
                  "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"):
         assert kind in kinds, kind
 
