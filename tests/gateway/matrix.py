@@ -54,8 +54,9 @@ CELLS: dict[str, dict[str, list[str]]] = {
         "openai (npm)": ["test_openai_npm_sdk"]},
     "realtime: a spoken turn": {"openai (Python)": ["test_a_spoken_question_gets_a_spoken_answer"],
                                 "livekit-plugins-openai": ["test_realtime_model_one_spoken_turn"]},
-    "realtime: truncate, cancel, error events": {"openai (Python)": [
-        "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event"]},
+    "realtime: truncate, cancel, delete, error events": {"openai (Python)": [
+        "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event",
+        "test_conversation_item_delete"]},
     "realtime over the OpenAI Realtime double (openai backend)": {"openai (Python)": [
         "test_over_the_faithful_openai_double_a_turn_truncate_and_cancel"]},
     "realtime: beta names, browser key subprotocol": {
