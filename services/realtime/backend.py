@@ -75,9 +75,10 @@ class AudioClear:
 
 @dataclass(frozen=True)
 class ItemCreate:
-    """conversation.item.create."""
+    """conversation.item.create; ``item_id`` is the client's id for it ("": the backend names it)."""
 
     message: Message
+    item_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,15 @@ class ItemTruncate:
     audio_end_ms: int
 
 
+@dataclass(frozen=True)
+class ItemDelete:
+    """conversation.item.delete."""
+
+    item_id: str
+
+
 ClientEvent = Union[SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ResponseCreate,
-                    ResponseCancel, ItemTruncate]
+                    ResponseCancel, ItemTruncate, ItemDelete]
 
 
 # ---- server events -------------------------------------------------------
@@ -199,6 +207,13 @@ class ItemTruncated:
 
 
 @dataclass(frozen=True)
+class ItemDeleted:
+    """conversation.item.deleted."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """error: a non-fatal problem; the session goes on."""
 
@@ -215,7 +230,7 @@ class ErrorEvent:
 
 
 ServerEvent = Union[SessionUpdated, SpeechStarted, SpeechStopped, InputTranscription, ResponseCreated, TextDelta,
-                    AudioDelta, ResponseDone, ItemTruncated, ErrorEvent]
+                    AudioDelta, ResponseDone, ItemTruncated, ItemDeleted, ErrorEvent]
 
 
 class RealtimeBackend(Backend):

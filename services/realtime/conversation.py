@@ -56,6 +56,8 @@ class Conversation:
         return item
 
     def add_message(self, message: Message, item_id: str = "") -> Item:
+        if item_id in self._by_id:
+            raise InvalidInput(f"the conversation already has an item {item_id!r}", reason="ITEM_ID_TAKEN")
         return self.add(Item(id=item_id or self.new_id(), role=message.role, text=message.content,
                              tool_calls=message.tool_calls, tool_call_id=message.tool_call_id))
 
@@ -66,6 +68,14 @@ class Conversation:
         """The chat history for the language model (empty items left out)."""
         system = (Message(role="system", content=instructions),) if instructions else ()
         return system + tuple(i.message() for i in self.items if i.text or i.tool_calls or i.role == "tool")
+
+    def delete(self, item_id: str) -> Item:
+        """Remove an item: later responses no longer see it."""
+        item = self._by_id.pop(item_id, None)
+        if item is None:
+            raise InvalidInput(f"no item {item_id!r} in this conversation", reason="ITEM_NOT_FOUND")
+        self.items.remove(item)
+        return item
 
     def truncate(self, item_id: str, audio_end_ms: int) -> Item:
         """Cut an assistant item's text to what its audio up to ``audio_end_ms`` speaks."""

@@ -34,6 +34,7 @@ MAX_CHUNK_SECONDS = 2.0
 DEFAULT_RATE_HZ = 24000  # the OpenAI Realtime pcm16 rate, used when a config leaves a rate at 0
 MAX_SILENCE_MS = 10000
 MAX_PREFIX_MS = 5000
+MAX_ITEM_ID = 64  # a client's item ids (OpenAI's are 32 characters at most)
 
 
 def _server_vad(vad: realtime_pb2.ServerVad) -> rt.ServerVad:
@@ -99,6 +100,14 @@ def chat_message(item: llm_pb2.ChatMessage) -> Message:
     return Message(role=item.role, content=item.content, tool_calls=calls, tool_call_id=item.tool_call_id)
 
 
+def _item_id(item_id: str, optional: bool = False) -> str:
+    if not item_id and not optional:
+        raise InvalidInput("item_delete needs an item_id")
+    if len(item_id) > MAX_ITEM_ID:
+        raise InvalidInput(f"an item_id has at most {MAX_ITEM_ID} characters, got {len(item_id)}")
+    return item_id
+
+
 async def client_events(requests: AsyncIterator[realtime_pb2.ConverseRequest], model: str,
                         options: rt.SessionOptions) -> AsyncIterator[rt.ClientEvent]:
     """The requests after the first one as validated client events."""
@@ -118,7 +127,7 @@ async def client_events(requests: AsyncIterator[realtime_pb2.ConverseRequest], m
         elif kind == "input_audio_clear":
             yield rt.AudioClear()
         elif kind == "item_create":
-            yield rt.ItemCreate(chat_message(request.item_create.item))
+            yield rt.ItemCreate(chat_message(request.item_create.item), _item_id(request.item_create.item_id, True))
         elif kind == "response_create":
             yield rt.ResponseCreate(_modalities(request.response_create.modalities, "response_create.modalities"))
         elif kind == "response_cancel":
@@ -128,6 +137,8 @@ async def client_events(requests: AsyncIterator[realtime_pb2.ConverseRequest], m
             if not truncate.item_id or truncate.audio_end_ms < 0:
                 raise InvalidInput("item_truncate needs an item_id and audio_end_ms >= 0")
             yield rt.ItemTruncate(truncate.item_id, truncate.audio_end_ms)
+        elif kind == "item_delete":
+            yield rt.ItemDelete(_item_id(request.item_delete.item_id))
         else:
             raise InvalidInput("empty message: set one field of the request")
 
@@ -189,6 +200,8 @@ def to_response(event: rt.ServerEvent, model: str) -> realtime_pb2.ConverseRespo
     if isinstance(event, rt.ItemTruncated):
         return R(item_truncated=realtime_pb2.ItemTruncated(
             item_id=event.item_id, audio_end_ms=event.audio_end_ms, text=event.text))
+    if isinstance(event, rt.ItemDeleted):
+        return R(item_deleted=realtime_pb2.ItemDeleted(item_id=event.item_id))
     if isinstance(event, rt.ErrorEvent):
         return R(error=realtime_pb2.RealtimeError(
             code=event.code, message=event.message,

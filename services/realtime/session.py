@@ -147,7 +147,7 @@ class CascadeSession:
         elif isinstance(event, rt.AudioClear):
             await self.listener.clear()
         elif isinstance(event, rt.ItemCreate):
-            self.conversation.add_message(event.message)
+            self.conversation.add_message(event.message, event.item_id)
         elif isinstance(event, rt.ResponseCreate):
             if self.responding:
                 raise InvalidInput(f"response {self.response.id} is still running: cancel it or wait for its "
@@ -160,6 +160,10 @@ class CascadeSession:
                 await self._cancel_response()  # the listener stopped playing it: stop producing it too
             item = self.conversation.truncate(event.item_id, event.audio_end_ms)
             self.emit(rt.ItemTruncated(item.id, event.audio_end_ms, item.text))
+        elif isinstance(event, rt.ItemDelete):
+            if self.response is not None and self.responding and self.response.item.id == event.item_id:
+                await self._cancel_response()  # the item being written goes: stop writing it
+            self.emit(rt.ItemDeleted(self.conversation.delete(event.item_id).id))
         elif isinstance(event, rt.SessionUpdate):
             await self._update(event.options)
 

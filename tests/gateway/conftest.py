@@ -55,3 +55,24 @@ def realtime_gateway(tmp_path_factory):
             yield base
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def realtime_double_gateway(tmp_path_factory):
+    """The gateway over a realtime service whose openai backend talks to the OpenAI Realtime test double:
+    gpt-realtime is aliased to openai/gpt-realtime. Yields the gateway's base URL and the double."""
+    from tests.realtime.openai_server import FakeRealtimeServer
+
+    tmp = tmp_path_factory.mktemp("realtime-double-gateway")
+    fake = FakeRealtimeServer(pace_s=0.05).start()
+    service = ServiceProcess("realtime", args=["--metrics-port", "-1", "--preload", ""], log_path=tmp / "realtime.log",
+                             env={"VOICEMESH_OPENAI_BASE_URL": fake.url, "VOICEMESH_OPENAI_API_KEY": "test-key"})
+    try:
+        service.start()
+        service.wait_serving()
+        mesh = MeshConfig({"realtime": {"*": [service.address]}}, {"models": {"gpt-realtime": "openai/gpt-realtime"}})
+        with gateway_process(mesh, tmp) as (base, _proc):
+            yield base, fake
+    finally:
+        service.stop()
+        fake.stop()

@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 FILES = ["tests/gateway/test_openai_sdk.py", "tests/gateway/test_livekit_openai.py",
-         "tests/gateway/test_openai_node.py", "tests/gateway/test_realtime_gateway.py"]
+         "tests/gateway/test_openai_node.py", "tests/gateway/test_realtime_gateway.py",
+         "tests/gateway/test_pipecat_openai.py"]
 CLIENTS = ["openai (Python)", "openai (npm)", "livekit-plugins-openai", "pipecat-ai"]
 # operation -> client -> test names (prefixes of the test function names, parameters included)
 CELLS: dict[str, dict[str, list[str]]] = {
@@ -22,11 +23,14 @@ CELLS: dict[str, dict[str, list[str]]] = {
                                                    "test_models_retrieve_ids_with_slashes_and_aliases"]},
     "chat": {"openai (Python)": ["test_chat_with_an_openai_model_name"], "openai (npm)": ["test_openai_npm_sdk"]},
     "chat, streamed": {"openai (Python)": ["test_streamed_chat_with_an_openai_model_name"],
-                       "openai (npm)": ["test_openai_npm_sdk"]},
+                       "openai (npm)": ["test_openai_npm_sdk"], "pipecat-ai": ["test_pipecat_stt_llm_tts_pipeline"]},
+    "chat: 6 at once, default retries": {
+        "openai (Python)": ["test_six_concurrent_chats_with_default_retries_all_succeed"]},
     "chat, tools": {"openai (Python)": ["test_tool_call_with_an_openai_model_name"],
                     "livekit-plugins-openai": ["test_llm_calls_a_function_tool"]},
     "transcription": {"openai (Python)": ["test_transcription_of_every_upload_format"],
-                      "openai (npm)": ["test_openai_npm_sdk"], "livekit-plugins-openai": ["test_stt_recognize"]},
+                      "openai (npm)": ["test_openai_npm_sdk"], "livekit-plugins-openai": ["test_stt_recognize"],
+                      "pipecat-ai": ["test_pipecat_stt_llm_tts_pipeline"]},
     "transcription of wav, float wav, mp3, flac, ogg, webm, m4a": {
         "openai (Python)": ["test_transcription_of_every_upload_format"]},
     "transcription: text, srt, vtt": {"openai (Python)": ["test_transcription_text_srt_and_vtt"]},
@@ -37,6 +41,8 @@ CELLS: dict[str, dict[str, list[str]]] = {
                                            "openai (npm)": ["test_openai_npm_sdk"],
                                            "livekit-plugins-openai": ["test_tts_with_its_defaults_speaks_the_text"]},
     "speech: mp3, opus, aac, flac, wav, pcm": {"openai (Python)": ["test_speech_in_every_format"]},
+    "speech: pcm streamed, voice alloy, in a voice pipeline (STT, LLM, TTS)": {
+        "pipecat-ai": ["test_pipecat_stt_llm_tts_pipeline"]},
     "speech: streamed as made": {"openai (Python)": ["test_speech_streams_as_it_is_made"]},
     "speech: stream_format=sse": {"openai (Python)": ["test_speech_as_server_sent_events"],
                                   "livekit-plugins-openai": ["test_tts_with_its_defaults_speaks_the_text"]},
@@ -48,8 +54,11 @@ CELLS: dict[str, dict[str, list[str]]] = {
         "openai (npm)": ["test_openai_npm_sdk"]},
     "realtime: a spoken turn": {"openai (Python)": ["test_a_spoken_question_gets_a_spoken_answer"],
                                 "livekit-plugins-openai": ["test_realtime_model_one_spoken_turn"]},
-    "realtime: truncate, cancel, error events": {"openai (Python)": [
-        "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event"]},
+    "realtime: truncate, cancel, delete, error events": {"openai (Python)": [
+        "test_truncate_and_cancel_mid_reply", "test_cancel_with_no_response_is_an_error_event",
+        "test_conversation_item_delete"]},
+    "realtime over the OpenAI Realtime double (openai backend)": {"openai (Python)": [
+        "test_over_the_faithful_openai_double_a_turn_truncate_and_cancel"]},
     "realtime: beta names, browser key subprotocol": {
         "openai (Python)": ["test_beta_names_and_the_browser_key_subprotocol"]},
     "realtime transcription (intent=transcription)": {"livekit-plugins-openai": ["test_realtime_stt_stream"]},

@@ -122,3 +122,83 @@ def test_cancel_with_no_response_is_an_error_event_and_the_session_goes_on(realt
         done = events_until(connection, lambda e: e.type == "response.done")[-1]
     assert error.error.message
     assert done.response.status == "completed"
+
+
+def quiet_for(connection, seconds: float) -> list:
+    """Every event that comes within ``seconds`` (recv with a deadline: the SDK's recv blocks)."""
+    import threading
+
+    events: list = []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                events.append(connection.recv())
+            except Exception:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(seconds)
+    stop.set()
+    return events
+
+
+def test_over_the_faithful_openai_double_a_turn_truncate_and_cancel(realtime_double_gateway):
+    """/v1/realtime -> RealtimeService (openai backend) -> the OpenAI Realtime double, which answers as the
+    documented API (errors, *.done events, VAD): the official SDK, GA names, sees one coherent session."""
+    from tests.realtime.openai_server import REPLY
+
+    base, fake = realtime_double_gateway
+    client = openai.OpenAI(base_url=base, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        audio = bytes(RATE) + speak("What is the capital of France?", RATE) + bytes(RATE * 2 * 2)
+        for i in range(0, len(audio), CHUNK):
+            connection.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + CHUNK]).decode())
+        turn = events_until(connection, lambda e: e.type == "response.done", 60)
+        connection.conversation.item.create(item={"id": "item_more", "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Tell me more."}]})
+        connection.response.create()
+        first = events_until(connection, lambda e: e.type == "response.output_audio.delta", 60)
+        item_id = first[-1].item_id
+        connection.conversation.item.truncate(item_id=item_id, content_index=0, audio_end_ms=50)
+        connection.response.cancel()
+        cancelled = events_until(connection, lambda e: e.type == "response.done", 60)
+        connection.response.cancel()  # nothing runs now: one error event, and the session goes on
+        connection.conversation.item.delete(item_id="item_more")
+        after = quiet_for(connection, 2.0)
+    kinds = [e.type for e in turn]
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                 "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed",
+                 "response.created", "response.output_audio.delta", "response.output_audio_transcript.done",
+                 "response.output_item.done"):
+        assert kind in kinds, (kind, kinds)
+    assert turn[-1].response.status == "completed" and turn[-1].response.usage.output_tokens == len(REPLY.split())
+    transcript = next(e for e in turn if e.type == "response.output_audio_transcript.done").transcript
+    assert transcript == REPLY
+    truncated = [e for e in first + cancelled + after if e.type == "conversation.item.truncated"]
+    assert truncated and truncated[0].item_id == item_id and truncated[0].audio_end_ms == 50, truncated
+    assert cancelled[-1].response.status == "cancelled"
+    errors = [e for e in first + cancelled + after if e.type == "error"]
+    assert [e.error.code for e in errors] == ["response_cancel_not_active"], [e.error for e in errors]
+    assert [e.item_id for e in after if e.type == "conversation.item.deleted"] == ["item_more"]
+    sent = [e["type"] for e in fake.seen.events]
+    assert sent.count("response.cancel") >= 1 and "conversation.item.truncate" in sent
+    assert {"type": "conversation.item.delete", "item_id": "item_more"} in fake.seen.events
+
+
+def test_conversation_item_delete(realtime_gateway):
+    client = openai.OpenAI(base_url=realtime_gateway, api_key="unused")
+    with client.realtime.connect(model="gpt-realtime") as connection:
+        assert connection.recv().type == "session.created"
+        connection.conversation.item.create(item={"id": "item_mine", "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Forget this."}]})
+        added = events_until(connection, lambda e: e.type == "conversation.item.added")[-1]
+        connection.conversation.item.delete(item_id="item_mine")
+        deleted = events_until(connection, lambda e: e.type == "conversation.item.deleted")[-1]
+        connection.conversation.item.delete(item_id="item_mine")
+        error = events_until(connection, lambda e: e.type == "error")[-1]
+    assert added.item.id == deleted.item_id == "item_mine"
+    assert error.error.code == "item_not_found" and "item_mine" in error.error.message

@@ -26,7 +26,8 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from tests.providers.tts_loopback import LoopbackServer, even_words, in_thread, piper_pcm
+from tests.loopback import LoopbackServer
+from tests.providers.tts_loopback import even_words, in_thread, piper_pcm
 
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 CHUNK_S = 0.1  # audio per chunk frame

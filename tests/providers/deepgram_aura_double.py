@@ -21,7 +21,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.providers.tts_loopback import LoopbackServer, in_thread, piper_pcm
+from tests.loopback import LoopbackServer
+from tests.providers.tts_loopback import in_thread, piper_pcm
 
 RATES = (8000, 16000, 24000, 32000, 48000)
 CHUNK_S = 0.1

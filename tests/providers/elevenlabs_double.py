@@ -26,7 +26,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.providers.tts_loopback import LoopbackServer, in_thread, piper_pcm
+from tests.loopback import LoopbackServer
+from tests.providers.tts_loopback import in_thread, piper_pcm
 
 PATH = re.compile(r"^/v1/text-to-speech/([A-Za-z0-9]+)/stream-input$")
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)

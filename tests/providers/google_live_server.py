@@ -33,7 +33,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.providers.tts_loopback import LoopbackServer
+from tests.loopback import LoopbackServer
 from tests.speech import speak
 
 # The documented raw WebSocket uses v1beta; google-genai 3.x connects to v1 (v1alpha for ephemeral tokens).

@@ -133,8 +133,11 @@ async def test_a_text_turn_and_a_setting_the_api_fixes_at_setup(fake, realtime):
         changed = session(MODEL, vad=False, modalities=["text"], instructions="Speak like a pirate.")
         conv.send(session_update=changed.session_update)
         error = (await conv.until("error")).error
+        conv.send(item_delete={"item_id": created.item_id})  # the Live API keeps its context: nothing to delete
+        undeletable = (await conv.until("error")).error
     finally:
         await conv.close()
+    assert undeletable.code == "FAILED_PRECONDITION" and undeletable.detail.reason == "ITEM_DELETE_UNSUPPORTED"
     assert done.status == "completed" and conv.text(created.response_id, transcript=False) == REPLY
     assert fake.messages[1] == {"clientContent": {"turns": [
         {"role": "user", "parts": [{"text": "What is the capital of France?"}]}], "turnComplete": False}}

@@ -1,14 +1,28 @@
-"""A local server that speaks the documented OpenAI Realtime WebSocket protocol.
+"""A local server that speaks the documented OpenAI Realtime WebSocket protocol (beta event names).
 
-A test double for the paid cloud API (no such server runs here): it checks
-the handshake (path ``/v1/realtime?model=...``, ``Authorization: Bearer``,
-``OpenAI-Beta: realtime=v1``; a wrong key gets HTTP 401), keeps a
-conversation of items, detects speech by energy when ``server_vad`` is on,
-and answers every response with a fixed reply spoken by the real piper voice
-(pcm16 at 24 kHz, base64) with its transcript, or as text when the
-modalities say so, then ``response.done`` with usage. It cannot understand
-speech, so its input "transcription" says how many milliseconds of audio it
-received, which lets a test check the audio arrived whole at 24 kHz.
+A test double for the paid cloud API (no such server runs here), as strict as the documented API: it checks
+the handshake (path ``/v1/realtime?model=...``, ``Authorization: Bearer``, ``OpenAI-Beta: realtime=v1``; a
+wrong key gets HTTP 401) and answers as OpenAI's server does:
+
+- ``session.created`` with OpenAI's defaults, server VAD on (threshold 0.5, 300 ms prefix padding, 500 ms
+  silence, create_response and interrupt_response on); ``session.update`` replaces what it names;
+- every item it adds is announced with ``conversation.item.created`` (and ``previous_item_id``), a deleted one
+  with ``conversation.item.deleted``;
+- input transcription events only when the session asks for ``input_audio_transcription``;
+- a response runs ``response.created``, ``response.output_item.added``, ``conversation.item.created``,
+  ``response.content_part.added``, the deltas, then every ``*.done`` event (audio, transcript or text,
+  content part, output item) and ``response.done`` with usage; a cancelled one ends with status
+  ``cancelled`` and its ``status_details``;
+- errors as OpenAI's: ``response.cancel`` with no response running (``response_cancel_not_active``), a second
+  ``response.create`` while one runs, a commit of under 100 ms of audio, a truncate past the audio sent, an
+  unknown item;
+- the VAD settings hold: ``threshold`` sets the energy detector's level (0.5 is an RMS of 0.02, 6 dB per 0.1),
+  ``silence_duration_ms`` ends speech, ``prefix_padding_ms`` moves ``audio_start_ms``, ``create_response``
+  and ``interrupt_response`` are obeyed, ``turn_detection: null`` turns it off.
+
+Every reply is a fixed sentence spoken by the real piper voice (pcm16 at 24 kHz, base64) with its
+transcript, or text when the modalities say so. It cannot understand speech, so its input "transcription"
+says how many milliseconds of audio it received, which lets a test check the audio arrived whole at 24 kHz.
 """
 
 from __future__ import annotations
@@ -17,19 +31,25 @@ import asyncio
 import base64
 import itertools
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
+from tests.loopback import LoopbackServer
 from tests.speech import speak
 
 RATE = 24000
 REPLY = "The capital of France is Paris."
 FRAME = RATE // 50  # 20 ms
+DEFAULT_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+               "create_response": True, "interrupt_response": True}
+# The energy detector's RMS at threshold 0.5. As OpenAI's "a higher threshold requires louder audio", each 0.1
+# of threshold is 6 dB: 0.0 hears a whisper (RMS 0.0006), 1.0 only a shout (0.63, louder than piper's 0.31).
+RMS_AT_HALF = 0.02
 
 
 @dataclass
@@ -43,64 +63,38 @@ class Seen:
         return [e["type"] for e in self.events]
 
 
-class FakeRealtimeServer:
-    """Runs in its own thread and event loop; ``url`` is its base URL."""
+class FakeRealtimeServer(LoopbackServer):
+    """``url`` is its base URL (what an OpenAI client takes as base_url, with ws://)."""
 
     def __init__(self, api_key: str = "test-key", reply: str = REPLY, delta_ms: int = 100, pace_s: float = 0.02):
+        super().__init__()
         self.api_key = api_key
         self.reply = reply
         self.reply_audio = speak(reply, RATE)
         self.delta_bytes = RATE * delta_ms // 1000 * 2
         self.pace_s = pace_s
         self.seen = Seen()
-        self.port = 0
         self._ids = itertools.count(1)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Future | None = None
-        self._thread = threading.Thread(target=self._run, name="fake-realtime", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1"
+        return f"{self.base_url}/v1"
 
-    def start(self) -> FakeRealtimeServer:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake realtime server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-
-    async def _main(self) -> None:
-        self._stop = self._loop.create_future()
-        async with serve(self._handle, "127.0.0.1", 0, process_request=self._check, max_size=None) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop
-
-    def _check(self, connection: ServerConnection, request: Any) -> Any:
+    def check(self, ws: ServerConnection, request: Request) -> Response | None:
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         self.seen.handshakes.append({"path": request.path, **headers})
         if not request.path.startswith("/v1/realtime?model="):
-            return connection.respond(404, "not found\n")
+            return ws.respond(404, "not found\n")
         if headers.get("authorization") != f"Bearer {self.api_key}":
-            return connection.respond(401, "Incorrect API key provided\n")
+            return ws.respond(401, "Incorrect API key provided\n")
         if headers.get("openai-beta") != "realtime=v1":
-            return connection.respond(400, "missing OpenAI-Beta: realtime=v1\n")
+            return ws.respond(400, "missing OpenAI-Beta: realtime=v1\n")
         return None
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):04d}"
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: ServerConnection) -> None:
         session = _Connection(self, ws)
         try:
             await session.run()
@@ -116,9 +110,13 @@ class _Connection:
     def __init__(self, server: FakeRealtimeServer, ws: ServerConnection):
         self.server = server
         self.ws = ws
-        self.session: dict[str, Any] = {"modalities": ["text", "audio"], "turn_detection": None}
+        self.session: dict[str, Any] = {
+            "id": server.new_id("sess"), "object": "realtime.session", "model": "gpt-realtime",
+            "modalities": ["text", "audio"], "instructions": "", "voice": "alloy", "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16", "input_audio_transcription": None, "turn_detection": dict(DEFAULT_VAD),
+            "tools": [], "tool_choice": "auto", "temperature": 0.8, "max_response_output_tokens": "inf"}
         self.buffer = bytearray()
-        self.items: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, dict[str, Any]] = {}  # in conversation order
         self.response: asyncio.Task | None = None
         self.speech_item = ""
         self.quiet_frames = 0
@@ -130,9 +128,9 @@ class _Connection:
         event.setdefault("event_id", self.server.new_id("event"))
         await self.ws.send(json.dumps(event))
 
-    async def error(self, code: str, message: str) -> None:
-        await self.send({"type": "error", "error": {"type": "invalid_request_error", "code": code,
-                                                    "message": message}})
+    async def error(self, code: str, message: str, event: dict[str, Any], param: str | None = None) -> None:
+        await self.send({"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
+                                                    "param": param, "event_id": event.get("event_id")}})
 
     async def run(self) -> None:
         await self.send({"type": "session.created", "session": dict(self.session)})
@@ -141,16 +139,30 @@ class _Connection:
             self.server.seen.events.append(event)
             await self.on_event(event)
 
+    def running(self) -> bool:
+        return self.response is not None and not self.response.done()
+
+    async def add_item(self, item: dict[str, Any]) -> None:
+        previous = list(self.items)[-1] if self.items else None
+        self.items[item["id"]] = item
+        await self.send({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
+
     async def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "session.update":
-            self.session.update(event.get("session") or {})
+            update = event.get("session") or {}
+            if "turn_detection" in update and update["turn_detection"] is not None:
+                update = {**update, "turn_detection": {**DEFAULT_VAD, **update["turn_detection"]}}
+            self.session.update(update)
             await self.send({"type": "session.updated", "session": dict(self.session)})
         elif kind == "input_audio_buffer.append":
             await self.append(base64.b64decode(event["audio"]))
         elif kind == "input_audio_buffer.commit":
-            if not self.buffer:
-                await self.error("input_audio_buffer_commit_empty", "the input audio buffer is empty")
+            ms = len(self.buffer) // 2 * 1000 / RATE
+            if ms < 100:
+                await self.error("input_audio_buffer_commit_empty", "Error committing input audio buffer: buffer "
+                                 f"too small. Expected at least 100ms of audio, but buffer only has {ms:.2f}ms of "
+                                 "audio.", event)
             else:
                 await self.commit()
         elif kind == "input_audio_buffer.clear":
@@ -158,55 +170,82 @@ class _Connection:
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
         elif kind == "conversation.item.create":
-            item = dict(event["item"], id=self.server.new_id("item"))
-            self.items[item["id"]] = item
-            await self.send({"type": "conversation.item.created", "item": item})
+            item = {"object": "realtime.item", "status": "completed", **event["item"]}
+            item.setdefault("id", self.server.new_id("item"))
+            await self.add_item(item)
+        elif kind == "conversation.item.delete":
+            if self.items.pop(event.get("item_id", ""), None) is None:
+                await self.error("item_delete_invalid_item_id", f"Item with item_id not found: "
+                                 f"{event.get('item_id')}", event, "item_id")
+            else:
+                await self.send({"type": "conversation.item.deleted", "item_id": event["item_id"]})
         elif kind == "response.create":
-            if self.response is not None and not self.response.done():
-                await self.error("conversation_already_has_active_response", "a response is already in progress")
+            if self.running():
+                await self.error("conversation_already_has_active_response", "Conversation already has an active "
+                                 f"response in progress: {self.response.get_name()}. Wait until the response is "
+                                 "finished before creating a new one.", event)
             else:
                 modalities = (event.get("response") or {}).get("modalities") or self.session["modalities"]
-                self.response = asyncio.create_task(self.respond(modalities))
+                self.start_response(modalities)
         elif kind == "response.cancel":
-            await self.stop_response()
-        elif kind == "conversation.item.truncate":
-            item = self.items.get(event.get("item_id", ""))
-            if item is None or item.get("role") != "assistant":
-                await self.error("item_not_found", f"no assistant item {event.get('item_id')!r}")
+            if not self.running():
+                await self.error("response_cancel_not_active", "Cancellation failed: no active response found", event)
             else:
-                item["audio_end_ms"] = event["audio_end_ms"]
-                await self.send({"type": "conversation.item.truncated", "item_id": item["id"], "content_index": 0,
-                                 "audio_end_ms": event["audio_end_ms"]})
+                await self.stop_response()
+        elif kind == "conversation.item.truncate":
+            await self.truncate(event)
         else:
-            await self.error("unknown_event", f"unknown event type {kind!r}")
+            await self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: 'session.update', "
+                             "'input_audio_buffer.append', ... 'response.cancel'.", event, "type")
+
+    async def truncate(self, event: dict[str, Any]) -> None:
+        item = self.items.get(event.get("item_id", ""))
+        if item is None or item.get("role") != "assistant":
+            message = ("Only model output audio messages can be truncated" if item is not None
+                       else f"Item with item_id not found: {event.get('item_id')}")
+            await self.error("item_truncate_invalid_item_id", message, event, "item_id")
+            return
+        sent_ms = item.get("audio_bytes", 0) // 2 * 1000 // RATE
+        if event.get("audio_end_ms", 0) > sent_ms:
+            await self.error("invalid_value", f"Audio content of {sent_ms}ms is already shorter than "
+                             f"{event['audio_end_ms']}ms", event, "audio_end_ms")
+            return
+        item["audio_end_ms"] = event["audio_end_ms"]
+        await self.send({"type": "conversation.item.truncated", "item_id": item["id"], "content_index": 0,
+                         "audio_end_ms": event["audio_end_ms"]})
+
+    def start_response(self, modalities: list[str]) -> None:
+        response_id = self.server.new_id("resp")
+        self.response = asyncio.create_task(self.respond(response_id, modalities), name=response_id)
 
     async def append(self, pcm: bytes) -> None:
         self.buffer += pcm
         vad = self.session.get("turn_detection")
         if not vad:
             return
+        level = RMS_AT_HALF * 10 ** ((float(vad["threshold"]) - 0.5) * 3)
         samples = np.concatenate([self.pending, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768])
         whole = len(samples) // FRAME * FRAME
         self.pending = samples[whole:]
         for start in range(0, whole, FRAME):
-            loud = float(np.sqrt(np.mean(samples[start:start + FRAME] ** 2))) > 0.02
+            loud = float(np.sqrt(np.mean(samples[start:start + FRAME] ** 2))) > level
             self.position += FRAME
             ms = self.position * 1000 // RATE
             if loud and not self.speech_item:
                 self.speech_item, self.quiet_frames = self.server.new_id("item"), 0
                 await self.send({"type": "input_audio_buffer.speech_started", "item_id": self.speech_item,
-                                 "audio_start_ms": max(0, ms - int(vad.get("prefix_padding_ms", 300)))})
-                if vad.get("interrupt_response") and self.response is not None and not self.response.done():
-                    await self.stop_response()
+                                 "audio_start_ms": max(0, ms - int(vad["prefix_padding_ms"]))})
+                if vad["interrupt_response"] and self.running():
+                    await self.stop_response("turn_detected")
             elif self.speech_item:
                 self.quiet_frames = 0 if loud else self.quiet_frames + 1
-                if self.quiet_frames * 20 >= int(vad.get("silence_duration_ms", 500)):
+                if self.quiet_frames * 20 >= int(vad["silence_duration_ms"]):
                     await self.send({"type": "input_audio_buffer.speech_stopped", "item_id": self.speech_item,
                                      "audio_end_ms": ms})
                     await self.commit(self.speech_item)
                     self.speech_item = ""
-                    if vad.get("create_response") and (self.response is None or self.response.done()):
-                        self.response = asyncio.create_task(self.respond(self.session["modalities"]))
+                    if vad["create_response"] and not self.running():
+                        self.start_response(self.session["modalities"])
 
     async def commit(self, item_id: str = "") -> None:
         """Commit the buffer (with server VAD: up to the detector's position; the rest stays)."""
@@ -215,17 +254,21 @@ class _Connection:
         ms = cut // 2 * 1000 // RATE
         del self.buffer[:cut]
         self.buffer_start += cut // 2
-        self.items[item_id] = {"id": item_id, "role": "user", "type": "message", "audio_ms": ms}
-        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
-        await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
-                         "content_index": 0, "delta": f"{ms} ms"})
-        await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                         "content_index": 0, "transcript": f"{ms} ms of audio"})
+        previous = list(self.items)[-1] if self.items else None
+        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        await self.add_item({"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                             "role": "user", "content": [{"type": "input_audio", "transcript": None}],
+                             "audio_ms": ms})
+        if self.session.get("input_audio_transcription"):
+            await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
+                             "content_index": 0, "delta": f"{ms} ms"})
+            await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                             "content_index": 0, "transcript": f"{ms} ms of audio"})
 
-    async def stop_response(self) -> None:
+    async def stop_response(self, reason: str = "client_cancelled") -> None:
         task, self.response = self.response, None
         if task is not None and not task.done():
-            task.cancel()
+            task.cancel(reason)
             await asyncio.gather(task, return_exceptions=True)
 
     def _wants_tool(self) -> dict[str, Any] | None:
@@ -234,54 +277,80 @@ class _Connection:
         last = list(self.items.values())[-1] if self.items else {}
         return tools[0] if tools and last.get("role") == "user" else None
 
-    async def call_tool(self, tool: dict[str, Any]) -> None:
-        """A response whose output is one function call (documented function-calling flow)."""
-        response_id, item_id, call_id = (self.server.new_id("resp"), self.server.new_id("item"),
-                                         self.server.new_id("call"))
-        arguments = json.dumps({"city": "Paris"})
-        call = {"id": item_id, "type": "function_call", "call_id": call_id, "name": tool["name"],
-                "arguments": arguments}
-        self.items[item_id] = dict(call)
-        await self.send({"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
-        await self.send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
-                         "item": {**call, "arguments": ""}})
-        await self.send({"type": "response.function_call_arguments.done", "response_id": response_id,
-                         "item_id": item_id, "call_id": call_id, "arguments": arguments})
-        await self.send({"type": "response.done", "response": {
-            "id": response_id, "status": "completed", "output": [call],
-            "usage": {"total_tokens": 12, "input_tokens": 10, "output_tokens": 2}}})
-
-    async def respond(self, modalities: list[str]) -> None:
+    async def respond(self, response_id: str, modalities: list[str]) -> None:
         tool = self._wants_tool()
-        if tool is not None:
-            await self.call_tool(tool)
-            return
-        response_id, item_id = self.server.new_id("resp"), self.server.new_id("item")
-        status, sent = "completed", 0
-        words = self.server.reply.split()
-        input_tokens = sum(len(str(i.get("content", ""))) // 4 + 1 for i in self.items.values())
-        await self.send({"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
+        item_id = self.server.new_id("item")
+        call_id = self.server.new_id("call") if tool is not None else ""
+        if tool is not None:  # the documented function-calling flow: one function_call item
+            item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                    "call_id": call_id, "name": tool["name"], "arguments": ""}
+        else:
+            item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
+                    "role": "assistant", "content": []}
+        input_tokens = sum(len(json.dumps(i.get("content", ""))) // 4 + 1 for i in self.items.values())
+        await self.send({"type": "response.created", "response": {
+            "id": response_id, "object": "realtime.response", "status": "in_progress", "status_details": None,
+            "output": [], "usage": None}})
         await self.send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
-                         "item": {"id": item_id, "type": "message", "role": "assistant"}})
-        self.items[item_id] = {"id": item_id, "role": "assistant", "type": "message"}
+                         "item": dict(item)})
+        await self.add_item(item)
+        status, details, output_tokens = "completed", None, 0
+        where = {"response_id": response_id, "item_id": item_id, "output_index": 0}
         try:
-            if "audio" in modalities:
-                audio = self.server.reply_audio
-                await self.send({"type": "response.audio_transcript.delta", "response_id": response_id,
-                                 "item_id": item_id, "delta": self.server.reply})
-                for sent in range(0, len(audio), self.server.delta_bytes):
-                    piece = audio[sent:sent + self.server.delta_bytes]
-                    await self.send({"type": "response.audio.delta", "response_id": response_id, "item_id": item_id,
-                                     "delta": base64.b64encode(piece).decode()})
-                    await asyncio.sleep(self.server.pace_s)
+            if tool is not None:
+                item["arguments"] = json.dumps({"city": "Paris"})
+                await self.send({"type": "response.function_call_arguments.delta", **where, "call_id": call_id,
+                                 "delta": item["arguments"]})
+                await self.send({"type": "response.function_call_arguments.done", **where, "call_id": call_id,
+                                 "arguments": item["arguments"]})
+                output_tokens = 2
             else:
-                for sent, word in enumerate(words):
-                    await self.send({"type": "response.text.delta", "response_id": response_id, "item_id": item_id,
-                                     "delta": word if sent == 0 else " " + word})
-                    await asyncio.sleep(self.server.pace_s)
-        except asyncio.CancelledError:
+                output_tokens = await self.speak(item, where, "audio" in modalities)
+        except asyncio.CancelledError as cancel:
             status = "cancelled"
-        usage = {"total_tokens": input_tokens + len(words), "input_tokens": input_tokens, "output_tokens": len(words),
-                 "input_token_details": {"cached_tokens": 0}}
-        await asyncio.shield(self.send({"type": "response.done", "response": {
-            "id": response_id, "status": status, "output": [{"id": item_id, "type": "message"}], "usage": usage}}))
+            details = {"type": "cancelled", "reason": str(cancel.args[0]) if cancel.args else "client_cancelled"}
+        item["status"] = "completed" if status == "completed" else "incomplete"
+        usage = {"total_tokens": input_tokens + output_tokens, "input_tokens": input_tokens,
+                 "output_tokens": output_tokens, "input_token_details": {"cached_tokens": 0}}
+        await asyncio.shield(self.finish(item, where, status, details, usage))
+
+    async def speak(self, item: dict[str, Any], where: dict[str, Any], audio: bool) -> int:
+        """The reply's content part and deltas; returns its output tokens."""
+        part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        item["content"].append(part)
+        at = {**where, "content_index": 0}
+        await self.send({"type": "response.content_part.added", **at, "part": dict(part)})
+        words = self.server.reply.split()
+        if audio:
+            speech = self.server.reply_audio
+            await self.send({"type": "response.audio_transcript.delta", **at, "delta": self.server.reply})
+            part["transcript"] = self.server.reply
+            item["audio_bytes"] = 0
+            for sent in range(0, len(speech), self.server.delta_bytes):
+                piece = speech[sent:sent + self.server.delta_bytes]
+                await self.send({"type": "response.audio.delta", **at, "delta": base64.b64encode(piece).decode()})
+                item["audio_bytes"] += len(piece)
+                await asyncio.sleep(self.server.pace_s)
+        else:
+            for n, word in enumerate(words):
+                delta = word if n == 0 else " " + word
+                await self.send({"type": "response.text.delta", **at, "delta": delta})
+                part["text"] += delta
+                await asyncio.sleep(self.server.pace_s)
+        return len(words)
+
+    async def finish(self, item: dict[str, Any], where: dict[str, Any], status: str, details, usage) -> None:
+        """The ``*.done`` events, as OpenAI sends them for a finished or cancelled response."""
+        for index, part in enumerate(item.get("content") or ()):
+            at = {**where, "content_index": index}
+            if part["type"] == "audio":
+                await self.send({"type": "response.audio.done", **at})
+                await self.send({"type": "response.audio_transcript.done", **at, "transcript": part["transcript"]})
+            else:
+                await self.send({"type": "response.text.done", **at, "text": part["text"]})
+            await self.send({"type": "response.content_part.done", **at, "part": dict(part)})
+        await self.send({"type": "response.output_item.done", "response_id": where["response_id"],
+                         "output_index": 0, "item": dict(item)})
+        await self.send({"type": "response.done", "response": {
+            "id": where["response_id"], "object": "realtime.response", "status": status, "status_details": details,
+            "output": [dict(item)], "usage": usage}})

@@ -55,6 +55,10 @@ async def test_malformed_streams_end_with_a_clear_status_and_other_sessions_go_o
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty message" in details
     code, details = await _status(address, session(), R(item_create=realtime_pb2.ConversationItemCreate()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "role" in details
+    code, details = await _status(address, session(), R(item_delete=realtime_pb2.ItemDelete()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "item_delete needs an item_id" in details
+    code, details = await _status(address, session(), R(item_delete=realtime_pb2.ItemDelete(item_id="i" * 65)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 64 characters" in details
 
     # refused events are error events; the session goes on and still answers
     healthy.send(input_audio_commit={})

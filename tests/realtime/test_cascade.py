@@ -181,3 +181,32 @@ async def test_without_interrupt_response_speech_waits_for_the_response_then_get
         await conv.close()
     assert conv.of("speech_started") and done.status in ("completed", "incomplete")  # not cancelled
     assert done2.status == "completed" and "paris" in words(conv.text(second.response_id, transcript=True))
+
+
+async def _input_tokens(address: str, items: list[dict], deletes: list[str]) -> tuple[int, list]:
+    """The input tokens of a text response after ``items`` are created and ``deletes`` deleted, and the events."""
+    conv = Conversation(address, session(vad=False, modalities=["text"]))
+    try:
+        await conv.until("session_updated")
+        for item in items:
+            conv.send(item_create=item)
+        for item_id in deletes:
+            conv.send(item_delete={"item_id": item_id})
+        conv.send(response_create={})
+        done = (await conv.until("response_done")).response_done
+    finally:
+        await conv.close()
+    return done.usage.input_tokens, [e for e in conv.events if e.WhichOneof("event") in ("item_deleted", "error")]
+
+
+async def test_a_deleted_item_is_out_of_the_next_response_and_ids_are_the_clients(service_process):
+    realtime = _serve(service_process)
+    hello = {"item": {"role": "user", "content": "Say hello."}}
+    question = {"item": {"role": "user", "content": QUESTION}, "item_id": "item_mine"}
+    alone, _ = await _input_tokens(realtime.address, [hello], [])
+    deleted, events = await _input_tokens(realtime.address, [question, hello, question], ["item_mine", "item_mine"])
+    kept, _ = await _input_tokens(realtime.address, [question, hello], [])
+    assert deleted == alone < kept, (alone, deleted, kept)
+    kinds = [(e.WhichOneof("event"), e.item_deleted.item_id or e.error.detail.reason) for e in events]
+    # the second create of item_mine is refused (the id is taken); the first delete frees it, the second finds none
+    assert kinds == [("error", "ITEM_ID_TAKEN"), ("item_deleted", "item_mine"), ("error", "ITEM_NOT_FOUND")], kinds

@@ -1,4 +1,4 @@
-"""Truncation of assistant items at a heard position (pure logic)."""
+"""Truncation of assistant items at a heard position, and deletion of items (pure logic)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,18 @@ def test_truncate_changes_the_history_and_refuses_bad_targets():
     with pytest.raises(InvalidInput) as wrong_role:
         conversation.truncate(user.id, 10)
     assert wrong_role.value.reason == "ITEM_NOT_ASSISTANT"
+
+
+def test_delete_takes_an_item_out_of_the_history_and_ids_stay_unique():
+    conversation = Conversation()
+    first = conversation.add_message(Message(role="user", content="Forget this."), "item_mine")
+    conversation.add_message(Message(role="user", content="Keep this."))
+    assert conversation.delete(first.id) is first
+    assert conversation.messages("") == (Message(role="user", content="Keep this."),)
+    with pytest.raises(InvalidInput) as unknown:
+        conversation.delete("item_mine")
+    assert unknown.value.reason == "ITEM_NOT_FOUND"
+    conversation.add_message(Message(role="user", content="Again."), "item_mine")  # free once deleted
+    with pytest.raises(InvalidInput) as taken:
+        conversation.add_message(Message(role="user", content="Twice."), "item_mine")
+    assert taken.value.reason == "ITEM_ID_TAKEN"

@@ -92,13 +92,29 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         conv.send(response_cancel={})
         done = (await conv.until("response_done", response_id=second.response_id)).response_done
         assert done.status == "cancelled"
+        # a cancel with nothing running is a no-op, as on the cascade (the API's error is not passed on:
+        # the next error read is the truncate's)
+        conv.send(response_cancel={})
 
-        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": 300})
+        # as OpenAI: a cut within the audio sent is taken, one past it is an error
+        heard_ms = len(conv.audio(second.response_id)) // 2 * 1000 // 16000
+        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": heard_ms + 5000})
+        error = (await conv.until("error")).error
+        assert error.code == "INVALID_ARGUMENT" and "shorter than" in error.message, error
+        conv.send(item_truncate={"item_id": second.item_id, "audio_end_ms": heard_ms})
         truncated = (await conv.until("item_truncated")).item_truncated
-        assert truncated.item_id == second.item_id and truncated.audio_end_ms == 300
+        assert truncated.item_id == second.item_id and truncated.audio_end_ms == heard_ms
         conv.send(item_truncate={"item_id": "item_nope", "audio_end_ms": 300})
         error = (await conv.until("error")).error
         assert error.code == "INVALID_ARGUMENT" and "item_nope" in error.message
+
+        # an item created with the client's id is deleted by it upstream
+        conv.send(item_create={"item": {"role": "user", "content": "Forget this."}, "item_id": "item_mine"})
+        conv.send(item_delete={"item_id": "item_mine"})
+        assert (await conv.until("item_deleted")).item_deleted.item_id == "item_mine"
+        conv.send(item_delete={"item_id": "item_mine"})
+        error = (await conv.until("error")).error
+        assert error.code == "INVALID_ARGUMENT" and error.detail.reason == "ITEM_DELETE_INVALID_ITEM_ID", error
 
         # manual commit: the buffer (after a clear, only what came later) becomes an item with its transcription
         conv.send_audio(speak("Turn off the lights in the kitchen."))
@@ -111,11 +127,12 @@ async def test_text_only_truncate_cancel_and_errors_in_band(fake, realtime):
         assert abs(int(final.text.split()[0]) - len(hello) // 2 * 1000 // 16000) <= 2, final.text
         conv.send(input_audio_commit={})
         error = (await conv.until("error")).error
-        assert "empty" in error.message
+        assert "too small" in error.message and error.detail.reason == "INPUT_AUDIO_BUFFER_COMMIT_EMPTY", error
     finally:
         await conv.close()
     kinds = fake.seen.types()
-    for kind in ("conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
+    for kind in ("conversation.item.delete", "conversation.item.create", "response.create", "response.cancel",
+                 "conversation.item.truncate",
                  "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"):
         assert kind in kinds, kind
 

@@ -22,7 +22,8 @@ LOCAL_REALTIME = "voicemesh/cascade"
 
 # OpenAI model name -> (modality, descriptor on the local mesh of `voicemesh up`)
 DEFAULT_MODELS = {
-    **{name: ("stt", LOCAL_STT) for name in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")},
+    **{name: ("stt", LOCAL_STT) for name in ("whisper-1", "gpt-transcribe", "gpt-4o-transcribe",
+                                            "gpt-4o-mini-transcribe")},
     **{name: ("tts", LOCAL_TTS) for name in ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")},
     **{name: ("llm", LOCAL_LLM) for name in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
                                             "gpt-4-turbo", "gpt-3.5-turbo")},

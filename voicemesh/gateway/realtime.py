@@ -207,9 +207,9 @@ class Bridge:
             await self.send(self.events.event("input_audio_buffer.cleared"))
         elif kind == "conversation.item.create":
             message = ev.chat_item(event.get("item"))
-            self._forward(R(item_create=realtime_pb2.ConversationItemCreate(item=message)))
             item = {"object": "realtime.item", "status": "completed", **event["item"]}
-            item.setdefault("id", ev.new_id("item"))
+            item.setdefault("id", ev.new_id("item"))  # the mesh's item gets this id too: truncate/delete find it
+            self._forward(R(item_create=realtime_pb2.ConversationItemCreate(item=message, item_id=str(item["id"]))))
             for out in self.events.item_created(item):
                 await self.send(out)
         elif kind == "conversation.item.truncate":
@@ -230,8 +230,9 @@ class Bridge:
                 await self.send(ev.error_event("Cancellation failed: no active response found",
                                                "response_cancel_not_active", None, event.get("event_id")))
         elif kind == "conversation.item.delete":
-            raise InvalidInput("conversation.item.delete is not supported by the mesh's realtime service",
-                               reason="type")
+            if not isinstance(event.get("item_id"), str) or not event["item_id"]:
+                raise InvalidInput("conversation.item.delete needs item_id", reason="item_id")
+            self._forward(R(item_delete=realtime_pb2.ItemDelete(item_id=event["item_id"])))
         else:
             raise InvalidInput(f"unknown client event type {kind!r}", reason="type")
 

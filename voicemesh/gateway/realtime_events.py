@@ -184,8 +184,10 @@ class ServerEvents:
         if kind == "item_truncated":
             return [self.event("conversation.item.truncated", item_id=value.item_id, content_index=0,
                                audio_end_ms=value.audio_end_ms)]
-        if kind == "error":
-            return [error_event(value.message, value.code or "server_error")]
+        if kind == "item_deleted":
+            return [self.event("conversation.item.deleted", item_id=value.item_id)]
+        if kind == "error":  # the backend's reason is OpenAI's code where it has one (upper-cased)
+            return [error_event(value.message, value.detail.reason.lower() or value.code.lower() or "server_error")]
         return []  # session_updated: answered by the bridge, which knows the whole session
 
     def _created(self, value: realtime_pb2.ResponseCreated) -> list[dict]:

@@ -26,7 +26,7 @@ from voicemesh.v1 import common_pb2 as voicemesh_dot_v1_dot_common__pb2
 from voicemesh.v1 import llm_pb2 as voicemesh_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvoicemesh/v1/realtime.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\x1a\x16voicemesh/v1/llm.proto\" \n\x1eRealtimeServiceDescribeRequest\"X\n\x1fRealtimeServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"\x8b\x01\n\tServerVad\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x19\n\x11prefix_padding_ms\x18\x02 \x01(\x05\x12\x1b\n\x13silence_duration_ms\x18\x03 \x01(\x05\x12\x17\n\x0f\x63reate_response\x18\x04 \x01(\x08\x12\x1a\n\x12interrupt_response\x18\x05 \x01(\x08\"\x9f\x02\n\x15RealtimeSessionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cinstructions\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x1c\n\x14input_sample_rate_hz\x18\x04 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x05 \x01(\x05\x12/\n\x0eturn_detection\x18\x06 \x01(\x0b\x32\x17.voicemesh.v1.ServerVad\x12\x12\n\nmodalities\x18\x07 \x03(\t\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12-\n\x07\x62\x61\x63kend\x18\t \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"\x12\n\x10InputAudioCommit\"\x11\n\x0fInputAudioClear\"A\n\x16\x43onversationItemCreate\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ChatMessage\"$\n\x0eResponseCreate\x12\x12\n\nmodalities\x18\x01 \x03(\t\"\x10\n\x0eResponseCancel\"5\n\x0cItemTruncate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_end_ms\x18\x02 \x01(\x05\"\xd7\x03\n\x0f\x43onverseRequest\x12=\n\x0esession_update\x18\x01 \x01(\x0b\x32#.voicemesh.v1.RealtimeSessionConfigH\x00\x12\x1c\n\x12input_audio_append\x18\x02 \x01(\x0cH\x00\x12<\n\x12input_audio_commit\x18\x03 \x01(\x0b\x32\x1e.voicemesh.v1.InputAudioCommitH\x00\x12:\n\x11input_audio_clear\x18\x04 \x01(\x0b\x32\x1d.voicemesh.v1.InputAudioClearH\x00\x12;\n\x0bitem_create\x18\x05 \x01(\x0b\x32$.voicemesh.v1.ConversationItemCreateH\x00\x12\x37\n\x0fresponse_create\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.ResponseCreateH\x00\x12\x37\n\x0fresponse_cancel\x18\x07 \x01(\x0b\x32\x1c.voicemesh.v1.ResponseCancelH\x00\x12\x33\n\ritem_truncate\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.ItemTruncateH\x00\x42\t\n\x07request\"F\n\x0eSessionUpdated\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32#.voicemesh.v1.RealtimeSessionConfig\"0\n\x0bInputSpeech\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\x05\"B\n\x12InputTranscription\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"7\n\x0fResponseCreated\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"b\n\x11ResponseTextDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x18\n\x10\x61udio_transcript\x18\x04 \x01(\x08\"I\n\x12ResponseAudioDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\"\x83\x01\n\x0cResponseDone\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.Usage\x12*\n\ntool_calls\x18\x04 \x03(\x0b\x32\x16.voicemesh.v1.ToolCall\"Y\n\rRealtimeError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ErrorDetail\"D\n\rItemTruncated\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_end_ms\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xc4\x04\n\x10\x43onverseResponse\x12\x37\n\x0fsession_updated\x18\x01 \x01(\x0b\x32\x1c.voicemesh.v1.SessionUpdatedH\x00\x12\x33\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.InputSpeechH\x00\x12\x33\n\x0espeech_stopped\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.InputSpeechH\x00\x12?\n\x13input_transcription\x18\x04 \x01(\x0b\x32 .voicemesh.v1.InputTranscriptionH\x00\x12\x39\n\x10response_created\x18\x05 \x01(\x0b\x32\x1d.voicemesh.v1.ResponseCreatedH\x00\x12\x35\n\ntext_delta\x18\x06 \x01(\x0b\x32\x1f.voicemesh.v1.ResponseTextDeltaH\x00\x12\x37\n\x0b\x61udio_delta\x18\x07 \x01(\x0b\x32 .voicemesh.v1.ResponseAudioDeltaH\x00\x12\x33\n\rresponse_done\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.ResponseDoneH\x00\x12,\n\x05\x65rror\x18\t \x01(\x0b\x32\x1b.voicemesh.v1.RealtimeErrorH\x00\x12\x35\n\x0eitem_truncated\x18\n \x01(\x0b\x32\x1b.voicemesh.v1.ItemTruncatedH\x00\x42\x07\n\x05\x65vent2\xc9\x01\n\x0fRealtimeService\x12M\n\x08\x43onverse\x12\x1d.voicemesh.v1.ConverseRequest\x1a\x1e.voicemesh.v1.ConverseResponse(\x01\x30\x01\x12g\n\x08\x44\x65scribe\x12,.voicemesh.v1.RealtimeServiceDescribeRequest\x1a-.voicemesh.v1.RealtimeServiceDescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvoicemesh/v1/realtime.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\x1a\x16voicemesh/v1/llm.proto\" \n\x1eRealtimeServiceDescribeRequest\"X\n\x1fRealtimeServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"\x8b\x01\n\tServerVad\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x19\n\x11prefix_padding_ms\x18\x02 \x01(\x05\x12\x1b\n\x13silence_duration_ms\x18\x03 \x01(\x05\x12\x17\n\x0f\x63reate_response\x18\x04 \x01(\x08\x12\x1a\n\x12interrupt_response\x18\x05 \x01(\x08\"\x9f\x02\n\x15RealtimeSessionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cinstructions\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x1c\n\x14input_sample_rate_hz\x18\x04 \x01(\x05\x12\x1d\n\x15output_sample_rate_hz\x18\x05 \x01(\x05\x12/\n\x0eturn_detection\x18\x06 \x01(\x0b\x32\x17.voicemesh.v1.ServerVad\x12\x12\n\nmodalities\x18\x07 \x03(\t\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.voicemesh.v1.Tool\x12-\n\x07\x62\x61\x63kend\x18\t \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"\x12\n\x10InputAudioCommit\"\x11\n\x0fInputAudioClear\"R\n\x16\x43onversationItemCreate\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.voicemesh.v1.ChatMessage\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"$\n\x0eResponseCreate\x12\x12\n\nmodalities\x18\x01 \x03(\t\"\x10\n\x0eResponseCancel\"5\n\x0cItemTruncate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_end_ms\x18\x02 \x01(\x05\"\x1d\n\nItemDelete\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"\x88\x04\n\x0f\x43onverseRequest\x12=\n\x0esession_update\x18\x01 \x01(\x0b\x32#.voicemesh.v1.RealtimeSessionConfigH\x00\x12\x1c\n\x12input_audio_append\x18\x02 \x01(\x0cH\x00\x12<\n\x12input_audio_commit\x18\x03 \x01(\x0b\x32\x1e.voicemesh.v1.InputAudioCommitH\x00\x12:\n\x11input_audio_clear\x18\x04 \x01(\x0b\x32\x1d.voicemesh.v1.InputAudioClearH\x00\x12;\n\x0bitem_create\x18\x05 \x01(\x0b\x32$.voicemesh.v1.ConversationItemCreateH\x00\x12\x37\n\x0fresponse_create\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.ResponseCreateH\x00\x12\x37\n\x0fresponse_cancel\x18\x07 \x01(\x0b\x32\x1c.voicemesh.v1.ResponseCancelH\x00\x12\x33\n\ritem_truncate\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.ItemTruncateH\x00\x12/\n\x0bitem_delete\x18\t \x01(\x0b\x32\x18.voicemesh.v1.ItemDeleteH\x00\x42\t\n\x07request\"F\n\x0eSessionUpdated\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32#.voicemesh.v1.RealtimeSessionConfig\"0\n\x0bInputSpeech\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\x05\"B\n\x12InputTranscription\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"7\n\x0fResponseCreated\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"b\n\x11ResponseTextDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x18\n\x10\x61udio_transcript\x18\x04 \x01(\x08\"I\n\x12ResponseAudioDelta\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\"\x83\x01\n\x0cResponseDone\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.voicemesh.v1.Usage\x12*\n\ntool_calls\x18\x04 \x03(\x0b\x32\x16.voicemesh.v1.ToolCall\"Y\n\rRealtimeError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x06\x64\x65tail\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.ErrorDetail\"D\n\rItemTruncated\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_end_ms\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x1e\n\x0bItemDeleted\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"\xf7\x04\n\x10\x43onverseResponse\x12\x37\n\x0fsession_updated\x18\x01 \x01(\x0b\x32\x1c.voicemesh.v1.SessionUpdatedH\x00\x12\x33\n\x0espeech_started\x18\x02 \x01(\x0b\x32\x19.voicemesh.v1.InputSpeechH\x00\x12\x33\n\x0espeech_stopped\x18\x03 \x01(\x0b\x32\x19.voicemesh.v1.InputSpeechH\x00\x12?\n\x13input_transcription\x18\x04 \x01(\x0b\x32 .voicemesh.v1.InputTranscriptionH\x00\x12\x39\n\x10response_created\x18\x05 \x01(\x0b\x32\x1d.voicemesh.v1.ResponseCreatedH\x00\x12\x35\n\ntext_delta\x18\x06 \x01(\x0b\x32\x1f.voicemesh.v1.ResponseTextDeltaH\x00\x12\x37\n\x0b\x61udio_delta\x18\x07 \x01(\x0b\x32 .voicemesh.v1.ResponseAudioDeltaH\x00\x12\x33\n\rresponse_done\x18\x08 \x01(\x0b\x32\x1a.voicemesh.v1.ResponseDoneH\x00\x12,\n\x05\x65rror\x18\t \x01(\x0b\x32\x1b.voicemesh.v1.RealtimeErrorH\x00\x12\x35\n\x0eitem_truncated\x18\n \x01(\x0b\x32\x1b.voicemesh.v1.ItemTruncatedH\x00\x12\x31\n\x0citem_deleted\x18\x0b \x01(\x0b\x32\x19.voicemesh.v1.ItemDeletedH\x00\x42\x07\n\x05\x65vent2\xc9\x01\n\x0fRealtimeService\x12M\n\x08\x43onverse\x12\x1d.voicemesh.v1.ConverseRequest\x1a\x1e.voicemesh.v1.ConverseResponse(\x01\x30\x01\x12g\n\x08\x44\x65scribe\x12,.voicemesh.v1.RealtimeServiceDescribeRequest\x1a-.voicemesh.v1.RealtimeServiceDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,35 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTAUDIOCLEAR']._serialized_start=672
   _globals['_INPUTAUDIOCLEAR']._serialized_end=689
   _globals['_CONVERSATIONITEMCREATE']._serialized_start=691
-  _globals['_CONVERSATIONITEMCREATE']._serialized_end=756
-  _globals['_RESPONSECREATE']._serialized_start=758
-  _globals['_RESPONSECREATE']._serialized_end=794
-  _globals['_RESPONSECANCEL']._serialized_start=796
-  _globals['_RESPONSECANCEL']._serialized_end=812
-  _globals['_ITEMTRUNCATE']._serialized_start=814
-  _globals['_ITEMTRUNCATE']._serialized_end=867
-  _globals['_CONVERSEREQUEST']._serialized_start=870
-  _globals['_CONVERSEREQUEST']._serialized_end=1341
-  _globals['_SESSIONUPDATED']._serialized_start=1343
-  _globals['_SESSIONUPDATED']._serialized_end=1413
-  _globals['_INPUTSPEECH']._serialized_start=1415
-  _globals['_INPUTSPEECH']._serialized_end=1463
-  _globals['_INPUTTRANSCRIPTION']._serialized_start=1465
-  _globals['_INPUTTRANSCRIPTION']._serialized_end=1531
-  _globals['_RESPONSECREATED']._serialized_start=1533
-  _globals['_RESPONSECREATED']._serialized_end=1588
-  _globals['_RESPONSETEXTDELTA']._serialized_start=1590
-  _globals['_RESPONSETEXTDELTA']._serialized_end=1688
-  _globals['_RESPONSEAUDIODELTA']._serialized_start=1690
-  _globals['_RESPONSEAUDIODELTA']._serialized_end=1763
-  _globals['_RESPONSEDONE']._serialized_start=1766
-  _globals['_RESPONSEDONE']._serialized_end=1897
-  _globals['_REALTIMEERROR']._serialized_start=1899
-  _globals['_REALTIMEERROR']._serialized_end=1988
-  _globals['_ITEMTRUNCATED']._serialized_start=1990
-  _globals['_ITEMTRUNCATED']._serialized_end=2058
-  _globals['_CONVERSERESPONSE']._serialized_start=2061
-  _globals['_CONVERSERESPONSE']._serialized_end=2641
-  _globals['_REALTIMESERVICE']._serialized_start=2644
-  _globals['_REALTIMESERVICE']._serialized_end=2845
+  _globals['_CONVERSATIONITEMCREATE']._serialized_end=773
+  _globals['_RESPONSECREATE']._serialized_start=775
+  _globals['_RESPONSECREATE']._serialized_end=811
+  _globals['_RESPONSECANCEL']._serialized_start=813
+  _globals['_RESPONSECANCEL']._serialized_end=829
+  _globals['_ITEMTRUNCATE']._serialized_start=831
+  _globals['_ITEMTRUNCATE']._serialized_end=884
+  _globals['_ITEMDELETE']._serialized_start=886
+  _globals['_ITEMDELETE']._serialized_end=915
+  _globals['_CONVERSEREQUEST']._serialized_start=918
+  _globals['_CONVERSEREQUEST']._serialized_end=1438
+  _globals['_SESSIONUPDATED']._serialized_start=1440
+  _globals['_SESSIONUPDATED']._serialized_end=1510
+  _globals['_INPUTSPEECH']._serialized_start=1512
+  _globals['_INPUTSPEECH']._serialized_end=1560
+  _globals['_INPUTTRANSCRIPTION']._serialized_start=1562
+  _globals['_INPUTTRANSCRIPTION']._serialized_end=1628
+  _globals['_RESPONSECREATED']._serialized_start=1630
+  _globals['_RESPONSECREATED']._serialized_end=1685
+  _globals['_RESPONSETEXTDELTA']._serialized_start=1687
+  _globals['_RESPONSETEXTDELTA']._serialized_end=1785
+  _globals['_RESPONSEAUDIODELTA']._serialized_start=1787
+  _globals['_RESPONSEAUDIODELTA']._serialized_end=1860
+  _globals['_RESPONSEDONE']._serialized_start=1863
+  _globals['_RESPONSEDONE']._serialized_end=1994
+  _globals['_REALTIMEERROR']._serialized_start=1996
+  _globals['_REALTIMEERROR']._serialized_end=2085
+  _globals['_ITEMTRUNCATED']._serialized_start=2087
+  _globals['_ITEMTRUNCATED']._serialized_end=2155
+  _globals['_ITEMDELETED']._serialized_start=2157
+  _globals['_ITEMDELETED']._serialized_end=2187
+  _globals['_CONVERSERESPONSE']._serialized_start=2190
+  _globals['_CONVERSERESPONSE']._serialized_end=2821
+  _globals['_REALTIMESERVICE']._serialized_start=2824
+  _globals['_REALTIMESERVICE']._serialized_end=3025
 # @@protoc_insertion_point(module_scope)

@@ -63,10 +63,12 @@ class InputAudioClear(_message.Message):
     def __init__(self) -> None: ...
 
 class ConversationItemCreate(_message.Message):
-    __slots__ = ("item",)
+    __slots__ = ("item", "item_id")
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     item: _llm_pb2.ChatMessage
-    def __init__(self, item: _Optional[_Union[_llm_pb2.ChatMessage, _Mapping]] = ...) -> None: ...
+    item_id: str
+    def __init__(self, item: _Optional[_Union[_llm_pb2.ChatMessage, _Mapping]] = ..., item_id: _Optional[str] = ...) -> None: ...
 
 class ResponseCreate(_message.Message):
     __slots__ = ("modalities",)
@@ -86,8 +88,14 @@ class ItemTruncate(_message.Message):
     audio_end_ms: int
     def __init__(self, item_id: _Optional[str] = ..., audio_end_ms: _Optional[int] = ...) -> None: ...
 
+class ItemDelete(_message.Message):
+    __slots__ = ("item_id",)
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    def __init__(self, item_id: _Optional[str] = ...) -> None: ...
+
 class ConverseRequest(_message.Message):
-    __slots__ = ("session_update", "input_audio_append", "input_audio_commit", "input_audio_clear", "item_create", "response_create", "response_cancel", "item_truncate")
+    __slots__ = ("session_update", "input_audio_append", "input_audio_commit", "input_audio_clear", "item_create", "response_create", "response_cancel", "item_truncate", "item_delete")
     SESSION_UPDATE_FIELD_NUMBER: _ClassVar[int]
     INPUT_AUDIO_APPEND_FIELD_NUMBER: _ClassVar[int]
     INPUT_AUDIO_COMMIT_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +104,7 @@ class ConverseRequest(_message.Message):
     RESPONSE_CREATE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CANCEL_FIELD_NUMBER: _ClassVar[int]
     ITEM_TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_DELETE_FIELD_NUMBER: _ClassVar[int]
     session_update: RealtimeSessionConfig
     input_audio_append: bytes
     input_audio_commit: InputAudioCommit
@@ -104,7 +113,8 @@ class ConverseRequest(_message.Message):
     response_create: ResponseCreate
     response_cancel: ResponseCancel
     item_truncate: ItemTruncate
-    def __init__(self, session_update: _Optional[_Union[RealtimeSessionConfig, _Mapping]] = ..., input_audio_append: _Optional[bytes] = ..., input_audio_commit: _Optional[_Union[InputAudioCommit, _Mapping]] = ..., input_audio_clear: _Optional[_Union[InputAudioClear, _Mapping]] = ..., item_create: _Optional[_Union[ConversationItemCreate, _Mapping]] = ..., response_create: _Optional[_Union[ResponseCreate, _Mapping]] = ..., response_cancel: _Optional[_Union[ResponseCancel, _Mapping]] = ..., item_truncate: _Optional[_Union[ItemTruncate, _Mapping]] = ...) -> None: ...
+    item_delete: ItemDelete
+    def __init__(self, session_update: _Optional[_Union[RealtimeSessionConfig, _Mapping]] = ..., input_audio_append: _Optional[bytes] = ..., input_audio_commit: _Optional[_Union[InputAudioCommit, _Mapping]] = ..., input_audio_clear: _Optional[_Union[InputAudioClear, _Mapping]] = ..., item_create: _Optional[_Union[ConversationItemCreate, _Mapping]] = ..., response_create: _Optional[_Union[ResponseCreate, _Mapping]] = ..., response_cancel: _Optional[_Union[ResponseCancel, _Mapping]] = ..., item_truncate: _Optional[_Union[ItemTruncate, _Mapping]] = ..., item_delete: _Optional[_Union[ItemDelete, _Mapping]] = ...) -> None: ...
 
 class SessionUpdated(_message.Message):
     __slots__ = ("session",)
@@ -192,8 +202,14 @@ class ItemTruncated(_message.Message):
     text: str
     def __init__(self, item_id: _Optional[str] = ..., audio_end_ms: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
+class ItemDeleted(_message.Message):
+    __slots__ = ("item_id",)
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    def __init__(self, item_id: _Optional[str] = ...) -> None: ...
+
 class ConverseResponse(_message.Message):
-    __slots__ = ("session_updated", "speech_started", "speech_stopped", "input_transcription", "response_created", "text_delta", "audio_delta", "response_done", "error", "item_truncated")
+    __slots__ = ("session_updated", "speech_started", "speech_stopped", "input_transcription", "response_created", "text_delta", "audio_delta", "response_done", "error", "item_truncated", "item_deleted")
     SESSION_UPDATED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_STARTED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_STOPPED_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +220,7 @@ class ConverseResponse(_message.Message):
     RESPONSE_DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ITEM_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ITEM_DELETED_FIELD_NUMBER: _ClassVar[int]
     session_updated: SessionUpdated
     speech_started: InputSpeech
     speech_stopped: InputSpeech
@@ -214,4 +231,5 @@ class ConverseResponse(_message.Message):
     response_done: ResponseDone
     error: RealtimeError
     item_truncated: ItemTruncated
-    def __init__(self, session_updated: _Optional[_Union[SessionUpdated, _Mapping]] = ..., speech_started: _Optional[_Union[InputSpeech, _Mapping]] = ..., speech_stopped: _Optional[_Union[InputSpeech, _Mapping]] = ..., input_transcription: _Optional[_Union[InputTranscription, _Mapping]] = ..., response_created: _Optional[_Union[ResponseCreated, _Mapping]] = ..., text_delta: _Optional[_Union[ResponseTextDelta, _Mapping]] = ..., audio_delta: _Optional[_Union[ResponseAudioDelta, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., error: _Optional[_Union[RealtimeError, _Mapping]] = ..., item_truncated: _Optional[_Union[ItemTruncated, _Mapping]] = ...) -> None: ...
+    item_deleted: ItemDeleted
+    def __init__(self, session_updated: _Optional[_Union[SessionUpdated, _Mapping]] = ..., speech_started: _Optional[_Union[InputSpeech, _Mapping]] = ..., speech_stopped: _Optional[_Union[InputSpeech, _Mapping]] = ..., input_transcription: _Optional[_Union[InputTranscription, _Mapping]] = ..., response_created: _Optional[_Union[ResponseCreated, _Mapping]] = ..., text_delta: _Optional[_Union[ResponseTextDelta, _Mapping]] = ..., audio_delta: _Optional[_Union[ResponseAudioDelta, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., error: _Optional[_Union[RealtimeError, _Mapping]] = ..., item_truncated: _Optional[_Union[ItemTruncated, _Mapping]] = ..., item_deleted: _Optional[_Union[ItemDeleted, _Mapping]] = ...) -> None: ...

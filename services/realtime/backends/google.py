@@ -155,6 +155,8 @@ class _Session:
         elif isinstance(event, rt.ItemTruncate):
             # The Live API keeps the context itself and cuts an interrupted turn where it stopped speaking.
             return [rt.ItemTruncated(event.item_id, event.audio_end_ms)]
+        elif isinstance(event, rt.ItemDelete):  # the Live API keeps the context itself, with no way to edit it
+            return [rt.ErrorEvent("FAILED_PRECONDITION", "Gemini Live cannot delete items", "ITEM_DELETE_UNSUPPORTED")]
         elif isinstance(event, rt.SessionUpdate):
             return self._update(event.options)
         return []

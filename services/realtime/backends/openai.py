@@ -131,8 +131,9 @@ class _Session:
             self.input = StreamResampler(self.options.input_sample_rate_hz, API_RATE)  # drop what it holds too
             await self.send({"type": "input_audio_buffer.clear"})
         elif isinstance(event, rt.ItemCreate):
-            for item in item_json(event.message):
-                await self.send({"type": "conversation.item.create", "item": item})
+            for n, item in enumerate(item_json(event.message)):
+                named = {"id": event.item_id, **item} if event.item_id and n == 0 else item  # one id, one item
+                await self.send({"type": "conversation.item.create", "item": named})
         elif isinstance(event, rt.ResponseCreate):
             self.awaiting_response += 1
             self.idle.clear()
@@ -143,6 +144,8 @@ class _Session:
         elif isinstance(event, rt.ItemTruncate):
             await self.send({"type": "conversation.item.truncate", "item_id": event.item_id, "content_index": 0,
                              "audio_end_ms": event.audio_end_ms})
+        elif isinstance(event, rt.ItemDelete):
+            await self.send({"type": "conversation.item.delete", "item_id": event.item_id})
         elif isinstance(event, rt.SessionUpdate):
             if event.options.input_sample_rate_hz != self.options.input_sample_rate_hz:
                 self.input = StreamResampler(event.options.input_sample_rate_hz, API_RATE)
@@ -184,10 +187,16 @@ class _Session:
             return self._done(data.get("response") or {})
         if kind == "conversation.item.truncated":
             return [rt.ItemTruncated(data.get("item_id", ""), int(data.get("audio_end_ms", 0)))]
+        if kind == "conversation.item.deleted":
+            return [rt.ItemDeleted(data.get("item_id", ""))]
         if kind == "session.updated":
             return [rt.SessionUpdated(self.options)]
         if kind == "error":
             error = data.get("error") or {}
+            if error.get("code") == "response_cancel_not_active":
+                # A cancel with nothing running is a no-op of RealtimeService, as on the cascade (a client's
+                # cancel may cross its response's end); it must not touch the count of responses starting.
+                return []
             self.awaiting_response = 0 if error.get("type") == "invalid_request_error" else self.awaiting_response
             self._check_idle()
             return [rt.ErrorEvent(code=ERROR_CODES.get(error.get("type", ""), "INTERNAL"),
