@@ -110,8 +110,9 @@ def _add_up(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--console-port", type=int, default=None,
                     help="port of the gateway and its console (default: the port base +6)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
-    up.add_argument("--max-streams-per-key", type=int, default=4, metavar="N",
-                    help="streams one API key may hold open on each service (default 4; 0: no limit)")
+    up.add_argument("--max-streams-per-key", type=int, default=16, metavar="N",
+                    help="streams one API key may hold open on each service (default 16, about eight voice "
+                    "sessions; 0: no limit)")
     up.add_argument("--idle-timeout-s", type=float, default=120.0, metavar="S",
                     help="a stream with no message either way for S seconds ends with DEADLINE_EXCEEDED "
                     "(default 120; 0: never)")

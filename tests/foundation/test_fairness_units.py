@@ -26,12 +26,16 @@ def test_one_key_leaves_a_slot_for_the_others():
     second.release()
 
 
-def test_without_keys_every_slot_may_be_taken_and_nothing_waits():
-    admission = Admission(2, "slots", queue=4, wait_s=10.0)
-    admission.acquire("")
-    admission.acquire("")
+async def test_without_keys_every_slot_may_be_taken_and_the_rest_wait_their_turn():
+    admission = Admission(2, "slots", queue=1, wait_s=10.0)
+    first = admission.acquire("")
+    admission.acquire("")  # no share is kept back when there are no keys
+    third = asyncio.create_task(admission.wait(""))
+    await asyncio.sleep(0.01)
     with pytest.raises(ResourceExhausted, match="2 of 2 slots"):
-        asyncio.run(admission.wait(""))
+        await admission.wait("")  # the queue (1) is full: refused at once
+    first.release()
+    assert (await asyncio.wait_for(third, 1)).owner == ""
 
 
 async def test_a_freed_slot_goes_to_the_waiting_key_that_holds_fewest():

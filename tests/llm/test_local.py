@@ -127,7 +127,8 @@ def test_forced_tool_call_arguments_validate_ten_times_out_of_ten(service_proces
 
 
 def test_cancel_stops_at_once_and_frees_the_slot(service_process):
-    llm = service_process("llm", args=[*PRELOAD, "--max-generations", "1"])
+    # No queue: a generation past the one slot is refused at once rather than waiting for it.
+    llm = service_process("llm", args=[*PRELOAD, "--max-generations", "1", "--generation-wait-s", "0"])
     with Chat(llm.address, MODEL, sampling=GREEDY) as chat:
         chat.generate("long", [user(COUNTING)], sampling=llm_pb2.Sampling(max_tokens=1500))
         first = chat.next()

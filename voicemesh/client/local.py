@@ -84,7 +84,7 @@ class LocalMeshOptions:
     grace_s: float = 5.0
     log_level: str = "INFO"
     # Fair shares, passed to every service (the defaults of `voicemesh serve`; 0 turns one off).
-    max_streams_per_key: int = 4
+    max_streams_per_key: int = 16
     idle_timeout_s: float = 120.0
     max_stream_s: float = 0.0
 

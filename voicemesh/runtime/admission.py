@@ -1,12 +1,12 @@
 """Slots of a scarce resource (generation contexts, decoding streams, cascade sessions), shared fairly
 among API keys. The one admission class of the mesh; backends use it (it never imports grpc).
 
-- ``capacity`` slots in all (0: no limit). Without keys (auth off: the owner is ""), a request takes a
-  free slot or is refused at once, as before.
+- ``capacity`` slots in all (0: no limit). Without keys (auth off: the owner is ""), every request is the
+  same caller: it takes a free slot or waits in the queue like a key's request, first come first served.
 - With keys, one key holds at most ``per_key`` slots (by default ``capacity - 1``: one slot is always
   left to the other keys, so one key cannot hold every slot while another waits; 0: no per-key limit).
   The runtime's stream limits (``voicemesh.runtime.limits``) count open streams with it too.
-- A key's request that finds no slot it may take waits in a bounded queue (``queue`` requests, at most
+- A request that finds no slot it may take waits in a bounded queue (``queue`` requests, at most
   ``wait_s``) when ``wait_s`` > 0; a freed slot goes to the waiting key that holds the fewest, first come
   first served among equals. Otherwise, or when the queue is full or the wait runs out, RESOURCE_EXHAUSTED
   with a retry hint (the message and ``retry_after_s``; the runtime sends it as ``retry-after-ms``).
@@ -103,13 +103,13 @@ class Admission:
             raise self._refusal(key)
 
     async def wait(self, key: str | None = None) -> Ticket:
-        """Take a slot, waiting in the bounded queue for one if this admission has a wait (keys only)."""
+        """Take a slot, waiting in the bounded queue for one if this admission has a wait."""
         key = owner.get() if key is None else key
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._may_take(key) and not self._eligible_waiter():
                 return self._take(key)
-            if not key or self.wait_s <= 0 or len(self._waiters) >= self.queue:
+            if self.wait_s <= 0 or len(self._waiters) >= self.queue:
                 raise self._refusal(key)
             waiter = _Waiter(key, loop.create_future(), loop)
             self._waiters.append(waiter)

@@ -68,7 +68,7 @@ class ServerSettings:
                                  "certificate this CA signed")
     max_streams: int = setting(0, "streaming RPCs open at once in this process; one more gets RESOURCE_EXHAUSTED "
                                "(0: no limit)")
-    max_streams_per_key: int = setting(4, "streaming RPCs open at once per API key when keys are checked; "
+    max_streams_per_key: int = setting(16, "streaming RPCs open at once per API key when keys are checked; "
                                        "one more gets RESOURCE_EXHAUSTED (0: no limit)")
     max_stream_s: float = setting(0.0, "longest a streaming RPC may last, in seconds; then it ends with "
                                   "RESOURCE_EXHAUSTED (0: no limit)")
