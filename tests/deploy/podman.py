@@ -11,6 +11,7 @@ start period) on every running container of the project.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -109,6 +110,9 @@ class HealthChecks:
     def __init__(self, project: str, interval: float = 3.0):
         self.project = project
         self.interval = interval
+        # Container id -> when a check of it first passed (just after it ended): podman keeps
+        # only the last few results, so the first one is remembered here.
+        self.first_passed: dict[str, dt.datetime] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="podman-healthchecks", daemon=True)
 
@@ -123,10 +127,11 @@ class HealthChecks:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                ids = podman("ps", "--format", "{{.ID}}", "--filter", f"label={PROJECT_LABEL}={self.project}",
+                ids = podman("ps", "--no-trunc", "--format", "{{.ID}}", "--filter", f"label={PROJECT_LABEL}={self.project}",
                              "--filter", "status=running", check=False).stdout.split()
                 for cid in ids:
                     # Exit 1 is an unhealthy result, already recorded in the container's state.
-                    podman("healthcheck", "run", cid, timeout=30, check=False)
+                    if podman("healthcheck", "run", cid, timeout=30, check=False).returncode == 0:
+                        self.first_passed.setdefault(cid, dt.datetime.now(dt.UTC))
             except subprocess.TimeoutExpired:
                 continue

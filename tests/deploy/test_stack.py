@@ -13,8 +13,10 @@ build cache. ``scripts/dev setup`` installs podman, runc, debootstrap and docker
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,6 +48,7 @@ TTS = "piper/en_US-joe-medium"
 class Stack:
     folder: Path
     api: engine.ApiService
+    health: engine.HealthChecks
     port: int
     build_report: str
     up_s: float
@@ -105,8 +108,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     remove_project()
     api = engine.ApiService(folder).start()
     try:
-        with engine.HealthChecks(PROJECT):
-            stack = Stack(folder=folder, api=api, port=free_port(), build_report=report, up_s=0.0)
+        with engine.HealthChecks(PROJECT) as checks:
+            stack = Stack(folder=folder, api=api, health=checks, port=free_port(), build_report=report, up_s=0.0)
             start = time.monotonic()
             # `up` returns once every container is started: the orchestrator only after the
             # model services reported healthy (depends_on: condition: service_healthy).
@@ -121,8 +124,17 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             api.stop()
 
 
-def started_at(container: dict) -> str:
-    return container["State"]["StartedAt"]
+def engine_time(text: str) -> dt.datetime:
+    """A time podman reports (RFC 3339 with nanoseconds), to the microsecond."""
+    return dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00"))
+
+
+def test_every_image_runs_as_non_root_without_build_tools(stack):
+    for target in (*MODEL_SERVICES, "orchestrator", "wyoming"):
+        image = f"voicemesh-{target}:latest"
+        assert json.loads(engine.podman("image", "inspect", image).stdout)[0]["Config"]["User"] == "voicemesh"
+        found = engine.podman("run", "--rm", image, "sh", "-c", "command -v gcc cc c++ cmake make; true").stdout
+        assert found.strip() == "", f"{image} carries build tools: {found.split()}"
 
 
 def test_every_service_is_healthy_and_runs_as_non_root(stack):
@@ -135,15 +147,12 @@ def test_every_service_is_healthy_and_runs_as_non_root(stack):
 
 def test_orchestrator_started_after_every_model_service_was_healthy(stack):
     (orchestrator,) = stack.containers("orchestrator")
-    started = time.mktime(time.strptime(started_at(orchestrator)[:19], "%Y-%m-%dT%H:%M:%S"))
+    started = engine_time(orchestrator["State"]["StartedAt"])
     for service in MODEL_SERVICES:
         (container,) = stack.containers(service)
-        log = (container["State"].get("Health") or container["State"]["Healthcheck"])["Log"]
-        passed = [entry for entry in log if entry["ExitCode"] == 0]
-        assert passed, f"{service} has no passing health check"
-        first = time.mktime(time.strptime(passed[0]["End"][:19], "%Y-%m-%dT%H:%M:%S"))
-        # Whole seconds: both times are the engine's, in the same zone.
-        assert first <= started, f"orchestrator started at {started_at(orchestrator)}, {service} healthy at {passed[0]['End']}"
+        passed = stack.health.first_passed.get(container["Id"])
+        assert passed is not None, f"{service} never passed its health check"
+        assert passed < started, f"orchestrator started at {started}, {service} first healthy at {passed}"
 
 
 def transcribe(path: Path) -> str:
