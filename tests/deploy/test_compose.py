@@ -141,3 +141,11 @@ def test_local_model_services_read_the_models_folder(config, service):
 def test_the_models_folder_is_set_by_one_variable(tmp_path):
     spec = resolved(env={"VOICEMESH_MODELS_PATH": str(tmp_path)})["services"]
     assert all(Path(spec[name]["volumes"][0].split(":")[0]) == tmp_path for name in ("stt", "llm", "tts", "realtime"))
+
+
+def test_the_orchestrator_keeps_its_ledger_on_a_named_volume(config):
+    spec = config["services"]["orchestrator"]
+    assert "ledger:/home/voicemesh/data:rw" in spec["volumes"] and "ledger" in config["volumes"]
+    assert spec["environment"]["VOICEMESH_LEDGER"] == ""  # metering (and keys) off unless set
+    on = resolved(env={"VOICEMESH_LEDGER": "sqlite:////home/voicemesh/data/ledger.db"})
+    assert on["services"]["orchestrator"]["environment"]["VOICEMESH_LEDGER"] == "sqlite:////home/voicemesh/data/ledger.db"
