@@ -143,9 +143,14 @@ def test_the_models_folder_is_set_by_one_variable(tmp_path):
     assert all(Path(spec[name]["volumes"][0].split(":")[0]) == tmp_path for name in ("stt", "llm", "tts", "realtime"))
 
 
-def test_the_orchestrator_keeps_its_ledger_on_a_named_volume(config):
-    spec = config["services"]["orchestrator"]
-    assert "ledger:/home/voicemesh/data:rw" in spec["volumes"] and "ledger" in config["volumes"]
-    assert spec["environment"]["VOICEMESH_LEDGER"] == ""  # metering (and keys) off unless set
-    on = resolved(env={"VOICEMESH_LEDGER": "sqlite:////home/voicemesh/data/ledger.db"})
-    assert on["services"]["orchestrator"]["environment"]["VOICEMESH_LEDGER"] == "sqlite:////home/voicemesh/data/ledger.db"
+def test_the_services_share_one_ledger_on_a_named_volume(config):
+    # Each model service writes its own usage; the orchestrator checks keys and quotas.
+    metering = ("stt", "llm", "tts", "realtime", "avatar", "orchestrator")
+    assert "ledger" in config["volumes"]
+    for name in metering:
+        spec = config["services"][name]
+        assert "ledger:/home/voicemesh/data:rw" in spec["volumes"], name
+        assert spec["environment"]["VOICEMESH_LEDGER"] == "", name  # metering (and keys) off unless set
+    url = "sqlite:////home/voicemesh/data/ledger.db"
+    on = resolved(env={"VOICEMESH_LEDGER": url})["services"]
+    assert all(on[name]["environment"]["VOICEMESH_LEDGER"] == url for name in metering)
