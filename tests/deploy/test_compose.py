@@ -141,3 +141,16 @@ def test_local_model_services_read_the_models_folder(config, service):
 def test_the_models_folder_is_set_by_one_variable(tmp_path):
     spec = resolved(env={"VOICEMESH_MODELS_PATH": str(tmp_path)})["services"]
     assert all(Path(spec[name]["volumes"][0].split(":")[0]) == tmp_path for name in ("stt", "llm", "tts", "realtime"))
+
+
+def test_the_services_share_one_ledger_on_a_named_volume(config):
+    # Each model service writes its own usage; the orchestrator checks keys and quotas.
+    metering = ("stt", "llm", "tts", "realtime", "avatar", "orchestrator")
+    assert "ledger" in config["volumes"]
+    for name in metering:
+        spec = config["services"][name]
+        assert "ledger:/home/voicemesh/data:rw" in spec["volumes"], name
+        assert spec["environment"]["VOICEMESH_LEDGER"] == "", name  # metering (and keys) off unless set
+    url = "sqlite:////home/voicemesh/data/ledger.db"
+    on = resolved(env={"VOICEMESH_LEDGER": url})["services"]
+    assert all(on[name]["environment"]["VOICEMESH_LEDGER"] == url for name in metering)
