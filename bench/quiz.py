@@ -167,12 +167,31 @@ async def ask_spoken(address: str, config, pcm: bytes, timeout: float) -> dict:
                 "reply_cut": metrics.reply_cut if metrics else ""}
 
 
-def ask_text(address: str, model: str, question: str) -> str:
+def ask_text(address: str, model: str, question: str, instructions: str = DEFAULT_INSTRUCTIONS) -> str:
     """The same LLM, the same instructions, the question as text (the service's own sampling, as in the mesh)."""
     with Chat(address, model) as chat:
-        messages = [llm_pb2.ChatMessage(role="system", content=DEFAULT_INSTRUCTIONS),
+        messages = [llm_pb2.ChatMessage(role="system", content=instructions),
                     llm_pb2.ChatMessage(role="user", content=question)]
         return chat.turn("t1", messages).text
+
+
+async def ask_all(mesh: LocalMesh, stt: str, llm: str, tts: str, questions, voices: list[bytes],
+                  timeout: float) -> list[dict]:
+    """Every question spoken (one session each, one after another), then as text; one event loop for all."""
+    config = session_config(stt=(stt,), llm=(llm,), tts=(tts,), instructions=DEFAULT_INSTRUCTIONS)
+    rows = []
+    for (question, keywords), pcm in zip(questions, voices):
+        row = await ask_spoken(mesh.orchestrator_address, config, pcm, timeout)
+        row["text_answer"] = await asyncio.to_thread(ask_text, mesh.address("llm"), llm, question)
+        row.update(question=question, right=right(row["answer"], keywords),
+                   text_right=right(row["text_answer"], keywords),
+                   word_errors=list(word_errors(question, row["heard"])),
+                   answer_words=len(row["answer"].split()))
+        rows.append(row)
+        print(f"  {'✓' if row['right'] else '✗'}{'✓' if row['text_right'] else '✗'} "
+              f"{row.get('voice_to_voice_ms')} ms | {question} | heard: {row['heard']!r} | "
+              f"said: {row['answer'][:80]!r}", flush=True)
+    return rows
 
 
 def run_combination(stt: str, beam: int, llm: str, tts: str, questions, voices: list[bytes], state: Path,
@@ -183,26 +202,67 @@ def run_combination(stt: str, beam: int, llm: str, tts: str, questions, voices: 
     started = time.monotonic()
     with LocalMesh(options) as mesh:
         ready_s = time.monotonic() - started
-        config = session_config(stt=(stt,), llm=(llm,), tts=(tts,), instructions=DEFAULT_INSTRUCTIONS)
-        rows = []
-        for (question, keywords), pcm in zip(questions, voices):
-            row = asyncio.run(ask_spoken(mesh.orchestrator_address, config, pcm, timeout))
-            row["text_answer"] = ask_text(mesh.address("llm"), llm, question)
-            row.update(question=question, right=right(row["answer"], keywords),
-                       text_right=right(row["text_answer"], keywords),
-                       word_errors=list(word_errors(question, row["heard"])))
-            rows.append(row)
-            print(f"  {'✓' if row['right'] else '✗'}{'✓' if row['text_right'] else '✗'} "
-                  f"{row.get('voice_to_voice_ms')} ms | {question} | heard: {row['heard']!r} | "
-                  f"said: {row['answer'][:80]!r}", flush=True)
+        rows = asyncio.run(ask_all(mesh, stt, llm, tts, questions, voices, timeout))
     latencies = [r["voice_to_voice_ms"] for r in rows if r.get("voice_to_voice_ms") is not None]
     return {
         "stt": stt, "beam_size": beam, "llm": llm, "tts": tts, "questions": len(rows),
         "wer": round(wer([(r["question"], r["heard"]) for r in rows]), 4),
         "spoken_right": sum(r["right"] for r in rows), "text_right": sum(r["text_right"] for r in rows),
         "voice_to_voice_p50_ms": pct(latencies, 0.5), "voice_to_voice_p95_ms": pct(latencies, 0.95),
-        "failed_turns": sum(1 for r in rows if "error" in r), "mesh_ready_s": round(ready_s, 1), "rows": rows,
+        "failed_turns": sum(1 for r in rows if "error" in r), "replies_cut": sum(1 for r in rows if r.get("reply_cut")),
+        "answer_words_p50": pct([r["answer_words"] for r in rows], 0.5), "mesh_ready_s": round(ready_s, 1), "rows": rows,
     }
+
+
+def text_only(llm: str, questions, instructions: str, max_tokens: int) -> dict:
+    """Only the LLM service (greedy, as ``up`` runs the default), the questions as text under ``instructions``."""
+    from voicemesh.process import ServiceProcess
+
+    args = ["--preload", llm, "--temperature", "0", "--max-tokens", str(max_tokens)]
+    with ServiceProcess("llm", args=args) as service:
+        answers = [ask_text(service.address, llm, q, instructions) for q, _ in questions]
+    rows = [{"question": q, "text_answer": a, "text_right": right(a, k), "answer_words": len(a.split())}
+            for (q, k), a in zip(questions, answers)]
+    for row in rows:
+        print(f"  {'✓' if row['text_right'] else '✗'} {row['question']} | {row['text_answer'][:90]!r}", flush=True)
+    return {"llm": llm, "instructions": instructions, "questions": len(rows),
+            "text_right": sum(r["text_right"] for r in rows),
+            "answer_words_p50": pct([r["answer_words"] for r in rows], 0.5),
+            "answer_words_max": max(r["answer_words"] for r in rows), "rows": rows}
+
+
+def decode_costs(stts: list[str], beams: list[int], voices: list[bytes], questions, models_dir: Path) -> dict:
+    """Each whisper model and beam on the whole clips, in this process, one CPU thread as a service worker has:
+    WER and the CPU time (which the other load on a shared machine inflates far less than wall time) per clip."""
+    import numpy as np
+    from faster_whisper import WhisperModel
+
+    from voicemesh.services.stt.backends.faster_whisper import available_models
+
+    found = available_models(type("S", (), {"models_dir": str(models_dir)})())
+    costs = {}
+    for stt in stts:
+        name = stt.partition("/")[2].partition(":")[0]
+        if not stt.startswith("faster-whisper/") or name not in found:
+            continue
+        model = WhisperModel(str(found[name][0]), device="cpu", compute_type="int8", cpu_threads=1)
+        for beam in beams:
+            heard, cpu, wall = [], [], []
+            for pcm in voices:
+                samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+                c0, w0 = time.process_time(), time.perf_counter()
+                segments, _ = model.transcribe(samples, language="en", beam_size=beam, temperature=0.0,
+                                               condition_on_previous_text=False, vad_filter=False,
+                                               word_timestamps=True)
+                heard.append(" ".join(s.text.strip() for s in segments))
+                cpu.append((time.process_time() - c0) * 1000)
+                wall.append((time.perf_counter() - w0) * 1000)
+            costs[f"{stt} beam {beam}"] = {
+                "stt": stt, "beam_size": beam, "wer": round(wer([(q, h) for (q, _), h in zip(questions, heard)]), 4),
+                "cpu_ms_p50": round(pct(cpu, 0.5)), "cpu_ms_p95": round(pct(cpu, 0.95)),
+                "wall_ms_p50": round(pct(wall, 0.5))}
+            print(f"decode {stt} beam {beam}: {costs[f'{stt} beam {beam}']}", flush=True)
+    return costs
 
 
 def table(results: dict) -> str:
@@ -220,7 +280,7 @@ def save(args: argparse.Namespace, results: dict) -> None:
     args.out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "voice": f"espeak-ng -v {args.voice} -s {args.speed}", "instructions": DEFAULT_INSTRUCTIONS,
-        "results": results,
+        "results": results, "decode": args.decode, "text": args.text,
     }, indent=2) + "\n")
 
 
@@ -237,6 +297,12 @@ def main() -> None:
                         help="the mesh's --models-dir; split whisper packages are joined into it")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for one spoken turn")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--text-only", nargs="*", metavar="INSTRUCTIONS",
+                        help="only ask each --llm the questions as text, under these instructions (none given: "
+                        "the instructions of talk and up)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only decode the clips with each whisper model and beam in this process (no mesh): "
+                        "WER and CPU ms per clip")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("bench/quiz.py needs the espeak-ng program (apt-get install espeak-ng)")
@@ -247,7 +313,26 @@ def main() -> None:
         print(f"models dir {args.models_dir}: {', '.join(joined)}")
     questions = QUESTIONS[: args.limit or None]
     voices = [espeak(q, args.voice, args.speed) for q, _ in questions]
-    results = json.loads(args.out.read_text())["results"] if args.out.exists() else {}
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = saved.get("results", {})
+    if args.text_only is not None:
+        args.decode = saved.get("decode", {})
+        texts = saved.get("text", {})
+        for llm in args.llm:
+            for instructions in args.text_only or [DEFAULT_INSTRUCTIONS]:
+                print(f"{llm} as text: {instructions!r}", flush=True)
+                texts[f"{llm} | {instructions}"] = found = text_only(llm, questions, instructions, 256)
+                print(f"  {found['text_right']}/{found['questions']} right, words p50 {found['answer_words_p50']}")
+        args.text = texts
+        save(args, results)
+        return
+    args.text = saved.get("text", {})
+    if args.decode_only:
+        args.decode = {**saved.get("decode", {}),
+                       **decode_costs(args.stt, args.beams, voices, questions, args.models_dir)}
+        save(args, results)
+        return
+    args.decode = saved.get("decode", {})
     with tempfile.TemporaryDirectory(prefix="voicemesh-quiz-") as tmp:
         os.environ["VOICEMESH_STATE_DIR"] = tmp
         os.environ["VOICEMESH_MODELS_DIR"] = str(args.models_dir)
