@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,18 @@ def test_admission_refuses_beyond_capacity_without_waiting():
     admission.release()
     admission.acquire()
     assert admission.open == 2
+
+
+@pytest.mark.parametrize("vocabulary", ["vocabulary.txt", "vocabulary.json"])
+def test_a_whisper_folder_is_multilingual_when_its_vocabulary_is(tmp_path, vocabulary):
+    """Converters write the vocabulary as text (one token a line) or as a JSON list: both are read."""
+    from voicemesh.services.stt.backends.faster_whisper import MULTILINGUAL_VOCABULARY, _languages
+
+    for name, size in (("multi", MULTILINGUAL_VOCABULARY), ("english", MULTILINGUAL_VOCABULARY - 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        tokens = [f"t{i}" for i in range(size)]
+        text = json.dumps(tokens) if vocabulary.endswith(".json") else "\n".join(tokens) + "\n"
+        (folder / vocabulary).write_text(text, encoding="utf-8")
+    assert {"en", "de", "fr"} <= set(_languages(tmp_path / "multi"))
+    assert _languages(tmp_path / "english") == ("en",)

