@@ -8,9 +8,10 @@ What it shares with the mesh phase, on purpose:
   utterance after the detector's ``stt_silence_ms`` (300 ms), the model's
   verdict on the user's last audio moves the end-of-turn wait;
 * sampling: greedy (temperature 0), as ``voicemesh up`` runs the default LLM;
-* preemption: while the end-of-turn wait runs, a held reply is generated to
-  the words so far; released when the turn ends on the same words, dropped
-  otherwise;
+* preemption: while the end-of-turn wait runs, and already on an interim
+  that looks complete (unless ``VOICEMESH_SPECULATE_ON_INTERIMS=0``, which the
+  mesh's orchestrator reads too), a held reply is generated to the words so
+  far; released when the turn ends on the same words, dropped otherwise;
 * overlap: the LLM's deltas stream into a ``SynthesisStream`` (the TTS
   service's own class, with its default limits: first clause, 100 ms chunks)
   while the LLM goes on, instead of synthesizing inside the LLM loop;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -35,6 +37,7 @@ from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, RATE, Pacer, Tu
 from voicemesh.audio import chunks
 
 MAX_DELAY_MS = 3000  # the session default (orchestrator.config)
+SPECULATE = os.environ.get("VOICEMESH_SPECULATE_ON_INTERIMS", "1").lower() not in ("0", "false", "no", "off")
 
 
 class HeldReply:
@@ -143,17 +146,25 @@ class InProcess:
         turn = Turn("in-process", question, round(len(pcm) / 2 / RATE, 2))
         pacer, recent, done = Pacer(), RecentAudio(RATE), asyncio.Event()
         events: asyncio.Queue = asyncio.Queue()
+        received: asyncio.Queue = asyncio.Queue()
 
-        async def audio():
+        async def client() -> None:
+            """The user's audio arrives in real time, whether or not the STT keeps up (as the session gets it
+            from its client: the STT reads at its own pace, e.g. not during its final decode)."""
             silence = bytes(2 * RATE * CHUNK_MS // 1000)
             for chunk in chunks(pcm, rate=RATE, ms=CHUNK_MS):
                 recent.feed(chunk)
-                yield chunk
+                received.put_nowait(chunk)
                 await pacer.tick(len(chunk) / 2 / RATE)
             while not done.is_set() and pacer.sent < len(pcm) / 2 / RATE + 20:
                 recent.feed(silence)
-                yield silence
+                received.put_nowait(silence)
                 await pacer.tick(CHUNK_MS / 1000)
+            received.put_nowait(None)
+
+        async def audio():
+            while (chunk := await received.get()) is not None:
+                yield chunk
 
         async def listen() -> None:
             options = RecognitionOptions(language=self.stt_language, sample_rate_hz=RATE, interim_results=True,
@@ -168,7 +179,7 @@ class InProcess:
             return (time.monotonic() - pacer.start) * 1000
 
         end_wall = pacer.wall(speech_end_s(pcm))
-        listener = asyncio.create_task(listen())
+        sender, listener = asyncio.create_task(client()), asyncio.create_task(listen())
         words, final_at, eos, deadline, check = "", None, None, None, 0
         ahead: tuple[str, HeldReply] | None = None
         try:
@@ -186,6 +197,13 @@ class InProcess:
                     deadline, check = None, check + 1  # the user goes on
                 elif kind == "stt" and isinstance(event, TranscriptEvent) and event.final and event.text.strip():
                     words, final_at = (words + " " + event.text.strip()).strip(), time.monotonic()
+                elif kind == "stt" and isinstance(event, TranscriptEvent) and event.text.strip():
+                    heard = (words + " " + event.text.strip()).strip()  # an interim, as the session reads it
+                    if ahead is not None and not same_words(ahead[0], heard):
+                        await ahead[1].cancel()
+                        ahead = None
+                    if SPECULATE and deadline is None and ahead is None and self.turns.may_preempt(heard):
+                        ahead = (heard, HeldReply(self, [*history, Message("user", heard)], session, held=True))
                 elif kind == "stt" and isinstance(event, SpeechEndedEvent) and words:
                     end_ms, check = event.time_ms, check + 1
                     eos = pacer.start + end_ms / 1000
@@ -220,9 +238,10 @@ class InProcess:
             done.set()
             if ahead is not None:
                 await ahead[1].cancel()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            for task in (listener, sender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         history.append(Message("assistant", reply.text))
         turn.transcript, turn.reply = words, reply.text.strip()
         ms = lambda a, b: max(0.0, (b - a) * 1000) if a is not None and b is not None else 0.0  # noqa: E731
