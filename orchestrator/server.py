@@ -46,8 +46,11 @@ class Settings(ServerSettings):
                                choices=POLICIES)
     preemptive_generation: bool = setting(True, "start the reply while the end of the turn is still uncertain; it "
                                                 "is spoken only if the turn ends with the same words")
-    speculate_on_interims: bool = setting(True, "with preemptive generation, start that reply already on an interim "
-                                                "transcript that looks complete, before the STT's final decode")
+    # Off by default: on two shared cores no gain could be measured (bench/conversation.py), and the STT's last
+    # interim usually lacks the last words, so most of these replies are dropped after costing CPU.
+    speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "
+                                                 "interim transcript that looks complete, before the STT's final "
+                                                 "decode")
 
 
 class Orchestrator:
