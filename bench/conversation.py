@@ -3,21 +3,24 @@
     .venv/bin/python bench/conversation.py [--turns 20] [--turns-per-session 4]
 
 Phase 1 (mesh): starts stt, llm, tts and the orchestrator as separate
-processes (as ``voicemesh up`` does) and talks to it with ``AgentSession``:
-each turn is a piper-synthesized question of 1–4 s streamed in real time in
-20 ms chunks, then silence until the agent has answered. Per turn it records
-the orchestrator's metrics (end-of-turn delay, STT final, LLM first token, TTS
-first audio, voice to voice) and the voice-to-voice latency seen by the
-client (end of speech in the audio it sent to the first agent audio it got).
+processes (as ``voicemesh up`` does: models preloaded and warmed before
+SERVING, greedy LLM, the smart-turn policy, preemptive generation) and talks
+to it with ``AgentSession``: each turn is a question of 1-4 s, spoken by
+piper and by espeak-ng in turn, streamed in real time in 20 ms chunks, then
+silence until the agent has answered. No unmeasured warm-up turn: the first
+turn of each session is reported apart from the rest. Per turn it records the
+orchestrator's metrics (end-of-turn delay, STT final, LLM first token, TTS
+first audio, server voice to voice) and the voice-to-voice latency seen by
+the client (end of speech in the audio it sent to the first agent audio it
+got).
 
-Phase 2 (in process): the same backend classes (services/*/backends) loaded
-in this process and called one after another per turn: the STT backend's
-stream with the same pacing and endpointing silence, its final transcript to
-the LLM backend, the first clause of the reply to the TTS backend.
+Phase 2 (in process): the same backends in this process with the session's
+turn detection, sampling, preemption and LLM/TTS overlap, each stage defined
+as the orchestrator defines it (see ``conversation_in_process.py``).
 
-Prints a table and p50/p95 of each phase and the mesh / in-process ratio,
-and saves everything as JSON in bench/results/, with a PNG latency plot beside
-it (per-turn stacked breakdown and the p50/p95; ``--no-plot`` skips it).
+Prints a table with p50/p95 of each phase, first turns against the rest and
+the mesh / in-process ratio per stage, and saves everything as JSON in
+bench/results/, with a PNG latency plot beside it (``--no-plot`` skips it).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from pathlib import Path
 import numpy as np
 from conversation_in_process import run_in_process_async
 from conversation_plot import save_plot
-from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, print_turn, speech_end_s
+from conversation_turns import (CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, espeak, print_turn,
+                                speech_end_s)
 
 from voicemesh.audio import chunks
 from voicemesh.client import AgentAudio, AgentSession, TurnDetection, TurnDone, TurnMetrics, UserTranscript
@@ -48,7 +52,7 @@ from voicemesh.samples import synthesize
 
 # --- phase 1: through the mesh ---------------------------------------------------------------------
 
-async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpointing_ms: int,
+async def mesh_session(address: str, questions: list[tuple[str, str, bytes]], endpointing_ms: int,
                        timeout_s: float, *, mode: str = "mesh", api_key: str | None = None,
                        realtime: str | None = None) -> list[Turn]:
     """One session, one turn per question, sent as one continuous real-time audio stream (on the pipeline,
@@ -84,8 +88,8 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
         follower = asyncio.create_task(follow())
         try:
             pacer = Pacer()
-            for question, pcm in questions:
-                turn = Turn(mode, question, round(len(pcm) / 2 / RATE, 2))
+            for index, (voice, question, pcm) in enumerate(questions):
+                turn = Turn(mode, question, round(len(pcm) / 2 / RATE, 2), voice=voice, first=index == 0)
                 state.update(turn=turn, first_audio=None)
                 state["done"].clear()
                 state["metrics"].clear()
@@ -119,7 +123,7 @@ async def mesh_session(address: str, questions: list[tuple[str, bytes]], endpoin
     return turns
 
 
-def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace, *,
+def run_mesh(groups: list[list[tuple[str, str, bytes]]], args: argparse.Namespace, *,
              realtime: str | None = None) -> list[Turn]:
     """The orchestrator over separate processes: the pipeline, or (``realtime``) the realtime service."""
     mode = "mesh-realtime" if realtime else "mesh"
@@ -129,9 +133,6 @@ def run_mesh(groups: list[list[tuple[str, bytes]]], args: argparse.Namespace, *,
         started = time.monotonic()
         with LocalMesh(options) as mesh:
             print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
-            # One warm-up turn (not measured), as a deployed mesh would have had.
-            asyncio.run(mesh_session(mesh.orchestrator_address, groups[0][:1], args.endpointing_ms, args.timeout,
-                                     mode="warm-up", api_key=mesh.api_key, realtime=realtime))
             turns: list[Turn] = []
             for group in groups:
                 turns += asyncio.run(mesh_session(mesh.orchestrator_address, group, args.endpointing_ms,
@@ -159,6 +160,14 @@ def summarize(all_turns: list[Turn]) -> dict:
         values = [getattr(t, name) for t in turns if getattr(t, name) > 0]
         out[name] = {"p50": round(percentile(values, 50), 1), "p95": round(percentile(values, 95), 1),
                      "mean": round(statistics.fmean(values), 1) if values else 0.0, "n": len(values)}
+    for label, subset in (("first_turns", [t for t in turns if t.first]), ("later_turns", [t for t in turns if not t.first]),
+                          ("piper_voice", [t for t in turns if t.voice == "piper"]),
+                          ("espeak_voice", [t for t in turns if t.voice == "espeak-ng"])):
+        values = [t.voice_to_voice_ms for t in subset if t.voice_to_voice_ms > 0]
+        out[label] = {"voice_to_voice_p50": round(percentile(values, 50), 1),
+                      "voice_to_voice_p95": round(percentile(values, 95), 1), "n": len(values)}
+    later = out["later_turns"]["voice_to_voice_p50"]
+    out["first_over_later_p50"] = round(out["first_turns"]["voice_to_voice_p50"] / later, 3) if later else 0.0
     return out
 
 
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=20, help="measured turns per phase (default 20)")
     parser.add_argument("--turns-per-session", type=int, default=4, help="turns in one conversation (default 4)")
-    parser.add_argument("--endpointing-ms", type=int, default=500, help="end-of-turn silence (default 500)")
+    parser.add_argument("--endpointing-ms", type=int, default=500, help="the session's min_endpointing_delay_ms in both phases (default 500; smart-turn ends a clearly complete turn after 300 ms)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for one whole answer")
     parser.add_argument("--stt", default=DEFAULT_STT)
     parser.add_argument("--llm", default=DEFAULT_LLM)
@@ -176,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "conversation.json")
     args = parser.parse_args(argv)
 
-    print(f"synthesizing {args.turns} questions with piper…", flush=True)
-    spoken = [(q, synthesize(q)) for q in (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[:args.turns]]
+    print(f"synthesizing {args.turns} questions, with piper and espeak-ng in turn…", flush=True)
+    texts = (QUESTIONS * (args.turns // len(QUESTIONS) + 1))[:args.turns]
+    spoken = [("piper", q, synthesize(q)) if i % 2 == 0 else ("espeak-ng", q, espeak(q)) for i, q in enumerate(texts)]
     groups = [spoken[i:i + args.turns_per_session] for i in range(0, len(spoken), args.turns_per_session)]
-    lengths = [len(p) / 2 / RATE for _, p in spoken]
+    lengths = [len(p) / 2 / RATE for _, _, p in spoken]
     print(f"questions: {min(lengths):.1f}–{max(lengths):.1f} s of speech", flush=True)
 
     phases = {p.strip() for p in args.phases.split(",")}
@@ -208,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     if local_v2v["p50"] and mesh_v2v["p50"]:
         report["ratio_mesh_to_in_process"] = {"p50": round(mesh_v2v["p50"] / local_v2v["p50"], 3),
                                               "p95": round(mesh_v2v["p95"] / local_v2v["p95"], 3)}
+        report["ratio_per_stage_p50"] = {name: round(report["mesh"][name]["p50"] / report["in_process"][name]["p50"], 3)
+                                         for name in METRICS if report["in_process"][name]["p50"]}
     labels = {"voice_to_voice_ms": "voice to voice (client)", "end_of_turn_ms": "end-of-turn delay",
               "stt_final_ms": "STT final", "llm_ttft_ms": "LLM first token", "tts_ttfb_ms": "TTS first audio",
               "server_voice_to_voice_ms": "voice to voice (server)"}
@@ -219,9 +231,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{local[name]['p50']:>23.0f} / {local[name]['p95']:<8.0f}")
     print(f"load average (1 min) at start {report['load_average']['start']:.1f}, "
           f"at end {report['load_average']['end']:.1f} on {report['machine']['cpus']} CPUs")
+    for label, key in (("first turn of a session", "first_turns"), ("later turns", "later_turns"),
+                       ("piper questions", "piper_voice"), ("espeak-ng questions", "espeak_voice")):
+        print(f"{'v2v ' + label:<26}{mesh[key]['voice_to_voice_p50']:>17.0f} / {mesh[key]['voice_to_voice_p95']:<8.0f}"
+              f"{local[key]['voice_to_voice_p50']:>23.0f} / {local[key]['voice_to_voice_p95']:<8.0f}")
+    print(f"first turn / later turns, v2v p50: mesh {mesh['first_over_later_p50']:.2f}, "
+          f"in process {local['first_over_later_p50']:.2f} (target <= 1.10)")
     if "ratio_mesh_to_in_process" in report:
         ratio = report["ratio_mesh_to_in_process"]
-        print(f"mesh / in-process voice-to-voice: p50 {ratio['p50']:.3f}, p95 {ratio['p95']:.3f}")
+        print(f"mesh / in-process voice-to-voice: p50 {ratio['p50']:.3f}, p95 {ratio['p95']:.3f} (target <= 1.03)")
+        print("mesh / in-process per stage, p50: " + ", ".join(f"{labels[k]} {v:.2f}"
+                                                             for k, v in report["ratio_per_stage_p50"].items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved {args.out}")

@@ -44,6 +44,20 @@ QUESTIONS = [
 ]
 
 
+def espeak(text: str, rate: int = RATE) -> bytes:
+    """PCM s16le mono of ``text`` spoken by espeak-ng (another voice than piper's), resampled to ``rate``."""
+    import io
+    import subprocess
+    import wave
+
+    from voicemesh.audio import convert
+
+    wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True).stdout
+    with wave.open(io.BytesIO(wav)) as reader:
+        native, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
+    return convert(pcm, native, rate)
+
+
 def speech_end_s(pcm: bytes, rate: int = RATE, threshold: float = 0.01) -> float:
     """Seconds from the start of ``pcm`` to the end of its last 20 ms frame with speech energy."""
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
@@ -72,6 +86,8 @@ class Turn:
     server_voice_to_voice_ms: float = 0.0
     models: list[str] = field(default_factory=list)
     error: str = ""
+    voice: str = "piper"  # who spoke the question: piper or espeak-ng
+    first: bool = False  # the first turn of its session
 
 
 class Pacer:
@@ -94,6 +110,6 @@ def print_turn(turn: Turn) -> None:
     if turn.error:
         print(f"  [{turn.mode:<10}] FAILED {turn.question!r}: {turn.error}", flush=True)
         return
-    print(f"  [{turn.mode:<10}] v2v {turn.voice_to_voice_ms:6.0f} ms | end of turn {turn.end_of_turn_ms:5.0f} | "
+    print(f"  [{turn.mode:<10}] {turn.voice:<9}{'1st' if turn.first else '   '} v2v {turn.voice_to_voice_ms:6.0f} ms | end of turn {turn.end_of_turn_ms:5.0f} | "
           f"STT final {turn.stt_final_ms:5.0f} | LLM TTFT {turn.llm_ttft_ms:5.0f} | TTS TTFB {turn.tts_ttfb_ms:5.0f} | "
           f"{turn.question!r} -> heard {turn.transcript!r} -> {turn.reply[:60]!r}", flush=True)

@@ -46,6 +46,11 @@ class Settings(ServerSettings):
                                choices=POLICIES)
     preemptive_generation: bool = setting(True, "start the reply while the end of the turn is still uncertain; it "
                                                 "is spoken only if the turn ends with the same words")
+    # Off by default: on two shared cores no gain could be measured (bench/conversation.py), and the STT's last
+    # interim usually lacks the last words, so most of these replies are dropped after costing CPU.
+    speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "
+                                                 "interim transcript that looks complete, before the STT's final "
+                                                 "decode")
 
 
 class Orchestrator:
@@ -66,7 +71,8 @@ class Orchestrator:
         policy, turn_model = turn_policy(settings)
         self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad,
                                       turn_model=turn_model, turn_policy=policy,
-                                      preemptive=settings.preemptive_generation)
+                                      preemptive=settings.preemptive_generation,
+                                      speculative=settings.preemptive_generation and settings.speculate_on_interims)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)

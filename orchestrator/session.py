@@ -47,9 +47,11 @@ class Session:
 
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
                  authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False,
-                 turn_model=None, turn_policy: str | None = None, preemptive: bool = False):
+                 turn_model=None, turn_policy: str | None = None, preemptive: bool = False,
+                 speculative: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
         self.preemptive = preemptive  # generate a reply ahead of the turn's end
+        self.speculative = speculative and preemptive  # ... from an interim already, before the final decode
         self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
         self.authorization = authorization
         self.metadata = call_metadata(authorization, session_id)

@@ -150,6 +150,10 @@ class Backend:
     async def load(self) -> None:
         """Load weights or open connections; called once before first use."""
 
+    async def warm_up(self) -> None:
+        """Run the loaded model once on a small input, so its first real request does not pay the runtime's
+        first-run costs (allocations, kernel choice, caches); a no-op for remote providers."""
+
     async def close(self) -> None:
         """Release what ``load`` took."""
 

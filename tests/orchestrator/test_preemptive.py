@@ -34,13 +34,13 @@ class Scripted:
     """A Session fed with scripted STT events; records what it sends to the client."""
 
     def __init__(self, mesh, *, preemptive: bool = True, turn_model=None, min_delay_ms: int = 800,
-                 max_delay_ms: int = 0, turn_policy: str | None = None):
+                 max_delay_ms: int = 0, turn_policy: str | None = None, speculative: bool = False):
         config = session_config(turn_detection=agent_pb2.TurnDetection(
             min_endpointing_delay_ms=min_delay_ms, max_endpointing_delay_ms=max_delay_ms))  # 0: the default
         self.clients = MeshClients(mesh.config())
         self.session = Session(validate(config, self.clients.mesh), self.clients, session_id="scripted",
                                max_tokens=40, preemptive=preemptive, turn_model=turn_model,
-                               turn_policy=turn_policy)
+                               turn_policy=turn_policy, speculative=speculative)
         self.sent: list[agent_pb2.SessionResponse] = []
         self._requests: asyncio.Queue = asyncio.Queue()
 
@@ -177,3 +177,50 @@ async def test_without_preemptive_generation_nothing_is_generated_before_the_tur
         assert s.session.preemption is None
         await s.until(lambda: s.of("turn_done"))
         assert s.user_messages() == [FIRST]
+
+
+# -- speculation: a reply held from an interim, before the STT's final decode ----------------------
+
+SPAIN = "What is the capital of Spain?"
+
+
+def interim(scripted: Scripted, text: str, at_ms: int = 0) -> None:
+    scripted.stt(speech_started=stt_pb2.SpeechStarted(time_ms=at_ms))
+    scripted.stt(interim=stt_pb2.Transcript(text=text, stable_text=""))
+
+
+def end(scripted: Scripted, final: str, at_ms: int = 1000) -> None:
+    scripted.stt(final=stt_pb2.Transcript(text=final, end_ms=at_ms))
+    scripted.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=at_ms))
+
+
+async def test_a_reply_held_from_an_interim_is_spoken_when_the_final_has_the_same_words(mesh):
+    async with Scripted(mesh, min_delay_ms=LONG_WAIT_MS, max_delay_ms=LONG_WAIT_MS, speculative=True) as s:
+        interim(s, FIRST)
+        ahead = await held_audio(s)  # made before any final transcript came
+        held = s.session.preemption.reply
+        assert ahead and not s.of("agent_text") and not s.of("agent_audio")
+        end(s, FIRST.lower().rstrip("?"))  # the same words (case and punctuation aside)
+        await s.until(lambda: "eot" in s.session._timers)
+        fire_now(s, "eot")
+        done = await s.until(lambda: s.of("turn_done"))
+        assert not done[0].interrupted and done[0].text == held.text  # the held reply is the one spoken
+        assert s.of("agent_audio") and held.playout.sent_samples > 0
+
+
+async def test_a_reply_held_from_an_interim_sends_no_audio_when_the_final_says_other_words(mesh):
+    async with Scripted(mesh, min_delay_ms=LONG_WAIT_MS, max_delay_ms=LONG_WAIT_MS, speculative=True) as s:
+        interim(s, FIRST)
+        ahead = await held_audio(s)  # synthesized: its audio is ready in the orchestrator
+        dropped = s.session.preemption.reply
+        end(s, SPAIN)  # the final decode heard other words than the interim
+        await s.until(lambda: "eot" in s.session._timers)
+        fire_now(s, "eot")
+        done = await s.until(lambda: s.of("turn_done"))
+        assert ahead and dropped.stopped and dropped.playout.sent_samples == 0
+        said = [m.WhichOneof("event") for m in s.sent]
+        final_at = max(i for i, m in enumerate(s.sent) if m.WhichOneof("event") == "user_transcript"
+                       and m.user_transcript.final)
+        assert "agent_audio" in said and "agent_audio" not in said[:final_at]  # no audio before the words said
+        assert "".join(t.delta for t in s.of("agent_text")).strip() == done[0].text
+        assert s.user_messages() == [SPAIN]  # the tentative message of the interim is gone

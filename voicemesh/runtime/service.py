@@ -118,8 +118,14 @@ class ModelService:
     async def start(self) -> None:
         for text in filter(None, (part.strip() for part in self.settings.preload.split(","))):
             # In a task of its own: the cache counts a model in use while the task that got it runs.
-            await asyncio.ensure_future(self.backends.get(parse(text)))
+            await asyncio.ensure_future(self._preload(text))
             log.info("preloaded %s", text)
+
+    async def _preload(self, text: str) -> None:
+        """Load a model and run it once, before the service reports SERVING: a session's first turn then costs
+        what its later ones do."""
+        backend = await self.backends.get(parse(text))
+        await backend.warm_up()
 
     async def stop(self) -> None:
         await self.backends.close()

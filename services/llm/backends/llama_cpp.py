@@ -38,6 +38,7 @@ from voicemesh.services.llm.backend import (
     LlmEvent,
     LlmSettings,
     Message,
+    Sampling,
     TextDelta,
     TokenUsage,
     ToolCallMade,
@@ -133,6 +134,18 @@ class LlamaCppBackend(LlmBackend):
         self._executor = ThreadPoolExecutor(max_workers=len(self._slots), thread_name_prefix="llama-cpp")
         log.info("%s loaded: %d slot(s), context %d, %d thread(s) each", self.descriptor, len(self._slots),
                  self.context_tokens, self.settings.llama_threads)
+
+    async def warm_up(self) -> None:
+        """A two-token generation on every slot (each is its own llama.cpp context), so the first turn does not
+        pay the first prompt evaluation's allocations."""
+        started, tokens = time.monotonic(), 0
+        request = GenerationRequest(messages=(Message("user", "Hello."),), sampling=Sampling(max_tokens=2))
+        for _ in self._slots:  # a new session object each time: the least recently used slot is taken
+            async for event in self.generate(request, session=object(), cancel=CancelToken()):
+                if isinstance(event, Done):
+                    tokens += event.usage.output_tokens
+        log.info("warmed up %s: %d slot(s), %d token(s) in %.0f ms", self.descriptor, len(self._slots), tokens,
+                 (time.monotonic() - started) * 1000)
 
     def _open(self, path: Path) -> list[_Slot]:
         from llama_cpp import Llama

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -161,6 +162,20 @@ class FasterWhisperBackend(SttBackend):
         await self._run(self._transcribe, np.zeros(RATE // 2, dtype=np.float32), 0, False, "en")
         log.info("faster-whisper %s loaded (%d workers, %d cpu threads each, %d streams admitted)",
                  self.model, self._workers, self.settings.threads, self._admission.capacity)
+
+    async def warm_up(self) -> None:
+        """The shipped sample question through the VAD and a final decode with word times (the paths a first
+        stream takes; ``load`` only ran a short interim decode), so the first user does not pay their first run."""
+        from voicemesh.audio import pcm_to_float, read_wav
+        from voicemesh.samples import question_path
+
+        pcm, rate = read_wav(question_path())
+        samples = pcm_to_float(pcm)
+        started = time.monotonic()
+        await asyncio.to_thread(self._vad.stream().process, samples[: rate * 2])
+        heard = await self._run(self._transcribe, samples, 0, True, self.languages[0])
+        log.info("warmed up %s/%s:%s: heard %r in %.0f ms", self.provider, self.model, self.languages[0], heard.text,
+                 (time.monotonic() - started) * 1000)
 
     def _load_model(self) -> Any:
         from faster_whisper import WhisperModel

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,6 +197,20 @@ class PiperBackend(TtsBackend):
         self.voice_files = files
         log.info("piper voice %s loaded from %s (%d Hz, %d onnx threads)", files.name, files.source,
                  files.sample_rate, threads)
+
+    async def warm_up(self) -> None:
+        """Speak a short clause through the phonemizer and the voice, once per synthesis worker (each thread's
+        first onnxruntime run is the slow one), so the first reply does not pay it."""
+        started, samples = time.monotonic(), 0
+        options = VoiceOptions(sample_rate_hz=self._files().sample_rate)
+
+        async def once() -> int:
+            return sum([len(piece) // 2 async for piece in self.stream("Hello there.", options)])
+
+        for count in await asyncio.gather(*(once() for _ in range(max(1, self.settings.piper_workers)))):
+            samples += count
+        log.info("warmed up piper/%s: %.2f s of audio in %.0f ms", self.model, samples / self._files().sample_rate,
+                 (time.monotonic() - started) * 1000)
 
     async def close(self) -> None:
         if self._executor is not None:

