@@ -41,16 +41,27 @@ COPY services ./services
 COPY orchestrator ./orchestrator
 
 # llama-cpp-python ships only an sdist: compile it once, portable (no -march=native),
-# and hand the wheel to the stages that need it.
+# and hand the wheel to the stages that need it. deploy/podman/build first puts the wheel
+# that `scripts/dev setup` already compiled for the host's .venv (same version, portable,
+# from pip's cache) in .llama-wheel/ of the build context; found there, it is taken as it
+# is and nothing compiles. Without it (a plain `docker build`) the stage compiles.
 FROM python AS llama-wheel
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential cmake \
-    && rm -rf /var/lib/apt/lists/*
 ARG LLAMA_CPP_PYTHON=llama-cpp-python>=0.3.16
+# The context is bound, not copied: .llama-wheel/ may not exist, and COPY of a missing path fails.
 # In a venv: Debian's own python (a locally made base) has no pip outside one.
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=bind,target=/context \
+    --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/build \
-    && CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
+    && if /opt/build/bin/pip wheel --no-deps --no-index --find-links /context/.llama-wheel \
+            --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"; then \
+         echo "llama-wheel: reused the host's wheel"; \
+       else \
+         echo "llama-wheel: no wheel of ${LLAMA_CPP_PYTHON} in .llama-wheel/, compiling"; \
+         apt-get update \
+         && apt-get install -y --no-install-recommends build-essential cmake \
+         && rm -rf /var/lib/apt/lists/* \
+         && CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"; \
+       fi
 
 # What every service image runs on: the non-root user and the virtual environment path.
 # data/ is where compose mounts the ledger volume: a new named volume takes the owner of

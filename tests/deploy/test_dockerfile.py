@@ -102,6 +102,20 @@ def test_llama_wheel_is_built_portable(stages):
     assert "-DGGML_NATIVE=OFF" in run
 
 
+def test_llama_wheel_takes_the_hosts_wheel_before_installing_compilers(stages):
+    run = " ".join(stages["llama-wheel"].all("RUN"))
+    # deploy/podman/build puts the host's wheel in .llama-wheel/ of the context; the stage binds
+    # the context and looks there offline first, installing compilers only when nothing is found.
+    assert "--mount=type=bind,target=/context" in run
+    reuse = run.index("--no-index --find-links /context/.llama-wheel")
+    assert reuse < run.index("apt-get install") < run.index("-DGGML_NATIVE=OFF")
+    assert "--wheel-dir .llama-wheel" in (ROOT / "deploy" / "podman" / "build").read_text()
+    # A build output: out of git, but inside the build context.
+    assert ".llama-wheel/" in (ROOT / ".gitignore").read_text().splitlines()
+    ignored = {line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert ".llama-wheel" not in ignored
+
+
 def test_build_context_keeps_what_the_images_copy_and_drops_secrets():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}

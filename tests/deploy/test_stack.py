@@ -6,8 +6,9 @@ the model services, a spoken answer through the published port, usage on the led
 volume, ``--scale llm=2``, the env-file swap of the LLM alone, and ``down``.
 
 The tests run in this order on one stack (module fixture). The first build takes
-minutes (llama.cpp compiles once); later runs reuse podman's layer cache and pip's
-build cache. ``scripts/dev setup`` installs podman, runc, debootstrap and docker-compose.
+minutes (the llm and realtime images reuse the llama.cpp wheel that `scripts/dev setup`
+compiled for .venv; without it, llama.cpp compiles once); later runs reuse podman's layer
+cache and pip's build cache. ``scripts/dev setup`` installs podman, runc, debootstrap and docker-compose.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from voicemesh.client import AgentSession
 from voicemesh.process import free_port, health
 from voicemesh.samples import QUESTION_TEXT, question_path
 
-# The first build compiles llama.cpp: 4 minutes on 2 idle cores, 37 on 2 busy ones.
+# A first run takes about 8 minutes with the host's llama.cpp wheel; compiling it instead
+# takes 4 more minutes on 2 idle cores, 37 more on 2 busy ones.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 PROJECT = "voicemesh-stack-test"
