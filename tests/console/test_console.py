@@ -92,6 +92,8 @@ async def test_talking_over_the_agent_interrupts_it_and_the_page_marks_the_reply
         await browser.eval(f"send({{type: 'say', text: {json.dumps(LONG_TEXT)}}})")  # the page's own socket
         shown = await browser.until("document.querySelector('#transcript li.agent.interrupted')?.textContent",
                                     30, "the agent's reply marked interrupted")
+        # The barge-in is decided on the first words; their final transcript comes once the user stops talking.
+        await browser.until(f"{STATE}.finals.length > 0", 30, "the final transcript of the words said over it")
         state = await browser.eval(STATE)
         await browser.screenshot(tmp_path / "console-barge-in.png")
     finally:
