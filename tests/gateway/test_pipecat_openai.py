@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import wave
 
 import openai
@@ -49,20 +50,33 @@ QUESTION = "What is the capital of France?"
 
 
 class Collect(FrameProcessor):
-    """The pipeline's sink: keeps the reply's audio; ends the task when the reply has been spoken."""
+    """The pipeline's sink: keeps the reply's audio; ends the task when the reply has been spoken.
+
+    The TTS service may speak a reply in several pieces, each ending with a TTSStoppedFrame, so the task ends
+    only once no audio has come for QUIET_S after a stop (ending at the first stop kept a one-word piece)."""
+
+    QUIET_S = 2.0
 
     def __init__(self):
         super().__init__()
         self.audio = bytearray()
         self.task: PipelineWorker | None = None
+        self.last_audio = 0.0
+        self.ending: asyncio.Task | None = None
 
     async def process_frame(self, frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
             self.audio += frame.audio
-        elif isinstance(frame, TTSStoppedFrame) and self.audio and self.task is not None:
-            await self.task.queue_frame(EndFrame())
+            self.last_audio = time.monotonic()
+        elif isinstance(frame, TTSStoppedFrame) and self.audio and self.task is not None and self.ending is None:
+            self.ending = asyncio.create_task(self._end_when_quiet())
         await self.push_frame(frame, direction)
+
+    async def _end_when_quiet(self):
+        while (wait := self.last_audio + self.QUIET_S - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        await self.task.queue_frame(EndFrame())
 
 
 async def test_pipecat_stt_llm_tts_pipeline(openai_mesh, tmp_path):
