@@ -109,6 +109,7 @@ def snapshot(stack) -> dict[str, tuple[int, float]]:
     return {name: (thread_count(proc.proc.pid), rss_mb(proc.proc.pid)) for name, (proc, _) in stack.items()}
 
 
+@pytest.mark.flaky(reruns=1)  # a leak grows again on the rerun; one run's allocator noise (33.3 vs 32 MB once) does not
 async def test_soak_sessions_leave_no_streams_threads_or_memory_behind(stack):
     address = stack["orchestrator"][0].address
     for index in range(WARMUP_SESSIONS):
