@@ -36,6 +36,7 @@ from voicemesh.services.stt.backend import (
     SttEvent,
     WordTiming,
 )
+from voicemesh.services.stt.backends.whisper_window import FULL_FRAMES, FittedWindow
 from voicemesh.services.stt.stream import RecognizeStream
 from voicemesh.settings import setting
 from voicemesh.speech.vad import RATE, shared_vad
@@ -103,6 +104,8 @@ class FasterWhisperSettings(LocalModelSettings):
     threads: int = setting(1, "CPU threads per local decoding worker")
     beam_size: int = setting(1, "beam size of local decoding (1 = greedy, fastest)")
     interim_interval_ms: int = setting(500, "audio (ms) between two interim re-decodes of a growing utterance")
+    window_margin_s: float = setting(3.0, "seconds of silence after a clip in the encoder's window; a short window "
+                                     "decodes a 2 s utterance ~6x faster than whisper's 30 s one (0 = always 30 s)")
     whisper_device: str = setting("cpu", "device of local faster-whisper models (cuda needs a CUDA build of "
                                   "CTranslate2 and a GPU)", choices=("cpu", "cuda", "auto"))
     whisper_compute_type: str = setting("int8", "CTranslate2 compute type of local faster-whisper models "
@@ -126,6 +129,7 @@ class FasterWhisperBackend(SttBackend):
         self._pool: ThreadPoolExecutor | None = None
         self._whisper: Any = None
         self._vad: Any = None
+        self._windows: dict[str, FittedWindow] = {}  # per language
 
     @classmethod
     def catalog(cls, settings: BackendSettings) -> list[ModelCard]:
@@ -222,7 +226,25 @@ class FasterWhisperBackend(SttBackend):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _transcribe(self, samples: np.ndarray, offset_ms: int, final: bool, language: str) -> Hypothesis:
-        """Decode one clip in a pool thread; the lazy segments are drained here, off the event loop."""
+        """Decode one clip in a pool thread: on a window fitted to the clip, or else on whisper's full window."""
+        margin = self.settings.window_margin_s
+        if margin > 0 and len(samples) + margin * RATE < FULL_FRAMES * RATE // 100:
+            window = self._windows.get(language)
+            if window is None:
+                window = self._windows[language] = FittedWindow(
+                    self._whisper, language=language, beam_size=self.settings.beam_size, margin_s=margin)
+            heard = window.decode(samples, word_times=final)
+            if heard is not None:
+                words = tuple(WordTiming(word=word, start_ms=offset_ms + round(start * 1000),
+                                         end_ms=offset_ms + round(end * 1000), confidence=probability)
+                              for word, start, end, probability in heard.words)
+                return Hypothesis(text=heard.text, words=words, confidence=heard.confidence, language=language)
+            log.debug("the short window's decode of a %.1f s clip did not finish cleanly: decoding on 30 s",
+                      len(samples) / RATE)
+        return self._transcribe_full(samples, offset_ms, final, language)
+
+    def _transcribe_full(self, samples: np.ndarray, offset_ms: int, final: bool, language: str) -> Hypothesis:
+        """Decode one clip on whisper's 30 s window; the lazy segments are drained here, off the event loop."""
         segments, info = self._whisper.transcribe(
             samples,
             language=language,
