@@ -128,6 +128,7 @@ class RecognizeStream:
         self._eager: tuple[int, int, asyncio.Task] | None = None  # (utterance, end position, decode)
         self._last_interim = 0
         self._prefix = StablePrefix()
+        self._interim_end = 0  # the audio (sample position) the utterance's last interim covered
 
     async def events(self, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
         pump = asyncio.create_task(self._pump(audio), name="stt-pump")
@@ -172,6 +173,7 @@ class RecognizeStream:
                 self._utterance += 1
                 self._last_interim = boundary.position
                 self._prefix = StablePrefix()
+                self._interim_end = 0
                 self._events.put_nowait(SpeechStartedEvent(self._utterance, ms(boundary.position)))
             else:
                 await self._finish(boundary)
@@ -200,8 +202,20 @@ class RecognizeStream:
         if self._eager is not None and self._eager[:2] == (self._utterance, end):
             return
         await self._cancel_eager()
+        await self._cancel_interim()  # the speculative final covers more audio: an older interim would come late
         clip, offset = self._clip(self._endpointer.start, end)
-        self._eager = (self._utterance, end, asyncio.create_task(self._decode(clip, offset, True), name="stt-eager"))
+        task = asyncio.create_task(self._eager_decode(self._utterance, end, clip, offset), name="stt-eager")
+        self._eager = (self._utterance, end, task)
+
+    async def _eager_decode(self, utterance: int, end: int, clip: np.ndarray, offset_ms: int) -> Hypothesis:
+        """The speculative final; with interims asked for, it also goes out at once as an interim while the pause
+        lasts, so a client can prepare its answer before the endpointing silence is over (the final that follows
+        is this same decode, with no second one)."""
+        hypothesis = await self._decode(clip, offset_ms, True)
+        current = self._eager is not None and self._eager[:2] == (utterance, end)
+        if self.options.interim_results and current and self._endpointer.in_speech and hypothesis.text.strip():
+            self._emit_interim(utterance, hypothesis, end)
+        return hypothesis
 
     async def _cancel_eager(self) -> None:
         eager, self._eager = self._eager, None
@@ -235,6 +249,12 @@ class RecognizeStream:
                 self._interim_task = None
         if utterance != self._utterance or not self._endpointer.in_speech or not hypothesis.text.strip():
             return
+        self._emit_interim(utterance, hypothesis, end)
+
+    def _emit_interim(self, utterance: int, hypothesis: Hypothesis, end: int) -> None:
+        if end <= self._interim_end:
+            return  # an interim of this much audio went out already: times only move forward
+        self._interim_end = end
         text, stable = self._prefix.update(hypothesis.text.strip())
         self._events.put_nowait(TranscriptEvent(
             utterance_id=utterance, text=text, final=False, stable_text=stable,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.speech import SENTENCES, silence, speak, wer
+from tests.speech import SENTENCES, silence, speak, wer, words
 from tests.stt.helpers import MODEL, events, finals, layout, recognize, stub
 from voicemesh.v1 import stt_pb2
 
@@ -71,6 +71,21 @@ def test_interim_stable_prefix_only_grows(stt):
     for interim in interims:
         assert interim.text.startswith(interim.stable_text)
     assert interims[-1].stable_text, "consecutive hypotheses never agreed on a prefix"
+
+
+def test_the_speculative_final_goes_out_as_an_interim_during_the_endpointing_silence(stt):
+    """The final decode starts 100 ms into a pause; its result is sent as an interim at once, so a client can
+    prepare its answer while the endpointing silence (500 ms here) runs, and the final that follows is the same."""
+    audio = silence(0.4) + speak(SENTENCES[9]) + silence(1.0)
+    responses = recognize(stt.address, audio, chunk_ms=20, pace=1.0, interim_results=True)
+    sequence = events(responses)
+    kinds = [kind for kind, _ in sequence]
+    final = finals(responses)[0]
+    early = [event for kind, event in sequence[:kinds.index("final")]
+             if kind == "interim" and event.end_ms == final.end_ms]
+    print([(kind, getattr(event, "text", ""), getattr(event, "end_ms", "")) for kind, event in sequence])
+    assert early, "no interim of the whole utterance came before the final"
+    assert words(early[-1].text) == words(final.text)
 
 
 def test_no_interims_unless_asked(stt):
