@@ -127,9 +127,11 @@ def run_mesh(groups: list[list[tuple[str, str, bytes]]], args: argparse.Namespac
              realtime: str | None = None) -> list[Turn]:
     """The orchestrator over separate processes: the pipeline, or (``realtime``) the realtime service."""
     mode = "mesh-realtime" if realtime else "mesh"
-    with tempfile.TemporaryDirectory(prefix="voicemesh-bench-") as state_dir:
-        options = LocalMeshOptions(state_dir=Path(state_dir), port_base=free_port_base(), stt=args.stt,
-                                   llm=args.llm, tts=args.tts, log_level="WARNING", realtime=bool(realtime))
+    with tempfile.TemporaryDirectory(prefix="voicemesh-bench-") as tmp:
+        state_dir = args.logs / mode if args.logs else Path(tmp)  # --logs keeps the services' logs (at INFO)
+        options = LocalMeshOptions(state_dir=state_dir, port_base=free_port_base(), stt=args.stt, llm=args.llm,
+                                   tts=args.tts, log_level="INFO" if args.logs else "WARNING",
+                                   realtime=bool(realtime))
         started = time.monotonic()
         with LocalMesh(options) as mesh:
             print(f"mesh up in {time.monotonic() - started:.1f} s at {mesh.orchestrator_address}", flush=True)
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tts", default=DEFAULT_TTS)
     parser.add_argument("--phases", default="mesh,in-process", help="which phases to run (default both)")
     parser.add_argument("--no-plot", action="store_true", help="do not save the PNG latency plot")
+    parser.add_argument("--logs", type=Path, help="keep each mesh phase's state and service logs (INFO) in this folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "conversation.json")
     args = parser.parse_args(argv)
 
