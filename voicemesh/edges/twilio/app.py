@@ -11,6 +11,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
 from voicemesh.edges.twilio import messages as msg
+from voicemesh.edges.twilio import signature
 from voicemesh.edges.twilio.call import Call, CallOptions
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,14 @@ STREAM_PATH = "/twilio/media-stream"
 
 def create_app(options: CallOptions) -> Starlette:
     async def stream(ws: WebSocket) -> None:
+        if options.auth_token is not None:
+            url = options.public_url or f"wss://{ws.headers.get('host', '')}{STREAM_PATH}"
+            if not signature.valid(options.auth_token, url, ws.headers.get(signature.HEADER)):
+                log.warning("refused a stream from %s: %s", ws.client.host if ws.client else "?",
+                            "no X-Twilio-Signature" if signature.HEADER not in ws.headers
+                            else f"X-Twilio-Signature does not match {url} under the auth token")
+                await ws.close(code=1008)  # before accept: the handshake is answered 403
+                return
         await ws.accept()
         call = Call(ws, options)
         try:

@@ -40,6 +40,8 @@ class CallOptions:
     tts: str
     instructions: str
     stream_token: str | None = None  # when set, start.customParameters.token must equal it
+    auth_token: str | None = None  # when set, the handshake must carry Twilio's signature made with it
+    public_url: str = ""  # the URL Twilio calls (its signature covers it); empty: wss://<Host header><path>
     start_timeout_s: float = 30.0
 
 
