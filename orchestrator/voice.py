@@ -19,8 +19,6 @@ import asyncio
 import importlib.util
 import logging
 
-import numpy as np
-
 from voicemesh.audio import StreamResampler, pcm_to_float
 from voicemesh.orchestrator.inbox import VoiceHeard
 
@@ -92,6 +90,12 @@ class SpeechDetector:
         self._pending.append(pcm)
         self._wake.set()
 
+    def skip(self, now_ms: float) -> None:
+        """The audio up to session time ``now_ms`` is not listened to (its verdict would change nothing): the
+        next audio fed starts a fresh listen there, on the same epoch."""
+        self._pending.clear()
+        self._restart = now_ms
+
     async def _run(self) -> None:
         stream = counter = resampler = None
         start_ms = 0.0
@@ -107,7 +111,10 @@ class SpeechDetector:
             epoch, audio = self.epoch, b"".join(self._pending)
             self._pending.clear()
             samples = resampler.process(pcm_to_float(audio))
-            probs = await asyncio.to_thread(stream.process, samples) if len(samples) else np.zeros(0)
+            if stream.completes_frame(len(samples)):
+                probs = await asyncio.to_thread(stream.process, samples)
+            else:
+                probs = stream.process(samples)  # less than a frame: only buffered, no model call to move off the loop
             found = counter.feed(probs)
             if found is not None:
                 self._post(VoiceHeard(epoch, start_ms + found))

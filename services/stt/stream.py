@@ -80,6 +80,34 @@ class _Audio:
         self.start = position
 
 
+class _Received:
+    """Audio read from the stream and not yet scored. The scorer takes all of it at once: a stream that fell
+    behind (a busy machine) catches up with one VAD call over many chunks, whose fixed cost dominates, instead
+    of one call per chunk; a stream in real time still gets each chunk scored as it comes."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+
+    def put(self, samples: np.ndarray) -> None:
+        self._parts.append(samples)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    async def take(self) -> tuple[np.ndarray, bool]:
+        """Everything received since the last take, and whether the audio has ended."""
+        while not self._parts and not self._ended:
+            self._wake.clear()
+            await self._wake.wait()
+        parts, self._parts = self._parts, []
+        samples = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return samples, self._ended
+
+
 def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
@@ -147,10 +175,19 @@ class RecognizeStream:
 
     async def _pump(self, audio: AsyncIterator[bytes]) -> None:
         try:
-            async for chunk in audio:
-                samples = pcm_to_float(chunk)
-                self._samples_in += len(samples)
-                await self._advance(self._resampler.process(samples))
+            received = _Received()
+            reader = asyncio.create_task(self._read(audio, received), name="stt-reader")
+            try:
+                ended = False
+                while not ended:
+                    samples, ended = await received.take()
+                    if len(samples):
+                        await self._advance(samples)
+                await reader  # its error, if the audio stopped on one
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
             await self._advance(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), last=True)
             if self._endpointer.in_speech:
                 await self._finish(self._endpointer.end())
@@ -164,9 +201,21 @@ class RecognizeStream:
             await self._cancel_interim()
             await self._cancel_eager()
 
+    async def _read(self, audio: AsyncIterator[bytes], received: _Received) -> None:
+        try:
+            async for chunk in audio:
+                samples = pcm_to_float(chunk)
+                self._samples_in += len(samples)
+                received.put(self._resampler.process(samples))
+        finally:
+            received.close()
+
     async def _advance(self, samples: np.ndarray, last: bool = False) -> None:
         self._audio.append(samples)
-        probs = await asyncio.to_thread(self._score, samples, last)
+        if last or self._vad.completes_frame(len(samples)):
+            probs = await asyncio.to_thread(self._score, samples, last)
+        else:
+            probs = self._score(samples, last)  # less than a frame: only buffered, no model call to move off the loop
         for boundary in self._endpointer.feed(probs):
             if boundary.started:
                 self._utterance += 1

@@ -79,6 +79,10 @@ class VadStream:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
 
+    def completes_frame(self, count: int) -> bool:
+        """Whether ``count`` more samples complete a frame (else ``process`` only buffers them: no model call)."""
+        return len(self._pending) + count >= FRAME
+
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Probabilities of every frame completed by ``samples`` (possibly none)."""
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
