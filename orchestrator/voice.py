@@ -68,9 +68,10 @@ class SpeechDetector:
     """Barge-in detection on one session's user audio, as times on its audio timeline."""
 
     def __init__(self, rate: int, min_speech_ms: int, *, post, spawn):
-        from voicemesh.speech.vad import FRAME, RATE, shared_vad
+        from voicemesh.speech.vad import FRAME, RATE, shared_vad, vad_worker
 
         self._vad, self._rate, self._vad_rate = shared_vad(), rate, RATE
+        self._worker = vad_worker()  # the process's VAD thread
         self._frame_ms = FRAME * 1000 / RATE
         self.min_speech_ms = min_speech_ms
         self._post = post
@@ -112,7 +113,7 @@ class SpeechDetector:
             self._pending.clear()
             samples = resampler.process(pcm_to_float(audio))
             if stream.completes_frame(len(samples)):
-                probs = await asyncio.to_thread(stream.process, samples)
+                probs = await self._worker.run(stream.process, samples)
             else:
                 probs = stream.process(samples)  # less than a frame: only buffered, no model call to move off the loop
             found = counter.feed(probs)

@@ -26,7 +26,7 @@ from voicemesh.services.stt.backend import (
     TranscriptEvent,
     UsageEvent,
 )
-from voicemesh.speech.vad import RATE, Boundary, Endpointer, SileroVad
+from voicemesh.speech.vad import RATE, Boundary, Endpointer, SileroVad, vad_worker
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,16 @@ def ms(position: int) -> int:
 
 
 class _Audio:
-    """The recent 16 kHz audio of a stream, addressed by absolute sample position."""
+    """The recent 16 kHz audio of a stream, addressed by absolute sample position.
+
+    Audio before ``start`` is forgotten. The buffer itself is cut only once a second of forgotten audio
+    has piled up: a stream in silence moves ``start`` with every chunk, and copying its buffer each time
+    was a measurable part of the per-chunk cost with many streams.
+    """
 
     def __init__(self) -> None:
         self.start = 0
+        self._base = 0  # position of the buffer's first sample (at most ``start``)
         self._parts: list[np.ndarray] = []
         self._joined = np.zeros(0, dtype=np.float32)
         self.end = 0
@@ -68,16 +74,19 @@ class _Audio:
         return self._joined
 
     def slice(self, begin: int, end: int) -> np.ndarray:
-        begin, end = max(begin, self.start), min(end, self.end)
-        return self._all()[begin - self.start : end - self.start].copy()
+        begin = max(begin, self.start)
+        end = max(min(end, self.end), begin)  # empty, not a negative index, when it ends before what is kept
+        return self._all()[begin - self._base : end - self._base].copy()
 
     def keep_from(self, position: int) -> None:
         """Forget audio before ``position``."""
         position = min(max(position, self.start), self.end)
         if position == self.start:
-            return  # nothing to forget (the common case during an utterance): skip the copy
-        self._joined = self._all()[position - self.start :]
+            return  # nothing to forget (the common case during an utterance)
         self.start = position
+        if position - self._base >= RATE:
+            self._joined = self._all()[position - self._base :]
+            self._base = position
 
 
 class _Received:
@@ -213,7 +222,7 @@ class RecognizeStream:
     async def _advance(self, samples: np.ndarray, last: bool = False) -> None:
         self._audio.append(samples)
         if last or self._vad.completes_frame(len(samples)):
-            probs = await asyncio.to_thread(self._score, samples, last)
+            probs = await vad_worker().run(self._score, samples, last)
         else:
             probs = self._score(samples, last)  # less than a frame: only buffered, no model call to move off the loop
         for boundary in self._endpointer.feed(probs):
