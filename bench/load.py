@@ -22,8 +22,10 @@ more than capacity, the orchestrator should refuse the excess (RESOURCE_EXHAUSTE
 not as errors) while the admitted sessions stay in real time.
 
 For each N: p50/p99/max overhead of the admitted sessions, refusals, error events and failed RPCs,
-client send lateness, orchestrator RSS and threads (``/proc``) before and with the N sessions open, and
-memory per session. Reports the largest N whose p99 stays under --budget-ms (5) with zero errors.
+client send lateness, orchestrator RSS and threads (``/proc``) before and with the N sessions open,
+memory per session, and the CPU time the orchestrator and the STT service used per chunk sent (the cost
+of the path itself, which the latency figures mix with whatever else the machine runs). Reports the
+largest N whose p99 stays under --budget-ms (5) with zero errors.
 ``--profile DIR`` records py-spy profiles of the orchestrator and the STT service during each level.
 Prints and saves JSON.
 """
@@ -64,6 +66,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def threads(pid: int) -> int:
@@ -262,8 +270,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, orchestrator_pid: int,
-                    arrivals_per_s: float = 0.0) -> dict:
+                    arrivals_per_s: float = 0.0, stt_pid: int = 0) -> dict:
     rss_before, threads_before = rss_mb(orchestrator_pid), threads(orchestrator_pid)
+    # CPU per chunk is the cost of the path itself; latency also shows what else the shared machine ran.
+    cpu_before = {"orchestrator": cpu_s(orchestrator_pid), "stt": cpu_s(stt_pid) if stt_pid else 0.0}
     load_before = os.getloadavg()[0]  # the machine is shared: other work shows in the figures
     peak = {"rss": rss_before, "threads": threads_before}
 
@@ -284,6 +294,8 @@ async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, o
         results = await asyncio.gather(*sessions, return_exceptions=True)
     finally:
         sampler.cancel()
+    cpu = {"orchestrator": cpu_s(orchestrator_pid) - cpu_before["orchestrator"],
+           "stt": cpu_s(stt_pid) - cpu_before["stt"] if stt_pid else float("nan")}
     arrived = probe.arrivals()
     all_overheads, lateness, errors, refused, missing = [], [], [], [], 0
     for res in results:
@@ -310,6 +322,11 @@ async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, o
         "orchestrator_rss_before_mb": rss_before, "orchestrator_rss_peak_mb": peak["rss"],
         "memory_per_session_mb": (peak["rss"] - rss_before) / max(admitted, 1),
         "orchestrator_threads_before": threads_before, "orchestrator_threads_peak": peak["threads"],
+        "orchestrator_cpu_s": cpu["orchestrator"], "stt_cpu_s": cpu["stt"],
+        "orchestrator_cpu_us_per_chunk": cpu["orchestrator"] * 1e6 / max(sum(len(r.sent) for r in results
+                                                                             if isinstance(r, SessionResult)), 1),
+        "stt_cpu_us_per_chunk": cpu["stt"] * 1e6 / max(sum(len(r.sent) for r in results
+                                                           if isinstance(r, SessionResult)), 1),
     }
 
 
@@ -382,7 +399,8 @@ def run(levels: list[int], seconds: float, budget_ms: float, logs: Path, *, arri
         rows = []
         for n in levels:
             spies = profiled(stack, profile, n, seconds) if profile else []
-            row = asyncio.run(run_level(stack.orchestrator.address, n, seconds, stack.probe, pid, arrivals_per_s))
+            row = asyncio.run(run_level(stack.orchestrator.address, n, seconds, stack.probe, pid, arrivals_per_s,
+                                        stack.stt.proc.pid))
             for spy in spies:
                 spy.wait(60)
             row["within_budget"] = bool(row["overhead_p99_ms"] < budget_ms and not row["errors"]
@@ -394,7 +412,9 @@ def run(levels: list[int], seconds: float, budget_ms: float, logs: Path, *, arri
                   f"max {row['overhead_max_ms']:7.2f} ms  errors {len(row['errors'])}  "
                   f"not arrived {row['chunks_not_arrived']}  send lateness p99 {row['client_send_lateness_p99_ms']:.2f} ms  "
                   f"load {row['loadavg_1m_before']:.1f}  RSS {row['orchestrator_rss_before_mb']:.0f}->{row['orchestrator_rss_peak_mb']:.0f} MB "
-                  f"({row['memory_per_session_mb']:.2f} MB/session)  threads {row['orchestrator_threads_peak']}",
+                  f"({row['memory_per_session_mb']:.2f} MB/session)  threads {row['orchestrator_threads_peak']}  "
+                  f"CPU per chunk: orchestrator {row['orchestrator_cpu_us_per_chunk']:.0f} us, "
+                  f"STT {row['stt_cpu_us_per_chunk']:.0f} us",
                   flush=True)
             if row["refused"]:
                 print(f"    refused: {row['refusal_example']}")
