@@ -11,7 +11,7 @@ process, this script with ``--probe``, forwarding every stream to the real STT s
 audio byte as it arrives with ``time.monotonic``, the clock the clients use (system-wide). In its own
 process its loop does not wait on the clients' loop for the GIL, which would inflate the figure.
 
-Each session sends 20 ms chunks of low noise at real time (no speech, so no turns: this measures the
+Each session sends 20 ms chunks (--chunk-ms) of low noise at real time (no speech, so no turns: this measures the
 audio path, not the models). Per-chunk overhead = time the probe received the chunk's last byte minus
 the time the client sent it: client -> orchestrator (VAD, writer) -> probe, two loopback gRPC hops.
 The probe's own hop is counted too, so the figure is an upper bound of the mesh's overhead.
@@ -55,8 +55,7 @@ from voicemesh.process import ServiceProcess, free_port
 from voicemesh.v1 import agent_pb2, agent_pb2_grpc, stt_pb2_grpc
 
 RATE = 16000
-CHUNK_MS = 20
-CHUNK_BYTES = RATE * 2 * CHUNK_MS // 1000
+CHUNK_MS = 20  # the default; --chunk-ms sets it (most of what a message costs does not depend on its size)
 LLM = "llama.cpp/smollm2-135m-instruct"
 TTS = "piper/en_US-joe-medium"
 
@@ -189,7 +188,7 @@ def noise(seconds: float, seed: int) -> bytes:
 
 
 async def one_session(address: str, seconds: float, seed: int, opening: Opening | None,
-                      open_at: float = 0.0) -> SessionResult:
+                      open_at: float = 0.0, chunk_ms: int = CHUNK_MS) -> SessionResult:
     """One session; with ``opening`` it streams once every session of the level is open (N at once), else
     it opens at ``open_at`` (monotonic) and streams at once (sessions arriving over time)."""
     result = SessionResult()
@@ -229,15 +228,16 @@ async def one_session(address: str, seconds: float, seed: int, opening: Opening 
         if opening is not None:
             await opening.all_open.wait()  # every session open before any streams: N at once
         start = time.monotonic()
-        for i in range(0, len(pcm), CHUNK_BYTES):
-            due = start + (i // CHUNK_BYTES) * CHUNK_MS / 1000
+        step = RATE * 2 * chunk_ms // 1000
+        for i in range(0, len(pcm), step):
+            due = start + (i // step) * chunk_ms / 1000
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
             result.lateness_ms.append(max(0.0, (now - due) * 1000))
             result.sent.append(now)
-            await call.write(agent_pb2.SessionRequest(audio=pcm[i:i + CHUNK_BYTES]))
+            await call.write(agent_pb2.SessionRequest(audio=pcm[i:i + step]))
         await asyncio.sleep(0.5)  # let the last chunks arrive
         await call.done_writing()
         try:
@@ -251,12 +251,12 @@ async def one_session(address: str, seconds: float, seed: int, opening: Opening 
     return result
 
 
-def overheads(result: SessionResult, arrivals: Arrivals) -> list[float]:
+def overheads(result: SessionResult, arrivals: Arrivals, chunk_ms: int = CHUNK_MS) -> list[float]:
     """Per chunk: arrival of its last byte at the probe minus its send time (ms)."""
     out, j = [], 0
     marks = arrivals.marks
     for i, sent in enumerate(result.sent):
-        need = (i + 1) * CHUNK_BYTES
+        need = (i + 1) * RATE * 2 * chunk_ms // 1000
         while j < len(marks) and marks[j][0] < need:
             j += 1
         if j == len(marks):
@@ -270,7 +270,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, orchestrator_pid: int,
-                    arrivals_per_s: float = 0.0, stt_pid: int = 0) -> dict:
+                    arrivals_per_s: float = 0.0, stt_pid: int = 0, chunk_ms: int = CHUNK_MS) -> dict:
     rss_before, threads_before = rss_mb(orchestrator_pid), threads(orchestrator_pid)
     # CPU per chunk is the cost of the path itself; latency also shows what else the shared machine ran.
     cpu_before = {"orchestrator": cpu_s(orchestrator_pid), "stt": cpu_s(stt_pid) if stt_pid else 0.0}
@@ -287,10 +287,11 @@ async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, o
     try:
         if arrivals_per_s > 0:  # sessions arrive over time: each streams once it is open
             t0 = time.monotonic() + 0.1
-            sessions = [one_session(address, seconds, 1000 * n + k, None, t0 + k / arrivals_per_s) for k in range(n)]
+            sessions = [one_session(address, seconds, 1000 * n + k, None, t0 + k / arrivals_per_s, chunk_ms)
+                        for k in range(n)]
         else:
             opening = Opening(n)
-            sessions = [one_session(address, seconds, 1000 * n + k, opening) for k in range(n)]
+            sessions = [one_session(address, seconds, 1000 * n + k, opening, chunk_ms=chunk_ms) for k in range(n)]
         results = await asyncio.gather(*sessions, return_exceptions=True)
     finally:
         sampler.cancel()
@@ -306,7 +307,7 @@ async def run_level(address: str, n: int, seconds: float, probe: ProbeProcess, o
         if res.refused:
             refused.append(res.refused)
             continue
-        found = overheads(res, arrived.get(res.session_id, Arrivals()))
+        found = overheads(res, arrived.get(res.session_id, Arrivals()), chunk_ms)
         missing += len(res.sent) - len(found)
         all_overheads.extend(found)
         lateness.extend(res.lateness_ms)
@@ -390,7 +391,7 @@ def profiled(stack: Stack, folder: str, n: int, seconds: float) -> list[subproce
 
 
 def run(levels: list[int], seconds: float, budget_ms: float, logs: Path, *, arrivals_per_s: float = 0.0,
-        orchestrator_args: list[str] = (), profile: str = "") -> dict:
+        orchestrator_args: list[str] = (), profile: str = "", chunk_ms: int = CHUNK_MS) -> dict:
     stack = Stack(logs, list(orchestrator_args)).start()
     pid = stack.orchestrator.proc.pid
     try:
@@ -400,7 +401,7 @@ def run(levels: list[int], seconds: float, budget_ms: float, logs: Path, *, arri
         for n in levels:
             spies = profiled(stack, profile, n, seconds) if profile else []
             row = asyncio.run(run_level(stack.orchestrator.address, n, seconds, stack.probe, pid, arrivals_per_s,
-                                        stack.stt.proc.pid))
+                                        stack.stt.proc.pid, chunk_ms))
             for spy in spies:
                 spy.wait(60)
             row["within_budget"] = bool(row["overhead_p99_ms"] < budget_ms and not row["errors"]
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                              "then all stream at once); with more sessions than capacity, the excess is refused")
     parser.add_argument("--orchestrator-args", default="", help="extra flags for the orchestrator, space-separated "
                         "(e.g. '--max-loop-lag-ms 20')")
+    parser.add_argument("--chunk-ms", type=int, default=CHUNK_MS, help="audio per client message (10-100 ms)")
     parser.add_argument("--profile", default="", help="folder for py-spy profiles (speedscope JSON) of the "
                         "orchestrator and the STT service during each level (py-spy is in the dev extra)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/load.json"))
@@ -448,9 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = [int(x) for x in args.sessions.split(",") if x.strip()]
     summary = run(levels, args.seconds, args.budget_ms, Path(args.logs), arrivals_per_s=args.arrivals_per_s,
-                  orchestrator_args=args.orchestrator_args.split(), profile=args.profile)
+                  orchestrator_args=args.orchestrator_args.split(), profile=args.profile, chunk_ms=args.chunk_ms)
     summary.update(command=" ".join([Path(sys.executable).name, *sys.argv]), cpus=os.cpu_count(),
-                   machine=platform.platform(), chunk_ms=CHUNK_MS)
+                   machine=platform.platform(), chunk_ms=args.chunk_ms)
     print(f"largest N with per-chunk overhead p99 < {args.budget_ms:g} ms and zero errors: "
           f"{summary['max_sessions_within_budget']}")
     out = Path(args.out)
