@@ -7,7 +7,7 @@ Starts, as separate processes: a loopback OpenAI-compatible transcription server
 faster-whisper behind the /v1/audio/transcriptions protocol), the STT service using it through its
 ``openai`` backend (remote style), the LLM and TTS services (local, idle here) and the orchestrator.
 Between the orchestrator and the STT service sits a pass-through probe (a gRPC SttService in its own
-process, this script with ``--probe``, forwarding every stream to the real STT service): it stamps each
+process, bench/load_probe.py, forwarding every stream to the real STT service): it stamps each
 audio byte as it arrives with ``time.monotonic``, the clock the clients use (system-wide). In its own
 process its loop does not wait on the clients' loop for the GIL, which would inflate the figure.
 
@@ -40,7 +40,6 @@ import platform
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 from voicemesh.mesh import MeshConfig
 from voicemesh.process import ServiceProcess, free_port
-from voicemesh.v1 import agent_pb2, agent_pb2_grpc, stt_pb2_grpc
+from voicemesh.v1 import agent_pb2, agent_pb2_grpc
+
+from bench.load_probe import Arrivals, ProbeProcess
 
 RATE = 16000
 CHUNK_MS = 20  # the default; --chunk-ms sets it (most of what a message costs does not depend on its size)
@@ -75,90 +76,6 @@ def cpu_s(pid: int) -> float:
 
 def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-@dataclass
-class Arrivals:
-    """Audio bytes a probe stream received, as (cumulative bytes, monotonic time) marks."""
-
-    total: int = 0
-    marks: list[tuple[int, float]] = field(default_factory=list)
-
-
-class SttProbe(stt_pb2_grpc.SttServiceServicer):
-    """Forwards Recognize streams to the real STT service, stamping audio arrivals per session."""
-
-    def __init__(self, upstream: str):
-        self.upstream = upstream
-        self.sessions: dict[str, Arrivals] = defaultdict(Arrivals)
-
-    async def Recognize(self, request_iterator, context):
-        metadata = [(k, v) for k, v in context.invocation_metadata() if k in ("x-session-id", "authorization")]
-        arrivals = self.sessions[dict(metadata).get("x-session-id", "")]
-
-        async def forward():
-            async for request in request_iterator:
-                if request.WhichOneof("request") == "audio":
-                    arrivals.total += len(request.audio)
-                    arrivals.marks.append((arrivals.total, time.monotonic()))
-                yield request
-
-        async with grpc.aio.insecure_channel(self.upstream) as channel:
-            async for response in stt_pb2_grpc.SttServiceStub(channel).Recognize(forward(), metadata=metadata):
-                yield response
-
-    async def Describe(self, request, context):
-        async with grpc.aio.insecure_channel(self.upstream) as channel:
-            return await stt_pb2_grpc.SttServiceStub(channel).Describe(request)
-
-
-async def serve_probe(upstream: str, port: int) -> None:
-    """The probe process: serves the probe; each ``dump PATH`` line on stdin writes the arrivals so far to
-    PATH as JSON (and forgets them), answering ``DUMPED``; end of stdin stops it."""
-    probe = SttProbe(upstream)
-    server = grpc.aio.server()
-    stt_pb2_grpc.add_SttServiceServicer_to_server(probe, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.readline):
-        command, _, path = line.strip().partition(" ")
-        if command == "dump":
-            sessions, probe.sessions = probe.sessions, defaultdict(Arrivals)
-            Path(path).write_text(json.dumps({k: v.marks for k, v in sessions.items()}))
-            print("DUMPED", flush=True)
-    await server.stop(1)
-
-
-class ProbeProcess:
-    """The probe in its own process: its loop shares no GIL with the clients, and ``time.monotonic`` is
-    the same clock system-wide, so its arrival stamps compare with the clients' send stamps."""
-
-    def __init__(self, upstream: str, logs: Path):
-        self.port, self.logs = free_port(), logs
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--probe", upstream, "--probe-port", str(self.port)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(logs / "probe.log", "wb"),  # noqa: SIM115
-            cwd=ROOT, text=True)
-        assert self.proc.stdout.readline().strip() == "READY", "the probe did not start"
-
-    def arrivals(self) -> dict[str, Arrivals]:
-        """What the probe received since the last call, per session id."""
-        path = self.logs / "probe-arrivals.json"
-        self.proc.stdin.write(f"dump {path}\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "DUMPED", "the probe did not answer"
-        marks = json.loads(path.read_text())
-        return {k: Arrivals(total=v[-1][0] if v else 0, marks=[tuple(m) for m in v]) for k, v in marks.items()}
-
-    def stop(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @dataclass
@@ -442,12 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                         "orchestrator and the STT service during each level (py-spy is in the dev extra)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/load.json"))
     parser.add_argument("--logs", default=str(ROOT / "bench/results/load-logs"))
-    parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: run as the probe process, forwarding here
-    parser.add_argument("--probe-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.probe:
-        asyncio.run(serve_probe(args.probe, args.probe_port))
-        return 0
     levels = [int(x) for x in args.sessions.split(",") if x.strip()]
     summary = run(levels, args.seconds, args.budget_ms, Path(args.logs), arrivals_per_s=args.arrivals_per_s,
                   orchestrator_args=args.orchestrator_args.split(), profile=args.profile, chunk_ms=args.chunk_ms)
