@@ -68,7 +68,13 @@ class PipelineMode:
         if self.recent is not None:
             self.recent.feed(pcm)
         if self.detector is not None:
-            self.detector.feed(pcm)
+            # The local VAD serves barge-in while a reply is on and, with more than one STT target, the check
+            # that the STT hears what it hears (``on_voice``); otherwise its verdict changes nothing, so it does
+            # not run: no model call per chunk of a session that only listens.
+            if self.replies.reply is not None or len(self.session.stt_targets) > 1:
+                self.detector.feed(pcm)
+            else:
+                self.detector.skip(self.session.clock.ms)
         if self.barge.due(self.session.clock.ms) and self.replies.speaking:
             log.info("barge-in at %.0f ms of user audio (speech from %d ms)", self.session.clock.ms,
                      self.barge.started_ms)

@@ -46,6 +46,13 @@ class Settings(ServerSettings):
                                choices=POLICIES)
     preemptive_generation: bool = setting(True, "start the reply while the end of the turn is still uncertain; it "
                                                 "is spoken only if the turn ends with the same words")
+    # A session takes its next audio message only once the loop came round to it (grpc.aio): a busy loop
+    # running ~10 ms late (half a 20 ms chunk) already lets sessions fall behind real time (bench/load.py).
+    busy_loop_lag_ms: float = setting(10.0, "refuse new sessions with RESOURCE_EXHAUSTED (\"overloaded, retry "
+                                            "elsewhere\") while the event loop runs this late on average over the "
+                                            "last second and its thread is busy (--busy-loop-cpu); 0: no limit")
+    busy_loop_cpu: float = setting(0.3, "CPU of the event loop's thread, in cores over the last second, past which "
+                                        "it counts as busy with its own sessions for --busy-loop-lag-ms")
     # Off by default: on two shared cores no gain could be measured (bench/conversation.py), and the STT's last
     # interim usually lacks the last words, so most of these replies are dropped after costing CPU.
     speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "

@@ -19,8 +19,6 @@ import asyncio
 import importlib.util
 import logging
 
-import numpy as np
-
 from voicemesh.audio import StreamResampler, pcm_to_float
 from voicemesh.orchestrator.inbox import VoiceHeard
 
@@ -70,9 +68,10 @@ class SpeechDetector:
     """Barge-in detection on one session's user audio, as times on its audio timeline."""
 
     def __init__(self, rate: int, min_speech_ms: int, *, post, spawn):
-        from voicemesh.speech.vad import FRAME, RATE, shared_vad
+        from voicemesh.speech.vad import FRAME, RATE, shared_vad, vad_worker
 
         self._vad, self._rate, self._vad_rate = shared_vad(), rate, RATE
+        self._worker = vad_worker()  # the process's VAD thread
         self._frame_ms = FRAME * 1000 / RATE
         self.min_speech_ms = min_speech_ms
         self._post = post
@@ -92,6 +91,12 @@ class SpeechDetector:
         self._pending.append(pcm)
         self._wake.set()
 
+    def skip(self, now_ms: float) -> None:
+        """The audio up to session time ``now_ms`` is not listened to (its verdict would change nothing): the
+        next audio fed starts a fresh listen there, on the same epoch."""
+        self._pending.clear()
+        self._restart = now_ms
+
     async def _run(self) -> None:
         stream = counter = resampler = None
         start_ms = 0.0
@@ -107,7 +112,10 @@ class SpeechDetector:
             epoch, audio = self.epoch, b"".join(self._pending)
             self._pending.clear()
             samples = resampler.process(pcm_to_float(audio))
-            probs = await asyncio.to_thread(stream.process, samples) if len(samples) else np.zeros(0)
+            if stream.completes_frame(len(samples)):
+                probs = await self._worker.run(stream.process, samples)
+            else:
+                probs = stream.process(samples)  # less than a frame: only buffered, no model call to move off the loop
             found = counter.feed(probs)
             if found is not None:
                 self._post(VoiceHeard(epoch, start_ms + found))

@@ -26,7 +26,7 @@ from voicemesh.services.stt.backend import (
     TranscriptEvent,
     UsageEvent,
 )
-from voicemesh.speech.vad import RATE, Boundary, Endpointer, SileroVad
+from voicemesh.speech.vad import RATE, Boundary, Endpointer, SileroVad, vad_worker
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,16 @@ def ms(position: int) -> int:
 
 
 class _Audio:
-    """The recent 16 kHz audio of a stream, addressed by absolute sample position."""
+    """The recent 16 kHz audio of a stream, addressed by absolute sample position.
+
+    Audio before ``start`` is forgotten. The buffer itself is cut only once a second of forgotten audio
+    has piled up: a stream in silence moves ``start`` with every chunk, and copying its buffer each time
+    was a measurable part of the per-chunk cost with many streams.
+    """
 
     def __init__(self) -> None:
         self.start = 0
+        self._base = 0  # position of the buffer's first sample (at most ``start``)
         self._parts: list[np.ndarray] = []
         self._joined = np.zeros(0, dtype=np.float32)
         self.end = 0
@@ -68,16 +74,47 @@ class _Audio:
         return self._joined
 
     def slice(self, begin: int, end: int) -> np.ndarray:
-        begin, end = max(begin, self.start), min(end, self.end)
-        return self._all()[begin - self.start : end - self.start].copy()
+        begin = max(begin, self.start)
+        end = max(min(end, self.end), begin)  # empty, not a negative index, when it ends before what is kept
+        return self._all()[begin - self._base : end - self._base].copy()
 
     def keep_from(self, position: int) -> None:
         """Forget audio before ``position``."""
         position = min(max(position, self.start), self.end)
         if position == self.start:
-            return  # nothing to forget (the common case during an utterance): skip the copy
-        self._joined = self._all()[position - self.start :]
+            return  # nothing to forget (the common case during an utterance)
         self.start = position
+        if position - self._base >= RATE:
+            self._joined = self._all()[position - self._base :]
+            self._base = position
+
+
+class _Received:
+    """Audio read from the stream and not yet scored. The scorer takes all of it at once: a stream that fell
+    behind (a busy machine) catches up with one VAD call over many chunks, whose fixed cost dominates, instead
+    of one call per chunk; a stream in real time still gets each chunk scored as it comes."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+
+    def put(self, samples: np.ndarray) -> None:
+        self._parts.append(samples)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    async def take(self) -> tuple[np.ndarray, bool]:
+        """Everything received since the last take, and whether the audio has ended."""
+        while not self._parts and not self._ended:
+            self._wake.clear()
+            await self._wake.wait()
+        parts, self._parts = self._parts, []
+        samples = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return samples, self._ended
 
 
 def _norm(word: str) -> str:
@@ -148,10 +185,19 @@ class RecognizeStream:
 
     async def _pump(self, audio: AsyncIterator[bytes]) -> None:
         try:
-            async for chunk in audio:
-                samples = pcm_to_float(chunk)
-                self._samples_in += len(samples)
-                await self._advance(self._resampler.process(samples))
+            received = _Received()
+            reader = asyncio.create_task(self._read(audio, received), name="stt-reader")
+            try:
+                ended = False
+                while not ended:
+                    samples, ended = await received.take()
+                    if len(samples):
+                        await self._advance(samples)
+                await reader  # its error, if the audio stopped on one
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
             await self._advance(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), last=True)
             if self._endpointer.in_speech:
                 await self._finish(self._endpointer.end())
@@ -165,9 +211,21 @@ class RecognizeStream:
             await self._cancel_interim()
             await self._cancel_eager()
 
+    async def _read(self, audio: AsyncIterator[bytes], received: _Received) -> None:
+        try:
+            async for chunk in audio:
+                samples = pcm_to_float(chunk)
+                self._samples_in += len(samples)
+                received.put(self._resampler.process(samples))
+        finally:
+            received.close()
+
     async def _advance(self, samples: np.ndarray, last: bool = False) -> None:
         self._audio.append(samples)
-        probs = await asyncio.to_thread(self._score, samples, last)
+        if last or self._vad.completes_frame(len(samples)):
+            probs = await vad_worker().run(self._score, samples, last)
+        else:
+            probs = self._score(samples, last)  # less than a frame: only buffered, no model call to move off the loop
         for boundary in self._endpointer.feed(probs):
             if boundary.started:
                 self._utterance += 1

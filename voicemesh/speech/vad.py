@@ -11,17 +11,24 @@ start of the stream).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from voicemesh.errors import MissingExtra
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RATE = 16000
 FRAME = 512
@@ -79,6 +86,10 @@ class VadStream:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
 
+    def completes_frame(self, count: int) -> bool:
+        """Whether ``count`` more samples complete a frame (else ``process`` only buffers them: no model call)."""
+        return len(self._pending) + count >= FRAME
+
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Probabilities of every frame completed by ``samples`` (possibly none)."""
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
@@ -98,6 +109,68 @@ class VadStream:
         if len(self._pending) == 0:
             return np.zeros(0, dtype=np.float32)
         return self.process(np.zeros(FRAME - len(self._pending), dtype=np.float32))
+
+
+class VadWorker:
+    """Runs the VAD calls of every stream of the process on one thread, off the event loop.
+
+    With ``asyncio.to_thread`` per call, the hop (an executor submit and one loop wake-up, a self-pipe
+    write, per call) cost about as much as scoring a 32 ms frame, and a pool of threads scoring on two
+    cores only took turns. Here the calls queue to one thread, and the results go back to each event loop
+    in one wake-up for all the calls that finished meanwhile. A stream awaits each call before its next,
+    so its frames stay in order.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._finished: dict[asyncio.AbstractEventLoop, list] = {}  # per loop: results not yet handed back
+        self._thread: threading.Thread | None = None
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` on the worker thread; its result (or exception) here."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="vad", daemon=True)
+                self._thread.start()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            loop, future, fn, args = self._jobs.get()
+            try:
+                outcome = (fn(*args), None)
+            except BaseException as exc:  # handed to the caller, which raises it
+                outcome = (None, exc)
+            with self._lock:
+                wake = loop not in self._finished
+                self._finished.setdefault(loop, []).append((future, *outcome))
+            if wake:
+                try:
+                    loop.call_soon_threadsafe(self._hand_back, loop)
+                except RuntimeError:  # that loop is closed: nobody waits for these
+                    with self._lock:
+                        self._finished.pop(loop, None)
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            finished = self._finished.pop(loop, [])
+        for future, result, exc in finished:
+            if future.cancelled():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+@functools.cache
+def vad_worker() -> VadWorker:
+    """The one VAD thread of the process."""
+    return VadWorker()
 
 
 @dataclass(frozen=True)
