@@ -34,7 +34,7 @@ from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.orchestrator.config import SessionSpec
 from voicemesh.orchestrator.conversation import Conversation
 from voicemesh.orchestrator.events import Emitter
-from voicemesh.orchestrator.fallback import FallbackLog, Target, first_of, order_from
+from voicemesh.orchestrator.fallback import REFUSALS, FallbackLog, Target, failure_reason, first_of, order_from
 from voicemesh.orchestrator.lanes import BROKEN, LlmLane, TtsLane
 from voicemesh.orchestrator.reply_guard import ReplyGuard
 from voicemesh.speech.playout import Pacer, Playout
@@ -144,6 +144,10 @@ class Reply:
             raise
         except AudioAlreadySent as exc:
             self.error = exc.cause
+            if failure_reason(exc.cause).split(":", 1)[0] not in REFUSALS:
+                # The voice broke mid-reply (its process died: gRPC says UNAVAILABLE or, when the connection is cut
+                # mid-frame, INTERNAL "from Core"): for the client that is one thing, a voice that went away.
+                self.error = Unavailable(f"the voice {self.tts.target} broke mid-reply: {failure_reason(exc.cause)}")
         except FAILURES as exc:
             self.error = exc
         finally:

@@ -18,9 +18,11 @@ from voicemesh.runtime.load import Gate, LoadMonitor
 async def loaded_gate(gate: Gate, work_ms: float, seconds: float = 1.3) -> None:
     """Run the gate's monitor for ``seconds`` while the loop does ``work_ms`` of CPU work between yields."""
     gate.monitor.start()
-    until = time.monotonic() + seconds
+    until, last = time.monotonic() + seconds, time.monotonic() + 15
     try:
-        while time.monotonic() < until:
+        # At least ``seconds``, and on until the monitor has measured a whole second of CPU: on a busy machine
+        # its sampler may not have woken past its first second by then.
+        while time.monotonic() < until or (gate.monitor.cpu_cores == 0.0 and time.monotonic() < last):
             start = time.thread_time()
             while time.thread_time() - start < work_ms / 1000:
                 pass  # CPU on the loop's thread, as many sessions' per-chunk work is
