@@ -66,6 +66,7 @@ class TtsServicer:
             max_pending_chars=settings.max_pending_chars,
             max_segment_chars=settings.max_segment_chars,
             first_clause_min_chars=settings.first_clause_min_chars,
+            first_words=settings.first_words,
         )
         stream = SynthesisStream(backend, VoiceOptions(voice=voice, speed=speed, sample_rate_hz=rate), limits)
         model = str(descriptor)

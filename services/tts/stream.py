@@ -94,6 +94,7 @@ class StreamLimits:
     max_pending_chars: int = 16384
     max_segment_chars: int = 250
     first_clause_min_chars: int = 16
+    first_words: int = 4
 
 
 class SynthesisStream:
@@ -104,7 +105,8 @@ class SynthesisStream:
         self.options = options
         self.limits = limits
         self.segmenter = Segmenter(
-            max_chars=limits.max_segment_chars, first_clause_min_chars=limits.first_clause_min_chars
+            max_chars=limits.max_segment_chars, first_clause_min_chars=limits.first_clause_min_chars,
+            first_words=limits.first_words,
         )
         self._chunk_bytes = max(1, options.sample_rate_hz * limits.chunk_ms // 1000) * 2
         self._out: asyncio.Queue = asyncio.Queue(QUEUE_EVENTS)
