@@ -79,7 +79,7 @@ class TtsServicer:
                     meter(model, audio_seconds_out=len(event.audio) / 2 / rate)
                     if event.segment.index not in segments:
                         segments.add(event.segment.index)
-                        meter(model, characters=len(event.segment.text))
+                        meter(model, characters=event.segment.billed)
                 usage_sent = usage_sent or isinstance(event, Finished)
                 yield _response(event, rate, model)
         finally:

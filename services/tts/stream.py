@@ -121,7 +121,8 @@ class SynthesisStream:
 
     @property
     def characters(self) -> int:
-        """Characters of the segments synthesis has started on (what the stream's Usage counts)."""
+        """Characters of the segments synthesis has started on, each with its ``lead`` (what the stream's Usage
+        counts)."""
         return self._characters
 
     async def run(self, inputs: AsyncIterator[str | Control]) -> AsyncIterator[Event]:
@@ -221,7 +222,7 @@ class SynthesisStream:
             await self._out.put((None, exc))
 
     async def _speak(self, segment: Segment, epoch: int) -> None:
-        self._characters += len(segment.text)
+        self._characters += segment.billed
         log.debug("synthesizing segment %d (%d characters)", segment.index, len(segment.text))
         size, done, carry = self._chunk_bytes, 0, b""
         audio = self.session.speak(segment.text)

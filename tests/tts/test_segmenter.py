@@ -180,3 +180,15 @@ def test_pieces_keep_all_text_in_order_and_never_hold_one_word_cut_from_a_senten
     if not first.text.endswith(tuple(".?!")):  # cut inside the first sentence: both parts hold two words at least
         assert len(first.text.split()) >= 2 and len(second.text.split()) >= 2, (first.text, second.text)
     assert all(s.text.endswith(tuple(".?!")) for s in segments[1:])  # the rest goes by sentence
+
+
+def test_a_sentence_cut_in_pieces_bills_what_it_would_bill_whole():
+    segmenter = Segmenter()
+    segments = segmenter.push(LONG_FIRST) + segmenter.flush()
+    first_sentence = "The capital of France is Paris."
+    assert [s.lead for s in segments] == [0, 1, 0]  # the space between the pieces goes with the second
+    assert segments[0].billed + segments[1].billed == len(first_sentence)
+    assert segments[2].billed == len(segments[2].text)
+    segmenter.push("Half a sent")
+    segmenter.clear()  # dropped text in between: the next segment continues nothing
+    assert [s.lead for s in segmenter.push(" New one. ")] == [0]

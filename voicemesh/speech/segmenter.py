@@ -50,6 +50,15 @@ class Segment:
     text: str
     char_start: int
     char_end: int
+    # White space before it that belongs to its sentence: the previous segment ended inside that sentence
+    # (an early cut, a Flush, a line break or max_chars). Billed with it, so what a sentence costs does not
+    # depend on where it was cut.
+    lead: int = 0
+
+    @property
+    def billed(self) -> int:
+        """Characters this segment bills: its text and its ``lead``."""
+        return len(self.text) + self.lead
 
 
 class Segmenter:
@@ -73,6 +82,7 @@ class Segmenter:
         self._start = 0  # offset of _buffer[0] in all text received
         self._next_index = 0
         self._early = True  # the next segment opens a reply and may be a clause
+        self._open = False  # the last segment ended inside a sentence (the next one gets a lead)
 
     @property
     def buffered(self) -> int:
@@ -107,6 +117,7 @@ class Segmenter:
         self._start += len(self._buffer)
         self._buffer = ""
         self._early = True
+        self._open = False
         return dropped
 
     def _find_cut(self) -> int | None:
@@ -175,11 +186,19 @@ class Segmenter:
         text = raw.strip()
         if not any(c.isalnum() for c in text):
             return []
-        lead = len(raw) - len(raw.lstrip())
-        segment = Segment(self._next_index, text, start + lead, start + lead + len(text))
+        space = len(raw) - len(raw.lstrip())
+        segment = Segment(self._next_index, text, start + space, start + space + len(text),
+                          lead=space if self._open else 0)
         self._next_index += 1
         self._early = False
+        self._open = not ends_sentence(text)
         return [segment]
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends with a sentence mark (closing quotes or brackets after it allowed)."""
+    stripped = text.rstrip().rstrip(CLOSERS)
+    return bool(stripped) and stripped[-1] in SENTENCE_MARKS
 
 
 def _skip(text: str, i: int, chars: str) -> int:
