@@ -1,6 +1,7 @@
 """VoiceMesh's STT and TTS services side by side with wyoming-faster-whisper and wyoming-piper, in one run.
 
     .venv/bin/python bench/peers.py [--trials 12] [--silence-ms 300] [--venv .bench/peers-venv]
+                                    [--only tts|stt] [--piper-threads N]
 
 The peers are installed from the package registry into their own virtual
 environment (``--venv``, made on first use; the test suite never makes it) and
@@ -13,6 +14,10 @@ one CPU thread per decode, int8).
 TTS first audio: one stream at a time, trials alternating between the two
 servers; the same two-sentence text sent whole, time from the request to the
 first audio chunk, at the voice's native rate (no resampling on either side).
+Then the same with 4 streams at once on each server (``--concurrent``), every
+stream's first audio counted. ``--piper-threads`` sets VoiceMesh's onnxruntime
+threads per synthesis (its default when not given); wyoming-piper's
+onnxruntime uses its own default (all cores).
 
 STT end of speech -> final: a piper-spoken sentence streamed in real time in
 20 ms chunks, followed by silence. VoiceMesh's stream closes the utterance
@@ -128,6 +133,11 @@ async def wyoming_tts_first(port: int) -> float:
         return first
 
 
+async def concurrent_first(first, target, streams: int) -> list[float]:
+    """First audio of ``streams`` streams started at once on one server."""
+    return list(await asyncio.gather(*(first(target) for _ in range(streams))))
+
+
 # --- STT ------------------------------------------------------------------------------------------
 
 async def paced(pcm: bytes, started: float):
@@ -185,11 +195,28 @@ async def wyoming_stt_final(port: int, pcm: bytes, end_s: float, silence_ms: int
 # --- the run --------------------------------------------------------------------------------------
 
 async def measure(args, mesh_stt: str, mesh_tts: str, w_stt: int, w_tts: int) -> dict:
+    results = {}
+    if args.only in (None, "tts"):
+        results.update(await measure_tts(args, mesh_tts, w_tts))
+    if args.only in (None, "stt"):
+        results.update(await measure_stt(args, mesh_stt, w_stt))
+    return results
+
+
+async def measure_tts(args, mesh_tts: str, w_tts: int) -> dict:
     tts = {"voicemesh": [], "wyoming-piper": []}
     await mesh_tts_first(mesh_tts), await wyoming_tts_first(w_tts)  # one warm-up each, not counted
     for _ in range(args.trials):
         tts["voicemesh"].append(await mesh_tts_first(mesh_tts))
         tts["wyoming-piper"].append(await wyoming_tts_first(w_tts))
+    together = {"voicemesh": [], "wyoming-piper": []}
+    for _ in range(max(1, args.trials // 2)):
+        together["voicemesh"] += await concurrent_first(mesh_tts_first, mesh_tts, args.concurrent)
+        together["wyoming-piper"] += await concurrent_first(wyoming_tts_first, w_tts, args.concurrent)
+    return {"tts_first_audio_s": tts, "tts_first_audio_concurrent_s": together}
+
+
+async def measure_stt(args, mesh_stt: str, w_stt: int) -> dict:
     spoken = [(text, speak(text)) for text in STT_TEXTS]
     stt = {"voicemesh": [], "wyoming-faster-whisper": [], "wyoming_stop_to_final": [], "texts": []}
     await mesh_stt_final(mesh_stt, spoken[0][1], speech_bounds(spoken[0][1], RATE)[1], args.silence_ms)
@@ -205,7 +232,7 @@ async def measure(args, mesh_stt: str, mesh_tts: str, w_stt: int, w_tts: int) ->
         stt["texts"].append([text, heard, peer_heard])
         print(f"  STT {text!r}: VoiceMesh {latency * 1000:.0f} ms ({heard!r}), "
               f"wyoming {peer * 1000:.0f} ms ({peer_heard!r})", flush=True)
-    return {"tts_first_audio_s": tts, "stt_end_of_speech_to_final_s": stt}
+    return {"stt_end_of_speech_to_final_s": stt}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--silence-ms", type=int, default=300, help="endpointing silence on both sides")
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "peers-venv")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
+    parser.add_argument("--only", choices=("tts", "stt"), help="measure one modality (default both)")
+    parser.add_argument("--concurrent", type=int, default=4, help="TTS streams at once in the concurrent round")
+    parser.add_argument("--piper-threads", type=int, help="VoiceMesh's onnxruntime threads per piper synthesis")
     args = parser.parse_args(argv)
     peer_python = ensure_venv(args.venv)
     whisper_dir, voice_model = model_files()
@@ -224,48 +254,66 @@ def main(argv: list[str] | None = None) -> int:
         for suffix in (".onnx", ".onnx.json"):  # the same files, linked where wyoming-piper looks for them
             (voices / f"en_US-joe-medium{suffix}").symlink_to(voice_model.with_suffix(suffix))
         w_stt, w_tts = free_port(), free_port()
+        want_stt, want_tts = args.only in (None, "stt"), args.only in (None, "tts")
         peers = [
             subprocess.Popen([str(peer_python), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{w_stt}",
                               "--model", str(whisper_dir), "--data-dir", tmp, "--local-files-only",
                               "--language", "en", "--beam-size", "1", "--cpu-threads", "1",
-                              "--compute-type", "int8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                              "--compute-type", "int8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if want_stt else None,
             subprocess.Popen([str(peer_python), "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{w_tts}",
                               "--voice", "en_US-joe-medium", "--data-dir", str(voices), "--local-files-only"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if want_tts else None,
         ]
-        stt = ServiceProcess("stt", args=["--metrics-port", "-1", "--preload", STT_MODEL, "--threads", "1"])
-        tts = ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", VOICE])
+        threads = ["--piper-threads", str(args.piper_threads)] if args.piper_threads else []
+        ours = [ServiceProcess("stt", args=["--metrics-port", "-1", "--preload", STT_MODEL, "--threads", "1"])
+                if want_stt else None,
+                ServiceProcess("tts", args=["--metrics-port", "-1", "--preload", VOICE, *threads]) if want_tts else None]
+        stt, tts = ours
         try:
-            stt.start(), tts.start()
-            stt.wait_serving(), tts.wait_serving()
-            wait_port(w_stt, peers[0]), wait_port(w_tts, peers[1])
-            print("all four servers up", flush=True)
-            raw = asyncio.run(measure(args, stt.address, tts.address, w_stt, w_tts))
+            for proc in filter(None, ours):
+                proc.start()
+            for proc in filter(None, ours):
+                proc.wait_serving()
+            for port, proc in zip((w_stt, w_tts), peers, strict=True):
+                if proc is not None:
+                    wait_port(port, proc)
+            print("servers up", flush=True)
+            raw = asyncio.run(measure(args, stt and stt.address, tts and tts.address, w_stt, w_tts))
         finally:
-            stt.stop(), tts.stop()
-            for proc in peers:
+            for proc in filter(None, ours):
+                proc.stop()
+            for proc in filter(None, peers):
                 proc.terminate()
                 proc.wait(10)
-    tts_fig, stt_fig = raw["tts_first_audio_s"], raw["stt_end_of_speech_to_final_s"]
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "peers": list(PEERS), "settings": {"trials": args.trials, "silence_ms": args.silence_ms},
+        "peers": list(PEERS), "settings": {"trials": args.trials, "silence_ms": args.silence_ms, "only": args.only,
+                                           "concurrent": args.concurrent, "piper_threads": args.piper_threads},
         "model_files": {"stt": str(whisper_dir), "tts": str(voice_model)},
-        "tts_first_audio_ms_p50": {k: p50(v) for k, v in tts_fig.items()},
-        "stt_end_of_speech_to_final_ms_p50": {k: p50(stt_fig[k]) for k in
-                                               ("voicemesh", "wyoming-faster-whisper", "wyoming_stop_to_final")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_average": {"start": load_start[0], "end": os.getloadavg()[0]}},
         "raw": raw,
+        "ratios": {},
     }
-    t, s = report["tts_first_audio_ms_p50"], report["stt_end_of_speech_to_final_ms_p50"]
-    report["ratios"] = {"tts_first_audio": round(t["voicemesh"] / t["wyoming-piper"], 3),
-                        "stt_end_of_speech_to_final": round(s["voicemesh"] / s["wyoming-faster-whisper"], 3)}
-    print(f"TTS first audio p50: VoiceMesh {t['voicemesh']:.0f} ms, wyoming-piper {t['wyoming-piper']:.0f} ms "
-          f"-> {report['ratios']['tts_first_audio']:.2f}x (target <= 0.5x)")
-    print(f"STT end of speech -> final p50: VoiceMesh {s['voicemesh']:.0f} ms, wyoming-faster-whisper "
-          f"{s['wyoming-faster-whisper']:.0f} ms (its audio-stop -> transcript {s['wyoming_stop_to_final']:.0f} ms) "
-          f"-> {report['ratios']['stt_end_of_speech_to_final']:.2f}x (target <= 0.5x)")
+    if want_tts:
+        t = report["tts_first_audio_ms_p50"] = {k: p50(v) for k, v in raw["tts_first_audio_s"].items()}
+        c = report["tts_first_audio_concurrent_ms_p50"] = {k: p50(v) for k, v in
+                                                           raw["tts_first_audio_concurrent_s"].items()}
+        report["ratios"]["tts_first_audio"] = round(t["voicemesh"] / t["wyoming-piper"], 3)
+        report["ratios"]["tts_first_audio_concurrent"] = round(c["voicemesh"] / c["wyoming-piper"], 3)
+        print(f"TTS first audio p50: VoiceMesh {t['voicemesh']:.0f} ms, wyoming-piper {t['wyoming-piper']:.0f} ms "
+              f"-> {report['ratios']['tts_first_audio']:.2f}x (target <= 0.5x)")
+        print(f"TTS first audio p50, {args.concurrent} streams at once: VoiceMesh {c['voicemesh']:.0f} ms, "
+              f"wyoming-piper {c['wyoming-piper']:.0f} ms -> {report['ratios']['tts_first_audio_concurrent']:.2f}x")
+    if want_stt:
+        stt_fig = raw["stt_end_of_speech_to_final_s"]
+        s = report["stt_end_of_speech_to_final_ms_p50"] = {
+            k: p50(stt_fig[k]) for k in ("voicemesh", "wyoming-faster-whisper", "wyoming_stop_to_final")}
+        report["ratios"]["stt_end_of_speech_to_final"] = round(s["voicemesh"] / s["wyoming-faster-whisper"], 3)
+        print(f"STT end of speech -> final p50: VoiceMesh {s['voicemesh']:.0f} ms, wyoming-faster-whisper "
+              f"{s['wyoming-faster-whisper']:.0f} ms (its audio-stop -> transcript {s['wyoming_stop_to_final']:.0f} ms) "
+              f"-> {report['ratios']['stt_end_of_speech_to_final']:.2f}x (target <= 0.5x)")
     print(f"load average (1 min): {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
           f"{os.cpu_count()} CPUs")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Two tasks share a reply. The writer streams the LLM's text deltas to the
 client (AgentText) and into the TTS stream as they come; the TTS service cuts
-them into segments, the first at a clause, so the first audio comes early.
+them into segments, the first at a clause or after a few words, so the first
+audio comes early.
 The speaker reads the TTS stream and sends the audio paced at real time plus
 a small lead, which makes "audio sent" a good measure of "audio played" for
 truncation on barge-in.

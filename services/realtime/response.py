@@ -207,7 +207,7 @@ class Response:
         start_ms, char_start = self.audio_bytes * 1000 // 2 // rate, self.sent_chars
         step = rate * DELTA_MS // 1000 * 2
         pending = b""
-        self.characters += len(segment.text)
+        self.characters += segment.billed
         async with contextlib.aclosing(self.parts.tts.synthesize(segment.text, self.parts.voice)) as audio:
             async for piece in audio:
                 pending += piece

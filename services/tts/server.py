@@ -29,10 +29,16 @@ class Settings(ModelServiceSettings):
     first_clause_min_chars: int = setting(
         16, "a reply's first clause (up to , ; :) of at least this many characters is spoken before its sentence ends"
     )
+    first_words: int = setting(
+        4, "a reply's first sentence without such a clause is spoken in two pieces, the first after this many words "
+        "(when two words or more follow it), so its first audio comes sooner"
+    )
 
     def __post_init__(self) -> None:
         if not 10 <= self.chunk_ms <= 100:
             raise ValueError(f"chunk_ms must be between 10 and 100, got {self.chunk_ms}")
+        if self.first_words < 2:
+            raise ValueError(f"first_words must be at least 2 (a one-word piece sounds odd), got {self.first_words}")
         if self.max_segment_chars < 8:
             raise ValueError(f"max_segment_chars must be at least 8, got {self.max_segment_chars}")
 

@@ -66,6 +66,7 @@ class TtsServicer:
             max_pending_chars=settings.max_pending_chars,
             max_segment_chars=settings.max_segment_chars,
             first_clause_min_chars=settings.first_clause_min_chars,
+            first_words=settings.first_words,
         )
         stream = SynthesisStream(backend, VoiceOptions(voice=voice, speed=speed, sample_rate_hz=rate), limits)
         model = str(descriptor)
@@ -78,7 +79,7 @@ class TtsServicer:
                     meter(model, audio_seconds_out=len(event.audio) / 2 / rate)
                     if event.segment.index not in segments:
                         segments.add(event.segment.index)
-                        meter(model, characters=len(event.segment.text))
+                        meter(model, characters=event.segment.billed)
                 usage_sent = usage_sent or isinstance(event, Finished)
                 yield _response(event, rate, model)
         finally:

@@ -94,6 +94,7 @@ class StreamLimits:
     max_pending_chars: int = 16384
     max_segment_chars: int = 250
     first_clause_min_chars: int = 16
+    first_words: int = 4
 
 
 class SynthesisStream:
@@ -104,7 +105,8 @@ class SynthesisStream:
         self.options = options
         self.limits = limits
         self.segmenter = Segmenter(
-            max_chars=limits.max_segment_chars, first_clause_min_chars=limits.first_clause_min_chars
+            max_chars=limits.max_segment_chars, first_clause_min_chars=limits.first_clause_min_chars,
+            first_words=limits.first_words,
         )
         self._chunk_bytes = max(1, options.sample_rate_hz * limits.chunk_ms // 1000) * 2
         self._out: asyncio.Queue = asyncio.Queue(QUEUE_EVENTS)
@@ -119,7 +121,8 @@ class SynthesisStream:
 
     @property
     def characters(self) -> int:
-        """Characters of the segments synthesis has started on (what the stream's Usage counts)."""
+        """Characters of the segments synthesis has started on, each with its ``lead`` (what the stream's Usage
+        counts)."""
         return self._characters
 
     async def run(self, inputs: AsyncIterator[str | Control]) -> AsyncIterator[Event]:
@@ -219,7 +222,7 @@ class SynthesisStream:
             await self._out.put((None, exc))
 
     async def _speak(self, segment: Segment, epoch: int) -> None:
-        self._characters += len(segment.text)
+        self._characters += segment.billed
         log.debug("synthesizing segment %d (%d characters)", segment.index, len(segment.text))
         size, done, carry = self._chunk_bytes, 0, b""
         audio = self.session.speak(segment.text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.providers.cartesia_double import CartesiaDouble
-from tests.providers.helpers import check_round_trip, refused, speak_three_sentences, speak_with_operator_env
+from tests.providers.helpers import THREE_PIECES, check_round_trip, refused, speak_three_sentences, speak_with_operator_env
 from tests.speech import SENTENCES
 from tests.tts.helpers import barge_in, config, transcribe
 
@@ -31,7 +31,7 @@ async def test_streamed_text_is_one_context_with_continuations_and_transcribes_b
     contexts = {r["context_id"] for r in cartesia.requests}
     assert len(contexts) == 1
     assert [(r["transcript"], r["continue"], r.get("flush", False)) for r in cartesia.requests] == [
-        step for s in SENTENCES[:3] for step in ((s, True, False), ("", True, True))]
+        step for s in THREE_PIECES for step in ((s, True, False), ("", True, True))]
     first = cartesia.requests[0]
     assert first["model_id"] == "sonic-2" and first["voice"] == {"mode": "id", "id": VOICE}
     assert first["output_format"] == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.providers.deepgram_aura_double import DeepgramAuraDouble
-from tests.providers.helpers import check_round_trip, refused, speak_three_sentences, speak_with_operator_env
+from tests.providers.helpers import THREE_PIECES, check_round_trip, refused, speak_three_sentences, speak_with_operator_env
 from tests.speech import SENTENCES
 from tests.tts.helpers import barge_in, config, transcribe
 
@@ -33,7 +33,7 @@ async def test_streamed_text_is_speak_and_flush_per_segment_and_transcribes_back
         await asyncio.sleep(0.02)
     assert aura.queries == [{"model": "aura-2-thalia-en", "encoding": "linear16", "sample_rate": "16000"}]
     assert [(m["type"], m.get("text")) for m in aura.messages] == [
-        *(step for s in SENTENCES[:3] for step in (("Speak", s), ("Flush", None))), ("Close", None)]
+        *(step for s in THREE_PIECES for step in (("Speak", s), ("Flush", None))), ("Close", None)]
     check_round_trip("deepgram aura", spoken, DESCRIPTOR)
 
 

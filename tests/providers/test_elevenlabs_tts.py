@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.providers.elevenlabs_double import ElevenLabsDouble
-from tests.providers.helpers import check_round_trip, refused, speak_three_sentences, speak_with_operator_env
+from tests.providers.helpers import THREE_PIECES, check_round_trip, refused, speak_three_sentences, speak_with_operator_env
 from tests.speech import SENTENCES
 from tests.tts.helpers import barge_in, config, transcribe
 
@@ -37,7 +37,7 @@ async def test_streamed_text_is_one_socket_with_flushes_and_transcribes_back(ser
     assert socket.headers["xi-api-key"] == KEY
     assert socket.messages[0]["text"] == " "
     assert [(m["text"], m.get("flush")) for m in socket.messages[1:]] == [
-        *((s + " ", True) for s in SENTENCES[:3]), ("", None)]
+        *((s + " ", True) for s in THREE_PIECES), ("", None)]
     check_round_trip("elevenlabs", spoken, DESCRIPTOR)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from voicemesh.speech.segmenter import ends_sentence
 from voicemesh.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 JOE = "piper/en_US-joe-medium"
@@ -101,7 +102,10 @@ def check_tags(full: str, responses: list[tts_pb2.SynthesizeResponse], rate: int
     assert spoken.usage is not None, "no usage before the end"
     # Segments cover all the text, in order, word for word.
     assert " ".join(s.text for s in spoken.segments).split() == full.split()
-    assert spoken.usage.characters == sum(len(s.text) for s in spoken.segments)
+    # Each segment bills its text, and the space before it when the previous one ended inside a sentence.
+    billed = [len(s.text) + (s.char_start - prev.char_end if prev is not None and not ends_sentence(prev.text) else 0)
+              for prev, s in zip([None, *spoken.segments], spoken.segments)]
+    assert spoken.usage.characters == sum(billed)
     assert abs(spoken.usage.audio_seconds_out - spoken.samples / rate) < 1e-6
     return spoken
 

@@ -3,9 +3,18 @@
 An LLM streams a reply a few characters at a time; a TTS engine wants whole
 sentences. ``Segmenter`` buffers the pieces and cuts a segment as soon as a
 sentence is certainly complete (its end mark is followed by white space, so
-"3.5" and "e.g." do not cut), at a line break, at a clause mark for the first
-segment of a reply when that clause is long enough (a short first clause
-reaches the listener sooner), and at ``max_chars`` for run-on text.
+"3.5" and "e.g." do not cut), at a line break, and at ``max_chars`` for
+run-on text.
+
+The first segment of a reply is cut shorter, because a voice such as piper
+synthesizes a whole segment before its first sample: a short first piece is
+heard sooner, and the rest of the sentence is synthesized while it plays.
+That piece ends at a clause mark (, ; : —) once the clause has
+``first_clause_min_chars``, else after ``first_words`` words (or a word or
+two more, so it does not end on "the", "of" or "and": ``LEANING``). Either cut is
+made only when at least ``MIN_REST_WORDS`` words of the same sentence follow
+it (received, or known to come because the sentence has not ended), so no
+piece is a lone word, which a voice speaks with odd prosody.
 
 Offsets are Unicode code points in all text pushed since the segmenter was
 made, so a client can map audio back to the exact text it sent.
@@ -13,11 +22,20 @@ made, so a client can map audio back to the exact text it sent.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SENTENCE_MARKS = ".!?…。！？"
 CLAUSE_MARKS = ",;:—–、，；："
 CLOSERS = "\"')]}”’»"
+MIN_REST_WORDS = 2  # words of a sentence that must follow an early cut in it
+# A word: white-space-separated text holding a letter or digit (its punctuation included).
+_WORD = re.compile(r"\S*\w\S*")
+# Words that lean on the next one: a first piece ending on one ("of the") sounds cut off, so it takes one more.
+LEANING = frozenset(
+    "a an the of to in on at for with from by as and or but nor so if than that this these those my your our "
+    "their his her its is are was were be am".split()
+)
 # Lower-case words that end with a period without ending the sentence.
 ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e fig no approx inc ltd co mt ave dept est".split()
@@ -32,6 +50,15 @@ class Segment:
     text: str
     char_start: int
     char_end: int
+    # White space before it that belongs to its sentence: the previous segment ended inside that sentence
+    # (an early cut, a Flush, a line break or max_chars). Billed with it, so what a sentence costs does not
+    # depend on where it was cut.
+    lead: int = 0
+
+    @property
+    def billed(self) -> int:
+        """Characters this segment bills: its text and its ``lead``."""
+        return len(self.text) + self.lead
 
 
 class Segmenter:
@@ -43,15 +70,19 @@ class Segmenter:
     punctuation is never a segment.
     """
 
-    def __init__(self, *, max_chars: int = 250, first_clause_min_chars: int = 16):
+    def __init__(self, *, max_chars: int = 250, first_clause_min_chars: int = 16, first_words: int = 4):
         if max_chars < 8:
             raise ValueError("max_chars must be at least 8")
+        if first_words < 2:
+            raise ValueError("first_words must be at least 2 (a one-word piece sounds odd)")
         self.max_chars = max_chars
         self.first_clause_min_chars = first_clause_min_chars
+        self.first_words = first_words
         self._buffer = ""
         self._start = 0  # offset of _buffer[0] in all text received
         self._next_index = 0
         self._early = True  # the next segment opens a reply and may be a clause
+        self._open = False  # the last segment ended inside a sentence (the next one gets a lead)
 
     @property
     def buffered(self) -> int:
@@ -86,10 +117,24 @@ class Segmenter:
         self._start += len(self._buffer)
         self._buffer = ""
         self._early = True
+        self._open = False
         return dropped
 
     def _find_cut(self) -> int | None:
         """Index just past the end of the first complete segment, if there is one."""
+        end = self._sentence_end()
+        if self._early:
+            early = self._early_cut(self._buffer[:end] if end is not None else self._buffer, ended=end is not None)
+            if early is not None:
+                return early
+        if end is not None:
+            return end
+        if len(self._buffer) > self.max_chars:
+            return self._overflow_cut()
+        return None
+
+    def _sentence_end(self) -> int | None:
+        """Index just past the first sentence (or line) that is certainly complete."""
         text = self._buffer
         i = 0
         while i < len(text):
@@ -101,20 +146,29 @@ class Segmenter:
                 if end < len(text) and text[end].isspace() and not _is_abbreviation(text, i):
                     return end
                 if end >= len(text):
-                    break  # the next piece decides
+                    return None  # the next piece decides
                 i = end
                 continue
-            if (
-                self._early
-                and char in CLAUSE_MARKS
-                and i + 1 < len(text)
-                and text[i + 1].isspace()
-                and len(text[: i + 1].strip()) >= self.first_clause_min_chars
-            ):
-                return i + 1
             i += 1
-        if len(text) > self.max_chars:
-            return self._overflow_cut()
+        return None
+
+    def _early_cut(self, sentence: str, *, ended: bool) -> int | None:
+        """Where the first piece of a reply ends within its first ``sentence``, if it is cut early.
+
+        ``ended``: the sentence is complete, so the words after a cut are all
+        known; otherwise a cut also waits until enough words follow it.
+        """
+        words = [(m.start(), m.end()) for m in _WORD.finditer(sentence)]
+        # A word is complete once white space follows it (or the sentence ended).
+        complete = [w for w in words if ended or w[1] < len(sentence)]
+        for n, (_, word_end) in enumerate(complete, start=1):
+            clause = (sentence[word_end - 1] in CLAUSE_MARKS
+                      and len(sentence[:word_end].strip()) >= self.first_clause_min_chars)
+            if not clause and (n < self.first_words or _bare(sentence, word_end).lower() in LEANING):
+                continue
+            if len(words) - n < MIN_REST_WORDS:
+                return None  # too few words follow yet (or ever, when the sentence ended)
+            return word_end
         return None
 
     def _overflow_cut(self) -> int:
@@ -132,17 +186,33 @@ class Segmenter:
         text = raw.strip()
         if not any(c.isalnum() for c in text):
             return []
-        lead = len(raw) - len(raw.lstrip())
-        segment = Segment(self._next_index, text, start + lead, start + lead + len(text))
+        space = len(raw) - len(raw.lstrip())
+        segment = Segment(self._next_index, text, start + space, start + space + len(text),
+                          lead=space if self._open else 0)
         self._next_index += 1
         self._early = False
+        self._open = not ends_sentence(text)
         return [segment]
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends with a sentence mark (closing quotes or brackets after it allowed)."""
+    stripped = text.rstrip().rstrip(CLOSERS)
+    return bool(stripped) and stripped[-1] in SENTENCE_MARKS
 
 
 def _skip(text: str, i: int, chars: str) -> int:
     while i < len(text) and text[i] in chars:
         i += 1
     return i
+
+
+def _bare(text: str, end: int) -> str:
+    """The word ending at ``end`` without its punctuation."""
+    start = end
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    return text[start:end].strip(SENTENCE_MARKS + CLAUSE_MARKS + CLOSERS + "\"'([{“‘«")
 
 
 def _is_abbreviation(text: str, mark: int) -> bool:
