@@ -29,12 +29,14 @@ async def test_user_speech_stops_the_agent_and_truncates_the_reply(orchestrator)
         instructions="You are a storyteller. Always answer with a long story of several sentences.",
         interruption=agent_pb2.InterruptionSettings(min_duration_ms=MIN_SPEECH_MS),
     )
+    # Synthesized before the session: piper blocks this loop for a few hundred ms, which would hold back the
+    # client's real-time audio sender and send the interruption's first chunks in one burst, moving "due" early.
+    interruption = speak("Stop, please stop talking now.", RATE)
     async with AgentClient(orchestrator.address, config) as s:
         s.start_audio()
         s.say(speak("Can you tell me a short story about a dog?", RATE))
         # Let the agent talk for a second and a half of audio, then talk over it.
         await s.wait_for(lambda e: len(s.agent_audio(1)) >= int(1.5 * RATE) * 2, timeout=90)
-        interruption = speak("Stop, please stop talking now.", RATE)
         s.say(interruption)
         done = await s.turn_done(1)
         # When the chunk that completed MIN_SPEECH_MS of the interruption's speech was sent.
