@@ -40,6 +40,7 @@ POSTROLL_MS = 200  # audio kept after the detected end
 # Its clip then ends this long after the last voiced frame (enough for a trailing consonant); starting
 # it 100 ms sooner than at the full POSTROLL_MS brought the final ~60 ms closer (bench/conversation.py).
 EAGER_FINAL_MS = 100
+MAX_UNSCORED = RATE * 2  # samples (16 kHz) read from a stream ahead of its VAD; the reader then waits
 _DONE = object()
 
 
@@ -92,16 +93,28 @@ class _Audio:
 class _Received:
     """Audio read from the stream and not yet scored. The scorer takes all of it at once: a stream that fell
     behind (a busy machine) catches up with one VAD call over many chunks, whose fixed cost dominates, instead
-    of one call per chunk; a stream in real time still gets each chunk scored as it comes."""
+    of one call per chunk; a stream in real time still gets each chunk scored as it comes. At most
+    ``MAX_UNSCORED`` samples are read ahead: past that the reader waits, so a client sending faster than the
+    stream is scored is slowed by gRPC's flow control instead of filling this process's memory."""
 
     def __init__(self) -> None:
         self._parts: list[np.ndarray] = []
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._unscored = 0
         self._ended = False
 
     def put(self, samples: np.ndarray) -> None:
         self._parts.append(samples)
+        self._unscored += len(samples)
+        if self._unscored >= MAX_UNSCORED:
+            self._room.clear()
         self._wake.set()
+
+    async def room(self) -> None:
+        """Wait until the scorer has taken what was read ahead."""
+        await self._room.wait()
 
     def close(self) -> None:
         self._ended = True
@@ -113,6 +126,8 @@ class _Received:
             self._wake.clear()
             await self._wake.wait()
         parts, self._parts = self._parts, []
+        self._unscored = 0
+        self._room.set()
         samples = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
         return samples, self._ended
 
@@ -217,6 +232,7 @@ class RecognizeStream:
                 samples = pcm_to_float(chunk)
                 self._samples_in += len(samples)
                 received.put(self._resampler.process(samples))
+                await received.room()
         finally:
             received.close()
 

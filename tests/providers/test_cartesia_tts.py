@@ -30,8 +30,9 @@ async def test_streamed_text_is_one_context_with_continuations_and_transcribes_b
     # One context for the reply: each segment a continuation, then a manual flush that ends its audio.
     contexts = {r["context_id"] for r in cartesia.requests}
     assert len(contexts) == 1
+    # Cartesia joins a context's transcripts as sent, so each continuation brings its leading space.
     assert [(r["transcript"], r["continue"], r.get("flush", False)) for r in cartesia.requests] == [
-        step for s in THREE_PIECES for step in ((s, True, False), ("", True, True))]
+        step for i, s in enumerate(THREE_PIECES) for step in ((s if i == 0 else " " + s, True, False), ("", True, True))]
     first = cartesia.requests[0]
     assert first["model_id"] == "sonic-2" and first["voice"] == {"mode": "id", "id": VOICE}
     assert first["output_format"] == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}

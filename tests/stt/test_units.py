@@ -90,3 +90,25 @@ def test_a_whisper_folder_is_multilingual_when_its_vocabulary_is(tmp_path, vocab
         (folder / vocabulary).write_text(text, encoding="utf-8")
     assert {"en", "de", "fr"} <= set(_languages(tmp_path / "multi"))
     assert _languages(tmp_path / "english") == ("en",)
+
+
+def test_audio_read_ahead_of_the_vad_is_bounded_and_the_reader_waits_for_room():
+    import asyncio
+
+    from voicemesh.services.stt.stream import MAX_UNSCORED, _Received
+
+    async def scenario():
+        received = _Received()
+        chunk = np.zeros(MAX_UNSCORED // 4, dtype=np.float32)
+        for _ in range(3):
+            received.put(chunk)
+            await asyncio.wait_for(received.room(), 1)  # under the bound: the reader goes on at once
+        received.put(chunk)  # the bound is reached: the reader must wait for the scorer
+        waiting = asyncio.ensure_future(received.room())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        samples, ended = await received.take()
+        assert len(samples) == 4 * len(chunk) and not ended
+        await asyncio.wait_for(waiting, 1)  # the scorer took it all: room again
+
+    asyncio.run(scenario())

@@ -202,6 +202,7 @@ class FasterWhisperBackend(SttBackend):
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
             self._pool = None
         self._whisper = None
+        self._windows.clear()  # they hold the model too
 
     async def recognize(self, options: RecognitionOptions, audio: AsyncIterator[bytes]) -> AsyncIterator[SttEvent]:
         ticket = self._admission.acquire()

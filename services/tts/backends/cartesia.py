@@ -95,7 +95,9 @@ class CartesiaSession(WebSocketSession):
         headers = {"X-API-Key": backend.require_key(), "Cartesia-Version": API_VERSION}
         if await self.open(backend.ws_url("/tts/websocket"), headers) or not self.context_id:
             self.context_id, self.flush_id, self.context_s = uuid.uuid4().hex, 0, 0.0
-        await self.send(self._request(text))
+        # Cartesia joins a context's transcripts as sent: a continuation carries its own leading space, or the
+        # words at the seam run together ("France" + "is Paris." is spoken "Franceis Paris").
+        await self.send(self._request(text if self.flush_id == 0 else " " + text))
         await self.send(self._request("", flush=True))
         self.flush_id += 1
         self.words = []
