@@ -9,8 +9,8 @@ What it shares with the mesh phase, on purpose:
   verdict on the user's last audio moves the end-of-turn wait;
 * sampling: greedy (temperature 0), as ``voicemesh up`` runs the default LLM;
 * preemption: while the end-of-turn wait runs, and already on an interim
-  that looks complete unless ``VOICEMESH_SPECULATE_ON_INTERIMS=0`` (which the
-  mesh's orchestrator reads too; on by default), a held reply is generated to the words so
+  that looks complete when ``VOICEMESH_SPECULATE_ON_INTERIMS=1`` (which the
+  mesh's orchestrator reads too; off by default), a held reply is generated to the words so
   far; released when the turn ends on the same words, dropped otherwise;
 * overlap: the LLM's deltas stream into a ``SynthesisStream`` (the TTS
   service's own class, with its default limits: first clause, 100 ms chunks)
@@ -37,7 +37,7 @@ from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, RATE, Pacer, Tu
 from voicemesh.audio import chunks
 
 MAX_DELAY_MS = 3000  # the session default (orchestrator.config)
-SPECULATE = os.environ.get("VOICEMESH_SPECULATE_ON_INTERIMS", "1").lower() in ("1", "true", "yes", "on")
+SPECULATE = os.environ.get("VOICEMESH_SPECULATE_ON_INTERIMS", "0").lower() in ("1", "true", "yes", "on")
 
 
 class HeldReply:
