@@ -55,7 +55,9 @@ def test_a_sentence_is_encoded_on_a_window_of_its_length_plus_the_margin_and_hea
     assert heard is not None and wer([(SENTENCES[6], heard.text)]) <= 0.2, heard
     assert [w[0] for w in heard.words][:2] == ["My", "phone"]
     starts = [w[1] for w in heard.words]
-    assert starts == sorted(starts) and 0.1 <= starts[0] and heard.words[-1][2] <= seconds + 0.1
+    # Whisper's alignment may stretch the first word back over the 0.25 s of leading silence; it ends after it.
+    assert starts == sorted(starts) and 0 <= starts[0] and heard.words[0][2] > 0.25
+    assert heard.words[-1][2] <= seconds + 0.1
     assert 0 < heard.confidence <= 1
 
 
