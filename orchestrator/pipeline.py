@@ -196,9 +196,11 @@ class PipelineMode:
         elif kind == "interim" and has_words(response.interim.text):
             self.user.interim_result(response.interim.text)
             await self.replies.check_preemption(self.user.text)
-            if s.speculative and not s.has_timer("eot"):
-                # The final decode of a whole utterance is the turn's floor: a reply to these words is made
-                # meanwhile and held; it is released only if the turn ends on the same words (``take_preemption``).
+            if s.speculative and response.interim.end_candidate and not s.has_timer("eot"):
+                # The final decode of a whole utterance is the turn's floor: a reply to the words of a pause is
+                # made meanwhile and held; it is released only if the turn ends on the same words
+                # (``take_preemption``). Interims of speech still going on start none: most would be dropped,
+                # each with the LLM and TTS work (and usage) of a reply nobody hears.
                 await self.replies.preempt(self.user.text)
             s.emit.user_transcript(s.next_turn, self.user.text)
             # Only words that later hypotheses keep confirm a barge-in: a first guess on a noise can be a word.

@@ -53,14 +53,13 @@ class Settings(ServerSettings):
                                             "last second and its thread is busy (--busy-loop-cpu); 0: no limit")
     busy_loop_cpu: float = setting(0.3, "CPU of the event loop's thread, in cores over the last second, past which "
                                         "it counts as busy with its own sessions for --busy-loop-lag-ms")
-    # With the STT's speculative final sent as an interim 100 ms into a pause, the held reply starts ~200 ms
-    # before the endpointing silence is over: bench/conversation.py --turns 20 on an idle 2-core machine gave
-    # voice-to-voice p50/p95 970/1620 ms with it, 1229/2547 ms without. Still off by default: a held reply that is
-    # dropped leaves its own LLM and TTS usage records under the turn it anticipated, which the ledger's
-    # one-record-per-turn checks read as duplicates; that needs its own record identity first.
-    speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "
-                                                 "interim transcript that looks complete, before the STT's final "
-                                                 "decode")
+    # The STT sends its speculative final 100 ms into a pause as an interim marked end_candidate; a held reply
+    # to it starts ~200 ms before the endpointing silence is over. Only those interims start one, so a reply is
+    # dropped only when the user goes on after such a pause (its LLM and TTS usage is still billed, under the
+    # turn it anticipated). Figures: docs/models.md, bench/conversation.py.
+    speculate_on_interims: bool = setting(True, "with preemptive generation, start that reply already on the "
+                                                "STT's end-candidate interim (its final decode at a pause), before "
+                                                "the endpointing silence is over")
 
 
 class Orchestrator:

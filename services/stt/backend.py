@@ -59,6 +59,7 @@ class TranscriptEvent:
     words: tuple[WordTiming, ...] = ()
     confidence: float = 0.0
     language: str = ""
+    end_candidate: bool = False  # an interim at a pause: the final if the pause ends the utterance
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def to_response(event: SttEvent) -> stt_pb2.RecognizeResponse:
             words=[stt_pb2.Word(word=w.word, start_ms=w.start_ms, end_ms=w.end_ms, confidence=w.confidence)
                    for w in event.words],
             confidence=event.confidence, language=event.language, start_ms=event.start_ms, end_ms=event.end_ms,
+            end_candidate=event.end_candidate,
         )
         if event.final:
             return stt_pb2.RecognizeResponse(final=transcript)

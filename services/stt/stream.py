@@ -288,7 +288,7 @@ class RecognizeStream:
         hypothesis = await self._decode(clip, offset_ms, True)
         current = self._eager is not None and self._eager[:2] == (utterance, end)
         if self.options.interim_results and current and self._endpointer.in_speech and hypothesis.text.strip():
-            self._emit_interim(utterance, hypothesis, end)
+            self._emit_interim(utterance, hypothesis, end, end_candidate=True)
         return hypothesis
 
     async def _cancel_eager(self) -> None:
@@ -325,7 +325,7 @@ class RecognizeStream:
             return
         self._emit_interim(utterance, hypothesis, end)
 
-    def _emit_interim(self, utterance: int, hypothesis: Hypothesis, end: int) -> None:
+    def _emit_interim(self, utterance: int, hypothesis: Hypothesis, end: int, *, end_candidate: bool = False) -> None:
         if end <= self._interim_end:
             return  # an interim of this much audio went out already: times only move forward
         self._interim_end = end
@@ -334,6 +334,7 @@ class RecognizeStream:
             utterance_id=utterance, text=text, final=False, stable_text=stable,
             start_ms=ms(self._endpointer.start), end_ms=ms(end), words=hypothesis.words,
             confidence=hypothesis.confidence, language=hypothesis.language or self.options.language,
+            end_candidate=end_candidate,
         ))
 
     async def _cancel_interim(self) -> None:

@@ -184,9 +184,10 @@ async def test_without_preemptive_generation_nothing_is_generated_before_the_tur
 SPAIN = "What is the capital of Spain?"
 
 
-def interim(scripted: Scripted, text: str, at_ms: int = 0) -> None:
+def interim(scripted: Scripted, text: str, at_ms: int = 0, end_candidate: bool = True) -> None:
+    """An interim of ``text``; an end candidate is the STT's final decode at a pause (``end_candidate``)."""
     scripted.stt(speech_started=stt_pb2.SpeechStarted(time_ms=at_ms))
-    scripted.stt(interim=stt_pb2.Transcript(text=text, stable_text=""))
+    scripted.stt(interim=stt_pb2.Transcript(text=text, stable_text="", end_candidate=end_candidate))
 
 
 def end(scripted: Scripted, final: str, at_ms: int = 1000) -> None:
@@ -224,3 +225,15 @@ async def test_a_reply_held_from_an_interim_sends_no_audio_when_the_final_says_o
         assert "agent_audio" in said and "agent_audio" not in said[:final_at]  # no audio before the words said
         assert "".join(t.delta for t in s.of("agent_text")).strip() == done[0].text
         assert s.user_messages() == [SPAIN]  # the tentative message of the interim is gone
+
+
+async def test_only_an_end_candidate_interim_starts_a_held_reply(mesh):
+    """An interim of speech still going on starts nothing, even when it looks complete: most such replies would
+    be dropped with their LLM and TTS work. The STT's end candidate (its final decode at a pause) starts one."""
+    async with Scripted(mesh, min_delay_ms=LONG_WAIT_MS, max_delay_ms=LONG_WAIT_MS, speculative=True) as s:
+        interim(s, FIRST, end_candidate=False)
+        await s.until(lambda: s.of("user_transcript"))
+        await asyncio.sleep(0.3)
+        assert s.session.preemption is None
+        s.stt(interim=stt_pb2.Transcript(text=FIRST, stable_text=FIRST, end_candidate=True))
+        assert await held_text(s)

@@ -74,8 +74,9 @@ def test_interim_stable_prefix_only_grows(stt):
 
 
 def test_the_speculative_final_goes_out_as_an_interim_during_the_endpointing_silence(stt):
-    """The final decode starts 100 ms into a pause; its result is sent as an interim at once, so a client can
-    prepare its answer while the endpointing silence (500 ms here) runs, and the final that follows is the same."""
+    """The final decode starts 100 ms into a pause; its result is sent as an interim at once, marked as the end
+    candidate, so a client can prepare its answer while the endpointing silence (500 ms here) runs, and the final
+    that follows is the same."""
     audio = silence(0.4) + speak(SENTENCES[9]) + silence(1.0)
     responses = recognize(stt.address, audio, chunk_ms=20, pace=1.0, interim_results=True)
     sequence = events(responses)
@@ -86,6 +87,7 @@ def test_the_speculative_final_goes_out_as_an_interim_during_the_endpointing_sil
     print([(kind, getattr(event, "text", ""), getattr(event, "end_ms", "")) for kind, event in sequence])
     assert early, "no interim of the whole utterance came before the final"
     assert words(early[-1].text) == words(final.text)
+    assert early[-1].end_candidate
 
 
 def test_no_interims_unless_asked(stt):

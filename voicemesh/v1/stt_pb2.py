@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voicemesh.v1 import common_pb2 as voicemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/stt.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19SttServiceDescribeRequest\"S\n\x1aSttServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"?\n\x0b\x45ndpointing\x12\x16\n\x0emin_silence_ms\x18\x01 \x01(\x05\x12\x18\n\x10speech_threshold\x18\x02 \x01(\x02\"\xc4\x01\n\x11RecognitionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12.\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x19.voicemesh.v1.Endpointing\x12-\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"a\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voicemesh.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"J\n\x04Word\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\xb0\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bstable_text\x18\x03 \x01(\t\x12!\n\x05words\x18\x04 \x03(\x0b\x32\x12.voicemesh.v1.Word\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x10\n\x08start_ms\x18\x07 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x08 \x01(\x03\"6\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\"4\n\x0bSpeechEnded\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\"\x84\x02\n\x11RecognizeResponse\x12\x35\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x1b.voicemesh.v1.SpeechStartedH\x00\x12+\n\x07interim\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12)\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12\x31\n\x0cspeech_ended\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.SpeechEndedH\x00\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x13.voicemesh.v1.UsageH\x00\x42\x07\n\x05\x65vent2\xbd\x01\n\nSttService\x12P\n\tRecognize\x12\x1e.voicemesh.v1.RecognizeRequest\x1a\x1f.voicemesh.v1.RecognizeResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.SttServiceDescribeRequest\x1a(.voicemesh.v1.SttServiceDescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voicemesh/v1/stt.proto\x12\x0cvoicemesh.v1\x1a\x19voicemesh/v1/common.proto\"\x1b\n\x19SttServiceDescribeRequest\"S\n\x1aSttServiceDescribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .voicemesh.v1.ServiceDescription\"?\n\x0b\x45ndpointing\x12\x16\n\x0emin_silence_ms\x18\x01 \x01(\x05\x12\x18\n\x10speech_threshold\x18\x02 \x01(\x02\"\xc4\x01\n\x11RecognitionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12.\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x19.voicemesh.v1.Endpointing\x12-\n\x07\x62\x61\x63kend\x18\x06 \x01(\x0b\x32\x1c.voicemesh.v1.BackendOptions\"a\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voicemesh.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"J\n\x04Word\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\xc7\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bstable_text\x18\x03 \x01(\t\x12!\n\x05words\x18\x04 \x03(\x0b\x32\x12.voicemesh.v1.Word\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x10\n\x08start_ms\x18\x07 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x08 \x01(\x03\x12\x15\n\rend_candidate\x18\t \x01(\x08\"6\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\"4\n\x0bSpeechEnded\x12\x14\n\x0cutterance_id\x18\x01 \x01(\x05\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\"\x84\x02\n\x11RecognizeResponse\x12\x35\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x1b.voicemesh.v1.SpeechStartedH\x00\x12+\n\x07interim\x18\x02 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12)\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x18.voicemesh.v1.TranscriptH\x00\x12\x31\n\x0cspeech_ended\x18\x04 \x01(\x0b\x32\x19.voicemesh.v1.SpeechEndedH\x00\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x13.voicemesh.v1.UsageH\x00\x42\x07\n\x05\x65vent2\xbd\x01\n\nSttService\x12P\n\tRecognize\x12\x1e.voicemesh.v1.RecognizeRequest\x1a\x1f.voicemesh.v1.RecognizeResponse(\x01\x30\x01\x12]\n\x08\x44\x65scribe\x12\'.voicemesh.v1.SttServiceDescribeRequest\x1a(.voicemesh.v1.SttServiceDescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORD']._serialized_start=544
   _globals['_WORD']._serialized_end=618
   _globals['_TRANSCRIPT']._serialized_start=621
-  _globals['_TRANSCRIPT']._serialized_end=797
-  _globals['_SPEECHSTARTED']._serialized_start=799
-  _globals['_SPEECHSTARTED']._serialized_end=853
-  _globals['_SPEECHENDED']._serialized_start=855
-  _globals['_SPEECHENDED']._serialized_end=907
-  _globals['_RECOGNIZERESPONSE']._serialized_start=910
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1170
-  _globals['_STTSERVICE']._serialized_start=1173
-  _globals['_STTSERVICE']._serialized_end=1362
+  _globals['_TRANSCRIPT']._serialized_end=820
+  _globals['_SPEECHSTARTED']._serialized_start=822
+  _globals['_SPEECHSTARTED']._serialized_end=876
+  _globals['_SPEECHENDED']._serialized_start=878
+  _globals['_SPEECHENDED']._serialized_end=930
+  _globals['_RECOGNIZERESPONSE']._serialized_start=933
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1193
+  _globals['_STTSERVICE']._serialized_start=1196
+  _globals['_STTSERVICE']._serialized_end=1385
 # @@protoc_insertion_point(module_scope)

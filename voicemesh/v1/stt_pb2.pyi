@@ -62,7 +62,7 @@ class Word(_message.Message):
     def __init__(self, word: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class Transcript(_message.Message):
-    __slots__ = ("utterance_id", "text", "stable_text", "words", "confidence", "language", "start_ms", "end_ms")
+    __slots__ = ("utterance_id", "text", "stable_text", "words", "confidence", "language", "start_ms", "end_ms", "end_candidate")
     UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     STABLE_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Transcript(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
+    END_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     utterance_id: int
     text: str
     stable_text: str
@@ -79,7 +80,8 @@ class Transcript(_message.Message):
     language: str
     start_ms: int
     end_ms: int
-    def __init__(self, utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., stable_text: _Optional[str] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., confidence: _Optional[float] = ..., language: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ...) -> None: ...
+    end_candidate: bool
+    def __init__(self, utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., stable_text: _Optional[str] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., confidence: _Optional[float] = ..., language: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., end_candidate: _Optional[bool] = ...) -> None: ...
 
 class SpeechStarted(_message.Message):
     __slots__ = ("utterance_id", "time_ms")
