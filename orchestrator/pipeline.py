@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PRE_SPEECH_MS = 500  # audio before the turn's first speech start that the turn model sees
+
 
 class PipelineMode:
     """The session on STT, LLM and TTS services (a ``Mode``)."""
@@ -190,7 +192,7 @@ class PipelineMode:
         if kind == "speech_started":
             s.cancel_timer("eot")  # the user goes on
             self._turn_check += 1  # an older verdict is stale
-            self.user.speech_started()
+            self.user.speech_started(int(response.speech_started.time_ms + offset))
             if self.replies.speaking and s.spec.interruption_enabled:
                 self.barge.start(int(response.speech_started.time_ms + offset))
         elif kind == "interim" and has_words(response.interim.text):
@@ -237,7 +239,11 @@ class PipelineMode:
         text = self.user.final_text
         decision = self.turns.end_of_speech(text, s.clock.ms - end_ms, closing=s.closing)
         if decision.judge is not None:
-            samples = self.recent.until(s.clock.ms)
+            # The model judges the user's turn alone, from a little before its first word (as Smart Turn is
+            # run and was trained: one turn zero-padded in front); earlier speech in its window lowers the
+            # probability of a finished question (bench/smart_turn_window.py).
+            since = None if self.user.start_ms is None else self.user.start_ms - PRE_SPEECH_MS
+            samples = self.recent.until(s.clock.ms, since)
             s.spawn(self._judge(self._turn_check, end_ms, samples, decision.judge), "turn-model")
         else:
             self.verdict = (None, self.turns.target_ms(text))

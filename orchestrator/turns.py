@@ -21,6 +21,7 @@ class UserTurn:
     speech_end_ms: int | None = None  # end of the last utterance on the audio timeline
     speaking: bool = False  # an utterance is open (speech started, not yet final)
     interim: str = ""
+    start_ms: int | None = None  # where the turn's first utterance started on the audio timeline
 
     @property
     def text(self) -> str:
@@ -30,8 +31,10 @@ class UserTurn:
     def final_text(self) -> str:
         return " ".join(p for p in self.parts if p).strip()
 
-    def speech_started(self) -> None:
+    def speech_started(self, time_ms: int | None = None) -> None:
         self.speaking = True
+        if self.start_ms is None:
+            self.start_ms = time_ms
 
     def interim_result(self, text: str) -> None:
         self.interim = text.strip()
@@ -39,6 +42,8 @@ class UserTurn:
     def final_result(self, text: str, end_ms: int) -> None:
         if text.strip():
             self.parts.append(text.strip())
+        elif not self.parts:
+            self.start_ms = None  # no words yet (a noise): the turn starts with the next utterance
         self.interim = ""
         self.speaking = False
         self.speech_end_ms = end_ms

@@ -87,6 +87,7 @@ def test_recent_audio_cuts_at_a_timeline_position_and_resamples():
     assert len(audio.until(2000)) == pytest.approx(16000, abs=320)  # the streaming resampler holds back a few ms  # only the last second is kept
     assert len(audio.until(1500)) == pytest.approx(8000, abs=700)  # kept in whole chunks
     assert len(audio.until(500)) == 0
+    assert len(audio.until(2000, since_ms=1750)) == pytest.approx(4000, abs=320)  # from a position on
 
 
 @pytest.mark.parametrize("said, heard, complete", [(QUESTION, QUESTION, True),
@@ -140,3 +141,27 @@ async def test_a_late_final_ends_the_turn_at_once_unless_the_user_already_speaks
         else:
             await s.until(lambda: s.user_messages())
             assert session.verdict == (None, 500)
+
+
+async def test_the_verdict_judges_the_users_turn_alone_not_the_speech_before_it(mesh, model):
+    """The model's window starts 500 ms before the turn's first speech start, as Smart Turn is run: earlier speech
+    in the window (here a clause left open, 2 s before) would change its verdict on the finished question."""
+    from tests.orchestrator.test_preemptive import Scripted
+
+    async with Scripted(mesh, preemptive=False, turn_model=model, min_delay_ms=500) as s:
+        session = s.session
+        before = speak(UNFINISHED) + silence(2.0)
+        pcm = before + speak(QUESTION) + silence(0.35)
+        session.clock.received(len(pcm) // 2)
+        session.recent.feed(pcm)
+        start_ms = round(len(before) / 2 / 16)
+        end_ms = start_ms + round(len(speak(QUESTION)) / 2 / 16)
+        s.stt(speech_started=stt_pb2.SpeechStarted(time_ms=start_ms))
+        s.stt(final=stt_pb2.Transcript(text=QUESTION, end_ms=end_ms))
+        s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=end_ms))
+        await s.until(lambda: session.verdict is not None and session.verdict[0] is not None)
+        samples = pcm_to_float(pcm)
+        turn_alone = samples[(start_ms - 500) * 16: (end_ms + 300) * 16]
+        whole = samples[: (end_ms + 300) * 16]
+        assert model.probability(turn_alone) != pytest.approx(model.probability(whole), abs=0.02)  # it matters
+        assert session.verdict[0] == pytest.approx(model.probability(turn_alone), abs=0.02)

@@ -120,8 +120,11 @@ class RecentAudio:
         while self._parts and self._held - len(self._parts[0]) >= self._keep:
             self._held -= len(self._parts.pop(0))  # whole chunks only: no copy per chunk
 
-    def until(self, end_ms: float) -> np.ndarray:
-        """The audio kept (at most ``seconds``) up to timeline position ``end_ms``."""
+    def until(self, end_ms: float, since_ms: float | None = None) -> np.ndarray:
+        """The audio kept (at most ``seconds``) up to timeline position ``end_ms``, from ``since_ms`` if given."""
         joined = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
         stop = len(joined) - max(0, self.end - int(end_ms * RATE / 1000))
-        return joined[max(0, stop - self._keep): max(0, stop)]
+        start = stop - self._keep
+        if since_ms is not None:
+            start = max(start, len(joined) - (self.end - int(max(0.0, since_ms) * RATE / 1000)))
+        return joined[max(0, start): max(0, stop)]

@@ -1,8 +1,8 @@
 """The Smart Turn policy: the model's verdict on the user's audio and the transcript set the wait.
 
 When the VAD closes an utterance, the wait is first set from the transcript
-alone and the model (``model.SmartTurn``) runs on the user's last seconds of
-audio; its probability then moves the wait (``turn_target_ms``): a clearly
+alone and the model (``model.SmartTurn``) runs on the user's turn (its audio
+from 500 ms before the turn's first speech start, at most 8 s); its probability then moves the wait (``turn_target_ms``): a clearly
 complete turn ends at once, an unlikely one waits longer, up to
 ``max_delay_ms``. With the model the VAD closes utterances after a shorter
 silence (``QUICK_MS``), so a turn is never ended before the verdict (unless
