@@ -12,6 +12,8 @@ may be generated ahead (``Replies.preempt``).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -58,6 +60,7 @@ class PipelineMode:
         self.replies = Replies(self)
         self.verdict: tuple[float | None, float] | None = None  # last (model probability or None, silence target)
         self._turn_check = 0  # which end of speech a verdict is for
+        self._early: tuple[float, asyncio.Task] | None = None  # (end of speech, its verdict made at the pause)
 
     # -- the Mode interface ----------------------------------------------------------------
 
@@ -192,12 +195,15 @@ class PipelineMode:
         if kind == "speech_started":
             s.cancel_timer("eot")  # the user goes on
             self._turn_check += 1  # an older verdict is stale
+            self._drop_early()
             self.user.speech_started(int(response.speech_started.time_ms + offset))
             if self.replies.speaking and s.spec.interruption_enabled:
                 self.barge.start(int(response.speech_started.time_ms + offset))
         elif kind == "interim" and has_words(response.interim.text):
             self.user.interim_result(response.interim.text)
             await self.replies.check_preemption(self.user.text)
+            if response.interim.end_candidate:
+                self._judge_early(response.interim.end_ms + offset)
             if s.speculative and response.interim.end_candidate and not s.has_timer("eot"):
                 # The final decode of a whole utterance is the turn's floor: a reply to the words of a pause is
                 # made meanwhile and held; it is released only if the turn ends on the same words
@@ -242,9 +248,9 @@ class PipelineMode:
             # The model judges the user's turn alone, from a little before its first word (as Smart Turn is
             # run and was trained: one turn zero-padded in front); earlier speech in its window lowers the
             # probability of a finished question (bench/smart_turn_window.py).
-            since = None if self.user.start_ms is None else self.user.start_ms - PRE_SPEECH_MS
-            samples = self.recent.until(s.clock.ms, since)
-            s.spawn(self._judge(self._turn_check, end_ms, samples, decision.judge), "turn-model")
+            samples = self.recent.until(s.clock.ms, self._since_ms())
+            early = self._early[1] if self._early is not None and abs(self._early[0] - end_ms) < 1 else None
+            s.spawn(self._judge(self._turn_check, end_ms, samples, decision.judge, early), "turn-model")
         else:
             self.verdict = (None, self.turns.target_ms(text))
         if decision.wait_ms <= 0 or s.closing:
@@ -253,9 +259,41 @@ class PipelineMode:
         s.timer("eot", decision.wait_ms)
         await self.replies.preempt(text)
 
-    async def _judge(self, check: int, end_ms: float, samples, judge: Judge) -> None:
+    async def _judge(self, check: int, end_ms: float, samples, judge: Judge, early: asyncio.Task | None) -> None:
+        if early is not None:
+            try:  # the model judged this end of speech already, at the pause: only the voice check is left
+                judge = dataclasses.replace(judge, use_model=False, probability=await early)
+            except Exception:  # noqa: BLE001 (the model runs again below)
+                log.warning("the early turn verdict failed", exc_info=True)
         probability = await self.turns.verdict(samples, judge)
         self.session.events.put_nowait(TurnVerdict(check, end_ms, probability))
+
+    def _since_ms(self) -> float | None:
+        return None if self.user.start_ms is None else self.user.start_ms - PRE_SPEECH_MS
+
+    def _judge_early(self, end_ms: float) -> None:
+        """The STT's end candidate came (its final decode at a pause that started at ``end_ms``): the turn
+        model's verdict is made as soon as the audio of its window is in, while the STT still waits out its
+        endpointing silence, so the turn can end as soon as the utterance closes."""
+        window = self.turns.early_window_ms(self.user.text) if self.recent is not None else None
+        if window is None or (self._early is not None and abs(self._early[0] - end_ms) < 1):
+            return
+        self._drop_early()
+        s, since = self.session, self._since_ms()
+
+        async def judge() -> float | None:
+            lag_ms = end_ms + window - s.clock.ms
+            if lag_ms > 0:
+                await asyncio.sleep(lag_ms / 1000)  # the user's audio comes in real time
+            samples = self.recent.until(min(s.clock.ms, end_ms + window), since)
+            return await self.turns.verdict(samples, Judge(use_model=True, voice_after_ms=0.0))
+
+        self._early = (end_ms, s.spawn(judge(), "turn-model-early"))
+
+    def _drop_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            early[1].cancel()
 
     async def on_verdict(self, check: int, end_ms: float, probability: float | None) -> None:
         s = self.session
@@ -278,6 +316,7 @@ class PipelineMode:
         if not text:
             return
         s.cancel_timer("eot")
+        self._drop_early()
         timing, s.timing = s.timing, TurnTiming()
         timing.decided = time.monotonic()
         timing.stt_model, timing.stt_fallbacks = self.listener.model, self.listener.take_fallbacks()

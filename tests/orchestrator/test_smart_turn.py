@@ -165,3 +165,38 @@ async def test_the_verdict_judges_the_users_turn_alone_not_the_speech_before_it(
         whole = samples[: (end_ms + 300) * 16]
         assert model.probability(turn_alone) != pytest.approx(model.probability(whole), abs=0.02)  # it matters
         assert session.verdict[0] == pytest.approx(model.probability(turn_alone), abs=0.02)
+
+
+class CountingModel:
+    """The real model, counting its runs and the audio each judged."""
+
+    def __init__(self, model):
+        self.model, self.runs = model, []
+
+    async def predict(self, samples):
+        self.runs.append(len(samples))
+        return await self.model.predict(samples)
+
+
+async def test_the_verdict_is_made_at_the_stts_end_candidate_so_the_turn_ends_when_the_utterance_closes(mesh, model):
+    """The STT's end candidate (its final decode at a pause) lets the model judge the turn 200 ms into the
+    pause, while the STT still waits out its endpointing silence; the final then needs no second run."""
+    from tests.orchestrator.test_preemptive import Scripted
+
+    counting = CountingModel(model)
+    async with Scripted(mesh, preemptive=False, turn_model=counting, min_delay_ms=500) as s:
+        session = s.session
+        pcm = silence(0.5) + speak(QUESTION) + silence(0.35)
+        session.clock.received(len(pcm) // 2)
+        session.recent.feed(pcm)
+        start_ms, end_ms = 500, 500 + round(len(speak(QUESTION)) / 2 / 16)
+        s.stt(speech_started=stt_pb2.SpeechStarted(time_ms=start_ms))
+        s.stt(interim=stt_pb2.Transcript(text=QUESTION, end_ms=end_ms, end_candidate=True))
+        await s.until(lambda: counting.runs)
+        assert counting.runs == [(end_ms + 200) * 16]  # from 500 ms before the speech to 200 ms past its end
+        s.stt(final=stt_pb2.Transcript(text=QUESTION, end_ms=end_ms))
+        s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=end_ms))
+        await s.until(lambda: s.user_messages())  # a confident verdict: the turn ended without the plain wait
+        window = pcm_to_float(pcm)[: (end_ms + 200) * 16]
+        assert session.verdict[0] == pytest.approx(model.probability(window), abs=1e-4)
+        assert session.verdict[0] >= CONFIDENT and len(counting.runs) == 1  # the final reused the early verdict

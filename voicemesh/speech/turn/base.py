@@ -29,6 +29,7 @@ class Judge:
 
     use_model: bool  # False: the plain wait is over already (a slow final); only the voice check is left
     voice_after_ms: float  # audio from this long past the end of speech is only checked for voice again
+    probability: float | None = None  # without use_model: the model's verdict made already, if any
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class TurnDetector(ABC):
 
     async def verdict(self, samples: np.ndarray, judge: Judge) -> float | None:
         """How likely the turn is complete, from the user's last audio (None: no opinion)."""
+        return None
+
+    def early_window_ms(self, text: str) -> float | None:
+        """For a detector that judges audio: the silence after a pause's start at which its verdict on ``text``
+        may be made already, while the STT waits out its endpointing (None: not early)."""
         return None
 
     def may_preempt(self, text: str) -> bool:

@@ -24,6 +24,7 @@ from voicemesh.speech.turn.text import completeness
 CONFIDENT = 0.85  # at or above: the turn is clearly complete
 UNLIKELY = 0.5  # below: the user is probably going on
 QUICK_MS = 300  # silence after which a turn the model is sure of ends (the VAD's endpointing then)
+WINDOW_SILENCE_MS = 200  # the silence after the end of speech in the model's window (as its VAD stop is set)
 VERDICT_GRACE_MS = 400  # how long past the plain wait the turn waits for the model's verdict
 
 
@@ -81,14 +82,18 @@ class SmartTurnDetector(TurnDetector):
         wait = self.target_ms(text) - silence_ms
         if closing or completeness(text) == 0.0:
             return EndOfSpeech(wait)  # nothing more comes, or an open last word: the model is not asked
-        # The window ends a little after the end of speech, as the model was trained; the rest is checked for voice.
+        # The window ends a little after the end of speech, as the model is run; the rest is checked for voice.
         return EndOfSpeech(max(wait, VERDICT_GRACE_MS),
-                           Judge(use_model=wait > 0, voice_after_ms=max(0.0, silence_ms - QUICK_MS)))
+                           Judge(use_model=wait > 0, voice_after_ms=max(0.0, silence_ms - WINDOW_SILENCE_MS)))
+
+    def early_window_ms(self, text: str) -> float | None:
+        """The model's window may end this long after a pause's start, before the STT closes the utterance."""
+        return WINDOW_SILENCE_MS if completeness(text) > 0.0 else None
 
     async def verdict(self, samples: np.ndarray, judge: Judge) -> float | None:
         after = int(judge.voice_after_ms * RATE / 1000)
         head = samples[:len(samples) - after] if after else samples
-        probability = await self.model.predict(head) if judge.use_model else None
+        probability = await self.model.predict(head) if judge.use_model else judge.probability
         if after and await asyncio.to_thread(voice_in, samples[len(samples) - after:]):
             probability = 0.0  # the user already speaks again: the STT will say so after its decode
         return probability
