@@ -8,8 +8,8 @@ and in the models folder ``--models-dir`` (``<name>.onnx`` next to
 such folder). piper-tts is GPL-3.0 and an optional extra
 (``voicemesh[tts]``); nothing imports it before a voice is loaded.
 
-Each sentence runs on a small executor owned by the backend: its latent
-frames first, then their audio in two chunks, a short one so the sentence
+Each sentence runs on a small executor owned by the backend: its frames
+first, then their audio in two chunks, a short one so the sentence
 is heard early and the rest while that plays (``piper_stream``). Closing
 the stream stops between those steps.
 """
@@ -260,7 +260,7 @@ class PiperBackend(TtsBackend):
                     yield audio
                 continue
             frames = await loop.run_in_executor(self._executor, _frames, voice.piper, voice.split, phonemes, config)
-            for start, end in chunk_bounds(frames.shape[2]):
+            for start, end in chunk_bounds(frames[0].shape[2]):
                 audio = await loop.run_in_executor(self._executor, _decode, voice.split, frames, start, end)
                 if len(audio):
                     yield audio
@@ -300,19 +300,19 @@ def _phonemize(voice: Any, text: str) -> list[list[str]]:
         return [p for p in voice.phonemize(text) if p]
 
 
-def _frames(piper: Any, split: SplitVoice, phonemes: list[str], config: Any) -> np.ndarray:
-    """The latent frames of one sentence (the graph's inputs as piper builds them for a one-speaker voice)."""
+def _frames(piper: Any, split: SplitVoice, phonemes: list[str], config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The prior frames of one sentence and their mask (inputs as piper builds them for a one-speaker voice)."""
     ids = piper.phonemes_to_ids(phonemes)  # phonemes the voice does not know are skipped
     defaults = piper.config
     scales = [defaults.noise_scale if config.noise_scale is None else config.noise_scale,
               defaults.length_scale if config.length_scale is None else config.length_scale,
               defaults.noise_w_scale if config.noise_w_scale is None else config.noise_w_scale]
     return split.frames({"input": np.array([ids], dtype=np.int64),
-                               "input_lengths": np.array([len(ids)], dtype=np.int64),
-                               "scales": np.array(scales, dtype=np.float32)})
+                         "input_lengths": np.array([len(ids)], dtype=np.int64),
+                         "scales": np.array(scales, dtype=np.float32)})
 
 
-def _decode(split: SplitVoice, frames: np.ndarray, start: int, end: int) -> bytes:
+def _decode(split: SplitVoice, frames: tuple[np.ndarray, np.ndarray], start: int, end: int) -> bytes:
     return float_to_pcm(split.decode(frames, start, end) * GAIN)
 
 
