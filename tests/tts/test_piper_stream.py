@@ -13,7 +13,7 @@ from voicemesh.audio import resample
 from voicemesh.services.tts.backend import VoiceOptions
 from voicemesh.services.tts.backends import piper_stream
 from voicemesh.services.tts.backends.piper import PiperBackend, PiperSettings, _load_voice, discover_voices
-from voicemesh.services.tts.backends.piper_stream import CONTEXT_FRAMES, FIRST_FRAMES, chunk_bounds
+from voicemesh.services.tts.backends.piper_stream import CHUNK_ENDS, CONTEXT_FRAMES, FIRST_FRAMES, chunk_bounds
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_the_two_halves_decoded_in_chunks_say_what_the_whole_graph_says():
     expected = np.asarray(whole.run(None, inputs)[0], dtype=np.float32).reshape(-1)
     frames = voice.split.frames(inputs)
     bounds = chunk_bounds(frames[0].shape[2])
-    assert len(bounds) == 2 and bounds[0] == (0, FIRST_FRAMES), bounds
+    assert bounds == [(0, CHUNK_ENDS[0]), (CHUNK_ENDS[0], CHUNK_ENDS[1]), (CHUNK_ENDS[1], frames[0].shape[2])]
     chunked = np.concatenate([voice.split.decode(frames, start, end) for start, end in bounds])
     assert len(chunked) == len(expected)
     assert float(np.max(np.abs(chunked - expected))) < 1e-4
@@ -50,10 +50,12 @@ def test_the_two_halves_decoded_in_chunks_say_what_the_whole_graph_says():
     assert float(np.max(np.abs(small - expected))) < 1e-4
 
 
-def test_short_sentences_are_decoded_in_one_chunk():
-    assert chunk_bounds(FIRST_FRAMES + CONTEXT_FRAMES) == [(0, FIRST_FRAMES + CONTEXT_FRAMES)]
-    assert chunk_bounds(FIRST_FRAMES + CONTEXT_FRAMES + 1) == [(0, FIRST_FRAMES),
-                                                               (FIRST_FRAMES, FIRST_FRAMES + CONTEXT_FRAMES + 1)]
+def test_a_chunk_boundary_is_kept_only_when_more_than_the_context_follows_it():
+    first, second = CHUNK_ENDS
+    assert chunk_bounds(first + CONTEXT_FRAMES) == [(0, first + CONTEXT_FRAMES)]
+    assert chunk_bounds(first + CONTEXT_FRAMES + 1) == [(0, first), (first, first + CONTEXT_FRAMES + 1)]
+    assert chunk_bounds(second + CONTEXT_FRAMES) == [(0, first), (first, second + CONTEXT_FRAMES)]
+    assert chunk_bounds(500) == [(0, first), (first, second), (second, 500)]
 
 
 async def _pieces(backend: PiperBackend, text: str) -> list[bytes]:
@@ -68,8 +70,8 @@ async def test_a_sentence_starts_with_a_short_chunk_and_still_says_the_sentence(
         rate = backend.native_rate("")
     finally:
         await backend.close()
-    # The first piece is FIRST_FRAMES frames of 256 samples (~190 ms): it goes out before the rest is decoded.
-    assert len(pieces) == 2 and len(pieces[0]) == FIRST_FRAMES * 256 * 2, [len(p) for p in pieces]
+    # The first piece is FIRST_FRAMES frames of 256 samples (139 ms): it goes out before the rest is decoded.
+    assert len(pieces) == 3 and len(pieces[0]) == FIRST_FRAMES * 256 * 2, [len(p) for p in pieces]
     audio = b"".join(pieces)
     samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768
     assert 0.3 < float(np.max(np.abs(samples))) <= 1.0

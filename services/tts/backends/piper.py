@@ -9,9 +9,9 @@ such folder). piper-tts is GPL-3.0 and an optional extra
 (``voicemesh[tts]``); nothing imports it before a voice is loaded.
 
 Each sentence runs on a small executor owned by the backend: its frames
-first, then their audio in two chunks, a short one so the sentence
-is heard early and the rest while that plays (``piper_stream``). Closing
-the stream stops between those steps.
+first, then their audio in chunks of growing size, a short one so the
+sentence is heard early and the next ones while it plays
+(``piper_stream``). Closing the stream stops between those steps.
 """
 
 from __future__ import annotations
