@@ -13,7 +13,8 @@ from voicemesh.audio import resample
 from voicemesh.services.tts.backend import VoiceOptions
 from voicemesh.services.tts.backends import piper_stream
 from voicemesh.services.tts.backends.piper import PiperBackend, PiperSettings, _load_voice, discover_voices
-from voicemesh.services.tts.backends.piper_stream import CHUNK_ENDS, CONTEXT_FRAMES, FIRST_FRAMES, chunk_bounds
+from voicemesh.services.tts.backends.piper_stream import (CHUNK_ENDS, CONTEXT_FRAMES, FIRST_FRAMES, chunk_bounds,
+                                                          parts_folder)
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +92,22 @@ async def test_without_onnx_the_voice_runs_whole(monkeypatch):
     finally:
         await backend.close()
     assert len(pieces) == 1 and len(pieces[0]) > FIRST_FRAMES * 256 * 4
+
+
+def test_the_cut_parts_are_cached_and_a_second_load_does_not_cut_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    files = _voice_files()
+    assert _load_voice(files, threads=1).split is not None
+    folder = parts_folder(files.model)
+    assert folder.parent == tmp_path / "voicemesh" / "piper-parts"
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "encoder.onnx", "flow.onnx", "names.json"]
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no work folder left behind
+    monkeypatch.setattr(piper_stream.subprocess, "run", lambda *args, **kwargs: pytest.fail("the voice was cut again"))
+    assert _load_voice(files, threads=1).split is not None
+
+
+def test_a_graph_that_is_not_laid_out_as_piper_exports_it_is_not_cut(tmp_path, monkeypatch):
+    files = _voice_files()
+    monkeypatch.setattr(piper_stream, "DECODER_ENTRY", "/no/such/node")
+    with pytest.raises(piper_stream.CannotCut, match="not laid out"):
+        piper_stream.cut(files.model, tmp_path)

@@ -15,7 +15,8 @@ the chunk's own samples are kept. With 12 and 40 the chunked audio matched
 the whole graph's to within 1e-6 on en_US-joe-medium (8 decoder frames left
 errors of 1e-3, 16 flow frames 7e-3).
 
-Cutting needs the ``onnx`` package and a graph laid out as piper's exporter
+Cutting needs the ``onnx`` package (in a child process, once per voice file:
+the parts are cached, see ``split_voice``) and a graph laid out as piper's exporter
 makes it (``/flow/...`` and ``/dec/conv_pre/Conv``); a voice whose graph is
 not, or a voice with several speakers (its flow and decoder also take the
 speaker), runs whole.
@@ -23,8 +24,15 @@ speaker), runs whole.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,37 +103,114 @@ def chunk_bounds(frames: int) -> list[tuple[int, int]]:
 def split_voice(model: Path, make_session: Any) -> SplitVoice | None:
     """The voice's graph cut in front of its flow and its decoder, or None (with the reason logged).
 
-    ``make_session`` turns serialized model bytes into an onnxruntime session with the backend's options.
+    The cut runs in a child process and its three parts are kept as files in a cache folder (``parts_folder``),
+    so the service never imports onnx nor holds the parsed graph: loaded from files, the three sessions take
+    about what the whole graph's session takes (loaded from bytes, or next to onnx's objects, 70-150 MB more).
+    ``make_session`` turns a model file's path into an onnxruntime session with the backend's options.
     """
     if importlib.util.find_spec("onnx") is None:
         log.warning("piper voice %s runs whole: the onnx package is missing (pip install 'voicemesh[tts]'), so "
                     "each sentence's first audio waits for all of its audio", model.name)
         return None
+    folder = parts_folder(model)
+    names = _read_names(folder) or _cut_in_child(model, folder)
+    if names is None:
+        return None
+    try:
+        encoder, flow, decoder = (make_session(str(folder / f"{part}.onnx")) for part in PARTS)
+    except Exception as exc:  # onnxruntime raises its own classes for a part it cannot load
+        log.info("piper voice %s runs whole: onnxruntime cannot load its cut parts in %s (%s)", model.name, folder,
+                 exc)
+        return None
+    return SplitVoice(encoder, flow, decoder, **names)
+
+
+PARTS = ("encoder", "flow", "decoder")
+CUT_VERSION = 1  # part of the cache key: a change to how voices are cut makes new parts
+
+
+def parts_folder(model: Path) -> Path:
+    """Where the cut parts of ``model`` are kept: a per-user cache folder, named after the model file's path, size,
+    modification time and ``CUT_VERSION`` (so a replaced voice file is cut again)."""
+    stat = model.resolve().stat()
+    key = f"{model.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CUT_VERSION}"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicemesh" / "piper-parts"
+    return root / f"{model.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _read_names(folder: Path) -> dict[str, str] | None:
+    try:
+        names = json.loads((folder / "names.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if all((folder / f"{part}.onnx").is_file() for part in PARTS):
+        return {key: str(names[key]) for key in ("prior", "mask", "latent")}
+    return None
+
+
+def _cut_in_child(model: Path, folder: Path) -> dict[str, str] | None:
+    """Cut ``model`` into ``folder`` with a child process; the tensor names, or None when it cannot be cut."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError as exc:
+        log.info("piper voice %s runs whole: no cache folder for its cut parts (%s)", model.name, exc)
+        return None
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__, str(model), str(work)], capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            log.info("piper voice %s runs whole: %s", model.name, reason)
+            return None
+        try:
+            work.rename(folder)  # whole or not at all: a concurrent loader may have put its parts there first
+        except OSError:
+            pass
+        return _read_names(folder)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("piper voice %s runs whole: cutting its graph failed (%s)", model.name, exc)
+        return None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class CannotCut(Exception):
+    """The graph is not laid out as piper exports a one-speaker voice."""
+
+
+def cut(model: Path, out: Path) -> dict[str, str]:
+    """Write the encoder, flow and decoder of ``model`` to ``out`` with the names of the tensors between them
+    (runs in the child process: it imports onnx and holds the whole parsed graph)."""
     import onnx
     import onnx.utils
 
     graph_model = onnx.load(str(model))
     graph = graph_model.graph
     inputs = [i.name for i in graph.input]
-    producers = {out: node for node in graph.node for out in node.output}
+    if "sid" in inputs:
+        raise CannotCut("it has several speakers")
+    producers = {output: node for node in graph.node for output in node.output}
     entry = next((node for node in graph.node if node.name == DECODER_ENTRY), None)
     first_flow = next((node for node in graph.node if node.name.startswith(FLOW_PREFIX)), None)
     masking = producers.get(entry.input[0]) if entry is not None else None  # latent = flow output * mask
-    if "sid" in inputs or entry is None or first_flow is None or masking is None or len(masking.input) != 2 \
-            or len(graph.output) != 1:
-        log.info("piper voice %s runs whole: %s", model.name,
-                 "it has several speakers" if "sid" in inputs else "its graph is not laid out as piper exports it")
-        return None
-    prior, mask, latent = first_flow.input[0], masking.input[1], entry.input[0]
+    if first_flow is None or masking is None or len(masking.input) != 2 or len(graph.output) != 1:
+        raise CannotCut("its graph is not laid out as piper exports it")
+    names = {"prior": first_flow.input[0], "mask": masking.input[1], "latent": entry.input[0]}
+    extractor = onnx.utils.Extractor(graph_model)
+    parts = {"encoder": extractor.extract_model(inputs, [names["prior"], names["mask"]]),
+             "flow": extractor.extract_model([names["prior"], names["mask"]], [names["latent"]]),
+             "decoder": extractor.extract_model([names["latent"]], [graph.output[0].name])}
+    # onnx's checker would refuse the parts (the cut tensors have no declared shapes); onnxruntime checks them as
+    # it loads them, and refuses a part that needs an input it was not given.
+    for part, part_model in parts.items():
+        onnx.save(part_model, str(out / f"{part}.onnx"))
+    (out / "names.json").write_text(json.dumps(names), encoding="utf-8")
+    return names
+
+
+if __name__ == "__main__":
     try:
-        extractor = onnx.utils.Extractor(graph_model)
-        parts = (extractor.extract_model(inputs, [prior, mask]), extractor.extract_model([prior, mask], [latent]),
-                 extractor.extract_model([latent], [graph.output[0].name]))
-        # onnx's checker would refuse the parts (the cut tensors have no declared shapes); onnxruntime checks
-        # them as it loads them, and refuses a part that needs an input it was not given.
-        encoder, flow, decoder = (make_session(part.SerializeToString()) for part in parts)
-    except Exception as exc:  # onnx and onnxruntime raise their own classes for a graph they cannot cut or load
-        log.info("piper voice %s runs whole: its graph cannot be cut in front of its flow and decoder (%s)",
-                 model.name, exc)
-        return None
-    return SplitVoice(encoder, flow, decoder, prior=prior, mask=mask, latent=latent)
+        cut(Path(sys.argv[1]), Path(sys.argv[2]))
+    except CannotCut as exc:
+        sys.exit(str(exc))
