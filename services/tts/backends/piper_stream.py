@@ -9,9 +9,10 @@ frames either side. So the graph is cut in front of the flow and in front of
 the decoder once, when the voice loads (all parts come from the same
 ``.onnx`` file), and each sentence is decoded in chunks of growing size
 (``CHUNK_ENDS``): the first 12 frames (139 ms of audio at 22050 Hz) go out
-while the next 28 are decoded, and the rest is decoded while those play. A chunk's decoder borrows ``CONTEXT_FRAMES`` latent frames on
-either side, and the flow that makes them ``FLOW_CONTEXT_FRAMES`` more; only
-the chunk's own samples are kept. With 12 and 40 the chunked audio matched
+while the next 28 are decoded, and the rest is decoded while those play.
+A chunk's decoder borrows ``CONTEXT_FRAMES`` latent frames on either side,
+and the flow that makes them ``FLOW_CONTEXT_FRAMES`` more; only the chunk's
+own samples are kept. With 12 and 40 the chunked audio matched
 the whole graph's to within 1e-6 on en_US-joe-medium (8 decoder frames left
 errors of 1e-3, 16 flow frames 7e-3).
 
@@ -78,7 +79,8 @@ class SplitVoice:
         total = prior.shape[2]
         lo, hi = max(0, start - CONTEXT_FRAMES), min(total, end + CONTEXT_FRAMES)
         flow_lo, flow_hi = max(0, lo - FLOW_CONTEXT_FRAMES), min(total, hi + FLOW_CONTEXT_FRAMES)
-        latent = self.flow.run(None, {self.prior: prior[:, :, flow_lo:flow_hi], self.mask: mask[:, :, flow_lo:flow_hi]})[0]
+        window = {self.prior: prior[:, :, flow_lo:flow_hi], self.mask: mask[:, :, flow_lo:flow_hi]}
+        latent = self.flow.run(None, window)[0]
         latent = np.ascontiguousarray(latent[:, :, lo - flow_lo : hi - flow_lo])
         audio = np.asarray(self.decoder.run(None, {self.latent: latent})[0], dtype=np.float32).reshape(-1)
         hop = len(audio) // (hi - lo)
