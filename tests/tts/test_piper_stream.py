@@ -111,3 +111,12 @@ def test_a_graph_that_is_not_laid_out_as_piper_exports_it_is_not_cut(tmp_path, m
     monkeypatch.setattr(piper_stream, "DECODER_ENTRY", "/no/such/node")
     with pytest.raises(piper_stream.CannotCut, match="not laid out"):
         piper_stream.cut(files.model, tmp_path)
+
+
+def test_without_a_writable_cache_the_voice_is_cut_into_a_temporary_folder(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the cache folder would be")  # the cache folder cannot be made
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(piper_stream.tempfile, "tempdir", str(tmp_path))
+    assert _load_voice(_voice_files(), threads=1).split is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # the temporary parts were removed once loaded

@@ -114,18 +114,29 @@ def split_voice(model: Path, make_session: Any) -> SplitVoice | None:
         log.warning("piper voice %s runs whole: the onnx package is missing (pip install 'voicemesh[tts]'), so "
                     "each sentence's first audio waits for all of its audio", model.name)
         return None
-    folder = parts_folder(model)
-    names = _read_names(folder) or _cut_in_child(model, folder)
+    folder, scratch = parts_folder(model), None
+    names = _read_names(folder)
     if names is None:
-        return None
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        except OSError as exc:  # a read-only home: the parts live only until their sessions are loaded
+            log.info("piper voice %s: no cache folder for its cut parts (%s), cutting it into a temporary one",
+                     model.name, exc)
+            work = folder = scratch = Path(tempfile.mkdtemp(prefix="voicemesh-piper-parts-"))
+        names = _cut_in_child(model, work, folder)
     try:
+        if names is None:
+            return None
         encoder, flow, decoder = (make_session(str(folder / f"{part}.onnx")) for part in PARTS)
     except Exception as exc:  # onnxruntime raises its own classes for a part it cannot load
         log.info("piper voice %s runs whole: onnxruntime cannot load its cut parts in %s (%s)", model.name, folder,
                  exc)
         return None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return SplitVoice(encoder, flow, decoder, **names)
-
 
 PARTS = ("encoder", "flow", "decoder")
 CUT_VERSION = 1  # part of the cache key: a change to how voices are cut makes new parts
@@ -150,14 +161,9 @@ def _read_names(folder: Path) -> dict[str, str] | None:
     return None
 
 
-def _cut_in_child(model: Path, folder: Path) -> dict[str, str] | None:
-    """Cut ``model`` into ``folder`` with a child process; the tensor names, or None when it cannot be cut."""
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    except OSError as exc:
-        log.info("piper voice %s runs whole: no cache folder for its cut parts (%s)", model.name, exc)
-        return None
+def _cut_in_child(model: Path, work: Path, folder: Path) -> dict[str, str] | None:
+    """Cut ``model`` into ``work`` with a child process, then move ``work`` to ``folder`` (unless they are one);
+    the tensor names, or None when it cannot be cut."""
     try:
         done = subprocess.run([sys.executable, "-m", __name__, str(model), str(work)], capture_output=True,
                               text=True, timeout=300)
@@ -165,16 +171,18 @@ def _cut_in_child(model: Path, folder: Path) -> dict[str, str] | None:
             reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
             log.info("piper voice %s runs whole: %s", model.name, reason)
             return None
-        try:
-            work.rename(folder)  # whole or not at all: a concurrent loader may have put its parts there first
-        except OSError:
-            pass
+        if work != folder:
+            try:
+                work.rename(folder)  # whole or not at all: a concurrent loader may have put its parts there first
+            except OSError:
+                pass
         return _read_names(folder)
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("piper voice %s runs whole: cutting its graph failed (%s)", model.name, exc)
         return None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work != folder:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 class CannotCut(Exception):
