@@ -13,7 +13,8 @@ one CPU thread per decode, int8).
 
 TTS first audio: one stream at a time, trials alternating between the two
 servers; the same two-sentence text sent whole, time from the request to the
-first audio chunk, at the voice's native rate (no resampling on either side).
+first audio chunk (each client connected before its clock starts), at the
+voice's native rate (no resampling on either side).
 Then the same with 4 streams at once on each server (``--concurrent``), every
 stream's first audio counted. ``--piper-threads`` sets VoiceMesh's onnxruntime
 threads per synthesis (its default when not given); wyoming-piper's
@@ -104,6 +105,7 @@ def p50(values: list[float]) -> float:
 
 async def mesh_tts_first(address: str) -> float:
     async with grpc.aio.insecure_channel(address) as channel:
+        await channel.channel_ready()  # connected before the clock starts, as the Wyoming client is
         call = tts_pb2_grpc.TtsServiceStub(channel).Synthesize()
         started = time.perf_counter()
         await call.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=VOICE)))  # native rate

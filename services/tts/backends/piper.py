@@ -8,8 +8,10 @@ and in the models folder ``--models-dir`` (``<name>.onnx`` next to
 such folder). piper-tts is GPL-3.0 and an optional extra
 (``voicemesh[tts]``); nothing imports it before a voice is loaded.
 
-piper yields audio one sentence at a time; each sentence runs on a small
-executor owned by the backend, so closing the stream stops between sentences.
+Each sentence runs on a small executor owned by the backend: its frames
+first, then their audio in chunks of growing size, a short one so the
+sentence is heard early and the next ones while it plays
+(``piper_stream``). Closing the stream stops between those steps.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from voicemesh.backend import LocalModelSettings, ModelCard
 from voicemesh.errors import FailedPrecondition, ModelNotFound, require_module
 from voicemesh.models import models_dir, size_of
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
+from voicemesh.services.tts.backends.piper_stream import GAIN, SplitVoice, chunk_bounds, split_voice
 from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
@@ -177,7 +180,7 @@ class PiperBackend(TtsBackend):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.voice_files: VoiceFiles | None = None
-        self._voice: Any = None
+        self._voice: _Voice | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def load(self) -> None:
@@ -195,8 +198,8 @@ class PiperBackend(TtsBackend):
             await self.close()
             raise FailedPrecondition(f"piper cannot load the voice file {files.model}: {exc}") from None
         self.voice_files = files
-        log.info("piper voice %s loaded from %s (%d Hz, %d onnx threads)", files.name, files.source,
-                 files.sample_rate, threads)
+        log.info("piper voice %s loaded from %s (%d Hz, %d onnx threads, %s)", files.name, files.source,
+                 files.sample_rate, threads, "decoded in chunks" if self._voice.split else "run whole")
 
     async def warm_up(self) -> None:
         """Speak a short clause through the phonemizer and the voice, once per synthesis worker (each thread's
@@ -246,16 +249,32 @@ class PiperBackend(TtsBackend):
         voice, loop = self._voice, asyncio.get_running_loop()
         from piper import SynthesisConfig
 
-        speaker_id = voice.config.speaker_id_map.get(options.voice) if options.voice else None
-        config = SynthesisConfig(speaker_id=speaker_id, length_scale=voice.config.length_scale / (options.speed or 1.0))
-        sentences = await loop.run_in_executor(self._executor, _phonemize, voice, text)
+        speaker_id = voice.piper.config.speaker_id_map.get(options.voice) if options.voice else None
+        config = SynthesisConfig(speaker_id=speaker_id,
+                                 length_scale=voice.piper.config.length_scale / (options.speed or 1.0))
+        sentences = await loop.run_in_executor(self._executor, _phonemize, voice.piper, text)
         for phonemes in sentences:
-            audio = await loop.run_in_executor(self._executor, _speak, voice, phonemes, config)
-            if len(audio):
-                yield audio
+            if voice.split is None:
+                audio = await loop.run_in_executor(self._executor, _speak, voice.piper, phonemes, config)
+                if len(audio):
+                    yield audio
+                continue
+            frames = await loop.run_in_executor(self._executor, _frames, voice.piper, voice.split, phonemes, config)
+            for start, end in chunk_bounds(frames[0].shape[2]):
+                audio = await loop.run_in_executor(self._executor, _decode, voice.split, frames, start, end)
+                if len(audio):
+                    yield audio
 
 
-def _load_voice(files: VoiceFiles, threads: int, device: str = "cpu") -> Any:
+@dataclass(frozen=True)
+class _Voice:
+    """A loaded voice: piper's object (phonemizer and config) and, when its graph could be cut, its two halves."""
+
+    piper: Any  # PiperVoice; its session is the whole graph only when ``split`` is None
+    split: SplitVoice | None
+
+
+def _load_voice(files: VoiceFiles, threads: int, device: str = "cpu") -> _Voice:
     import onnxruntime
     from piper import PiperVoice
     from piper.config import PiperConfig
@@ -266,9 +285,14 @@ def _load_voice(files: VoiceFiles, threads: int, device: str = "cpu") -> Any:
     # No busy-waiting between operators: the cores are shared with STT and the LLM.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = onnxruntime.InferenceSession(str(files.model), sess_options=options, providers=providers)
+
+    def session(model: str | bytes) -> Any:
+        return onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
+
     config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
-    return PiperVoice(session=session, config=config)
+    split = split_voice(files.model, session)
+    # The whole graph is loaded only when it is run whole: the two halves hold the same weights.
+    return _Voice(PiperVoice(session=None if split else session(str(files.model)), config=config), split)
 
 
 def _phonemize(voice: Any, text: str) -> list[list[str]]:
@@ -276,9 +300,23 @@ def _phonemize(voice: Any, text: str) -> list[list[str]]:
         return [p for p in voice.phonemize(text) if p]
 
 
+def _frames(piper: Any, split: SplitVoice, phonemes: list[str], config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The prior frames of one sentence and their mask (inputs as piper builds them for a one-speaker voice)."""
+    ids = piper.phonemes_to_ids(phonemes)  # phonemes the voice does not know are skipped
+    defaults = piper.config
+    scales = [defaults.noise_scale if config.noise_scale is None else config.noise_scale,
+              defaults.length_scale if config.length_scale is None else config.length_scale,
+              defaults.noise_w_scale if config.noise_w_scale is None else config.noise_w_scale]
+    return split.frames({"input": np.array([ids], dtype=np.int64),
+                         "input_lengths": np.array([len(ids)], dtype=np.int64),
+                         "scales": np.array(scales, dtype=np.float32)})
+
+
+def _decode(split: SplitVoice, frames: tuple[np.ndarray, np.ndarray], start: int, end: int) -> bytes:
+    return float_to_pcm(split.decode(frames, start, end) * GAIN)
+
+
 def _speak(voice: Any, phonemes: list[str], config: Any) -> bytes:
     ids = voice.phonemes_to_ids(phonemes)  # phonemes the voice does not know are skipped
     audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32).reshape(-1)
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    # piper normalizes each sentence to full scale; keep a little headroom.
-    return float_to_pcm(audio * (0.95 / peak) if peak > 1e-8 else np.zeros_like(audio))
+    return float_to_pcm(audio * GAIN)  # the same level as a split voice's chunks
