@@ -8,9 +8,13 @@ What it shares with the mesh phase, on purpose:
   utterance after the detector's ``stt_silence_ms`` (300 ms), the model's
   verdict on the user's last audio moves the end-of-turn wait;
 * sampling: greedy (temperature 0), as ``voicemesh up`` runs the default LLM;
-* preemption: while the end-of-turn wait runs, and already on an interim
-  that looks complete when ``VOICEMESH_SPECULATE_ON_INTERIMS=1`` (which the
-  mesh's orchestrator reads too; off by default), a held reply is generated to the words so
+* the model's window: the user's turn from 500 ms before its first speech
+  start; at the STT's end-candidate interim (its final decode at a pause) the
+  verdict is made already on the audio to 200 ms past the pause's start, and
+  the final reuses it;
+* preemption: while the end-of-turn wait runs, and already on the STT's
+  end-candidate interim unless ``VOICEMESH_SPECULATE_ON_INTERIMS=0`` (which the
+  mesh's orchestrator reads too; on by default), a held reply is generated to the words so
   far; released when the turn ends on the same words, dropped otherwise;
 * overlap: the LLM's deltas stream into a ``SynthesisStream`` (the TTS
   service's own class, with its default limits: first clause, 100 ms chunks)
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 
@@ -37,7 +42,8 @@ from conversation_turns import CHUNK_MS, INSTRUCTIONS, OUT_RATE, RATE, Pacer, Tu
 from voicemesh.audio import chunks
 
 MAX_DELAY_MS = 3000  # the session default (orchestrator.config)
-SPECULATE = os.environ.get("VOICEMESH_SPECULATE_ON_INTERIMS", "0").lower() in ("1", "true", "yes", "on")
+SPECULATE = os.environ.get("VOICEMESH_SPECULATE_ON_INTERIMS", "1").lower() in ("1", "true", "yes", "on")
+PRE_SPEECH_MS = 500  # as orchestrator/pipeline.py
 
 
 class HeldReply:
@@ -140,6 +146,7 @@ class InProcess:
         from voicemesh.services.llm.backend import Message
         from voicemesh.services.stt.backend import RecognitionOptions, SpeechEndedEvent, SpeechStartedEvent
         from voicemesh.services.stt.backend import TranscriptEvent
+        from voicemesh.speech.turn import Judge
         from voicemesh.speech.turn.model import RecentAudio
         from voicemesh.speech.turn.text import same_words
 
@@ -180,8 +187,19 @@ class InProcess:
 
         end_wall = pacer.wall(speech_end_s(pcm))
         sender, listener = asyncio.create_task(client()), asyncio.create_task(listen())
-        words, final_at, eos, deadline, check = "", None, None, None, 0
+        words, final_at, eos, deadline, check, start_ms = "", None, None, None, 0, None
         ahead: tuple[str, HeldReply] | None = None
+        early: tuple[float, asyncio.Task] | None = None  # (end of speech, the verdict made at the pause)
+
+        def since() -> float | None:
+            return None if start_ms is None else start_ms - PRE_SPEECH_MS
+
+        async def judge_early(end_ms: float, window: float, since_ms: float | None):
+            if end_ms + window > now_ms():
+                await asyncio.sleep((end_ms + window - now_ms()) / 1000)
+            samples = recent.until(min(now_ms(), end_ms + window), since_ms)
+            return await self.turns.verdict(samples, Judge(use_model=True, voice_after_ms=0.0))
+
         try:
             while True:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -195,6 +213,10 @@ class InProcess:
                     break
                 if kind == "stt" and isinstance(event, SpeechStartedEvent):
                     deadline, check = None, check + 1  # the user goes on
+                    start_ms = event.time_ms if start_ms is None else start_ms
+                    if early is not None:
+                        early[1].cancel()
+                        early = None
                 elif kind == "stt" and isinstance(event, TranscriptEvent) and event.final and event.text.strip():
                     words, final_at = (words + " " + event.text.strip()).strip(), time.monotonic()
                 elif kind == "stt" and isinstance(event, TranscriptEvent) and event.text.strip():
@@ -202,15 +224,22 @@ class InProcess:
                     if ahead is not None and not same_words(ahead[0], heard):
                         await ahead[1].cancel()
                         ahead = None
-                    if SPECULATE and deadline is None and ahead is None and self.turns.may_preempt(heard):
+                    window = self.turns.early_window_ms(heard)
+                    if event.end_candidate and window is not None and (early is None or early[0] != event.end_ms):
+                        if early is not None:
+                            early[1].cancel()
+                        early = (event.end_ms, asyncio.create_task(judge_early(event.end_ms, window, since())))
+                    if (SPECULATE and event.end_candidate and deadline is None and ahead is None
+                            and self.turns.may_preempt(heard)):
                         ahead = (heard, HeldReply(self, [*history, Message("user", heard)], session, held=True))
                 elif kind == "stt" and isinstance(event, SpeechEndedEvent) and words:
                     end_ms, check = event.time_ms, check + 1
                     eos = pacer.start + end_ms / 1000
                     decision = self.turns.end_of_speech(words, now_ms() - end_ms)
                     if decision.judge is not None:
-                        samples = recent.until(now_ms())
-                        asyncio.create_task(self._judge(events, check, end_ms, samples, decision.judge))
+                        samples = recent.until(now_ms(), since())
+                        made = early[1] if early is not None and early[0] == end_ms else None
+                        asyncio.create_task(self._judge(events, check, end_ms, samples, decision.judge, made))
                     if decision.wait_ms <= 0:
                         break
                     deadline = time.monotonic() + decision.wait_ms / 1000
@@ -236,6 +265,8 @@ class InProcess:
             await reply.task
         finally:
             done.set()
+            if early is not None:
+                early[1].cancel()
             if ahead is not None:
                 await ahead[1].cancel()
             for task in (listener, sender):
@@ -253,7 +284,9 @@ class InProcess:
         turn.models = [self.args.stt, self.args.llm, self.args.tts]
         return turn
 
-    async def _judge(self, events: asyncio.Queue, check: int, end_ms: float, samples, judge) -> None:
+    async def _judge(self, events: asyncio.Queue, check: int, end_ms: float, samples, judge, early) -> None:
+        if early is not None:  # as the session does: the verdict made at the pause, then only the voice check
+            judge = dataclasses.replace(judge, use_model=False, probability=await early)
         probability = await self.turns.verdict(samples, judge)
         events.put_nowait(("verdict", (check, end_ms, probability)))
 
