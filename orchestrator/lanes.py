@@ -133,7 +133,7 @@ class SttLane(_Call):
 
 
 class TtsLane(_Call):
-    """One reply's Synthesize stream."""
+    """One reply's Synthesize stream (opened for it, or ahead of it by ``warm.WarmVoice``)."""
 
     sent_chars = 0  # text written, for billing a stream that dies with its service (as SttLane.sent_bytes)
     reported = False
@@ -145,10 +145,14 @@ class TtsLane(_Call):
         call = clients.stub("tts", target.address).Synthesize(metadata=(*metadata, ("x-stream-id", stream_id)))
         lane = cls(call, target)
         lane.stream_id = stream_id
-        await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
-            voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
-            backend=backend_options(target.candidate),
-        )))
+        try:
+            await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
+                voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
+                backend=backend_options(target.candidate),
+            )))
+        except BaseException:  # cancelled (a stream opened ahead and no longer wanted) or broken: end the call
+            call.cancel()
+            raise
         return lane
 
     async def text(self, text: str) -> None:

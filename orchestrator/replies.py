@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 from voicemesh.errors import VoiceMeshError
 from voicemesh.orchestrator.events import TurnTiming
 from voicemesh.orchestrator.inbox import ReplyDone
+from voicemesh.orchestrator.lanes import TtsLane
 from voicemesh.orchestrator.reply import Reply
+from voicemesh.orchestrator.warm import WarmVoice
 from voicemesh.runtime.auth import check_quota, record_sent
 from voicemesh.speech.turn.text import same_words
 from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2
@@ -61,6 +63,10 @@ class Replies:
         self.suspended: tuple[Reply, int] | None = None  # barged-in reply waiting for words or resume
         self.preemption: Preemption | None = None
         self.resume_due = False  # the false-interruption timeout passed while the user still spoke
+        s = self.session
+        self.warm = WarmVoice(lambda turn, target: TtsLane.open(s.clients, target, s.turn_metadata(turn),
+                                                                rate=s.spec.output_rate),
+                              spawn=s.spawn, enabled=s.warm_tts)
 
     @property
     def speaking(self) -> bool:
@@ -81,9 +87,22 @@ class Replies:
     def _run(self, reply: Reply, name: str) -> asyncio.Task:
         async def run() -> None:
             await reply.run()
+            # Its stream has ended (a barge-in or a drop cancelled it): the next turn's is opened now, while the
+            # user speaks. A voice that broke or failed over gets a fresh stream, not one opened before.
+            targets = self.session.tts_targets
+            self.warm_up(replace=reply.error is not None or (reply.tts is not None and bool(targets)
+                                                             and reply.tts.target != targets[0]))
             self.session.events.put_nowait(ReplyDone(reply))
 
         return self.session.spawn(run(), name)
+
+    def warm_up(self, *, replace: bool = False) -> None:
+        """Open the next turn's TTS stream ahead of it (``warm.py``), unless the session ends or has no voice."""
+        s = self.session
+        if s.closing or s.mode is not self.pipeline or not s.tts_targets:
+            self.warm.close()
+        else:
+            self.warm.prepare(s.next_turn, s.tts_targets[0], replace=replace)
 
     def _bill_dead_voice(self, reply: Reply) -> None:
         """The TTS stream died before its Usage: bill the text sent to it and the audio it gave, under that

@@ -66,6 +66,8 @@ class ReplyHost(Protocol):
 
     def turn_metadata(self, turn_id: int) -> tuple[tuple[str, str], ...]: ...
 
+    async def warm_voice(self, turn_id: int, target: Target) -> TtsLane | None: ...
+
     def expect_tool_result(self, call_id: str) -> asyncio.Future: ...
 
     def agent_speaking(self, reply: Reply) -> None: ...
@@ -306,8 +308,11 @@ class Reply:
         host = self.host
         for target in order:
             try:
-                lane = await TtsLane.open(host.clients, target, host.turn_metadata(self.turn_id),
-                                          rate=host.spec.output_rate)
+                # The first voice's stream may be open already, for this turn (``warm.py``); never on failover.
+                lane = await host.warm_voice(self.turn_id, target) if first and target is order[0] else None
+                if lane is None:
+                    lane = await TtsLane.open(host.clients, target, host.turn_metadata(self.turn_id),
+                                              rate=host.spec.output_rate)
                 if not first:
                     await lane.text(self.text)
                     if self._writer_done:

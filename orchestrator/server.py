@@ -61,6 +61,9 @@ class Settings(ServerSettings):
     speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "
                                                  "interim transcript that looks complete, before the STT's final "
                                                  "decode")
+    warm_tts_stream: bool = setting(True, "open each reply's TTS stream ahead of it, while the session waits for "
+                                          "the user (one idle stream per session, for the next turn), so a reply "
+                                          "does not wait for the stream's open, key check and voice lookup")
 
 
 class Orchestrator:
@@ -82,7 +85,8 @@ class Orchestrator:
         self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad,
                                       turn_model=turn_model, turn_policy=policy,
                                       preemptive=settings.preemptive_generation,
-                                      speculative=settings.preemptive_generation and settings.speculate_on_interims)
+                                      speculative=settings.preemptive_generation and settings.speculate_on_interims,
+                                      warm_tts=settings.warm_tts_stream)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
