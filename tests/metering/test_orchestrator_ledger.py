@@ -140,3 +140,42 @@ async def test_describe_forwards_the_callers_key_to_the_services(mesh):
                                                                          metadata=bearer(key), timeout=30)
     found = {m.descriptor for m in answer.description.models}
     assert {"llama.cpp/smollm2-135m-instruct", "piper/en_US-joe-medium"} <= found, found
+
+
+async def test_streams_opened_ahead_bill_each_turn_once_under_its_own_turn(mesh):
+    """With the next reply's TTS stream opened ahead (orchestrator/warm.py), before the turn exists: each turn
+    still has exactly one TTS record, under its turn, with the characters it spoke; a stream opened ahead and
+    never used (cut by a barge-in's turn, or still open at the session's end) leaves no record."""
+    from voicemesh.v1 import agent_pb2
+
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "warm-voice")
+    orchestrator = mesh.orchestrator()
+    said = {1: "Hello there, this is the first turn.", 3: "And this is the third turn, after the interruption."}
+    story = " ".join(["Once upon a time a fox ran across a very long bridge over a river."] * 30)  # 2000 characters: more than synthesized by the first audio
+    async with AgentClient(orchestrator.address, session_config(), metadata=bearer(key)) as session:
+        await session.wait_for(lambda e: e.kind == "started")
+        session.send(say=agent_pb2.Say(text=said[1]))
+        await session.turn_done(1)
+        session.send(say=agent_pb2.Say(text=story))
+        await session.wait_for(lambda e: e.kind == "agent_audio" and e.event.turn_id == 2, timeout=60)
+        session.send(interrupt=agent_pb2.Interrupt())
+        assert (await session.turn_done(2)).interrupted
+        session.send(say=agent_pb2.Say(text=said[3]))
+        await session.turn_done(3)
+        session.send(text=QUESTIONS[0])
+        await session.turn_done(4)
+        session.close()
+        await asyncio.wait_for(session._reader, 60)
+    records = await recorded_usage(store, record.id)
+    tts = [r for r in records if r.service == "tts"]
+    assert Counter(r.turn for r in tts) == {1: 1, 2: 1, 3: 1, 4: 1}, sorted((r.turn, r.characters) for r in tts)
+    chars = {r.turn: r.characters for r in tts}
+    assert all(chars[turn] == len(text) for turn, text in said.items()), chars
+    assert 0 < chars[2] < len(story), chars  # the cut reply: what was synthesized before the barge-in
+    emitted = Counter((u.turn_id, u.usage.characters) for u in session.of("usage") if u.service == "tts")
+    assert Counter((r.turn, r.characters) for r in tts) == emitted
+    assert len({r.id for r in records}) == len(records)
+    log = orchestrator.log_path.read_text()
+    assert all(f"turn {turn} speaks on the TTS stream opened" in log for turn in (1, 2, 4)), log[-3000:]
+    store.close()
