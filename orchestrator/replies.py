@@ -87,22 +87,15 @@ class Replies:
     def _run(self, reply: Reply, name: str) -> asyncio.Task:
         async def run() -> None:
             await reply.run()
-            # Its stream has ended (a barge-in or a drop cancelled it): the next turn's is opened now, while the
-            # user speaks. A voice that broke or failed over gets a fresh stream, not one opened before.
-            targets = self.session.tts_targets
-            self.warm_up(replace=reply.error is not None or (reply.tts is not None and bool(targets)
-                                                             and reply.tts.target != targets[0]))
             self.session.events.put_nowait(ReplyDone(reply))
 
         return self.session.spawn(run(), name)
 
-    def warm_up(self, *, replace: bool = False) -> None:
-        """Open the next turn's TTS stream ahead of it (``warm.py``), unless the session ends or has no voice."""
+    def warm_up(self) -> None:
+        """The user started speaking: open the TTS stream of the turn it may become (``warm.py``)."""
         s = self.session
-        if s.closing or s.mode is not self.pipeline or not s.tts_targets:
-            self.warm.close()
-        else:
-            self.warm.prepare(s.next_turn, s.tts_targets[0], replace=replace)
+        if not s.closing and s.mode is self.pipeline and s.tts_targets:
+            self.warm.prepare(s.next_turn, s.tts_targets[0])
 
     def _bill_dead_voice(self, reply: Reply) -> None:
         """The TTS stream died before its Usage: bill the text sent to it and the audio it gave, under that

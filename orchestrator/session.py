@@ -99,7 +99,6 @@ class Session:
                 self.mode = self.realtime
             else:
                 await self.pipeline.enter()
-                self.pipeline.replies.warm_up()  # the first turn's TTS stream
             self.emit.started(self.id)
             self.avatar.open(self.spec.avatar)
             self.emit.state(A.AGENT_STATE_LISTENING, 0)
@@ -166,6 +165,8 @@ class Session:
             case VoiceHeard(epoch, start_ms):
                 await pipeline.on_voice(epoch, start_ms)
             case SttEvent(lane, response):
+                if response.WhichOneof("event") == "speech_started":
+                    pipeline.replies.warm_up()  # the reply's TTS stream opens while the user speaks
                 await pipeline.on_stt(lane, response)
             case SttEnded(lane):
                 await pipeline.on_stt_end(lane)
@@ -305,7 +306,7 @@ class Session:
             self.mode = self.pipeline
             self.chat.unsync()  # the LLM streams get the whole history on their next turn
         if tts is not None or realtime is not None:
-            self.pipeline.replies.warm_up()  # a stream to the new voice (on a realtime model: none)
+            self.pipeline.replies.warm.close()  # opened for the old voice (the user's next words open another)
         log.info("models updated: realtime=%s stt=%s llm=%s tts=%s", realtime and realtime[0].descriptor,
                  stt and stt[0].descriptor, llm and llm[0].descriptor, tts and tts[0].descriptor)
 

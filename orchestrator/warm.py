@@ -1,24 +1,29 @@
-"""The next reply's TTS stream, opened ahead of it (``--warm-tts-stream``).
+"""The next reply's TTS stream, opened while the user speaks (``--warm-tts-stream``).
 
 A Synthesize stream costs a gRPC call, the TTS service's key and quota
 check (a ledger query when it keeps one), the voice lookup and a synthesis
 session before the first text can be spoken. ``WarmVoice`` pays that while
-the session waits for the user: it holds one stream, opened with the
-metadata of the turn it will serve (``x-turn-id``: the service bills the
-stream under that turn), and hands it to the reply of exactly that turn and
-voice. Each stream still carries one reply, so the service's Usage at the
-stream's end stays one record per turn.
+the user is still talking: when the STT hears speech start, it opens one
+stream with the metadata of the turn that speech may become (``x-turn-id``:
+the service bills the stream under that turn), and hands it to the reply of
+exactly that turn and voice (a held reply generated ahead included). Each
+stream still carries one reply, so the service's Usage at the stream's end
+stays one record per turn.
 
 No stale audio: a held stream has never been written to. The stream that
 carried a reply, cut by a barge-in or dropped as a held reply, is cancelled
-by its reply (``Reply._close``) and never comes back here; a fresh stream is
-opened for the next turn instead. A stream for another turn or voice, one
-that broke while idle (a dead service, a refused key), or one older than
-``max_age_s`` (the service ends a stream idle for ``--idle-timeout-s``) is
-cancelled, never half-closed: with no text and no audio it leaves no usage
-record. An idle stream holds no synthesis and nothing the service meters by
-time, and in the common flow one is opened only when the previous reply's
-stream has ended, so a session holds no more TTS streams at once than before.
+by its reply (``Reply._close``) and never comes back here; the user's words
+that cut it open a fresh one for their turn.
+
+Only when a turn is coming: a session that waits holds no TTS stream, and a
+stream is rarely thrown away unused. That matters for the ledger: a
+cancelled Synthesize stream that spoke nothing is sometimes recorded by the
+service as a finished one with a zero Usage (its reader sees the end of the
+stream before the cancellation). A stream for another turn or voice, one
+that broke while idle (a dead service, a refused key), or one unused for
+``max_age_s`` (under the services' ``--idle-timeout-s``) is cancelled, never
+half-closed (a half-close always ends in a zero Usage); a voice switch, a
+switch to a realtime model and the session's end cancel it too.
 """
 
 from __future__ import annotations
@@ -61,19 +66,13 @@ class WarmVoice:
         self._open_lane, self._spawn = open_lane, spawn
         self.enabled, self.max_age_s = enabled, max_age_s
         self._held: _Held | None = None
-        self.taken = 0  # streams handed to replies (for logs and tests)
 
-    @property
-    def turn(self) -> int | None:
-        """The turn the held stream is for."""
-        return self._held.turn if self._held is not None else None
-
-    def prepare(self, turn: int, target: Target, *, replace: bool = False) -> None:
-        """Have a stream ready for ``turn`` on ``target`` (``replace``: a fresh one even if one is held)."""
+    def prepare(self, turn: int, target: Target) -> None:
+        """Have a stream ready for ``turn`` on ``target``."""
         if not self.enabled:
             return
         held = self._held
-        if (held is not None and not replace and held.turn == turn and held.target == target
+        if (held is not None and held.turn == turn and held.target == target
                 and (held.task is not None and not held.task.done() or held.lane() is not None)):
             return
         self.close()
@@ -105,12 +104,11 @@ class WarmVoice:
         if lane is None:  # it broke while idle (a dead service, a refused key): the reply opens its own
             _discard(held)
             return None
-        self.taken += 1
         log.info("turn %d speaks on the TTS stream opened %.1f s ahead", turn, time.monotonic() - held.opened_at)
         return lane
 
     def close(self) -> None:
-        """Cancel the held stream (session end, a voice switch, a broken voice)."""
+        """Cancel the held stream (session end, a voice switch, unused too long)."""
         held, self._held = self._held, None
         if held is not None:
             if held.expiry is not None:
@@ -118,8 +116,8 @@ class WarmVoice:
             _discard(held)
 
     def _expire(self, held: _Held) -> None:
-        if self._held is held:  # unused for max_age_s: renewed before the service's idle timeout ends it
-            self.prepare(held.turn, held.target, replace=True)
+        if self._held is held:  # speech that became no turn: closed before the service's idle timeout ends it
+            self.close()
 
     async def _open(self, held: _Held) -> TtsLane | None:
         try:

@@ -57,22 +57,24 @@ async def test_the_reply_after_a_barge_in_has_no_audio_of_the_interrupted_one(or
     assert errors <= max(3, 0.3 * count), (text, heard)
 
 
-async def test_the_stream_opened_ahead_is_closed_when_the_session_ends(orchestrator, mesh):
+async def test_the_stream_opened_while_the_user_speaks_is_closed_when_the_session_ends(orchestrator, mesh):
     async def synthesize_streams(expected: float, timeout_s: float = 15.0) -> float:
         deadline = time.monotonic() + timeout_s
         while (n := mesh.streams_open("tts", "Synthesize")) != expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return n
 
+    question = speak("Can you tell me about the history of the old lighthouse by the harbour?", RATE)
     assert await synthesize_streams(0) == 0  # no session open
     since = log_size(orchestrator)
     async with AgentClient(orchestrator.address, session_config()) as s:
+        s.start_audio()
         await s.wait_for(lambda e: e.kind == "started")
-        assert await synthesize_streams(1) == 1  # the first turn's stream, opened before any turn
-        s.send(say=agent_pb2.Say(text="Hello there, how can I help you today?"))
-        await s.turn_done(1)
-        assert await synthesize_streams(1) == 1  # that reply's stream ended, the next turn's is open
-        assert spoke_ahead(orchestrator, 1, since)
-        s.close()
-        await s.ended()
+        assert await synthesize_streams(0, timeout_s=1.0) == 0  # a session that waits holds no TTS stream
+        s.say(question)
+        await s.wait_for(lambda e: e.kind == "user_transcript", timeout=60)  # the user is speaking
+        assert await synthesize_streams(1) == 1  # the turn's stream, opened before the turn ends
+        assert not s.of("turn_done")
+    # The client went away mid-utterance: the session ends, and with it the stream no reply took.
     assert await synthesize_streams(0) == 0
+    assert not spoke_ahead(orchestrator, 1, since)
