@@ -1,22 +1,24 @@
-"""First agent audio with and without the TTS stream opened ahead (``--warm-tts-stream``), in one run.
+"""First agent audio of voice turns with and without the TTS stream opened ahead (``--warm-tts-stream``), in one run.
 
 Starts the STT, LLM and TTS services (local models) and two orchestrators over
-them, one with ``--warm-tts-stream`` and one with ``--no-warm-tts-stream``, and
-opens one session on each. Turns alternate between the two sessions (the
-order flips every round), so both see the same machine load. Per turn, the
-client's time from sending the request to the first AgentAudio is measured
-for:
+them, one with ``--warm-tts-stream`` (the reply's TTS stream is opened when
+the STT hears the user start speaking) and one with ``--no-warm-tts-stream``
+(it is opened when the reply starts), and opens one session on each. Spoken
+questions (piper, synthesized before the sessions) alternate between the two
+sessions, the order flipping every round, so both see the same machine load.
+Per turn it records:
 
-* ``text``: a text turn, answered by the LLM (the stream's open overlaps the
-  LLM's first token);
-* ``say``: given text (Say), so the stream's open is all on the path.
+* ``v2v``: from the last chunk of the question's audio sent to the first
+  AgentAudio received (the client's voice-to-voice, endpointing included);
+* ``tts_ttfb``: the turn's ``tts_ttfb_ms`` from TurnMetrics (the session's
+  own figure for the voice's first audio).
 
 Each is measured with the services' API keys off (no ledger) and on (a
 SQLite ledger: every stream's open checks the key and its quotas), as
 ``--auth off,on`` asks. Prints p50/mean per case and saves
 bench/results/warm_tts.json.
 
-    .venv/bin/python bench/warm_tts.py --rounds 20
+    .venv/bin/python bench/warm_tts.py --rounds 12
 """
 
 from __future__ import annotations
@@ -34,33 +36,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.orchestrator.client import LLM, TTS, AgentClient, session_config  # noqa: E402
+from tests.orchestrator.client import LLM, RATE, TTS, AgentClient, session_config  # noqa: E402
+from tests.speech import speak  # noqa: E402
 from voicemesh.mesh import MeshConfig  # noqa: E402
 from voicemesh.metering import keys  # noqa: E402
 from voicemesh.metering.ledger import open_store  # noqa: E402
 from voicemesh.process import ServiceProcess  # noqa: E402
-from voicemesh.v1 import agent_pb2  # noqa: E402
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "What do bees make?",
              "How many legs does a cat have?"]
-SAYINGS = ["Sure, I can help you with that right away.", "Here is what I found for you today.",
-           "That is a good question, let me think.", "Okay, the meeting is moved to Friday."]
 ARGS = {"stt": ["--workers", "1", "--threads", "1"],
         "llm": ["--preload", LLM, "--temperature", "0", "--llama-threads", "1"],
         "tts": ["--preload", TTS, "--piper-workers", "1"]}
 
 
-async def first_audio(session: AgentClient, turn: int, **request) -> float:
-    """Seconds from sending ``request`` to the first agent audio of ``turn`` (waits for the turn's end)."""
-    sent = time.monotonic()
-    session.send(**request)
+async def voice_turn(session: AgentClient, turn: int, pcm: bytes) -> tuple[float, float]:
+    """Seconds from the end of the question's audio to the first agent audio of ``turn``, and its tts_ttfb."""
+    session.say(pcm)
     first = await session.wait_for(lambda e: e.kind == "agent_audio" and e.event.turn_id == turn, timeout=120)
     await session.turn_done(turn, timeout=120)
-    await asyncio.sleep(0.3)  # the reply's stream ends and, when on, the next turn's opens: as between real turns
-    return first.at - sent
+    metrics = await session.wait_for(lambda e: e.kind == "metrics" and e.event.turn_id == turn, timeout=30)
+    await asyncio.sleep(0.5)  # a pause between turns
+    return first.at - session.speech_chunks[-1][-1], metrics.event.tts_ttfb_ms / 1000
 
 
-async def measure(auth: bool, rounds: int, folder: Path) -> dict:
+async def measure(auth: bool, rounds: int, folder: Path, speech: list[bytes]) -> dict:
     env, metadata = {}, ()
     if auth:
         url = f"sqlite:///{folder}/ledger.db"
@@ -82,22 +82,19 @@ async def measure(auth: bool, rounds: int, folder: Path) -> dict:
                 "--metrics-port", "-1", "--mesh", str(mesh), "--max-tokens", "30", flag]).start()
         for proc in orchestrators.values():
             proc.wait_serving()
-        figures: dict[str, dict[str, list[float]]] = {arm: {"text": [], "say": []} for arm in orchestrators}
+        figures: dict[str, dict[str, list[float]]] = {arm: {"v2v": [], "tts_ttfb": []} for arm in orchestrators}
         async with (AgentClient(orchestrators["warm"].address, session_config(), metadata=metadata) as warm,
                     AgentClient(orchestrators["cold"].address, session_config(), metadata=metadata) as cold):
             sessions = {"warm": warm, "cold": cold}
             for s in sessions.values():
                 await s.wait_for(lambda e: e.kind == "started")
-            turn = 0
+                s.start_audio()
             for i in range(rounds + 1):  # round 0 warms the models and caches up, and is not counted
-                order = ["warm", "cold"] if i % 2 else ["cold", "warm"]
-                turn += 2
-                for arm in order:
-                    text = await first_audio(sessions[arm], turn - 1, text=QUESTIONS[i % len(QUESTIONS)])
-                    say = await first_audio(sessions[arm], turn, say=agent_pb2.Say(text=SAYINGS[i % len(SAYINGS)]))
+                for arm in (["warm", "cold"] if i % 2 else ["cold", "warm"]):
+                    v2v, ttfb = await voice_turn(sessions[arm], i + 1, speech[i % len(speech)])
                     if i:
-                        figures[arm]["text"].append(text)
-                        figures[arm]["say"].append(say)
+                        figures[arm]["v2v"].append(v2v)
+                        figures[arm]["tts_ttfb"].append(ttfb)
         return figures
     finally:
         for proc in [*orchestrators.values(), *services.values()]:
@@ -112,13 +109,14 @@ def summary(values: list[float]) -> dict:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20, help="turns of each kind per orchestrator and auth mode")
+    parser.add_argument("--rounds", type=int, default=12, help="voice turns per orchestrator and auth mode")
     parser.add_argument("--auth", default="off,on", help="API keys off (no ledger) and/or on (SQLite ledger)")
     args = parser.parse_args()
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rounds": args.rounds}
+    speech = [speak(q, RATE) for q in QUESTIONS]  # before any session: piper would block the client's loop
     for mode in args.auth.split(","):
         with tempfile.TemporaryDirectory(prefix=f"warm-tts-{mode}-") as tmp:
-            figures = await measure(mode == "on", args.rounds, Path(tmp))
+            figures = await measure(mode == "on", args.rounds, Path(tmp), speech)
         for arm, kinds in figures.items():
             for kind, values in kinds.items():
                 results[f"auth_{mode}/{kind}/{arm}"] = summary(values)

@@ -61,9 +61,8 @@ class Settings(ServerSettings):
     speculate_on_interims: bool = setting(False, "with preemptive generation, start that reply already on an "
                                                  "interim transcript that looks complete, before the STT's final "
                                                  "decode")
-    warm_tts_stream: bool = setting(True, "open each reply's TTS stream ahead of it, while the session waits for "
-                                          "the user (one idle stream per session, for the next turn), so a reply "
-                                          "does not wait for the stream's open, key check and voice lookup")
+    warm_tts_stream: bool = setting(True, "open a voice turn's TTS stream when the user starts speaking, so its "
+                                          "reply does not wait for the stream's open, key check and voice lookup")
 
 
 class Orchestrator:
