@@ -19,11 +19,13 @@ Only when a turn is coming: a session that waits holds no TTS stream, and a
 stream is rarely thrown away unused. That matters for the ledger: a
 cancelled Synthesize stream that spoke nothing is sometimes recorded by the
 service as a finished one with a zero Usage (its reader sees the end of the
-stream before the cancellation). A stream for another turn or voice, one
-that broke while idle (a dead service, a refused key), or one unused for
-``max_age_s`` (under the services' ``--idle-timeout-s``) is cancelled, never
-half-closed (a half-close always ends in a zero Usage); a voice switch, a
-switch to a realtime model and the session's end cancel it too.
+stream before the cancellation). A stream for another turn or voice is
+cancelled, never half-closed (a half-close always ends in a zero Usage); a
+voice switch, a switch to a realtime model and the session's end cancel it
+too. Speech that became no turn leaves its stream for the next turn; one
+left unused for the services' ``--idle-timeout-s`` is ended by the service
+(with an error and no usage record), and the reply that finds it ended opens
+its own.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ from voicemesh.orchestrator.lanes import BROKEN, TtsLane
 
 log = logging.getLogger(__name__)
 
-MAX_AGE_S = 60.0  # well under the services' default --idle-timeout-s (120 s)
-
 
 @dataclass(eq=False)
 class _Held:
@@ -50,7 +50,6 @@ class _Held:
     target: Target
     task: asyncio.Task | None = None  # opens the stream; its result is the TtsLane (None: it could not open)
     opened_at: float = field(default_factory=time.monotonic)
-    expiry: asyncio.TimerHandle | None = None
 
     def lane(self) -> TtsLane | None:
         """The stream, if it opened and is still usable."""
@@ -61,10 +60,8 @@ class _Held:
 class WarmVoice:
     """Holds at most one TTS stream opened ahead for the next reply."""
 
-    def __init__(self, open_lane: Callable[[int, Target], Awaitable[TtsLane]], *, spawn, enabled: bool,
-                 max_age_s: float = MAX_AGE_S):
-        self._open_lane, self._spawn = open_lane, spawn
-        self.enabled, self.max_age_s = enabled, max_age_s
+    def __init__(self, open_lane: Callable[[int, Target], Awaitable[TtsLane]], *, spawn, enabled: bool):
+        self._open_lane, self._spawn, self.enabled = open_lane, spawn, enabled
         self._held: _Held | None = None
 
     def prepare(self, turn: int, target: Target) -> None:
@@ -78,7 +75,6 @@ class WarmVoice:
         self.close()
         held = self._held = _Held(turn, target)
         held.task = self._spawn(self._open(held), f"warm-voice-{turn}")
-        held.expiry = asyncio.get_running_loop().call_later(self.max_age_s, self._expire, held)
 
     async def take(self, turn: int, target: Target) -> TtsLane | None:
         """The held stream if it is for ``turn`` on ``target`` and usable (it is then the caller's); else None."""
@@ -88,8 +84,6 @@ class WarmVoice:
         if held.turn > turn and held.target == target:
             return None  # it waits for a later turn (a resumed reply speaks for an older one)
         self._held = None
-        if held.expiry is not None:
-            held.expiry.cancel()
         if held.turn != turn or held.target != target:
             _discard(held)
             return None
@@ -108,16 +102,10 @@ class WarmVoice:
         return lane
 
     def close(self) -> None:
-        """Cancel the held stream (session end, a voice switch, unused too long)."""
+        """Cancel the held stream (session end, a voice switch)."""
         held, self._held = self._held, None
         if held is not None:
-            if held.expiry is not None:
-                held.expiry.cancel()
             _discard(held)
-
-    def _expire(self, held: _Held) -> None:
-        if self._held is held:  # speech that became no turn: closed before the service's idle timeout ends it
-            self.close()
 
     async def _open(self, held: _Held) -> TtsLane | None:
         try:
@@ -128,7 +116,7 @@ class WarmVoice:
 
 
 def _discard(held: _Held) -> None:
-    """Cancel the stream (never half-close it: a stream with no text must leave no usage record)."""
+    """Cancel the stream, never half-close it (a half-close always ends in a zero Usage, a cancel rarely does)."""
     task = held.task
     if task is None:
         return
@@ -145,4 +133,4 @@ def _result(task: asyncio.Task | None) -> TtsLane | None:
     return task.result()
 
 
-__all__ = ["WarmVoice", "MAX_AGE_S"]
+__all__ = ["WarmVoice"]
