@@ -172,7 +172,9 @@ async def test_streams_opened_ahead_bill_each_turn_once_under_its_own_turn(mesh)
     tts = [r for r in records if r.service == "tts"]
     assert Counter(r.turn for r in tts) == {1: 1, 2: 1, 3: 1, 4: 1}, sorted((r.turn, r.characters) for r in tts)
     chars = {r.turn: r.characters for r in tts}
-    assert 0 < chars[2] < len(story), chars  # the cut reply: what was synthesized before the barge-in
+    # The cut reply bills what was synthesized before the barge-in: its Cancel stopped the rest (a reply stream
+    # half-closed at the end of its text could take no Cancel, and all 2000 characters were synthesized).
+    assert 0 < chars[2] < len(story) / 2, chars
     assert all(chars[turn] > 0 for turn in (1, 3, 4)), chars
     emitted = Counter((u.turn_id, u.usage.characters) for u in session.of("usage") if u.service == "tts")
     assert Counter((r.turn, r.characters) for r in tts) == emitted
