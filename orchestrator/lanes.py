@@ -133,11 +133,15 @@ class SttLane(_Call):
 
 
 class TtsLane(_Call):
-    """One reply's Synthesize stream."""
+    """One reply's Synthesize stream (opened for it, or ahead of it by ``warm.WarmVoice``)."""
 
     sent_chars = 0  # text written, for billing a stream that dies with its service (as SttLane.sent_bytes)
     reported = False
     stream_id = ""
+    # Once all text is written: the offset after its last word. The stream is half-closed (Usage, end) only
+    # when the segment speaking that word is done, so until then a barge-in can still Cancel what is queued.
+    speak_until: int | None = None
+    spoken_to = 0  # end of the text of the last segment done
 
     @classmethod
     async def open(cls, clients: MeshClients, target: Target, metadata, *, rate: int) -> TtsLane:
@@ -145,16 +149,34 @@ class TtsLane(_Call):
         call = clients.stub("tts", target.address).Synthesize(metadata=(*metadata, ("x-stream-id", stream_id)))
         lane = cls(call, target)
         lane.stream_id = stream_id
-        await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
-            voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
-            backend=backend_options(target.candidate),
-        )))
+        try:
+            await lane.write(tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(
+                voice=target.descriptor, sample_rate_hz=rate, speed=target.candidate.speed,
+                backend=backend_options(target.candidate),
+            )))
+        except BaseException:  # cancelled (a stream opened ahead and no longer wanted) or broken: end the call
+            call.cancel()
+            raise
         return lane
 
     async def text(self, text: str) -> None:
         if text and not self.closed_for_writing:
             await self.write(tts_pb2.SynthesizeRequest(text=text))
             self.sent_chars += len(text)
+
+    async def end_text(self, text: str) -> None:
+        """``text`` is all there is: Flush it; half-close now if no word is left to speak (``segment_done``)."""
+        self.speak_until = next((i + 1 for i in range(len(text) - 1, -1, -1) if text[i].isalnum()), 0)
+        if self.spoken_to >= self.speak_until:
+            await self.done_writing()
+        elif not self.closed_for_writing:
+            await self.write(tts_pb2.SynthesizeRequest(flush=common_pb2.Flush()))
+
+    async def segment_done(self, char_end: int) -> None:
+        """A segment was spoken up to ``char_end``: after the last one the stream is half-closed (Usage follows)."""
+        self.spoken_to = max(self.spoken_to, char_end)
+        if self.speak_until is not None and self.spoken_to >= self.speak_until:
+            await self.done_writing()
 
     async def stop(self) -> None:
         """Drop buffered text and stop audio at once."""

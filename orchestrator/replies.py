@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 from voicemesh.errors import VoiceMeshError
 from voicemesh.orchestrator.events import TurnTiming
 from voicemesh.orchestrator.inbox import ReplyDone
+from voicemesh.orchestrator.lanes import TtsLane
 from voicemesh.orchestrator.reply import Reply
+from voicemesh.orchestrator.warm import WarmVoice
 from voicemesh.runtime.auth import check_quota, record_sent
 from voicemesh.speech.turn.text import same_words
 from voicemesh.v1 import agent_pb2, common_pb2, llm_pb2
@@ -61,6 +63,10 @@ class Replies:
         self.suspended: tuple[Reply, int] | None = None  # barged-in reply waiting for words or resume
         self.preemption: Preemption | None = None
         self.resume_due = False  # the false-interruption timeout passed while the user still spoke
+        s = self.session
+        self.warm = WarmVoice(lambda turn, target: TtsLane.open(s.clients, target, s.turn_metadata(turn),
+                                                                rate=s.spec.output_rate),
+                              spawn=s.spawn, enabled=s.warm_tts)
 
     @property
     def speaking(self) -> bool:
@@ -84,6 +90,12 @@ class Replies:
             self.session.events.put_nowait(ReplyDone(reply))
 
         return self.session.spawn(run(), name)
+
+    def warm_up(self) -> None:
+        """The user started speaking: open the TTS stream of the turn it may become (``warm.py``)."""
+        s = self.session
+        if not s.closing and s.mode is self.pipeline and s.tts_targets:
+            self.warm.prepare(s.next_turn, s.tts_targets[0])
 
     def _bill_dead_voice(self, reply: Reply) -> None:
         """The TTS stream died before its Usage: bill the text sent to it and the audio it gave, under that

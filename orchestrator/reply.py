@@ -66,6 +66,8 @@ class ReplyHost(Protocol):
 
     def turn_metadata(self, turn_id: int) -> tuple[tuple[str, str], ...]: ...
 
+    async def warm_voice(self, turn_id: int, target: Target) -> TtsLane | None: ...
+
     def expect_tool_result(self, call_id: str) -> asyncio.Future: ...
 
     def agent_speaking(self, reply: Reply) -> None: ...
@@ -141,8 +143,6 @@ class Reply:
             self._writer = asyncio.create_task(self._write(), name=f"reply-{self.turn_id}-writer")
             await self._speak()
             await self._writer
-        except asyncio.CancelledError:
-            raise
         except AudioAlreadySent as exc:
             self.error = exc.cause
             if failure_reason(exc.cause).split(":", 1)[0] not in REFUSALS:
@@ -198,7 +198,7 @@ class Reply:
         if not self.stopped and self.tts is not None:
             with contextlib.suppress(*FAILURES):
                 async with self._tts_lock:
-                    await self.tts.done_writing()
+                    await self.tts.end_text(self.text)
 
     async def release(self) -> None:
         """The turn ended with the words this held reply answers: its text and audio go out, then the rest live."""
@@ -306,12 +306,15 @@ class Reply:
         host = self.host
         for target in order:
             try:
-                lane = await TtsLane.open(host.clients, target, host.turn_metadata(self.turn_id),
-                                          rate=host.spec.output_rate)
+                # The first voice's stream may be open already, for this turn (``warm.py``); never on failover.
+                lane = await host.warm_voice(self.turn_id, target) if first and target is order[0] else None
+                if lane is None:
+                    lane = await TtsLane.open(host.clients, target, host.turn_metadata(self.turn_id),
+                                              rate=host.spec.output_rate)
                 if not first:
                     await lane.text(self.text)
                     if self._writer_done:
-                        await lane.done_writing()
+                        await lane.end_text(self.text)
             except FAILURES as exc:
                 self.fallbacks.failed(target, exc)
                 continue
@@ -363,6 +366,9 @@ class Reply:
                 done = response.segment_done
                 self.playout.segment_done(segment_id=done.segment_id, char_start=done.char_start,
                                           char_end=done.char_end, samples=done.samples)
+                async with self._tts_lock:  # the last one half-closes the stream: none writes meanwhile
+                    with contextlib.suppress(*FAILURES):  # a broken stream is the next read's to report
+                        await self.tts.segment_done(done.char_end)
             elif kind == "audio" and not self.stopped:
                 if self.times.first_synthesized is None:
                     self.times.first_synthesized = time.monotonic()

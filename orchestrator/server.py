@@ -60,6 +60,8 @@ class Settings(ServerSettings):
     speculate_on_interims: bool = setting(True, "with preemptive generation, start that reply already on the "
                                                 "STT's end-candidate interim (its final decode at a pause), before "
                                                 "the endpointing silence is over")
+    warm_tts_stream: bool = setting(True, "open a voice turn's TTS stream when the user starts speaking, so its "
+                                          "reply does not wait for the stream's open, key check and voice lookup")
 
 
 class Orchestrator:
@@ -81,7 +83,8 @@ class Orchestrator:
         self.servicer = AgentServicer(self.clients, max_tokens=settings.max_tokens, local_vad=local_vad,
                                       turn_model=turn_model, turn_policy=policy,
                                       preemptive=settings.preemptive_generation,
-                                      speculative=settings.preemptive_generation and settings.speculate_on_interims)
+                                      speculative=settings.preemptive_generation and settings.speculate_on_interims,
+                                      warm_tts=settings.warm_tts_stream)
 
     def register(self, server: grpc.aio.Server) -> None:
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)

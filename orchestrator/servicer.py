@@ -29,13 +29,14 @@ class AgentServicer:
 
     def __init__(self, clients: MeshClients, *, max_tokens: int = 0, local_vad: bool = False,
                  describe_timeout_s: float = 2.0, turn_model=None, turn_policy: str | None = None,
-                 preemptive: bool = False, speculative: bool = False):
+                 preemptive: bool = False, speculative: bool = False, warm_tts: bool = False):
         self.clients = clients
         self.max_tokens = max_tokens
         self.local_vad = local_vad
         self.describe_timeout_s = describe_timeout_s
         self.turn_model, self.preemptive = turn_model, preemptive  # a SmartTurn or None; generate ahead
         self.speculative = speculative  # generate ahead from complete-looking interims too
+        self.warm_tts = warm_tts  # each reply's TTS stream opened ahead of it
         self.turn_policy = turn_policy  # the end-of-turn policy's name (None: by the model)
         self.sessions: set[Session] = set()  # open ones, told when the server drains
 
@@ -47,7 +48,7 @@ class AgentServicer:
         session = Session(spec, self.clients, session_id=logs.session_id.get(),
                           authorization=metadata.get("authorization"), max_tokens=self.max_tokens,
                           local_vad=self.local_vad, turn_model=self.turn_model, turn_policy=self.turn_policy,
-                          preemptive=self.preemptive, speculative=self.speculative)
+                          preemptive=self.preemptive, speculative=self.speculative, warm_tts=self.warm_tts)
         log.info("session: %s", f"realtime={spec.realtime[0].descriptor}" if spec.realtime else
                  f"stt={spec.stt[0].descriptor} llm={spec.llm[0].descriptor} tts={spec.tts[0].descriptor}")
         self.sessions.add(session)

@@ -48,11 +48,12 @@ class Session:
     def __init__(self, spec: session_config.SessionSpec, clients: MeshClients, *, session_id: str,
                  authorization: str | None = None, max_tokens: int = 0, local_vad: bool = False,
                  turn_model=None, turn_policy: str | None = None, preemptive: bool = False,
-                 speculative: bool = False):
+                 speculative: bool = False, warm_tts: bool = False):
         self.spec, self.clients, self.id = spec, clients, session_id
         self.preemptive = preemptive  # generate a reply ahead of the turn's end
         self.speculative = speculative and preemptive  # ... from an interim already, before the final decode
         self._tasks: set[asyncio.Task] = set()  # everything the session started; cancelled at its end
+        self.warm_tts = warm_tts  # open each reply's TTS stream ahead of it (orchestrator/warm.py)
         self.authorization = authorization
         self.metadata = call_metadata(authorization, session_id)
         self.outbox = Outbox()
@@ -164,6 +165,8 @@ class Session:
             case VoiceHeard(epoch, start_ms):
                 await pipeline.on_voice(epoch, start_ms)
             case SttEvent(lane, response):
+                if response.WhichOneof("event") == "speech_started":
+                    pipeline.replies.warm_up()  # the reply's TTS stream opens while the user speaks
                 await pipeline.on_stt(lane, response)
             case SttEnded(lane):
                 await pipeline.on_stt_end(lane)
@@ -194,6 +197,7 @@ class Session:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pipeline.replies.warm.close()
         self.pipeline.cancel()
         self.realtime.cancel()
         self.avatar.cancel()
@@ -301,6 +305,8 @@ class Session:
             await self.realtime.leave()
             self.mode = self.pipeline
             self.chat.unsync()  # the LLM streams get the whole history on their next turn
+        if tts is not None or realtime is not None:
+            self.pipeline.replies.warm.close()  # opened for the old voice (the user's next words open another)
         log.info("models updated: realtime=%s stt=%s llm=%s tts=%s", realtime and realtime[0].descriptor,
                  stt and stt[0].descriptor, llm and llm[0].descriptor, tts and tts[0].descriptor)
 
@@ -338,6 +344,10 @@ class Session:
     def turn_metadata(self, turn_id: int) -> tuple[tuple[str, str], ...]:
         """Metadata of a call made for one turn (a reply's TTS stream)."""
         return call_metadata(self.authorization, self.id, turn_id)
+
+    async def warm_voice(self, turn_id: int, target):
+        """The TTS stream opened ahead for this turn on ``target``, if one is ready (else None)."""
+        return await self.pipeline.replies.warm.take(turn_id, target)
 
     def agent_speaking(self, reply: Reply) -> None:
         self.pipeline.replies.audio_started(reply)

@@ -140,3 +140,45 @@ async def test_describe_forwards_the_callers_key_to_the_services(mesh):
                                                                          metadata=bearer(key), timeout=30)
     found = {m.descriptor for m in answer.description.models}
     assert {"llama.cpp/smollm2-135m-instruct", "piper/en_US-joe-medium"} <= found, found
+
+
+async def test_streams_opened_ahead_bill_each_turn_once_under_its_own_turn(mesh):
+    """A voice turn's TTS stream is opened while the user speaks (orchestrator/warm.py), before the turn exists:
+    each turn still has exactly one TTS record, under its turn, with what it synthesized, and none other
+    (a barge-in's turn included)."""
+    from voicemesh.v1 import agent_pb2
+
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "warm-voice")
+    orchestrator = mesh.orchestrator()
+    story = " ".join(["Once upon a time a fox ran across a very long bridge over a river."] * 30)
+    config = session_config(interruption=agent_pb2.InterruptionSettings(min_duration_ms=150))
+    speech = [speak(text, RATE) for text in (QUESTIONS[0], "Stop, please stop talking now.", QUESTIONS[1])]
+    async with AgentClient(orchestrator.address, config, metadata=bearer(key)) as session:
+        await session.wait_for(lambda e: e.kind == "started")
+        session.start_audio()
+        session.say(speech[0])
+        await session.turn_done(1)
+        session.send(say=agent_pb2.Say(text=story))  # given text: no speech before it, a stream of its own
+        await session.wait_for(lambda e: len(session.agent_audio(2)) >= RATE * 2, timeout=60)
+        session.say(speech[1])
+        assert (await session.turn_done(2)).interrupted
+        await session.turn_done(3)
+        session.say(speech[2])
+        await session.turn_done(4)
+        session.close()
+        await asyncio.wait_for(session._reader, 60)
+    records = await recorded_usage(store, record.id)
+    tts = [r for r in records if r.service == "tts"]
+    assert Counter(r.turn for r in tts) == {1: 1, 2: 1, 3: 1, 4: 1}, sorted((r.turn, r.characters) for r in tts)
+    chars = {r.turn: r.characters for r in tts}
+    # The cut reply bills what was synthesized before the barge-in: its Cancel stopped the rest (a reply stream
+    # half-closed at the end of its text could take no Cancel, and all 2000 characters were synthesized).
+    assert 0 < chars[2] < len(story) / 2, chars
+    assert all(chars[turn] > 0 for turn in (1, 3, 4)), chars
+    emitted = Counter((u.turn_id, u.usage.characters) for u in session.of("usage") if u.service == "tts")
+    assert Counter((r.turn, r.characters) for r in tts) == emitted
+    assert len({r.id for r in records}) == len(records)
+    log = orchestrator.log_path.read_text()
+    assert all(f"turn {turn} speaks on the TTS stream opened" in log for turn in (1, 3, 4)), log[-3000:]
+    store.close()
