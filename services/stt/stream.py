@@ -326,9 +326,11 @@ class RecognizeStream:
         self._emit_interim(utterance, hypothesis, end)
 
     def _emit_interim(self, utterance: int, hypothesis: Hypothesis, end: int, *, end_candidate: bool = False) -> None:
-        if end <= self._interim_end:
+        if end <= self._interim_end and not end_candidate:
             return  # an interim of this much audio went out already: times only move forward
-        self._interim_end = end
+        # An end candidate ends where the speech paused: an interim started just before the VAD saw the pause may
+        # have covered a few frames of it already, and the candidate still goes out (its end is the pause's start).
+        self._interim_end = max(self._interim_end, end)
         text, stable = self._prefix.update(hypothesis.text.strip())
         self._events.put_nowait(TranscriptEvent(
             utterance_id=utterance, text=text, final=False, stable_text=stable,
