@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -53,8 +54,9 @@ class AgentServicer:
                  f"stt={spec.stt[0].descriptor} llm={spec.llm[0].descriptor} tts={spec.tts[0].descriptor}")
         self.sessions.add(session)
         try:
-            async for event in session.run(requests):
-                yield event
+            async with contextlib.aclosing(session.run(requests)) as events:  # closed here, not by the GC
+                async for event in events:
+                    yield event
         finally:
             self.sessions.discard(session)
 

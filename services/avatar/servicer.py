@@ -10,6 +10,7 @@ the common service description.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -105,8 +106,9 @@ class AvatarServicer:
         limits = StreamLimits(max_pending_s=settings.max_pending_s, max_gap_s=settings.max_gap_s)
         stream = RenderStream(animator, encoder, options, paced=not config.unpaced, limits=limits)
         model = str(descriptor)
-        async for event in stream.run(_inputs(requests, rate)):
-            yield _response(event, options, model)
+        async with contextlib.aclosing(stream.run(_inputs(requests, rate))) as events:  # closed here, not by the GC
+            async for event in events:
+                yield _response(event, options, model)
 
 
 async def _inputs(requests: AsyncIterator[avatar_pb2.RenderRequest], rate: int) -> AsyncIterator:

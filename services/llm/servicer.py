@@ -7,6 +7,7 @@ plain inputs to ``ChatStream``, translating its events back into
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -71,8 +72,10 @@ class LlmServicer:
         model = backend.descriptor
         stream = ChatStream(backend, conversation, on_unsent=lambda done: record_unsent(_usage(done, model)))
         default_max = conversation.defaults.max_tokens or getattr(self.service.settings, "max_tokens", 0)
-        async for tagged in stream.run(_capped(_inputs(requests), default_max)):
-            yield _response(tagged, backend.descriptor)
+        # Closed here, not by the garbage collector: its request reader lets go of the stream first.
+        async with contextlib.aclosing(stream.run(_capped(_inputs(requests), default_max))) as events:
+            async for tagged in events:
+                yield _response(tagged, backend.descriptor)
 
 
 async def _capped(inputs: AsyncIterator[GenerateInput | CancelInput], default_max: int) -> AsyncIterator:

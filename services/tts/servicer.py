@@ -7,6 +7,7 @@ into ``SynthesizeResponse`` messages.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -72,16 +73,19 @@ class TtsServicer:
         model = str(descriptor)
         sent_samples, usage_sent, segments = 0, False, set()
         try:
-            async for event in stream.run(_inputs(requests, settings.max_piece_chars)):
-                if isinstance(event, Chunk):
-                    # Metered as sent: a quota stops the stream within one chunk; usage is written as it grows.
-                    sent_samples += len(event.audio) // 2
-                    meter(model, audio_seconds_out=len(event.audio) / 2 / rate)
-                    if event.segment.index not in segments:
-                        segments.add(event.segment.index)
-                        meter(model, characters=event.segment.billed)
-                usage_sent = usage_sent or isinstance(event, Finished)
-                yield _response(event, rate, model)
+            # Closed here, not by the garbage collector: its request reader lets go of the stream before the
+            # status goes out (else a quota's RESOURCE_EXHAUSTED became UNKNOWN, "generator already running").
+            async with contextlib.aclosing(stream.run(_inputs(requests, settings.max_piece_chars))) as events:
+                async for event in events:
+                    if isinstance(event, Chunk):
+                        # Metered as sent: a quota stops the stream within one chunk; usage is written as it grows.
+                        sent_samples += len(event.audio) // 2
+                        meter(model, audio_seconds_out=len(event.audio) / 2 / rate)
+                        if event.segment.index not in segments:
+                            segments.add(event.segment.index)
+                            meter(model, characters=event.segment.billed)
+                    usage_sent = usage_sent or isinstance(event, Finished)
+                    yield _response(event, rate, model)
         finally:
             if not usage_sent and (sent_samples or stream.characters):
                 # Cancelled, cut or failed before its Usage: what was synthesized is still metered.

@@ -157,3 +157,30 @@ async def test_well_formed_ids_are_recorded_as_given(mesh):
     records = await recorded_usage(store, record.id)
     store.close()
     assert [(r.session_id, r.turn) for r in records] == [("room-7.call_2:a", 3)]
+
+
+async def test_a_tts_quota_overrun_while_the_client_still_streams_ends_with_the_quotas_status(mesh):
+    """The meter stops the stream between two responses, while the client's request stream is open.
+    The servicer's synthesis and its request reader are closed before the status goes out, so the
+    client hears RESOURCE_EXHAUSTED. Left to the garbage collector, the reader still held the request
+    stream and the status was UNKNOWN ("anext(): asynchronous generator is already running")."""
+    store = open_store(mesh.url)
+    record, key = keys.create_key(store, "one-second-out", quotas=[Quota("audio_seconds_out", 1.0)])
+    received = 0.0
+
+    async def feed():
+        yield tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=TTS))
+        yield tts_pb2.SynthesizeRequest(text=LONG_TEXT)
+        await asyncio.Event().wait()  # the client goes on streaming (it never half-closes)
+
+    async with grpc.aio.insecure_channel(mesh.services["tts"].address) as channel:
+        call = tts_pb2_grpc.TtsServiceStub(channel).Synthesize(feed(), metadata=bearer(key), timeout=60)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for response in call:
+                if response.WhichOneof("event") == "audio":
+                    received += len(response.audio.audio) / 2 / response.audio.sample_rate_hz
+    records = await recorded_usage(store, record.id)
+    store.close()
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, raised.value.details()
+    assert "audio_seconds_out" in raised.value.details()
+    assert 1.0 <= sum(r.audio_seconds_out for r in records) <= 1.5 and received <= 1.5
