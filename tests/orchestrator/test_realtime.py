@@ -19,7 +19,7 @@ from voicemesh.v1 import agent_pb2, agent_pb2_grpc, common_pb2, llm_pb2
 pytestmark = pytest.mark.slow
 
 REALTIME = "voicemesh/cascade"
-REALTIME_METRICS = free_port()
+REALTIME_METRICS: dict[str, int] = {}  # the realtime service's metrics port, picked as it starts (not at import)
 INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
 
 
@@ -27,8 +27,9 @@ INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
 def realtime_orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
     """A realtime service (the local cascade) and an orchestrator over it and ``mesh``."""
     folder = tmp_path_factory.mktemp("realtime")
-    realtime = ServiceProcess("realtime", args=["--metrics-port", str(REALTIME_METRICS), "--max-response-tokens",
-                                                "60", "--max-sessions", "2"],
+    REALTIME_METRICS["port"] = free_port()
+    realtime = ServiceProcess("realtime", args=["--metrics-port", str(REALTIME_METRICS["port"]),
+                                                "--max-response-tokens", "60", "--max-sessions", "2"],
                               log_path=folder / "realtime.log").start()
     orchestrator = None
     try:
@@ -129,12 +130,12 @@ async def test_a_vanished_client_leaves_no_realtime_stream_open(realtime_orchest
     async with AgentClient(realtime_orchestrator.address, realtime_config()) as s:
         s.send(text="Tell me a long story about a dog who lives on a farm.")
         await s.wait_for(lambda e: e.kind == "agent_audio", timeout=120)
-        assert streams_open(REALTIME_METRICS, "Converse") >= 1
+        assert streams_open(REALTIME_METRICS["port"], "Converse") >= 1
     # The client is gone mid-answer (its call cancelled, no half-close): the Converse stream must close.
     deadline = time.monotonic() + 15
-    while streams_open(REALTIME_METRICS, "Converse") and time.monotonic() < deadline:
+    while streams_open(REALTIME_METRICS["port"], "Converse") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert streams_open(REALTIME_METRICS, "Converse") == 0
+    assert streams_open(REALTIME_METRICS["port"], "Converse") == 0
 
 
 async def test_describe_lists_the_realtime_models(realtime_orchestrator):

@@ -83,7 +83,7 @@ VALID_FIRST = {
 }
 
 
-METRICS = {name: free_port() for name in STUBS}
+METRICS: dict[str, int] = {}  # each service's metrics port, picked as the mesh starts (not at import)
 
 
 def server_failures() -> dict[str, float]:
@@ -102,6 +102,8 @@ def server_failures() -> dict[str, float]:
 def mesh(tmp_path_factory) -> Iterator[dict[str, ServiceProcess]]:
     """Every service as a real process; the orchestrator over the STT, LLM and TTS processes."""
     logs = tmp_path_factory.mktemp("fuzz")
+    # Picked now, not when the module is collected: a port free then may be taken half an hour later.
+    METRICS.update({name: free_port() for name in STUBS})
     args = {
         "stt": ["--workers", "1", "--threads", "1"],
         "llm": ["--preload", LLM, "--llama-threads", "1", "--max-tokens", "24", "--temperature", "0"],
