@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/load.py [--sessions 1,2,4,8,16,32] [--seconds 15] [--out bench/results/load.json]
     .venv/bin/python bench/load.py --sessions 400 --arrivals-per-s 40   # offered past capacity: refusals
+    .venv/bin/python bench/load.py --sessions 256 --arrivals-per-s 32 --orchestrator-args "--max-machine-cpu 0.8"
 
 Starts, as separate processes: a loopback OpenAI-compatible transcription server (tests/stt/openai_server.py,
 faster-whisper behind the /v1/audio/transcriptions protocol), the STT service using it through its

@@ -50,10 +50,11 @@ class Settings(ServerSettings):
     # running ~10 ms late (half a 20 ms chunk) already lets sessions fall behind real time (bench/load.py).
     busy_loop_lag_ms: float = setting(10.0, "refuse new sessions with RESOURCE_EXHAUSTED (\"overloaded, retry "
                                             "elsewhere\") while the event loop runs this late on average over the "
-                                            "last second and its thread is busy (--busy-loop-cpu); 0: no limit")
-    busy_loop_cpu: float = setting(0.3, "CPU of the event loop's thread, in cores over the last second, past which "
-                                        "it counts as busy with its own sessions for --busy-loop-lag-ms")
-    # The STT sends its speculative final 100 ms into a pause as an interim marked end_candidate; a held reply
+                                            "last second, or the last 0.3 s when worse, and its thread is busy "
+                                            "(--busy-loop-cpu); 0: no limit")
+    busy_loop_cpu: float = setting(0.3, "CPU of the event loop's thread, in cores over the last half second, past "
+                                        "which it counts as busy with its own sessions for --busy-loop-lag-ms")
+    # The STT sends its speculative final 64 ms into a pause as an interim marked end_candidate; a held reply
     # to it starts ~200 ms before the endpointing silence is over. Only those interims start one, so a reply is
     # dropped only when the user goes on after such a pause (its LLM and TTS usage is still billed, under the
     # turn it anticipated). Figures: docs/models.md, bench/conversation.py.

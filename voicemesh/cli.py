@@ -59,7 +59,11 @@ def _model_service(module) -> bool:
 def _run_service(args: argparse.Namespace) -> int:
     from voicemesh.runtime.server import run
 
-    settings = from_namespace(args.module.Settings, args)
+    try:
+        settings = from_namespace(args.module.Settings, args)
+    except ValueError as exc:  # a setting out of its range: a usage error, before any model loads
+        print(f"voicemesh serve {args.service}: error: {exc}", file=sys.stderr)
+        return 2
     if _model_service(args.module):
         from voicemesh.runtime.service import backend_settings
         from voicemesh.targets import Allowlist

@@ -24,6 +24,7 @@ class Settings(ModelServiceSettings):
     max_gap_s: float = setting(10.0, "longest jump forward in audio offsets within a reply (rendered as silence)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_pending_s <= 0 or self.max_gap_s < 0:
             raise ValueError("max_pending_s must be positive and max_gap_s not negative")
 

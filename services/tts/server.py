@@ -35,6 +35,7 @@ class Settings(ModelServiceSettings):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 10 <= self.chunk_ms <= 100:
             raise ValueError(f"chunk_ms must be between 10 and 100, got {self.chunk_ms}")
         if self.first_words < 2:

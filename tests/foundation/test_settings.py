@@ -1,4 +1,6 @@
 import argparse
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -47,3 +49,15 @@ def test_from_env(monkeypatch):
     monkeypatch.setenv("VOICEMESH_WORKERS", "3")
     assert from_env(Example, port=1).workers == 3
     assert from_env(Example, port=1).port == 1
+
+
+@pytest.mark.parametrize(("service", "flag", "value", "says"), [
+    ("orchestrator", "--max-machine-cpu", "80", "max_machine_cpu (--max-machine-cpu) is a share of the CPU"),
+    ("tts", "--chunk-ms", "250", "chunk_ms must be between 10 and 100, got 250"),
+])
+def test_a_setting_out_of_its_range_is_a_usage_error_not_a_traceback(service, flag, value, says):
+    result = subprocess.run([sys.executable, "-m", "voicemesh.cli", "serve", service, "--port", "0",
+                             "--metrics-port", "-1", flag, value], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"voicemesh serve {service}: error: {says}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -51,7 +51,12 @@ class ServerSettings:
                                      "while the event loop runs this late on average over the last second; "
                                      "admitted streams go on (0: no limit)")
     max_cpu: float = setting(0.0, "refuse new streams likewise while this process used more CPU than this, in cores, "
-                             "over the last second (0: no limit)")
+                             "over the last half second (0: no limit)")
+    max_machine_cpu: float = setting(0.0, "refuse new streams likewise while more than this share (0-1) of the CPU "
+                                     "this server may use is busy over the last half second, whatever process "
+                                     "uses it: its container's cgroup quota when it has one, else all the "
+                                     "machine's cores; with other work on the machine, 0.8 kept the admitted "
+                                     "audio streams in real time (bench/load.py; 0: no limit)")
     max_message_bytes: int = setting(4 * 1024 * 1024, "largest gRPC message accepted or sent, in bytes")
     keepalive_time_s: float = setting(30.0, "seconds between keepalive pings on idle connections")
     keepalive_timeout_s: float = setting(10.0, "seconds to wait for a keepalive ack before closing the connection")
@@ -77,6 +82,11 @@ class ServerSettings:
     usage_interval_s: float = setting(2.0, "with a ledger, seconds between writes of an open stream's usage so far "
                                       "and re-checks of its key and quotas (a revoked key's streams end within "
                                       "about this; 0: only at the start and the end)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_machine_cpu <= 1:
+            raise ValueError(f"max_machine_cpu (--max-machine-cpu) is a share of the CPU, from 0 to 1 (0: no limit), "
+                             f"not {self.max_machine_cpu:g}")
 
 
 class ServiceDefinition(Protocol):
