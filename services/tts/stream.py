@@ -229,6 +229,13 @@ class SynthesisStream:
         try:
             async for piece in audio:
                 carry += piece
+                # The segment's first audio goes out as soon as it is made, even shorter than a chunk (a voice's
+                # first few frames); the rest in chunks of ``size``, so a provider's small pieces are not each a
+                # message. Only an odd byte waits for its sample's other half.
+                if done == 0 and 1 < len(carry) < size:
+                    n = len(carry) - len(carry) % 2
+                    await self._out.put((epoch, Chunk(carry[:n], segment, 0)))
+                    carry, done = carry[n:], n
                 while len(carry) >= size:
                     await self._out.put((epoch, Chunk(carry[:size], segment, done // 2)))
                     carry, done = carry[size:], done + size

@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from tests.speech import wer
-from tests.tts.helpers import JOE, check_tags, config, stub, text, transcribe
+from tests.tts.helpers import JOE, check_tags, config, stub, synthesize, text, transcribe
+from voicemesh.services.tts.backends.piper_stream import FIRST_FRAMES
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +57,15 @@ async def test_first_audio_of_a_long_sentence_comes_before_the_whole_sentence_is
     print(f"\nfirst audio p50: {p50_early * 1000:.0f} ms with the first piece cut early, "
           f"{p50_late * 1000:.0f} ms for the whole sentence")
     assert p50_early < 0.75 * p50_late, (early, late)
+
+
+async def test_the_voices_short_first_piece_goes_out_without_waiting_to_fill_a_chunk(service_process):
+    # At the voice's own rate a 100 ms chunk (--chunk-ms) is 2205 samples; the voice's first piece is shorter, and
+    # goes out alone rather than waiting for the next piece to fill a chunk.
+    tts = service_process("tts", args=["--preload", JOE])
+    responses = await synthesize(tts.address, [config(rate=0), text(LONG)])
+    chunks = [r.audio for r in responses if r.WhichOneof("event") == "audio"]
+    assert chunks[0].sample_rate_hz == 22050
+    assert len(chunks[0].audio) // 2 == FIRST_FRAMES * 256 < 2205
+    assert all(len(chunk.audio) // 2 <= 2205 for chunk in chunks)
+    check_tags(LONG, responses, 22050)  # nothing dropped or repeated, in order

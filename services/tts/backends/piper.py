@@ -39,7 +39,7 @@ from voicemesh.backend import LocalModelSettings, ModelCard
 from voicemesh.errors import FailedPrecondition, ModelNotFound, require_module
 from voicemesh.models import models_dir, size_of
 from voicemesh.services.tts.backend import TTS_CAPABILITIES, TtsBackend, VoiceOptions
-from voicemesh.services.tts.backends.piper_stream import GAIN, SplitVoice, chunk_bounds, split_voice
+from voicemesh.services.tts.backends.piper_stream import CHECK_SENTENCE, GAIN, SplitVoice, split_voice
 from voicemesh.settings import setting
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class PiperBackend(TtsBackend):
                     yield audio
                 continue
             frames = await loop.run_in_executor(self._executor, _frames, voice.piper, voice.split, phonemes, config)
-            for start, end in chunk_bounds(frames[0].shape[2]):
+            for start, end in voice.split.chunks(frames[0].shape[2]):
                 audio = await loop.run_in_executor(self._executor, _decode, voice.split, frames, start, end)
                 if len(audio):
                     yield audio
@@ -291,8 +291,14 @@ def _load_voice(files: VoiceFiles, threads: int, device: str = "cpu") -> _Voice:
 
     config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
     split = split_voice(files.model, session)
-    # The whole graph is loaded only when it is run whole: the two halves hold the same weights.
-    return _Voice(PiperVoice(session=None if split else session(str(files.model)), config=config), split)
+    # The whole graph is loaded only when it is run whole: the parts hold the same weights.
+    piper = PiperVoice(session=None if split else session(str(files.model)), config=config)
+    if split is not None:  # its chunks must say what the whole graph says: checked once, on a sentence without noise
+        ids = piper.phonemes_to_ids(_phonemize(piper, CHECK_SENTENCE)[0])
+        split = split.checked({"input": np.array([ids], dtype=np.int64),
+                               "input_lengths": np.array([len(ids)], dtype=np.int64),
+                               "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}, files.name)
+    return _Voice(piper, split)
 
 
 def _phonemize(voice: Any, text: str) -> list[list[str]]:

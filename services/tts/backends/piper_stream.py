@@ -8,13 +8,16 @@ cost and grow with its length, while their convolutions only look a few
 frames either side. So the graph is cut in front of the flow and in front of
 the decoder once, when the voice loads (all parts come from the same
 ``.onnx`` file), and each sentence is decoded in chunks of growing size
-(``CHUNK_ENDS``): the first 12 frames (139 ms of audio at 22050 Hz) go out
-while the next 28 are decoded, and the rest is decoded while those play.
+(``CHUNK_ENDS``): the first 8 frames (93 ms of audio at 22050 Hz) go out
+while the next 16 are decoded, and each later chunk is decoded while the
+ones before it play.
 A chunk's decoder borrows ``CONTEXT_FRAMES`` latent frames on either side,
 and the flow that makes them ``FLOW_CONTEXT_FRAMES`` more; only the chunk's
-own samples are kept. With 12 and 40 the chunked audio matched
-the whole graph's to within 1e-6 on en_US-joe-medium (8 decoder frames left
-errors of 1e-3, 16 flow frames 7e-3).
+own samples are kept. With 10 and 24 the chunked audio matched the whole
+graph's to within 1.4e-5 on en_US-joe-medium, under one step of 16-bit PCM
+(3e-5); 8 decoder frames left errors of 2e-3. Other voices' decoders may
+look further, so each voice is checked when it loads and falls back to
+``WIDE_CONTEXT`` when the chunks do not match (``SplitVoice.checked``).
 
 Cutting needs the ``onnx`` package (in a child process, once per voice file:
 the parts are cached, see ``split_voice``) and a graph laid out as piper's exporter
@@ -25,6 +28,7 @@ speaker), runs whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -42,14 +46,19 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Where a sentence's chunks end, in frames (256 samples each, 11.6 ms at 22050 Hz). The first chunk is short; the
-# second is decoded while the first plays and the rest while the second plays. With (12, 40) the next chunk came
-# ~100 ms before the audio ran out on a loaded 2-core machine (load 2.3, one thread); with (8, 32) first audio
-# came 4 ms sooner, but the second chunk was late by up to 40 ms in one sentence out of eight.
-CHUNK_ENDS = (12, 40)
+# Where a sentence's chunks end, in frames (256 samples each, 11.6 ms at 22050 Hz). The first chunk is short, and
+# each chunk is decoded while the ones before it play: the second (16 frames) takes ~21 ms on one idle thread
+# against the first one's 93 ms of audio, as (12, 40) did against 139 ms. (8, 32) had left the second chunk late
+# by up to 40 ms in one sentence out of eight on a loaded 2-core machine: it took 32 frames at once.
+CHUNK_ENDS = (8, 24, 56)
 FIRST_FRAMES = CHUNK_ENDS[0]
-CONTEXT_FRAMES = 12
-FLOW_CONTEXT_FRAMES = 40
+CONTEXT_FRAMES = 10
+FLOW_CONTEXT_FRAMES = 24
+WIDE_CONTEXT = (16, 48)  # decoder and flow context for a voice whose chunks do not match with the narrow ones
+MAX_CHUNK_ERROR = 1e-4  # three steps of 16-bit PCM: chunked audio further from the whole graph's is not used
+# Long enough to cross every chunk boundary (~140 frames), short enough that decoding it whole at load leaves
+# little in onnxruntime's memory arena (a 4 s sentence kept ~55 MB more resident).
+CHECK_SENTENCE = "The weather is lovely today."
 DECODER_ENTRY = "/dec/conv_pre/Conv"  # the decoder's first node in piper's exported graphs
 FLOW_PREFIX = "/flow/"
 # piper's raw output peaks at 0.4-0.75 (0.25 for "Hmm."). One gain for every chunk, since a sentence's peak is
@@ -67,6 +76,8 @@ class SplitVoice:
     prior: str  # the flow's input, (1, channels, frames)
     mask: str  # the frames' mask, (1, 1, frames): all ones for one sentence
     latent: str  # the decoder's input: the flow's frames times the mask
+    context: int = CONTEXT_FRAMES  # latent frames the decoder borrows on either side of a chunk
+    flow_context: int = FLOW_CONTEXT_FRAMES  # prior frames the flow borrows beyond those
 
     def frames(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The prior frames of one sentence and their mask (from the whole graph's inputs)."""
@@ -77,8 +88,8 @@ class SplitVoice:
         """Audio of frames ``start``..``end``: the flow and the decoder run with their context on either side."""
         prior, mask = frames
         total = prior.shape[2]
-        lo, hi = max(0, start - CONTEXT_FRAMES), min(total, end + CONTEXT_FRAMES)
-        flow_lo, flow_hi = max(0, lo - FLOW_CONTEXT_FRAMES), min(total, hi + FLOW_CONTEXT_FRAMES)
+        lo, hi = max(0, start - self.context), min(total, end + self.context)
+        flow_lo, flow_hi = max(0, lo - self.flow_context), min(total, hi + self.flow_context)
         window = {self.prior: prior[:, :, flow_lo:flow_hi], self.mask: mask[:, :, flow_lo:flow_hi]}
         latent = self.flow.run(None, window)[0]
         latent = np.ascontiguousarray(latent[:, :, lo - flow_lo : hi - flow_lo])
@@ -86,16 +97,39 @@ class SplitVoice:
         hop = len(audio) // (hi - lo)
         return audio[(start - lo) * hop : (end - lo) * hop]
 
+    def chunks(self, frames: int) -> list[tuple[int, int]]:
+        """The chunks a sentence of ``frames`` frames is decoded in (``chunk_bounds`` with this voice's context)."""
+        return chunk_bounds(frames, self.context)
 
-def chunk_bounds(frames: int) -> list[tuple[int, int]]:
+    def error(self, inputs: dict[str, np.ndarray]) -> float:
+        """Largest difference between the sentence of ``inputs`` decoded in chunks and decoded whole."""
+        frames = self.frames(inputs)
+        total = frames[0].shape[2]
+        chunked = np.concatenate([self.decode(frames, start, end) for start, end in self.chunks(total)])
+        return float(np.max(np.abs(chunked - self.decode(frames, 0, total))))
+
+    def checked(self, inputs: dict[str, np.ndarray], model: str, tolerance: float = MAX_CHUNK_ERROR) -> SplitVoice:
+        """This voice with contexts whose chunks match the whole graph on ``inputs`` (a sentence without noise):
+        the narrow ones when they do, else ``WIDE_CONTEXT`` (logged)."""
+        error = self.error(inputs)
+        if error <= tolerance:
+            return self
+        wide = dataclasses.replace(self, context=WIDE_CONTEXT[0], flow_context=WIDE_CONTEXT[1])
+        log.warning("piper voice %s: chunks decoded with %d+%d frames of context differ from the whole sentence by "
+                    "%.1e, so it borrows %d+%d (first audio a few ms later; off by %.1e)", model, self.context,
+                    self.flow_context, error, *WIDE_CONTEXT, wide.error(inputs))
+        return wide
+
+
+def chunk_bounds(frames: int, context: int = CONTEXT_FRAMES) -> list[tuple[int, int]]:
     """The chunks a sentence of ``frames`` frames is decoded in: ending at each of ``CHUNK_ENDS``, then the rest.
 
-    A chunk boundary is kept only when more than ``CONTEXT_FRAMES`` follow it: a shorter rest would cost more
+    A chunk boundary is kept only when more than ``context`` frames follow it: a shorter rest would cost more
     in context than it saves.
     """
     bounds, start = [], 0
     for end in CHUNK_ENDS:
-        if frames - end <= CONTEXT_FRAMES:
+        if frames - end <= context:
             break
         bounds.append((start, end))
         start = end
