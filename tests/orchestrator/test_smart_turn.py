@@ -9,7 +9,7 @@ from tests.speech import silence, speak
 from voicemesh.audio import pcm_to_float
 from voicemesh.speech.turn import model as smart_turn
 from voicemesh.speech.turn.model import RecentAudio
-from voicemesh.speech.turn.smart import CONFIDENT, UNLIKELY, turn_target_ms
+from voicemesh.speech.turn.smart import CONFIDENT, SPEAKING_AGAIN, UNLIKELY, turn_target_ms
 from voicemesh.v1 import stt_pb2
 
 pytestmark = pytest.mark.skipif(not smart_turn.available(), reason="needs pipecat-ai (the turn extra) and the stt extra")
@@ -75,6 +75,12 @@ def test_the_wait_follows_the_probability_and_the_transcript():
     assert turn_target_ms(None, "Turn off the lights.", **delays) == 500  # no model: the plain silence wait
     assert turn_target_ms(0.0, "Turn off the lights.", **delays) == 3000
     assert 500 < turn_target_ms(0.25, "Turn off the lights.", **delays) < 3000
+    # A question the model doubts waits the plain silence, not longer (it misjudges some finished questions);
+    # a question the user already goes on after waits the longest.
+    assert turn_target_ms(0.01, "What is two plus two?", **delays) == 500
+    assert turn_target_ms(0.99, "What is two plus two?", **delays) == 200
+    assert turn_target_ms(SPEAKING_AGAIN, "What is two plus two?", **delays) == 3000
+    assert turn_target_ms(SPEAKING_AGAIN, "Turn off the lights.", **delays) == 3000
     assert turn_target_ms(0.99, "Turn off the lights.", min_delay_ms=100, max_delay_ms=3000, quick_ms=200) == 100
 
 
@@ -136,7 +142,7 @@ async def test_a_late_final_ends_the_turn_at_once_unless_the_user_already_speaks
         s.stt(speech_ended=stt_pb2.SpeechEnded(time_ms=end_ms))
         await s.until(lambda: s.user_messages() or session.verdict is not None)
         if goes_on:
-            assert session.verdict[0] == 0.0 and session.verdict[1] == 3000
+            assert session.verdict[0] == SPEAKING_AGAIN and session.verdict[1] == 3000
             assert "eot" in session._timers and not s.user_messages()
         else:
             await s.until(lambda: s.user_messages())

@@ -2,13 +2,15 @@
 
 When the VAD closes an utterance, the wait is first set from the transcript
 alone and the model (``model.SmartTurn``) runs on the user's turn (its audio
-from 500 ms before the turn's first speech start, at most 8 s); its probability then moves the wait (``turn_target_ms``): a clearly
-complete turn ends at once, an unlikely one waits longer, up to
-``max_delay_ms``. With the model the VAD closes utterances after a shorter
-silence (``QUICK_MS``), so a turn is never ended before the verdict (unless
-the model is slower than ``VERDICT_GRACE_MS`` beyond the plain wait), and not
-while the audio after the end of speech already has voice again (the STT
-reports it only after its final decode).
+from 500 ms before the turn's first speech start, at most 8 s); its
+probability then moves the wait (``turn_target_ms``): a clearly complete
+turn ends at once, an unlikely one waits longer, up to ``max_delay_ms`` (a
+transcribed question no longer than the plain wait). With the model the VAD
+closes utterances after a shorter silence (``QUICK_MS``), so a turn is never
+ended before the verdict (unless the model is slower than
+``VERDICT_GRACE_MS`` beyond the plain wait), and not while the audio after
+the end of speech already has voice again (the STT reports it only after its
+final decode).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import numpy as np
 
 from voicemesh.speech.turn.base import EndOfSpeech, Judge, TurnDetector
 from voicemesh.speech.turn.model import RATE, SmartTurn
-from voicemesh.speech.turn.text import completeness
+from voicemesh.speech.turn.text import asks, completeness
 
 CONFIDENT = 0.85  # at or above: the turn is clearly complete
 UNLIKELY = 0.5  # below: the user is probably going on
 QUICK_MS = 300  # silence after which a turn the model is sure of ends (the VAD's endpointing then)
 WINDOW_SILENCE_MS = 200  # the silence after the end of speech in the model's window (as its VAD stop is set)
 VERDICT_GRACE_MS = 400  # how long past the plain wait the turn waits for the model's verdict
+SPEAKING_AGAIN = -1.0  # the verdict when the audio after the end of speech has voice (not a probability)
 
 
 def voice_in(samples) -> bool:
@@ -40,12 +43,15 @@ def turn_target_ms(probability: float | None, text: str, *, min_delay_ms: float,
                    quick_ms: float) -> float:
     """Silence (ms after the end of speech) to wait before ending the turn.
 
-    ``probability`` is the model's (None: no model). A transcript whose last
+    ``probability`` is the model's (None: no model; ``SPEAKING_AGAIN``: the
+    user already speaks again, which waits the longest). A transcript whose last
     word opens a clause waits the longest, whatever the audio sounds like.
     A clearly complete turn (the model confident and the transcript
     finished-looking) ends after ``quick_ms``; an unlikely one waits longer
     the less likely it is, up to ``max_delay_ms``; the rest waits
-    ``min_delay_ms``.
+    ``min_delay_ms``. A question the model doubts waits ``min_delay_ms``
+    too: the model misjudges some finished questions (espeak-ng's "What is
+    two plus two?" at 0.01), and a user who goes on after one barges in.
     """
     longest = max(max_delay_ms, min_delay_ms)
     look = completeness(text)
@@ -53,9 +59,11 @@ def turn_target_ms(probability: float | None, text: str, *, min_delay_ms: float,
         return longest
     if probability is None:
         return min_delay_ms if look >= 0.5 else longest
+    if probability <= SPEAKING_AGAIN:
+        return longest
     if probability >= CONFIDENT and look >= 0.5:
         return min(quick_ms, min_delay_ms)
-    if probability < UNLIKELY:
+    if probability < UNLIKELY and not asks(text):
         return min_delay_ms + (longest - min_delay_ms) * (1.0 - probability / UNLIKELY)
     return min_delay_ms if look >= 0.5 else longest
 
@@ -95,5 +103,5 @@ class SmartTurnDetector(TurnDetector):
         head = samples[:len(samples) - after] if after else samples
         probability = await self.model.predict(head) if judge.use_model else judge.probability
         if after and await asyncio.to_thread(voice_in, samples[len(samples) - after:]):
-            probability = 0.0  # the user already speaks again: the STT will say so after its decode
+            probability = SPEAKING_AGAIN  # the user already speaks again: the STT will say so after its decode
         return probability

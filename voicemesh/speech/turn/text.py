@@ -30,7 +30,7 @@ def completeness(text: str) -> float:
         return 0.0
     if stripped.endswith(("...", "…", ",", ";", ":", "-", "—", "–")):
         return 0.0
-    if stripped.rstrip("\"')]}”’")[-1:] in ("?", "!", "？", "！"):
+    if asks(stripped) or stripped.rstrip("\"')]}”’")[-1:] in ("!", "！"):
         return 1.0  # a question or an exclamation is complete whatever its last word
     words = re.findall(r"[\w']+", stripped.lower())
     if words and words[-1] in OPEN_WORDS:
@@ -39,6 +39,11 @@ def completeness(text: str) -> float:
     if last and last in TERMINAL:
         return 1.0
     return 0.3
+
+
+def asks(text: str) -> bool:
+    """Whether the transcript ends in a question mark (the STT heard a question)."""
+    return text.strip().rstrip("\"')]}”’")[-1:] in ("?", "？")
 
 
 def looks_finished(text: str) -> bool:
