@@ -74,7 +74,7 @@ def test_interim_stable_prefix_only_grows(stt):
 
 
 def test_the_speculative_final_goes_out_as_an_interim_during_the_endpointing_silence(stt):
-    """The final decode starts 100 ms into a pause; its result is sent as an interim at once, marked as the end
+    """The final decode starts 64 ms into a pause; its result is sent as an interim at once, marked as the end
     candidate, so a client can prepare its answer while the endpointing silence (500 ms here) runs, and the final
     that follows is the same."""
     audio = silence(0.4) + speak(SENTENCES[9]) + silence(1.0)

@@ -112,3 +112,40 @@ def test_audio_read_ahead_of_the_vad_is_bounded_and_the_reader_waits_for_room():
         await asyncio.wait_for(waiting, 1)  # the scorer took it all: room again
 
     asyncio.run(scenario())
+
+
+def test_the_speculative_final_starts_two_vad_frames_into_a_pause_and_becomes_the_final():
+    """The speculative decode starts 64 ms (two VAD frames) after the last voiced frame, on the audio so far padded
+    with zeros to the final clip's 200 ms tail; the final it becomes comes that much sooner than one started at the
+    old 128 ms (bench/eager_final.py: the same WER, with the zeros)."""
+    import asyncio
+
+    from voicemesh.services.stt.backend import Hypothesis, RecognitionOptions, TranscriptEvent
+    from voicemesh.services.stt.stream import POSTROLL_MS, RecognizeStream
+
+    clips: list[tuple[int, int, bool]] = []  # (end of the audio heard, end of the clip, in stream ms; final?)
+
+    async def decode(samples, offset_ms: int, final: bool) -> Hypothesis:
+        heard = np.flatnonzero(samples)[-1] + 1  # the pause is low noise, the padding zeros
+        clips.append((offset_ms + heard * 1000 // 16000, offset_ms + len(samples) * 1000 // 16000, final))
+        return Hypothesis("The weather is nice today.")
+
+    async def scenario():
+        stream = RecognizeStream(options=RecognitionOptions(language="en", sample_rate_hz=16000, min_silence_ms=500),
+                                 vad=shared_vad(), decode=decode, model="test")
+
+        async def audio():
+            pcm = noise(0.3, level=0.002) + speak(SENTENCES[1]) + noise(1.0, level=0.002, seed=1)
+            for start in range(0, len(pcm), 640):
+                yield pcm[start:start + 640]
+                await asyncio.sleep(0.002)  # each 20 ms chunk scored on its own, as in real time
+
+        return [event async for event in stream.events(audio()) if isinstance(event, TranscriptEvent)]
+
+    finals = asyncio.run(scenario())
+    assert len(finals) == 1 and finals[0].text == "The weather is nice today."
+    assert [final for *_, final in clips] == [True], clips  # one decode, the speculative one, became the final
+    heard_until, clip_end, _ = clips[0]
+    end = finals[0].end_ms
+    assert heard_until == pytest.approx(end + 2 * FRAME_MS, abs=4), (clips, end)
+    assert clip_end == pytest.approx(end + POSTROLL_MS, abs=4), (clips, end)
