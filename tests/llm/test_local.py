@@ -64,13 +64,29 @@ def test_paris_then_second_turn_uses_the_prompt_cache(service_process):
         assert first.done.usage.cached_tokens == 0
         assert first.done.usage.output_tokens >= len(first.deltas) > 0
 
-        second = chat.turn("t2", [user("And the capital of Germany?")])
+        follow_up = "And the capital of Germany?"
+        second = chat.turn("t2", [user(follow_up)])  # sent as soon as turn 1's Done is read
         usage = second.done.usage
         assert second.reason == "FINISH_REASON_STOP" and second.text
         # The server kept turn 1 (question and answer): the prompt grew and its start came from the cache.
         assert usage.input_tokens > first.done.usage.input_tokens + first.done.usage.output_tokens
         assert usage.cached_tokens > first.done.usage.input_tokens // 2
-        assert usage.cached_tokens < usage.input_tokens
+        # After turn 1's Done its slot evaluated the reply's end and the next user header, and turn 2 waited for
+        # that slot (not the other one, without the cache): only the new words and ChatML's end of the user
+        # message and assistant header were evaluated. Before, the five tokens of "<|im_end|>\n<|im_start|>user\n"
+        # too.
+        vocabulary = _vocabulary()
+        words = len(vocabulary.tokenize(follow_up.encode(), add_bos=False, special=False))
+        header = len(vocabulary.tokenize(b"<|im_end|>\n<|im_start|>assistant\n", add_bos=False, special=True))
+        assert usage.input_tokens - usage.cached_tokens == words + header, (usage, words, header)
+
+
+def _vocabulary():
+    from llama_cpp import Llama
+
+    from voicemesh.services.llm.backends.gguf import MODELS
+
+    return Llama(str(MODELS[MODEL.split("/")[1]].path()), vocab_only=True, verbose=False)
 
 
 def test_replace_history_stop_sequences_and_max_tokens(service_process):

@@ -8,9 +8,15 @@ Each model keeps ``max_generations`` llama.cpp contexts ("slots"). A
 generation takes a free slot, preferring the one its Chat stream used last:
 llama.cpp then re-evaluates only the tokens after the longest common prefix,
 so a conversation's earlier turns stay cached. Generation runs in a worker
-thread that checks the cancel flag between tokens and frees the slot before
-the final ``Done``. Forced tool calls are decoded under a grammar built from
-the tool's JSON Schema, so their arguments always parse.
+thread that checks the cancel flag between tokens. After a reply that ends
+on its own (or at max_tokens), the slot also evaluates the opening of the
+next user message (the reply's end-of-turn and the user header: five tokens
+with ChatML) right after ``Done``, before it is free again: the next turn's
+prompt evaluation, on the critical path of a spoken reply, starts at the
+user's words (``_cache_next_opening``). The stream that owns the slot waits
+for it rather than take another slot without its cache. Forced tool calls
+are decoded under a grammar built from the tool's JSON Schema, so their
+arguments always parse.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ from voicemesh.tools import ToolCallScanner, call_schema, forced_call, render_to
 
 log = logging.getLogger(__name__)
 
+# The longest opening of the next turn evaluated after a reply (more means the conversation changed).
+MAX_OPENING_TOKENS = 24
+_MARK = "\u2063voicemesh-next-user\u2063"  # stands for the next user message when the opening is rendered
 # Used when a GGUF file carries no chat template.
 _CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -66,6 +75,7 @@ class _Slot:
         self.owner: int | None = None
         self.last_used = 0.0
         self.ticket: Any = None  # the admission slot of the generation running here
+        self.opening = False  # evaluating the next turn's opening after Done; its owner waits for it
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,14 @@ class LlamaCppBackend(LlmBackend):
         if ticket is None:
             yield Done(FinishReason.CANCELLED, TokenUsage())
             return
-        slot = self._take_slot(id(session))
+        try:
+            slot = self._take_slot(id(session))
+            while slot is None:  # a slot still evaluates a turn's opening (a few tokens): it is free in a moment
+                await asyncio.sleep(0.002)
+                slot = self._take_slot(id(session))
+        except BaseException:
+            ticket.release()
+            raise
         slot.ticket = ticket
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -209,32 +226,51 @@ class LlamaCppBackend(LlmBackend):
         finally:
             cancel.cancel()  # a consumer that stops early (client gone) stops the worker too
 
-    def _take_slot(self, owner: int) -> _Slot:
+    def _take_slot(self, owner: int) -> _Slot | None:
+        """A free slot, the owner's own if free; None while the owner's is evaluating its next opening, or while
+        the only slots left are (their tickets are back already: one is free within a few tokens)."""
         with self._lock:
+            if any(slot.opening and slot.owner == owner for slot in self._slots):
+                return None
             free = [slot for slot in self._slots if not slot.busy]
+            if not free:
+                return None
             mine = [slot for slot in free if slot.owner == owner]
             slot = mine[0] if mine else min(free, key=lambda s: s.last_used)
             slot.busy, slot.owner = True, owner
             return slot
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, *, opening: bool = False) -> None:
+        """Give the slot's admission back; the slot itself too, unless it goes on to evaluate an opening."""
         with self._lock:
-            slot.busy, slot.last_used = False, time.monotonic()
+            slot.busy, slot.opening, slot.last_used = opening, opening, time.monotonic()
             ticket, slot.ticket = slot.ticket, None
         if ticket is not None:
             ticket.release()
 
     def _work(self, slot: _Slot, request: GenerationRequest, cancel: CancelToken, emit: Callable) -> None:
-        result: object
         try:
-            result = self._generate(slot.llm, request, cancel, emit)
+            done, reply = self._generate(slot.llm, request, cancel, emit)
         except Exception as exc:  # handed to the async side, which raises it
-            result = exc
+            self._release(slot)
+            emit(exc)
+            return
+        # Admission is given back before Done, so a generation sent when the client hears of it is admitted.
+        opening = done.reason in (FinishReason.STOP, FinishReason.LENGTH)
+        self._release(slot, opening=opening)
+        emit(done)
+        if not opening:
+            return
+        try:
+            self._cache_next_opening(slot.llm, request, reply)
+        except Exception:  # noqa: BLE001 (the next turn evaluates it itself)
+            log.warning("could not evaluate the next turn's opening on %s", self.descriptor, exc_info=True)
         finally:
-            self._release(slot)  # before Done, so the slot is free when the client hears of it
-        emit(result)
+            self._release(slot)
 
-    def _generate(self, llm: Any, request: GenerationRequest, cancel: CancelToken, emit: Callable) -> Done:
+    def _generate(self, llm: Any, request: GenerationRequest, cancel: CancelToken,
+                  emit: Callable) -> tuple[Done, str]:
+        """Run one generation; its Done and the reply's text as sent."""
         import llama_cpp
 
         tokens = self._prompt_tokens(llm, request)
@@ -283,9 +319,33 @@ class LlamaCppBackend(LlmBackend):
         finally:
             generator.close()
         reason = output.finish(decoder.decode(b"", final=True), reason)
-        return Done(reason, TokenUsage(input_tokens=len(tokens), output_tokens=produced, cached_tokens=cached))
+        usage = TokenUsage(input_tokens=len(tokens), output_tokens=produced, cached_tokens=cached)
+        return Done(reason, usage), "".join(output.sent)
+
+    def _cache_next_opening(self, llm: Any, request: GenerationRequest, reply: str) -> None:
+        """Evaluate the conversation up to the next user message's words (the reply as sent, its end-of-turn
+        and the user header) into the context, as the next turn's prompt will start."""
+        messages = [*self._prompt_messages(request), {"role": "assistant", "content": reply},
+                    {"role": "user", "content": _MARK}]
+        formatted = self._formatter(messages=messages)
+        cut = formatted.prompt.find(_MARK)
+        if cut < 0:
+            return
+        tokens = llm.tokenize(formatted.prompt[:cut].encode(), add_bos=not formatted.added_special, special=True)
+        prefix = _common_prefix(llm, tokens)
+        if prefix == len(tokens) or len(tokens) - prefix > MAX_OPENING_TOKENS or prefix == 0:
+            return  # nothing to add, or not this conversation's continuation
+        if prefix < llm.n_tokens:
+            if not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):  # as llama-cpp-python's own prefix reuse does
+                return
+            llm.n_tokens = prefix
+        llm.eval(tokens[prefix:])
 
     def _prompt_tokens(self, llm: Any, request: GenerationRequest) -> list[int]:
+        formatted = self._formatter(messages=self._prompt_messages(request))
+        return llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+
+    def _prompt_messages(self, request: GenerationRequest) -> list[dict[str, str]]:
         messages = [_chat_dict(message) for message in request.messages]
         if request.tools and request.tool_choice.mode != "none":
             # In the first system message, where small models follow it best (they parrot it when it
@@ -295,8 +355,7 @@ class LlamaCppBackend(LlmBackend):
                 messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{block}"}
             else:
                 messages.insert(0, {"role": "system", "content": block})
-        formatted = self._formatter(messages=messages)
-        return llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+        return messages
 
     def _grammar(self, request: GenerationRequest) -> Any:
         from llama_cpp import LlamaGrammar
@@ -315,16 +374,19 @@ def _chat_dict(message: Message) -> dict[str, str]:
     return {"role": message.role, "content": content}
 
 
-def _reusable_prefix(llm: Any, tokens: Sequence[int]) -> int:
-    """Prompt tokens llama.cpp will take from the context instead of evaluating them."""
-    if llm.n_tokens == 0:
-        return 0
+def _common_prefix(llm: Any, tokens: Sequence[int]) -> int:
+    """How many of ``tokens`` the context holds already, from the start."""
     prefix = 0
     for old, new in zip(llm.input_ids[: llm.n_tokens], tokens):
         if old != new:
             break
         prefix += 1
-    return min(prefix, len(tokens) - 1)
+    return prefix
+
+
+def _reusable_prefix(llm: Any, tokens: Sequence[int]) -> int:
+    """Prompt tokens llama.cpp will take from the context instead of evaluating them."""
+    return min(_common_prefix(llm, tokens), len(tokens) - 1) if llm.n_tokens else 0
 
 
 class _Output:
@@ -338,6 +400,7 @@ class _Output:
         self.stops = tuple(request.sampling.stop)
         self.held = ""
         self.collected: list[str] = []
+        self.sent: list[str] = []  # the text emitted, as the conversation keeps it
         use_tools = request.tools and request.tool_choice.mode == "auto"
         self.scanner = ToolCallScanner(request.tools if use_tools else ())
 
@@ -371,14 +434,18 @@ class _Output:
         self.held = ""
         text, calls = self.scanner.finish()
         if text:
-            self.emit(TextDelta(text))
+            self._say(text)
         for call in calls:
             self.emit(ToolCallMade(call))
         return FinishReason.TOOL_CALLS if calls and reason is not FinishReason.CANCELLED else reason
 
     def _text(self, text: str) -> None:
         if text and (text := self.scanner.feed(text)):
-            self.emit(TextDelta(text))
+            self._say(text)
+
+    def _say(self, text: str) -> None:
+        self.sent.append(text)
+        self.emit(TextDelta(text))
 
 
 def _overlap(text: str, stop: str) -> int:
