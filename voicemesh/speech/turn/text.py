@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from voicemesh.speech.segmenter import CLOSERS
+
 TERMINAL = ".?!…。？！"
 # Words after which an utterance is almost never complete.
 OPEN_WORDS = frozenset(
@@ -30,12 +32,12 @@ def completeness(text: str) -> float:
         return 0.0
     if stripped.endswith(("...", "…", ",", ";", ":", "-", "—", "–")):
         return 0.0
-    if asks(stripped) or stripped.rstrip("\"')]}”’")[-1:] in ("!", "！"):
+    last = _last_mark(stripped)
+    if last in ("?", "？", "!", "！"):
         return 1.0  # a question or an exclamation is complete whatever its last word
     words = re.findall(r"[\w']+", stripped.lower())
     if words and words[-1] in OPEN_WORDS:
         return 0.0
-    last = stripped.rstrip("\"')]}”’")[-1:]
     if last and last in TERMINAL:
         return 1.0
     return 0.3
@@ -43,7 +45,12 @@ def completeness(text: str) -> float:
 
 def asks(text: str) -> bool:
     """Whether the transcript ends in a question mark (the STT heard a question)."""
-    return text.strip().rstrip("\"')]}”’")[-1:] in ("?", "？")
+    return _last_mark(text.strip()) in ("?", "？")
+
+
+def _last_mark(text: str) -> str:
+    """The last character of ``text`` before any closing quotes or brackets."""
+    return text.rstrip(CLOSERS)[-1:]
 
 
 def looks_finished(text: str) -> bool:
