@@ -230,10 +230,11 @@ def test_cors_for_a_configured_origin(openai_mesh):
 
 
 def test_a_failure_after_the_first_token_is_a_json_error(tmp_path):
-    """The LLM service cuts streams at 1 s (--max-stream-s): a long reply fails after its first tokens.
+    """The LLM service cuts streams at 0.5 s (--max-stream-s): a long reply fails after its first tokens.
     Streamed, the tokens come first and the error in band; not streamed, a JSON error with its status.
-    The model stops by itself after ~120 tokens (about 1.5-2.5 s here), so the cut must come well before."""
-    llm = ServiceProcess("llm", args=["--preload", LLM, "--metrics-port", "-1", "--max-stream-s", "1"],
+    The model stops by itself after 121 tokens, which took under 1 s in CI (cuts at 2 s and at 1 s both let it
+    finish there); at 0.5 s it would need over 240 tokens a second, while its first token comes in ~0.1 s."""
+    llm = ServiceProcess("llm", args=["--preload", LLM, "--metrics-port", "-1", "--max-stream-s", "0.5"],
                          log_path=tmp_path / "llm.log")
     request = {"model": "gpt-4.1", "max_tokens": 2000, "temperature": 0,
                "messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]}

