@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -52,6 +54,8 @@ def espeak(text: str, rate: int = RATE) -> bytes:
 
     from voicemesh.audio import convert
 
+    if shutil.which("espeak-ng") is None:
+        sys.exit("the benchmark needs the espeak-ng program: scripts/dev setup installs it (apt-get install espeak-ng)")
     wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(wav)) as reader:
         native, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
