@@ -12,9 +12,15 @@ load the same model files: the tiny.en CTranslate2 folder of the
 one CPU thread per decode, int8).
 
 TTS first audio: one stream at a time, trials alternating between the two
-servers; the same two-sentence text sent whole, time from the request to the
-first audio chunk (each client connected before its clock starts), at the
-voice's native rate (no resampling on either side).
+servers, each after a pause (``--gap-s``, 0.2 s); the same two-sentence text
+sent whole, time from the request to the first audio chunk (each client
+connected before its clock starts), at the voice's native rate (no resampling
+on either side). Without the pause each trial started the moment the other
+server's stream ended, while that process may still hold the cores
+(onnxruntime's thread pools spin for a while after a run; wyoming-piper's uses
+both cores): in one run each, VoiceMesh's first audio p50 was 31 ms without
+the pause and 24 with it, wyoming-piper's 57 and 51 (``--gap-s 0`` measures
+it the old way).
 Then the same with 4 streams at once on each server (``--concurrent``), every
 stream's first audio counted. ``--piper-threads`` sets VoiceMesh's onnxruntime
 threads per synthesis (its default when not given); wyoming-piper's
@@ -209,7 +215,9 @@ async def measure_tts(args, mesh_tts: str, w_tts: int) -> dict:
     tts = {"voicemesh": [], "wyoming-piper": []}
     await mesh_tts_first(mesh_tts), await wyoming_tts_first(w_tts)  # one warm-up each, not counted
     for _ in range(args.trials):
+        await asyncio.sleep(args.gap_s)
         tts["voicemesh"].append(await mesh_tts_first(mesh_tts))
+        await asyncio.sleep(args.gap_s)
         tts["wyoming-piper"].append(await wyoming_tts_first(w_tts))
     together = {"voicemesh": [], "wyoming-piper": []}
     for _ in range(max(1, args.trials // 2)):
@@ -245,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
     parser.add_argument("--only", choices=("tts", "stt"), help="measure one modality (default both)")
     parser.add_argument("--concurrent", type=int, default=4, help="TTS streams at once in the concurrent round")
+    parser.add_argument("--gap-s", type=float, default=0.2,
+                        help="pause before each one-stream TTS trial, so neither starts while the other server's "
+                        "threads still run (onnxruntime's pool spins a while after each run)")
     parser.add_argument("--piper-threads", type=int, help="VoiceMesh's onnxruntime threads per piper synthesis")
     args = parser.parse_args(argv)
     peer_python = ensure_venv(args.venv)
