@@ -18,12 +18,18 @@ import grpc
 from voicemesh.errors import Unavailable, VoiceMeshError
 from voicemesh.orchestrator.clients import MeshClients, backend_options
 from voicemesh.orchestrator.fallback import Target
+from voicemesh.runtime.status import detail_of
 from voicemesh.v1 import common_pb2, llm_pb2, realtime_pb2, stt_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
 
 # What a call to a model service raises when it failed or already ended.
 BROKEN = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, VoiceMeshError)
+
+
+def closed_for_idling(exc: BaseException | None) -> bool:
+    """Whether a stream's end is the service closing it for idling (--idle-timeout-s), not a failure."""
+    return isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
 
 
 class _Call:

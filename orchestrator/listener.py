@@ -27,8 +27,7 @@ from voicemesh.orchestrator.clients import MeshClients
 from voicemesh.errors import VoiceMeshError
 from voicemesh.orchestrator.fallback import REFUSALS, FallbackLog, Target
 from voicemesh.orchestrator.inbox import SttEnded, SttEvent, SttFailed, SttLost
-from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane
-from voicemesh.runtime.status import detail_of
+from voicemesh.orchestrator.lanes import BROKEN, AudioPump, SttLane, closed_for_idling
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class Listener:
         service closed for idling (no audio came: a text-only client) is opened again on the same target.
         When no other target answers, every target is tried again in the background until one is back; only a
         refusal of the request itself (a used-up quota, a revoked key) ends the session."""
-        idle = isinstance(exc, grpc.aio.AioRpcError) and getattr(detail_of(exc), "reason", "") == "IDLE_TIMEOUT"
+        idle = closed_for_idling(exc)
         if not idle:
             self.fallbacks.failed(lane.target, exc)
             if self.on_lost is not None and self.fallbacks.codes[-1] not in REFUSALS:

@@ -32,7 +32,7 @@ from voicemesh.errors import InvalidInput, Unavailable
 from voicemesh.orchestrator.events import TurnTiming
 from voicemesh.orchestrator.fallback import FallbackLog, Target, failure_reason, first_of
 from voicemesh.orchestrator.inbox import RealtimeEnded, RealtimeEvent, RealtimePlayed, RealtimeToolResults
-from voicemesh.orchestrator.lanes import BROKEN, AudioPump, RealtimeLane
+from voicemesh.orchestrator.lanes import BROKEN, AudioPump, RealtimeLane, closed_for_idling
 from voicemesh.orchestrator.realtime_turn import RealtimeTurn, realtime_error
 from voicemesh.speech.playout import Pacer
 from voicemesh.v1 import agent_pb2, llm_pb2, realtime_pb2
@@ -173,6 +173,13 @@ class RealtimeMode:
                 await self._finish(turn)
             if exc is not None:
                 s.emit.error(0, exc)
+            return
+        if self.turn is None and closed_for_idling(exc):
+            # Closed for idling (nothing either way for the service's --idle-timeout-s: a client that only
+            # writes now and then), not failed: the same targets, the history replayed, no error event.
+            log.info("realtime %s closed the session's idle stream: opening it again", lane.target)
+            lane.pump.stop()
+            self.enter(await self.open(s.clients.targets("realtime", s.spec.realtime)))
             return
         why = exc if exc is not None else Unavailable(f"realtime {lane.target} ended the stream")
         log.warning("realtime %s failed: %s", lane.target, why)

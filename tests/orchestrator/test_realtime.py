@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -43,6 +44,13 @@ def realtime_orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
         if orchestrator is not None:
             orchestrator.stop()
         realtime.stop()
+
+
+def rpcs_ended(metrics_port: int, method: str, code: str) -> float:
+    """The service's voicemesh_rpcs_total for ``method`` ended with ``code``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("voicemesh_rpcs_total{") and f'method="{method}"' in line and f'code="{code}"' in line)
 
 
 def realtime_config(**fields) -> agent_pb2.SessionConfig:
@@ -193,6 +201,34 @@ async def test_a_dead_realtime_service_hands_the_session_to_the_next_one(mesh, s
             await s.ended(60)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
     assert "realtime" in ended.value.details()
+
+
+async def test_a_text_session_goes_on_after_the_realtime_service_closed_its_idle_stream(mesh, service_process,
+                                                                                           tmp_path):
+    # The service closes a stream with no message either way for --idle-timeout-s (IDLE_TIMEOUT): a session that
+    # only writes now and then is no failure. The stream opens again at once, with the history. (The idle time
+    # runs from the service's last message, so it is set longer than a short reply takes to play out.)
+    port = free_port()
+    realtime = service_process("realtime", args=["--metrics-port", str(port), "--max-response-tokens", "16",
+                                                 "--idle-timeout-s", "6"])
+    path = write_mesh(tmp_path, mesh.config(realtime={"*": [realtime.address]}))
+    orchestrator = service_process("orchestrator", args=["--mesh", str(path), "--max-tokens", "40"])
+    async with AgentClient(orchestrator.address, realtime_config()) as s:
+        s.send(text="What is the capital of France?")
+        await s.turn_done(1, timeout=120)
+        deadline = time.monotonic() + 30
+        while not rpcs_ended(port, "Converse", "DEADLINE_EXCEEDED") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert rpcs_ended(port, "Converse", "DEADLINE_EXCEEDED") >= 1  # the service closed it as idle
+        s.send(text="What is the capital of Italy?")
+        done = await s.turn_done(2, timeout=120)
+        assert "rome" in done.text.lower(), done.text
+        assert streams_open(port, "Converse") == 1
+        # The stream opened again with the question and answer of turn 1.
+        assert "(history of 2 messages replayed)" in orchestrator.log_path.read_text()
+        assert not s.of("error"), s.of("error")
+        s.close()
+        await s.ended()
 
 
 async def test_a_realtime_tool_call_goes_to_the_client_and_the_answer_continues_the_turn(realtime_orchestrator):
