@@ -55,7 +55,7 @@ class Settings(ServerSettings):
     busy_loop_cpu: float = setting(0.3, "CPU of the event loop's thread, in cores over the last half second, past "
                                         "which it counts as busy with its own sessions for --busy-loop-lag-ms")
     # The STT sends its speculative final 64 ms into a pause as an interim marked end_candidate; a held reply
-    # to it starts ~200 ms before the endpointing silence is over. Only those interims start one, so a reply is
+    # to it starts ~240 ms before a 300 ms endpointing silence is over. Only those interims start one, so a reply is
     # dropped only when the user goes on after such a pause (its LLM and TTS usage is still billed, under the
     # turn it anticipated). Figures: docs/models.md, bench/conversation.py.
     speculate_on_interims: bool = setting(True, "with preemptive generation, start that reply already on the "
