@@ -26,7 +26,8 @@ stream's first audio counted. ``--piper-threads`` sets VoiceMesh's onnxruntime
 threads per synthesis (its default when not given); wyoming-piper's
 onnxruntime uses its own default (all cores).
 
-STT end of speech -> final: a piper-spoken sentence streamed in real time in
+STT end of speech -> final: a sentence spoken by espeak-ng (a voice the agent
+does not speak with) streamed in real time in
 20 ms chunks, followed by silence. VoiceMesh's stream closes the utterance
 itself after ``--silence-ms`` of silence (its VAD); Wyoming has no endpointing
 of its own (the client's VAD ends the command), so the client sends
@@ -56,9 +57,10 @@ from pathlib import Path
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from tests.speech import silence, speak  # noqa: E402
+from conversation_turns import espeak  # noqa: E402  (bench/conversation_turns.py)
+from tests.speech import silence  # noqa: E402
 from tests.stt.helpers import speech_bounds  # noqa: E402
 from voicemesh.audio import chunks  # noqa: E402
 from voicemesh.process import ServiceProcess, free_port  # noqa: E402
@@ -227,7 +229,7 @@ async def measure_tts(args, mesh_tts: str, w_tts: int) -> dict:
 
 
 async def measure_stt(args, mesh_stt: str, w_stt: int) -> dict:
-    spoken = [(text, speak(text)) for text in STT_TEXTS]
+    spoken = [(text, espeak(text, RATE)) for text in STT_TEXTS]
     stt = {"voicemesh": [], "wyoming-faster-whisper": [], "wyoming_stop_to_final": [], "texts": []}
     await mesh_stt_final(mesh_stt, spoken[0][1], speech_bounds(spoken[0][1], RATE)[1], args.silence_ms)
     await wyoming_stt_final(w_stt, spoken[0][1], speech_bounds(spoken[0][1], RATE)[1], args.silence_ms)
