@@ -31,8 +31,9 @@ def bearer(key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")]
 
 
-async def stt_stream(address: str, key: str, *, pace: float, seconds: float, metadata=()):
-    """Stream ``seconds`` of silence at ``pace`` x real time; returns (how it ended, audio seconds sent, when)."""
+async def stt_stream(address: str, key: str, *, pace: float, seconds: float, metadata=(), hold: bool = False):
+    """Stream ``seconds`` of silence at ``pace`` x real time, then (``hold``) keep the stream open without
+    writing; returns (how it ended, audio seconds sent, when)."""
     sent = [0.0]
 
     async def feed():
@@ -41,6 +42,8 @@ async def stt_stream(address: str, key: str, *, pace: float, seconds: float, met
             yield stt_pb2.RecognizeRequest(audio=piece)
             sent[0] += len(piece) / 2 / 16000
             await asyncio.sleep(0.1 / pace)
+        if hold:
+            await asyncio.Event().wait()
 
     async with grpc.aio.insecure_channel(address) as channel:
         call = stt_pb2_grpc.SttServiceStub(channel).Recognize(feed(), metadata=[*bearer(key), *metadata], timeout=120)
@@ -100,14 +103,16 @@ async def test_a_revoked_keys_open_stream_ends_within_the_bound(mesh, service):
     if service == "stt":
         async def run():
             opened.set()
-            return await stt_stream(address, key, pace=1.0, seconds=60.0)
+            # Half a second of audio, then open and quiet: a write that meets the server's end of the call
+            # makes grpc.aio report a local INTERNAL ("Internal error from Core") in place of the server's
+            # status. The idle timeout (120 s) is far off.
+            return await stt_stream(address, key, pace=1.0, seconds=0.5, hold=True)
     else:
         async def run():
             async def feed():
                 yield tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=TTS))
-                while True:  # a short sentence a second: the stream is never idle
-                    yield tts_pb2.SynthesizeRequest(text="Still talking. ")
-                    await asyncio.sleep(1.0)
+                yield tts_pb2.SynthesizeRequest(text="Still talking. ")
+                await asyncio.Event().wait()  # open and quiet, as the STT stream above
 
             async with grpc.aio.insecure_channel(address) as channel:
                 call = tts_pb2_grpc.TtsServiceStub(channel).Synthesize(feed(), metadata=bearer(key), timeout=120)
