@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from conversation_in_process import run_in_process_async
 from conversation_plot import save_plot
-from conversation_turns import (CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, espeak, print_turn,
+from conversation_turns import (CHUNK_MS, INSTRUCTIONS, OUT_RATE, QUESTIONS, RATE, Pacer, Turn, print_turn,
                                 speech_end_s)
 
 from voicemesh.audio import chunks
@@ -48,6 +48,9 @@ from voicemesh.client import AgentAudio, AgentSession, TurnDetection, TurnDone, 
 from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base
 from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS
 from voicemesh.samples import synthesize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.speech import espeak  # noqa: E402  (a voice the agent does not speak with)
 
 
 # --- phase 1: through the mesh ---------------------------------------------------------------------

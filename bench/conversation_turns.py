@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -44,22 +42,6 @@ QUESTIONS = [
     "What language do people speak in Brazil?",
     "Give me a fun fact about cats.",
 ]
-
-
-def espeak(text: str, rate: int = RATE) -> bytes:
-    """PCM s16le mono of ``text`` spoken by espeak-ng (another voice than piper's), resampled to ``rate``."""
-    import io
-    import subprocess
-    import wave
-
-    from voicemesh.audio import convert
-
-    if shutil.which("espeak-ng") is None:
-        sys.exit("the benchmark needs the espeak-ng program: scripts/dev setup installs it (apt-get install espeak-ng)")
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        native, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
-    return convert(pcm, native, rate)
 
 
 def speech_end_s(pcm: bytes, rate: int = RATE, threshold: float = 0.01) -> float:

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import quiz  # noqa: E402  (bench/quiz.py: the questions and espeak-ng)
-from tests.speech import silence, speak, wer  # noqa: E402
+import quiz  # noqa: E402  (bench/quiz.py: the questions)
+from tests.speech import espeak, silence, speak, wer  # noqa: E402
 from voicemesh.audio import chunks  # noqa: E402
 from voicemesh.backend import RemoteOptions  # noqa: E402
 from voicemesh.services.stt import stream as stt_stream  # noqa: E402
@@ -57,8 +57,8 @@ async def run(pauses: list[int]) -> dict:
                                       settings=FasterWhisperSettings(workers=1, threads=1))
     await recognizer.load()
     questions = [q for q, _ in quiz.QUESTIONS]
-    voices = {"espeak-ng en-us 160": [quiz.espeak(q, "en-us", 160) for q in questions],
-              "espeak-ng en-gb 190": [quiz.espeak(q, "en-gb", 190) for q in questions],
+    voices = {"espeak-ng en-us 160": [espeak(q, voice="en-us", speed=160) for q in questions],
+              "espeak-ng en-gb 190": [espeak(q, voice="en-gb", speed=190) for q in questions],
               "piper": [speak(q) for q in questions]}
     results: dict = {}
     eager = stt_stream.RecognizeStream._eager_decode

@@ -59,8 +59,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from conversation_turns import espeak  # noqa: E402  (bench/conversation_turns.py)
-from tests.speech import silence  # noqa: E402
+from tests.speech import espeak, silence  # noqa: E402
 from tests.stt.helpers import speech_bounds  # noqa: E402
 from voicemesh.audio import chunks  # noqa: E402
 from voicemesh.process import ServiceProcess, free_port  # noqa: E402

@@ -35,20 +35,17 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.llm.chat import Chat  # noqa: E402
 from tests.orchestrator.client import CHUNK_MS, RATE, AgentClient, session_config  # noqa: E402
-from tests.speech import wer, word_errors  # noqa: E402
+from tests.speech import espeak, wer, word_errors  # noqa: E402
 from tests.stt.helpers import speech_bounds  # noqa: E402
-from voicemesh.audio import convert  # noqa: E402
 from voicemesh.client.local import LocalMesh, LocalMeshOptions, free_port_base  # noqa: E402
 from voicemesh.client.session import DEFAULT_LLM, DEFAULT_STT, DEFAULT_TTS  # noqa: E402
 from voicemesh.commands import DEFAULT_INSTRUCTIONS  # noqa: E402
@@ -110,15 +107,6 @@ def pct(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def espeak(text: str, voice: str, speed: int) -> bytes:
-    """PCM s16le mono at RATE of ``text`` spoken by espeak-ng."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", out.name, text], check=True, timeout=30)
-        with wave.open(out.name, "rb") as clip:
-            pcm, rate = clip.readframes(clip.getnframes()), clip.getframerate()
-    return convert(pcm, rate, RATE)
 
 
 def join_split_whisper(models_dir: Path) -> list[str]:
@@ -304,15 +292,12 @@ def main() -> None:
                         help="only decode the clips with each whisper model and beam in this process (no mesh): "
                         "WER and CPU ms per clip")
     args = parser.parse_args()
-    if shutil.which("espeak-ng") is None:
-        sys.exit("bench/quiz.py needs the espeak-ng program (apt-get install espeak-ng)")
-
     args.models_dir.mkdir(parents=True, exist_ok=True)
     joined = join_split_whisper(args.models_dir)
     if joined:
         print(f"models dir {args.models_dir}: {', '.join(joined)}")
     questions = QUESTIONS[: args.limit or None]
-    voices = [espeak(q, args.voice, args.speed) for q, _ in questions]
+    voices = [espeak(q, voice=args.voice, speed=args.speed) for q, _ in questions]
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}
     results = saved.get("results", {})
     if args.text_only is not None:

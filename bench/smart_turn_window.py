@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation_turns import QUESTIONS, espeak  # noqa: E402
+from conversation_turns import QUESTIONS  # noqa: E402
 
-from tests.speech import speak  # noqa: E402
+from tests.speech import espeak, speak  # noqa: E402
 from voicemesh.audio import pcm_to_float  # noqa: E402
 from voicemesh.speech.turn.model import RATE, SmartTurn  # noqa: E402
 from voicemesh.speech.turn.smart import CONFIDENT, UNLIKELY  # noqa: E402

@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import quiz  # noqa: E402  (bench/quiz.py: the questions and espeak-ng)
-from tests.speech import SENTENCES, speak, wer  # noqa: E402
+import quiz  # noqa: E402  (bench/quiz.py: the questions)
+from tests.speech import SENTENCES, espeak, speak, wer  # noqa: E402
 
 
 def floats(pcm: bytes) -> np.ndarray:
@@ -46,8 +46,8 @@ def main() -> int:
                          cpu_threads=args.threads)
     questions = [q for q, _ in quiz.QUESTIONS]
     sets = {
-        "espeak en-us 160": [(q, floats(quiz.espeak(q, "en-us", 160))) for q in questions],
-        "espeak en-gb 190": [(q, floats(quiz.espeak(q, "en-gb", 190))) for q in questions],
+        "espeak en-us 160": [(q, floats(espeak(q, voice="en-us", speed=160))) for q in questions],
+        "espeak en-gb 190": [(q, floats(espeak(q, voice="en-gb", speed=190))) for q in questions],
         "piper": [(q, floats(speak(q))) for q in questions + SENTENCES],
     }
 

