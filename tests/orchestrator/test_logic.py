@@ -37,6 +37,14 @@ def test_trailing_open_word_beats_period():
     assert completeness("I need to go.") == 1.0
 
 
+def test_a_trailing_comma_is_a_doubt_and_a_colon_or_an_open_word_is_not():
+    """The STT writes a comma where a finished sentence was cut by a pause: a doubt a policy that hears the audio
+    may overrule (0 < completeness < 0.5); a colon, a dash, an ellipsis or an open last word is not one."""
+    assert 0.0 < completeness("When will I arrive in Lyon,") < completeness("When will I arrive in Lyon") < 0.5
+    assert completeness("Here is my list:") == completeness("So I went to the...") == 0.0
+    assert completeness("I want a pizza and,") == completeness("Well -") == 0.0
+
+
 def test_endpoint_wait_extends_unfinished_turns():
     turns = turn_detector("transcript", min_delay_ms=500, max_delay_ms=3000)  # the live rule without the model
     finished = turns.wait_ms("What time is it?", silence_ms=500)

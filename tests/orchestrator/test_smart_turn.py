@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.speech import silence, speak
+from tests.speech import espeak, silence, speak
 from voicemesh.audio import pcm_to_float
 from voicemesh.speech.turn import model as smart_turn
 from voicemesh.speech.turn.model import RecentAudio
-from voicemesh.speech.turn.smart import CONFIDENT, SPEAKING_AGAIN, UNLIKELY, turn_target_ms
+from voicemesh.speech.turn.smart import CONFIDENT, SPEAKING_AGAIN, UNLIKELY, WINDOW_SILENCE_MS, turn_target_ms
 from voicemesh.v1 import stt_pb2
 
 pytestmark = pytest.mark.skipif(not smart_turn.available(), reason="needs pipecat-ai (the turn extra) and the stt extra")
@@ -82,6 +82,37 @@ def test_the_wait_follows_the_probability_and_the_transcript():
     assert turn_target_ms(SPEAKING_AGAIN, "What is two plus two?", **delays) == 3000
     assert turn_target_ms(SPEAKING_AGAIN, "Turn off the lights.", **delays) == 3000
     assert turn_target_ms(0.99, "Turn off the lights.", min_delay_ms=100, max_delay_ms=3000, quick_ms=200) == 100
+
+
+@pytest.mark.parametrize("heard", ["When will I arrive in Lyon,", "Turn off my life, Sin"])
+def test_a_transcript_in_doubt_waits_less_the_surer_the_model_is_of_the_end(heard):
+    """No closing mark, or a trailing comma: the model's verdict sets the wait, from the longest down to the plain
+    wait; a higher probability never waits longer (a transcript without a mark at 0.6 waited the full 3 s, at
+    0.4 about 1 s)."""
+    delays = {"min_delay_ms": 500, "max_delay_ms": 3000, "quick_ms": 200}
+    waits = [turn_target_ms(p, heard, **delays) for p in (0.0, 0.1, 0.3, 0.45, 0.5, 0.6, 0.8, CONFIDENT, 0.99)]
+    assert waits == sorted(waits, reverse=True) and len(set(waits)) > 5, waits
+    assert waits[0] == 3000 and waits[-1] == 500  # sure of the end: the plain wait, not the quick one
+    assert turn_target_ms(None, heard, **delays) == 3000  # no model: the transcript alone
+    assert turn_target_ms(SPEAKING_AGAIN, heard, **delays) == 3000
+    # A finished-looking transcript never waits longer than one in doubt at the same verdict.
+    for p in (0.1, 0.4, 0.6, 0.9):
+        assert turn_target_ms(p, "Turn off the lights.", **delays) <= turn_target_ms(p, heard, **delays)
+
+
+def test_a_question_heard_with_a_trailing_comma_waits_less_than_a_comma_pause(model):
+    """espeak-ng pauses at a comma as a speaker does (piper's fragments all sound finished to the model: "If I
+    leave Paris at noon by train," at 0.99). A finished question the STT wrote with a trailing comma waited 3 s
+    in bench/conversation.py; the model now shortens that wait, and still holds a real comma pause long."""
+    delays = {"min_delay_ms": 500, "max_delay_ms": 3000, "quick_ms": 300}
+    clause = "If I leave Paris at noon by train,"
+
+    def verdict(text: str) -> float:
+        return model.probability(pcm_to_float(espeak(text) + silence(WINDOW_SILENCE_MS / 1000)))
+
+    question = turn_target_ms(verdict(clause + " when will I arrive in Lyon?"), "When will I arrive in Lyon,", **delays)
+    pause = turn_target_ms(verdict(clause), clause, **delays)
+    assert question < 2000 < pause < 3000, (question, pause)
 
 
 def test_recent_audio_cuts_at_a_timeline_position_and_resamples():

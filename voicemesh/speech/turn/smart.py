@@ -52,20 +52,26 @@ def turn_target_ms(probability: float | None, text: str, *, min_delay_ms: float,
     ``min_delay_ms``. A question the model doubts waits ``min_delay_ms``
     too: the model misjudges some finished questions (espeak-ng's "What is
     two plus two?" at 0.01), and a user who goes on after one barges in.
+    A transcript in doubt (no closing mark, or a trailing comma) waits from
+    the longest down to ``min_delay_ms`` as the model grows sure of the end:
+    the STT writes a comma where a finished question was cut by a pause
+    (espeak-ng's "... arrive in Lyon?" heard as "... in Lyon," at 0.52, a
+    comma pause at 0.12-0.17), and such a turn waited the full 3 s.
+    The wait never grows with the probability.
     """
     longest = max(max_delay_ms, min_delay_ms)
     look = completeness(text)
-    if look == 0.0:
+    if look == 0.0 or (probability is not None and probability <= SPEAKING_AGAIN):
         return longest
     if probability is None:
         return min_delay_ms if look >= 0.5 else longest
-    if probability <= SPEAKING_AGAIN:
-        return longest
-    if probability >= CONFIDENT and look >= 0.5:
+    if look < 0.5:
+        return min_delay_ms + (longest - min_delay_ms) * max(0.0, 1.0 - probability / CONFIDENT)
+    if probability >= CONFIDENT:
         return min(quick_ms, min_delay_ms)
     if probability < UNLIKELY and not asks(text):
         return min_delay_ms + (longest - min_delay_ms) * (1.0 - probability / UNLIKELY)
-    return min_delay_ms if look >= 0.5 else longest
+    return min_delay_ms
 
 
 class SmartTurnDetector(TurnDetector):

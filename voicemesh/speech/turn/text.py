@@ -23,14 +23,18 @@ def completeness(text: str) -> float:
     """How finished ``text`` looks as a spoken turn: 1.0 finished, 0.0 clearly not.
 
     A heuristic on the transcript: terminal punctuation is needed; a trailing
-    comma, dash or ellipsis, or a last word that opens a clause (a
+    colon, dash or ellipsis, or a last word that opens a clause (a
     conjunction, article, preposition or filler) before a period means the
-    user is still going. A question or exclamation mark ends the turn.
+    user is still going (0.0). A trailing comma or semicolon is a doubt (0.2),
+    as is no closing mark at all (0.3): the STT writes one where a finished
+    sentence was cut by a pause ("... arrive in Lyon,"), so a policy that
+    hears the audio may overrule it. A question or exclamation mark ends
+    the turn.
     """
     stripped = text.strip()
     if not stripped:
         return 0.0
-    if stripped.endswith(("...", "…", ",", ";", ":", "-", "—", "–")):
+    if stripped.endswith(("...", "…", ":", "-", "—", "–")):
         return 0.0
     last = _last_mark(stripped)
     if last in ("?", "？", "!", "！"):
@@ -40,7 +44,7 @@ def completeness(text: str) -> float:
         return 0.0
     if last and last in TERMINAL:
         return 1.0
-    return 0.3
+    return 0.2 if last in (",", ";", "，", "；") else 0.3
 
 
 def asks(text: str) -> bool:
