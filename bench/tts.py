@@ -14,6 +14,9 @@ process, unless ``--address`` names a running one, and measures over gRPC:
   arrives after the moment a player would need it. The figure is the largest
   N where every stream kept real time.
 
+With ``--in-process`` each reply is also timed through the same voice and ``SynthesisStream`` loaded in
+this process, right after the service's: the service's p50 over that is what the gRPC service adds.
+
 Prints the figures and saves them to bench/results/tts.json.
 """
 
@@ -54,11 +57,11 @@ def _pieces(text: str, seed: int) -> list[str]:
     return out
 
 
-async def first_audio(stub, first: str, second: str, rate: int, pace_s: float, seed: int) -> tuple[float, float]:
-    """Seconds from the first text piece to the first audio chunk of a two-sentence reply, and
-    seconds from the piece that completed the first sentence to that chunk."""
-    call = stub.Synthesize()
-    await call.write(_config(rate))
+async def _first_audio(write, end, audio_events, first: str, second: str, pace_s: float,
+                       seed: int) -> tuple[float, float]:
+    """Seconds from the first text piece to the first audio of a two-sentence reply, and seconds from the piece
+    that completed the first sentence to that audio. ``write``/``end`` send a piece / the end of the text;
+    ``audio_events`` yields, for every event, whether it is audio."""
     started = time.perf_counter()
     completed = None
 
@@ -66,24 +69,76 @@ async def first_audio(stub, first: str, second: str, rate: int, pace_s: float, s
         nonlocal completed
         sent = 0
         for piece in _pieces(f"{first} {second}", seed):
-            await call.write(tts_pb2.SynthesizeRequest(text=piece))
+            await write(piece)
             sent += len(piece)
             if completed is None and sent > len(first):  # the space after the first sentence is out
                 completed = time.perf_counter()
             await asyncio.sleep(pace_s)
-        await call.done_writing()
+        await end()
 
     feeder = asyncio.create_task(feed())
     try:
         ttfa = None
-        while (response := await call.read()) is not grpc.aio.EOF:
-            if ttfa is None and response.WhichOneof("event") == "audio":
+        async for is_audio in audio_events:
+            if ttfa is None and is_audio:
                 ttfa = time.perf_counter() - started
         await feeder
     finally:
         feeder.cancel()
     assert ttfa is not None and completed is not None, "no audio"
     return ttfa, started + ttfa - completed
+
+
+async def first_audio(stub, first: str, second: str, rate: int, pace_s: float, seed: int) -> tuple[float, float]:
+    """``_first_audio`` through the TTS service."""
+    call = stub.Synthesize()
+    await call.write(_config(rate))
+
+    async def events():
+        while (response := await call.read()) is not grpc.aio.EOF:
+            yield response.WhichOneof("event") == "audio"
+
+    return await _first_audio(lambda piece: call.write(tts_pb2.SynthesizeRequest(text=piece)), call.done_writing,
+                              events(), first, second, pace_s, seed)
+
+
+class InProcessVoice:
+    """The service's voice loaded in this process: the same reply through the same ``SynthesisStream`` without
+    gRPC, to tell the service's own cost from synthesis (``--in-process``)."""
+
+    async def load(self) -> InProcessVoice:
+        from voicemesh.backend import BackendCache
+        from voicemesh.descriptors import parse
+        from voicemesh.registry import Registry
+
+        self.backend = await BackendCache(Registry("tts")).get(parse(VOICE))
+        await self.backend.warm_up()
+        self.voice = self.backend.check_voice(parse(VOICE).variant or "")
+        return self
+
+    async def first_audio(self, first: str, second: str, rate: int, pace_s: float, seed: int) -> tuple[float, float]:
+        from voicemesh.services.tts.backend import VoiceOptions
+        from voicemesh.services.tts.stream import Chunk, StreamLimits, SynthesisStream
+
+        texts: asyncio.Queue = asyncio.Queue()
+
+        async def inputs():
+            while (piece := await texts.get()) is not None:
+                yield piece
+
+        async def end() -> None:
+            texts.put_nowait(None)
+
+        async def write(piece: str) -> None:
+            texts.put_nowait(piece)
+
+        stream = SynthesisStream(self.backend, VoiceOptions(voice=self.voice, sample_rate_hz=rate), StreamLimits())
+
+        async def events():
+            async for event in stream.run(inputs()):
+                yield isinstance(event, Chunk)
+
+        return await _first_audio(write, end, events(), first, second, pace_s, seed)
 
 
 async def whole_stream(stub, text: str, rate: int) -> dict:
@@ -116,11 +171,14 @@ async def run(address: str, args: argparse.Namespace) -> dict:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = tts_pb2_grpc.TtsServiceStub(channel)
         await whole_stream(stub, "Warming up the voice.", args.rate)
-        timings = [
-            await first_audio(stub, SENTENCES[i % len(SENTENCES)], SENTENCES[(i + 1) % len(SENTENCES)], args.rate,
-                              args.pace_ms / 1000, i)
-            for i in range(args.trials)
-        ]
+        local = await InProcessVoice().load() if args.in_process else None
+        timings, local_timings = [], []
+        for i in range(args.trials):  # the same reply through the service, then (--in-process) in this process
+            reply = (SENTENCES[i % len(SENTENCES)], SENTENCES[(i + 1) % len(SENTENCES)], args.rate,
+                     args.pace_ms / 1000, i)
+            timings.append(await first_audio(stub, *reply))
+            if local is not None:
+                local_timings.append(await local.first_audio(*reply))
         ttfas = [t[0] for t in timings]
         after_sentence = [t[1] for t in timings]
         single = await whole_stream(stub, text, args.rate)
@@ -156,7 +214,14 @@ async def run(address: str, args: argparse.Namespace) -> dict:
             else:
                 bad = middle
     sustained = good
+    in_process = {}
+    if local_timings:
+        ttfa, after = [t[0] for t in local_timings], [t[1] for t in local_timings]
+        in_process = {"in_process_ttfa_p50_ms": round(statistics.median(ttfa) * 1000, 1),
+                      "in_process_after_first_sentence_p50_ms": round(statistics.median(after) * 1000, 1),
+                      "service_over_in_process_ttfa_p50": round(statistics.median(ttfas) / statistics.median(ttfa), 3)}
     return {
+        **in_process,
         "ttfa_p50_ms": round(statistics.median(ttfas) * 1000, 1),
         "ttfa_p95_ms": round(_pct(ttfas, 0.95) * 1000, 1),
         "ttfa_all_ms": [round(t * 1000, 1) for t in ttfas],
@@ -178,6 +243,9 @@ def main() -> int:
     parser.add_argument("--max-streams", type=int, default=64, help="largest concurrency tried (default 64)")
     parser.add_argument("--late-tolerance-ms", type=float, default=0.0,
                         help="lateness a player may absorb before it counts as an underrun (default 0)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also time each reply through the same voice and SynthesisStream loaded in this process "
+                        "(no gRPC), right after the service's, and report the service's p50 over it")
     parser.add_argument("--server-args", default="", help="extra flags for voicemesh serve tts, e.g. '--piper-threads 2'")
     args = parser.parse_args()
     print(f"TTS bench: {VOICE}, {args.rate} Hz, pieces of 3-8 characters every {args.pace_ms:g} ms, "
@@ -193,6 +261,10 @@ def main() -> int:
           f"p95 {figures['ttfa_p95_ms']:.0f} ms ({args.trials} two-sentence replies)")
     print(f"  of which after the first sentence was complete: p50 {figures['after_first_sentence_p50_ms']:.0f} ms, "
           f"p95 {figures['after_first_sentence_p95_ms']:.0f} ms")
+    if "in_process_ttfa_p50_ms" in figures:
+        print(f"in this process, the same replies: first audio p50 {figures['in_process_ttfa_p50_ms']:.0f} ms (after "
+              f"the first sentence {figures['in_process_after_first_sentence_p50_ms']:.0f} ms); service / in "
+              f"process {figures['service_over_in_process_ttfa_p50']:.3f}")
     print(f"real-time factor (one stream, {figures['rtf_audio_s']:.1f} s of audio): {figures['rtf']:.4f}")
     print(f"concurrent streams kept in real time on this machine: {figures['streams_real_time']}")
     figures["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
