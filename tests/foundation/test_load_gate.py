@@ -111,6 +111,29 @@ def test_streams_admitted_since_the_signals_were_taken_count_in_them():
     assert "busy (0.40 cores) and runs 8.0 ms late" in refused.value.message
 
 
+def test_a_burst_at_an_idle_server_counts_each_stream_at_what_it_cost_before():
+    # The signals of an idle server show nothing of the streams a burst opens at once. What a stream cost the
+    # last time four or more were open (over the server's idle CPU) sets how many the burst may open.
+    gate = Gate(LoadMonitor("test"), max_cpu=0.5)
+    monitor = gate.monitor
+    for streams, cpu in ((0, 0.02), (10, 0.22), (0, 0.02)):  # idle, then 10 streams (0.02 cores each), idle again
+        monitor.streams, monitor.cpu_cores, monitor.loop_cpu = streams, cpu, cpu / 2
+        monitor.learn_costs()
+    assert monitor.cpu_per_stream == pytest.approx(0.02) and monitor.loop_cpu_per_stream == pytest.approx(0.01)
+    admitted = 0
+    with pytest.raises(ResourceExhausted) as refused:
+        while admitted < 100:
+            gate.check()
+            gate.open.calls.add(object())
+            admitted += 1
+    assert admitted == 24, admitted  # 0.02 idle + 24 x 0.02 = 0.50 cores; the 25th makes 0.52
+    assert "this server uses 0.52 cores (limit --max-cpu 0.5)" in refused.value.message
+    # A server that never had four streams open has no cost to go on: its signals alone decide.
+    fresh = Gate(LoadMonitor("test"), max_cpu=0.5)
+    fresh.open.calls.update(object() for _ in range(100))
+    fresh.check()
+
+
 def test_where_the_machines_cpu_cannot_be_read_the_monitor_still_measures_the_loop(tmp_path):
     # As on a machine without /proc (not Linux): the machine rule has nothing to go on, the rest works.
     machine = MachineCpu(cgroup=tmp_path, proc_stat=tmp_path / "no-such-stat")

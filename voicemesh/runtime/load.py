@@ -90,6 +90,11 @@ class LoadMonitor:
     --arrivals-per-s``). So the busy rule also reads the lag over the last ``recent`` samples, the CPU is
     read over the last ``cpu_window_s``, and ``streams`` (the mean number of streams open over that same
     window) lets the gate project them onto the streams open now (``Gate.check``).
+
+    A burst that reaches an idle server moves none of those signals before it is admitted. So the monitor
+    also remembers what a stream cost the last time four or more were open (``cpu_per_stream``,
+    ``loop_cpu_per_stream``: the CPU over what the server uses with none open), and the gate counts the
+    streams open now at that cost.
     """
 
     def __init__(self, service: str = "", *, every_s: float = 0.1, window: int = 10, recent: int = 3,
@@ -103,6 +108,10 @@ class LoadMonitor:
         self.loop_cpu = 0.0  # CPU of the event loop's own thread over the CPU window, in cores
         self.machine_busy = 0.0  # busy share of the CPU this server may use, over the CPU window
         self.streams = 0.0  # mean streams open over the CPU window
+        # With no stream open: the process's and the loop's CPU (its own background work), in cores.
+        self.idle_cpu = self.idle_loop_cpu = 0.0
+        # What one stream cost the last time four or more were open, over the idle figures; 0 until then.
+        self.cpu_per_stream = self.loop_cpu_per_stream = 0.0
         self.count_streams = lambda: 0  # the gate's count of open streams
         self._marks: deque[tuple] = deque()  # (wall, process CPU, loop CPU, streams, machine busy, machine total)
         self._wake_at = 0.0  # when the sampling sleep should end (0: not sleeping)
@@ -157,8 +166,18 @@ class LoadMonitor:
                 self.loop_cpu = (last[2] - first[2]) / wall
                 self.streams = sum(mark[3] for mark in self._marks) / len(self._marks)
                 self.machine_busy = (last[4] - first[4]) / max(last[5] - first[5], 1e-9)
+                self.learn_costs()
                 self._cpu_gauge.set(self.cpu_cores)
                 self._machine_gauge.set(self.machine_busy)
+
+
+    def learn_costs(self) -> None:
+        """Note the idle CPU (no stream open over the window) or, with four or more open, one stream's cost."""
+        if self.streams == 0:
+            self.idle_cpu, self.idle_loop_cpu = self.cpu_cores, self.loop_cpu
+        elif self.streams >= 4:
+            self.cpu_per_stream = max(0.0, self.cpu_cores - self.idle_cpu) / self.streams
+            self.loop_cpu_per_stream = max(0.0, self.loop_cpu - self.idle_loop_cpu) / self.streams
 
 
 class Gate:
@@ -202,6 +221,10 @@ class Gate:
         grown = self._growth()
         busy_lag_ms = monitor.lag_s(recent=True) * 1000 * grown
         loop_cpu, cpu = monitor.loop_cpu * grown, monitor.cpu_cores * grown
+        # A burst at an idle server shows in no signal yet: the streams open now, at what each cost before.
+        opened = len(self.open.calls) + 1
+        loop_cpu = max(loop_cpu, monitor.idle_loop_cpu + opened * monitor.loop_cpu_per_stream)
+        cpu = max(cpu, monitor.idle_cpu + opened * monitor.cpu_per_stream)
         machine = monitor.machine_busy + (cpu - monitor.cpu_cores) / monitor.machine.cores
         # Streaming over grpc.aio, a stream takes its next message only after the loop came round to it: a loop
         # that comes round late by half a 20 ms audio chunk already lets every stream fall behind real time, long
