@@ -170,7 +170,6 @@ class LoadMonitor:
                 self._cpu_gauge.set(self.cpu_cores)
                 self._machine_gauge.set(self.machine_busy)
 
-
     def learn_costs(self) -> None:
         """Note the idle CPU (no stream open over the window) or, with four or more open, one stream's cost."""
         if self.streams == 0:
