@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from tests.orchestrator.client import LLM, RATE, STT, TTS, AgentClient, choice, session_config
+from tests.deploy.mesh import metric
 from tests.orchestrator.conftest import streams_open, transcribe, write_mesh
 from tests.speech import speak, silence, wer
 from voicemesh.process import ServiceProcess, free_port
@@ -44,13 +44,6 @@ def realtime_orchestrator(mesh, tmp_path_factory) -> Iterator[ServiceProcess]:
         if orchestrator is not None:
             orchestrator.stop()
         realtime.stop()
-
-
-def rpcs_ended(metrics_port: int, method: str, code: str) -> float:
-    """The service's voicemesh_rpcs_total for ``method`` ended with ``code``."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("voicemesh_rpcs_total{") and f'method="{method}"' in line and f'code="{code}"' in line)
 
 
 def realtime_config(**fields) -> agent_pb2.SessionConfig:
@@ -216,10 +209,13 @@ async def test_a_text_session_goes_on_after_the_realtime_service_closed_its_idle
     async with AgentClient(orchestrator.address, realtime_config()) as s:
         s.send(text="What is the capital of France?")
         await s.turn_done(1, timeout=120)
+        def idle_closes() -> float:
+            return metric(port, "voicemesh_rpcs_total", method="Converse", code="DEADLINE_EXCEEDED")
+
         deadline = time.monotonic() + 30
-        while not rpcs_ended(port, "Converse", "DEADLINE_EXCEEDED") and time.monotonic() < deadline:
+        while not idle_closes() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert rpcs_ended(port, "Converse", "DEADLINE_EXCEEDED") >= 1  # the service closed it as idle
+        assert idle_closes() >= 1  # the service closed it as idle
         s.send(text="What is the capital of Italy?")
         done = await s.turn_done(2, timeout=120)
         assert "rome" in done.text.lower(), done.text
