@@ -57,7 +57,7 @@ from pathlib import Path
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path.insert(0, str(ROOT))
 
 from tests.speech import espeak, silence  # noqa: E402
 from tests.stt.helpers import speech_bounds  # noqa: E402
